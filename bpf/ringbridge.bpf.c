@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * ringbridge default consumer: drains the user ring buffer filled by the
+ * ringbridge service and keeps per-CPU counters of what arrived.
+ *
+ * Drain triggers (chosen by the service at load, all programs always loaded):
+ *   - timer:    ringbridge_arm_timer (SEC("syscall"), run once through
+ *               BPF_PROG_TEST_RUN) arms a bpf_timer that drains every
+ *               ctl.period_ns; the kernel consumes on its own.
+ *   - kick:     ringbridge_drain (SEC("syscall")) drains on demand.
+ *   - external: nothing here runs; the user's own program drains.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "ringbridge.h"
+
+#define CLOCK_MONOTONIC 1
+#define EINVAL 22
+#define E2BIG 7
+#define EBUSY 16
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Since 6.4; counts payload bytes without probing the dynptr's size. */
+extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	/* Default size; the service overrides it before load (--ring-size). */
+	__uint(max_entries, 8 * 1024 * 1024);
+} ringbridge_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ringbridge_counters);
+} ringbridge_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	/* mmapable so the producer flips producer_waiting without a syscall */
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ringbridge_ctl);
+} ringbridge_ctl SEC(".maps");
+
+struct timer_elem {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct timer_elem);
+} ringbridge_timer SEC(".maps");
+
+/* The sample struct is referenced so that its BTF is always emitted. */
+struct ringbridge_sample ringbridge_sample_btf_anchor SEC(".bss");
+
+struct drain_ctx {
+	struct ringbridge_counters *c;
+	__u32 seen;
+	__u32 budget;
+};
+
+static long on_sample(struct bpf_dynptr *dynptr, void *ctx)
+{
+	struct drain_ctx *d = ctx;
+	struct ringbridge_counters *c = d->c;
+	struct ringbridge_sample s;
+
+	/*
+	 * Plain increments: only the holder of the ring's busy bit runs this
+	 * callback, and the counters are per CPU.
+	 */
+	c->samples++;
+	c->bytes += bpf_dynptr_size(dynptr);
+	if (bpf_dynptr_read(&s, sizeof(s), dynptr, 0, 0)) {
+		c->short_samples++;
+	} else if (s.kind < RINGBRIDGE_MAX_KINDS) {
+		c->kind_count[s.kind]++;
+		c->kind_value[s.kind] += s.value;
+	} else {
+		c->kind_overflow++;
+	}
+	/* Returning 1 stops the drain: bounds the work of one call. */
+	d->seen++;
+	return d->seen >= d->budget;
+}
+
+static __u32 budget_of(const struct ringbridge_ctl *ctl)
+{
+	__u32 b = ctl->drain_budget;
+
+	return b ? b : RINGBRIDGE_DEFAULT_BUDGET;
+}
+
+static void count_error(struct ringbridge_counters *c, long err)
+{
+	int idx = RINGBRIDGE_ERR_OTHER;
+
+	if (err == -EINVAL)
+		idx = RINGBRIDGE_ERR_EINVAL;
+	else if (err == -E2BIG)
+		idx = RINGBRIDGE_ERR_E2BIG;
+	else if (err == -EBUSY)
+		idx = RINGBRIDGE_ERR_EBUSY;
+	/*
+	 * Atomic: a timer drain (softirq) may interrupt a syscall-program
+	 * drain on the same CPU between its load and store.
+	 */
+	__sync_fetch_and_add(&c->drain_errors[idx & 3], 1);
+}
+
+/* One bounded drain call; returns samples drained or a negative errno. */
+static long drain_once(void)
+{
+	__u32 key = 0;
+	struct ringbridge_counters *c;
+	struct ringbridge_ctl *ctl;
+	struct drain_ctx d = {};
+	long n, m;
+
+	c = bpf_map_lookup_elem(&ringbridge_counters, &key);
+	ctl = bpf_map_lookup_elem(&ringbridge_ctl, &key);
+	if (!c || !ctl)
+		return 0;
+	d.c = c;
+	d.budget = budget_of(ctl);
+
+	/*
+	 * No wake-up by default: each one costs ~6.6 us of irq_work and is
+	 * wasted when no producer sleeps.
+	 */
+	n = bpf_user_ringbuf_drain(&ringbridge_ring, on_sample, &d, BPF_RB_NO_WAKEUP);
+	__sync_fetch_and_add(&c->drain_calls, 1);
+	if (n < 0) {
+		count_error(c, n);
+		return n;
+	}
+	/*
+	 * Dekker handshake with the producer: the drain published consumer_pos
+	 * (smp_store_release in __bpf_user_ringbuf_sample_release); this
+	 * fetching atomic is a full barrier, so either we see producer_waiting
+	 * set here, or the producer's re-check after setting it (seq_cst
+	 * exchange, then acquire load of consumer_pos) sees the space we freed.
+	 */
+	if (n > 0 && __sync_fetch_and_add(&ctl->producer_waiting, 0)) {
+		d.seen = 0;
+		d.budget = 1;
+		m = bpf_user_ringbuf_drain(&ringbridge_ring, on_sample, &d,
+					   BPF_RB_FORCE_WAKEUP);
+		__sync_fetch_and_add(&c->drain_calls, 1);
+		if (m > 0)
+			n += m;
+		else if (m < 0)
+			count_error(c, m);
+	}
+	return n;
+}
+
+struct kick_ctx {
+	long total;
+	long err;
+	__u32 budget;
+};
+
+static long kick_step(__u32 i, void *ctx)
+{
+	struct kick_ctx *k = ctx;
+	long n = drain_once();
+
+	if (n < 0) {
+		k->err = n;
+		return 1;
+	}
+	k->total += n;
+	/* A short drain means the ring is empty: stop. */
+	return n < k->budget;
+}
+
+/*
+ * On-demand drain: drains until the ring is empty, at most
+ * RINGBRIDGE_KICK_MAX_CALLS bounded calls. Returns samples drained, or a
+ * negative errno when the first call failed.
+ */
+SEC("syscall")
+int ringbridge_drain(void *ctx)
+{
+	__u32 key = 0;
+	struct ringbridge_ctl *ctl = bpf_map_lookup_elem(&ringbridge_ctl, &key);
+	struct kick_ctx k = {};
+
+	if (!ctl)
+		return 0;
+	k.budget = budget_of(ctl);
+	bpf_loop(RINGBRIDGE_KICK_MAX_CALLS, kick_step, &k, 0);
+	if (k.err && !k.total)
+		return k.err;
+	return k.total;
+}
+
+static __u64 period_of(void)
+{
+	__u32 key = 0;
+	struct ringbridge_ctl *ctl = bpf_map_lookup_elem(&ringbridge_ctl, &key);
+
+	if (!ctl || !ctl->period_ns)
+		return RINGBRIDGE_DEFAULT_PERIOD_NS;
+	return ctl->period_ns;
+}
+
+static int on_timer(void *map, int *key, struct timer_elem *elem)
+{
+	drain_once();
+	bpf_timer_start(&elem->timer, period_of(), 0);
+	return 0;
+}
+
+/* Arms (or re-arms with a new period) the periodic drain timer. */
+SEC("syscall")
+int ringbridge_arm_timer(void *ctx)
+{
+	__u32 key = 0;
+	struct timer_elem *elem = bpf_map_lookup_elem(&ringbridge_timer, &key);
+	long err;
+
+	if (!elem)
+		return -EINVAL;
+	err = bpf_timer_init(&elem->timer, &ringbridge_timer, CLOCK_MONOTONIC);
+	/* -EBUSY: already initialised by an earlier run; re-arm it. */
+	if (err && err != -EBUSY)
+		return err;
+	err = bpf_timer_set_callback(&elem->timer, on_timer);
+	if (err)
+		return err;
+	return bpf_timer_start(&elem->timer, period_of(), 0);
+}
+
+/* Stops the periodic drain (the timer stays initialised). */
+SEC("syscall")
+int ringbridge_disarm_timer(void *ctx)
+{
+	__u32 key = 0;
+	struct timer_elem *elem = bpf_map_lookup_elem(&ringbridge_timer, &key);
+
+	if (!elem)
+		return -EINVAL;
+	return bpf_timer_cancel(&elem->timer);
+}
