@@ -1,0 +1,107 @@
+"""Shared fixtures.
+
+Kernel tests need root (CAP_BPF), a mounted bpffs and the built BPF object.
+Without them they skip -- unless RINGBRIDGE_REQUIRE_KERNEL=1 (set by .ci/run),
+which turns every such skip into a failure: CI never passes by skipping the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build"
+BPFFS = Path("/sys/fs/bpf")
+
+
+def require_kernel() -> bool:
+    return os.environ.get("RINGBRIDGE_REQUIRE_KERNEL", "") not in ("", "0")
+
+
+def _kernel_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "kernel tests need root (CAP_BPF)"
+    if not BPFFS.is_dir():
+        return "bpffs mount point /sys/fs/bpf is missing"
+    mounts = Path("/proc/mounts").read_text().split("\n")
+    if not any(line.split()[1:3] == [str(BPFFS), "bpf"] for line in mounts if line):
+        return "bpffs is not mounted at /sys/fs/bpf (make setup mounts it)"
+    if not (BUILD / "ringbridge.bpf.o").exists():
+        if shutil.which("clang") is None:
+            return "clang is missing: cannot build the BPF object (run make setup)"
+        subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
+    return None
+
+
+def kernel_or_skip() -> None:
+    reason = _kernel_unavailable_reason()
+    if reason is None:
+        return
+    if require_kernel():
+        pytest.fail(f"RINGBRIDGE_REQUIRE_KERNEL=1 but {reason}")
+    pytest.skip(reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kernel: needs root, CAP_BPF and bpffs (real kernel)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kernel") is not None:
+        kernel_or_skip()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under RINGBRIDGE_REQUIRE_KERNEL=1 any skip of a kernel test is a failure."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and require_kernel() and item.get_closest_marker("kernel") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"kernel test skipped under RINGBRIDGE_REQUIRE_KERNEL=1: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def bpf_object_path() -> Path:
+    kernel_or_skip()
+    path = BUILD / "ringbridge.bpf.o"
+    assert path.exists(), f"BPF object {path} was not built"
+    return path
+
+
+@pytest.fixture(scope="session")
+def native_lib_path() -> Path:
+    path = BUILD / "libringbridge_native.so"
+    if not path.exists():
+        subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
+    return path
+
+
+def _remove_tree(path: Path) -> None:
+    # bpffs holds no regular files: unlink each pin, then the dirs, bottom up.
+    if not path.exists():
+        return
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(root, name))
+        for name in dirs:
+            os.rmdir(os.path.join(root, name))
+    os.rmdir(path)
+
+
+@pytest.fixture
+def pin_dir() -> Iterator[Path]:
+    """A fresh, not yet created pin dir on bpffs; removed with its pins afterwards."""
+    kernel_or_skip()
+    path = BPFFS / f"ringbridge-test-{uuid.uuid4().hex[:12]}" / "pins"
+    try:
+        yield path
+    finally:
+        _remove_tree(path.parent)
