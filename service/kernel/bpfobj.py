@@ -1,0 +1,571 @@
+"""The default ringbridge BPF program set: load once, pin, re-open from pins.
+
+Pins make the kernel side outlive the service: a restarted service (or a
+second tool such as ``ringbridge drain``) re-opens the same ring and counters
+from bpffs instead of loading a fresh, empty set. The pin directory is
+therefore treated as owned state: it is re-used only when it holds exactly
+our complete, compatible set, and never overwritten otherwise.
+
+Map value layouts mirror ``bpf/ringbridge.h``; ``tests/kernel/test_btf.py``
+checks them against the object's BTF, and :func:`load_default` checks the
+value sizes of the maps it opens.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from service.errors import ConfigError, KernelError, PinError
+from service.kernel import libbpf as lb
+
+__all__ = [
+    "BPF_FS_MAGIC",
+    "COUNTERS_VALUE_SIZE",
+    "CTL_VALUE_SIZE",
+    "DRAIN_ERROR_NAMES",
+    "MAX_KINDS",
+    "KernelCounters",
+    "LoadedRingbridge",
+    "RingbridgePins",
+    "default_object_path",
+    "is_bpffs",
+    "load_default",
+    "open_pinned_drain",
+    "unpin",
+    "validate_ring_size",
+]
+
+BPF_FS_MAGIC: Final = 0xCAFE4A11
+
+RING_MAP: Final = "ringbridge_ring"
+COUNTERS_MAP: Final = "ringbridge_counters"
+CTL_MAP: Final = "ringbridge_ctl"
+TIMER_MAP: Final = "ringbridge_timer"
+DRAIN_PROG: Final = "ringbridge_drain"
+ARM_PROG: Final = "ringbridge_arm_timer"
+DISARM_PROG: Final = "ringbridge_disarm_timer"
+
+# struct ringbridge_counters: samples, bytes, drain_calls, drain_errors[4],
+# short_samples, kind_overflow, kind_count[256], kind_value[256] (all u64).
+MAX_KINDS: Final = 256
+DRAIN_ERROR_NAMES: Final = ("EINVAL", "E2BIG", "EBUSY", "OTHER")
+_COUNTERS_WORDS: Final = 3 + len(DRAIN_ERROR_NAMES) + 2 + 2 * MAX_KINDS
+_COUNTERS: Final = struct.Struct(f"={_COUNTERS_WORDS}Q")
+COUNTERS_VALUE_SIZE: Final = _COUNTERS.size
+# struct ringbridge_ctl: u32 producer_waiting; u32 drain_budget; u64 period_ns.
+CTL_VALUE_SIZE: Final = 16
+_CTL_BUDGET: Final = struct.Struct("=I")
+_CTL_BUDGET_OFF: Final = 4
+_CTL_PERIOD: Final = struct.Struct("=Q")
+_CTL_PERIOD_OFF: Final = 8
+_KEY0: Final = b"\0\0\0\0"
+_U32_MAX: Final = 2**32 - 1
+_U64_MASK: Final = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class RingbridgePins:
+    """Where each pinned object of the default program set lives."""
+
+    dir: Path
+    ring: Path
+    counters: Path
+    ctl: Path
+    timer: Path
+    drain: Path
+    arm_timer: Path
+    disarm_timer: Path
+
+    @classmethod
+    def under(cls, pin_dir: Path) -> RingbridgePins:
+        d = Path(pin_dir)
+        return cls(
+            dir=d,
+            ring=d / RING_MAP,
+            counters=d / COUNTERS_MAP,
+            ctl=d / CTL_MAP,
+            timer=d / TIMER_MAP,
+            drain=d / DRAIN_PROG,
+            arm_timer=d / ARM_PROG,
+            disarm_timer=d / DISARM_PROG,
+        )
+
+    def maps(self) -> tuple[Path, ...]:
+        return (self.ring, self.counters, self.ctl, self.timer)
+
+    def programs(self) -> tuple[Path, ...]:
+        return (self.drain, self.arm_timer, self.disarm_timer)
+
+    def all(self) -> tuple[Path, ...]:
+        return self.maps() + self.programs()
+
+    def names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.all())
+
+
+@dataclass(frozen=True)
+class KernelCounters:
+    """The BPF consumer's counters, summed over all CPUs."""
+
+    samples: int
+    bytes: int
+    drain_calls: int
+    drain_errors: dict[str, int]
+    short_samples: int
+    kind_overflow: int
+    kind_count: tuple[int, ...]
+    kind_value: tuple[int, ...]  # per-kind sums, modulo 2**64 like the kernel's
+
+    @classmethod
+    def from_percpu(cls, values: list[builtins.bytes]) -> KernelCounters:
+        total = [0] * _COUNTERS_WORDS
+        for raw in values:
+            for i, v in enumerate(_COUNTERS.unpack_from(raw)):
+                total[i] += v
+        ne = len(DRAIN_ERROR_NAMES)
+        kc = 3 + ne + 2
+        return cls(
+            samples=total[0],
+            bytes=total[1],
+            drain_calls=total[2],
+            drain_errors=dict(zip(DRAIN_ERROR_NAMES, total[3 : 3 + ne], strict=True)),
+            short_samples=total[3 + ne],
+            kind_overflow=total[4 + ne],
+            kind_count=tuple(total[kc : kc + MAX_KINDS]),
+            kind_value=tuple(v & _U64_MASK for v in total[kc + MAX_KINDS :]),
+        )
+
+
+class LoadedRingbridge:
+    """Open fds to a loaded (and pinned) default program set.
+
+    Owns its fds; :meth:`close` releases them but leaves the pins, so the
+    kernel side (ring contents, counters, an armed timer) stays alive.
+    """
+
+    def __init__(
+        self,
+        pins: RingbridgePins,
+        ring_size: int,
+        *,
+        ring: lb.Fd,
+        counters: lb.Fd,
+        ctl: lb.Fd,
+        drain: lb.Fd,
+        arm: lb.Fd,
+        disarm: lb.Fd,
+        reused: bool,
+    ) -> None:
+        self.pins = pins
+        self.ring_size = ring_size
+        # True when re-opened from existing pins rather than freshly loaded.
+        self.reused = reused
+        self._ring = ring
+        self._counters = counters
+        self._ctl = ctl
+        self._drain = drain
+        self._arm = arm
+        self._disarm = disarm
+        self._ctl_map: mmap.mmap | None = None
+
+    @property
+    def ring_fd(self) -> int:
+        return self._ring.fd
+
+    @property
+    def counters_fd(self) -> int:
+        return self._counters.fd
+
+    @property
+    def ctl_fd(self) -> int:
+        return self._ctl.fd
+
+    @property
+    def drain_prog_fd(self) -> int:
+        return self._drain.fd
+
+    @property
+    def arm_prog_fd(self) -> int:
+        return self._arm.fd
+
+    @property
+    def disarm_prog_fd(self) -> int:
+        return self._disarm.fd
+
+    @property
+    def closed(self) -> bool:
+        return self._ring.closed
+
+    def drain(self) -> int:
+        """Drains the ring now (bounded); returns the samples drained."""
+        return _run_checked(self._drain, DRAIN_PROG)
+
+    def arm_timer(self, period_ns: int, budget: int) -> None:
+        """Sets the timer period and per-call budget, then (re-)arms the timer."""
+        if not 0 < period_ns <= _U64_MASK:
+            raise ConfigError(f"timer period must be 1..2**64-1 ns, got {period_ns}")
+        self.set_budget(budget)
+        self._write_ctl(_CTL_PERIOD, _CTL_PERIOD_OFF, period_ns)
+        _run_checked(self._arm, ARM_PROG)
+
+    def disarm_timer(self) -> bool:
+        """Stops the periodic drain; returns whether the timer was running."""
+        rc = lb.prog_test_run(self._disarm, name=DISARM_PROG)
+        if rc == -errno.EINVAL:
+            # bpf_timer_cancel on a timer never initialised (never armed):
+            # nothing to stop. The program's own -EINVAL (no map element)
+            # cannot happen for a one-entry array.
+            return False
+        if rc < 0:
+            raise KernelError("run", DISARM_PROG, -rc)
+        return rc == 1
+
+    def set_budget(self, n: int) -> None:
+        """Max samples per bpf_user_ringbuf_drain() call (0 = the BPF default)."""
+        if not 0 <= n <= _U32_MAX:
+            raise ConfigError(f"drain budget must be 0..{_U32_MAX}, got {n}")
+        self._write_ctl(_CTL_BUDGET, _CTL_BUDGET_OFF, n)
+
+    def read_ctl(self) -> tuple[int, int, int]:
+        """(producer_waiting, drain_budget, period_ns) as the kernel sees them."""
+        raw = lb.map_lookup(self._ctl, _KEY0, CTL_VALUE_SIZE, name=CTL_MAP)
+        waiting, budget, period = struct.unpack("=IIQ", raw)
+        return waiting, budget, period
+
+    def read_counters(self) -> KernelCounters:
+        values = lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)
+        return KernelCounters.from_percpu(values)
+
+    def _write_ctl(self, fmt: struct.Struct, offset: int, value: int) -> None:
+        # Written in place through the mmap rather than by a whole-value map
+        # update: the producer flips producer_waiting in the same value
+        # concurrently, and a read-modify-write would lose its flag (leaving
+        # it asleep with the consumer never asking for a wake-up).
+        if self._ctl_map is None:
+            try:
+                self._ctl_map = mmap.mmap(self._ctl.fd, mmap.PAGESIZE, mmap.MAP_SHARED)
+            except OSError as exc:
+                raise KernelError("mmap", CTL_MAP, exc.errno or errno.EIO) from exc
+        fmt.pack_into(self._ctl_map, offset, value)
+
+    def close(self) -> None:
+        if self._ctl_map is not None:
+            self._ctl_map.close()
+            self._ctl_map = None
+        for fd in (self._ring, self._counters, self._ctl, self._drain, self._arm, self._disarm):
+            fd.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LoadedRingbridge({str(self.pins.dir)!r}, ring_size={self.ring_size})"
+
+
+def _run_checked(prog: lb.Fd, name: str) -> int:
+    rc = lb.prog_test_run(prog, name=name)
+    if rc < 0:
+        raise KernelError("run", name, -rc)
+    return rc
+
+
+# --------------------------------------------------------------------------
+# Paths and checks
+# --------------------------------------------------------------------------
+
+
+def default_object_path() -> Path:
+    env = os.environ.get("RINGBRIDGE_BPF_OBJECT")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "build" / "ringbridge.bpf.o"
+
+
+def validate_ring_size(ring_size: int) -> None:
+    page = mmap.PAGESIZE
+    if ring_size <= 0 or ring_size & (ring_size - 1) or ring_size % page:
+        raise ConfigError(
+            f"ring size {ring_size} must be a power of two and a multiple of the page size ({page})"
+        )
+
+
+class _StatFs(ctypes.Structure):
+    # Only f_type is read; the padding covers struct statfs on 64-bit Linux
+    # (120 bytes) with room to spare.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _fs_type(path: Path) -> int:
+    # os.statvfs does not expose f_type, which is what identifies bpffs.
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_StatFs)]
+        _libc.statfs.restype = ctypes.c_int
+    buf = _StatFs()
+    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+def is_bpffs(path: Path) -> bool:
+    """Whether ``path`` (or, if missing, its nearest existing parent) is on bpffs."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return _fs_type(p) == BPF_FS_MAGIC
+    except OSError:
+        return False
+
+
+def _unpin_hint(pin_dir: Path) -> str:
+    return (
+        f"run `ringbridge unpin --pin-dir {pin_dir}` to remove the old pins "
+        "(this drops the ring's contents and the kernel counters), or use another --pin-dir"
+    )
+
+
+# --------------------------------------------------------------------------
+# Load / re-open / unpin
+# --------------------------------------------------------------------------
+
+
+def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbridge:
+    """Opens the default program set pinned under ``pin_dir``, loading it if absent.
+
+    - A complete set of our pins is re-opened as is (no load): the ring keeps
+      its contents and the counters keep counting. Its ring size must match.
+    - An existing, non-empty directory that is not our complete set is never
+      touched: :class:`PinError`.
+    - Otherwise the object is loaded with the ring resized, and its 4 maps
+      and 3 programs are pinned (all or nothing).
+    """
+    validate_ring_size(ring_size)
+    pins = RingbridgePins.under(pin_dir)
+    if not is_bpffs(pin_dir):
+        raise PinError(
+            f"pin dir {pin_dir} is not on a BPF filesystem; mount one "
+            "(`mount -t bpf bpf /sys/fs/bpf`) and use a directory below it"
+        )
+    if pin_dir.exists():
+        if not pin_dir.is_dir():
+            raise PinError(f"pin dir {pin_dir} exists and is not a directory")
+        present = {p.name for p in pin_dir.iterdir()}
+        if present:
+            if present == pins.names():
+                return _reopen(pins, ring_size)
+            ours = sorted(present & pins.names())
+            foreign = sorted(present - pins.names())
+            if foreign:
+                raise PinError(
+                    f"pin dir {pin_dir} holds entries that are not ringbridge's "
+                    f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); "
+                    "refusing to pin there: use another --pin-dir"
+                )
+            missing = sorted(pins.names() - present)
+            raise PinError(
+                f"pin dir {pin_dir} holds an incomplete ringbridge pin set "
+                f"(has {', '.join(ours)}; missing {', '.join(missing)}); " + _unpin_hint(pin_dir)
+            )
+    return _load_and_pin(obj_path, pins, ring_size)
+
+
+def _reopen(pins: RingbridgePins, ring_size: int) -> LoadedRingbridge:
+    opened: list[lb.Fd] = []
+
+    def get(path: Path) -> lb.Fd:
+        try:
+            fd = lb.obj_get(path)
+        except KernelError as exc:
+            raise PinError(f"cannot open pin {path}: {exc.message}") from exc
+        opened.append(fd)
+        return fd
+
+    try:
+        ring = get(pins.ring)
+        counters = get(pins.counters)
+        ctl = get(pins.ctl)
+        _expect_map(ring, pins.ring, lb.BPF_MAP_TYPE_USER_RINGBUF, None)
+        _expect_map(counters, pins.counters, lb.BPF_MAP_TYPE_PERCPU_ARRAY, COUNTERS_VALUE_SIZE)
+        _expect_map(ctl, pins.ctl, lb.BPF_MAP_TYPE_ARRAY, CTL_VALUE_SIZE)
+        pinned_size = lb.map_info(ring, name=RING_MAP).max_entries
+        if pinned_size != ring_size:
+            raise PinError(
+                f"the ring pinned at {pins.ring} has {pinned_size} bytes but "
+                f"{ring_size} were asked for; either set the ring size to {pinned_size}, "
+                + _unpin_hint(pins.dir)
+            )
+        drain = get(pins.drain)
+        arm = get(pins.arm_timer)
+        disarm = get(pins.disarm_timer)
+        for fd, path in ((drain, pins.drain), (arm, pins.arm_timer), (disarm, pins.disarm_timer)):
+            _expect_prog(fd, path)
+    except BaseException:
+        for fd in opened:
+            fd.close()
+        raise
+    return LoadedRingbridge(
+        pins,
+        ring_size,
+        ring=ring,
+        counters=counters,
+        ctl=ctl,
+        drain=drain,
+        arm=arm,
+        disarm=disarm,
+        reused=True,
+    )
+
+
+def _expect_map(fd: lb.Fd, path: Path, map_type: int, value_size: int | None) -> None:
+    try:
+        info = lb.map_info(fd, name=path.name)
+    except KernelError as exc:
+        raise PinError(f"pin {path} is not a BPF map: {exc.message}") from exc
+    if info.type != map_type or (value_size is not None and info.value_size != value_size):
+        raise PinError(
+            f"pin {path} is a map of type {info.type} with {info.value_size}-byte values, "
+            f"not what this ringbridge expects (type {map_type}"
+            f"{f', {value_size}-byte values' if value_size is not None else ''}): "
+            "it was pinned by another version or program; " + _unpin_hint(path.parent)
+        )
+
+
+def _expect_prog(fd: lb.Fd, path: Path) -> None:
+    try:
+        info = lb.prog_info(fd, name=path.name)
+    except KernelError as exc:
+        raise PinError(f"pin {path} is not a BPF program: {exc.message}") from exc
+    if info.type != lb.BPF_PROG_TYPE_SYSCALL:
+        raise PinError(
+            f"pin {path} is a program of type {info.type}, not a syscall program; "
+            + _unpin_hint(path.parent)
+        )
+
+
+def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> LoadedRingbridge:
+    created_dir = False
+    if not pins.dir.exists():
+        try:
+            pins.dir.mkdir(parents=True)
+        except FileExistsError:
+            # Lost a race with another loader; its pins are not ours to share
+            # half-built, so treat the dir like any existing one.
+            raise PinError(f"pin dir {pins.dir} appeared while loading; retry") from None
+        except OSError as exc:
+            raise PinError(f"cannot create pin dir {pins.dir}: {exc}") from exc
+        created_dir = True
+    # Re-checked on the directory itself: a symlink could point off bpffs.
+    if not is_bpffs(pins.dir):
+        if created_dir:
+            with contextlib.suppress(OSError):
+                pins.dir.rmdir()
+        raise PinError(f"pin dir {pins.dir} is not on a BPF filesystem")
+
+    pinned: list[Path] = []
+    opened: list[lb.Fd] = []
+    try:
+        with lb.BpfObject.open(obj_path) as obj:
+            obj.map(RING_MAP).set_max_entries(ring_size)
+            obj.load()
+            maps = {p: obj.map(p.name) for p in pins.maps()}
+            progs = {p: obj.program(p.name) for p in pins.programs()}
+            for path, m in maps.items():
+                m.pin(path)
+                pinned.append(path)
+            for path, prog in progs.items():
+                prog.pin(path)
+                pinned.append(path)
+            # The object's own fds die with it: keep duplicates.
+            fds = {p: lb.Fd(os.dup(m.fd), p.name) for p, m in maps.items()}
+            opened.extend(fds.values())
+            pfds = {p: lb.Fd(os.dup(prog.fd), p.name) for p, prog in progs.items()}
+            opened.extend(pfds.values())
+    except BaseException:
+        for fd in opened:
+            fd.close()
+        for path in reversed(pinned):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if created_dir:
+            with contextlib.suppress(OSError):
+                pins.dir.rmdir()
+        raise
+    return LoadedRingbridge(
+        pins,
+        ring_size,
+        ring=fds[pins.ring],
+        counters=fds[pins.counters],
+        ctl=fds[pins.ctl],
+        drain=pfds[pins.drain],
+        arm=pfds[pins.arm_timer],
+        disarm=pfds[pins.disarm_timer],
+        reused=False,
+    )
+
+
+def unpin(pin_dir: Path) -> list[Path]:
+    """Removes our pins under ``pin_dir`` (only our names), then the dir if empty.
+
+    Returns what was removed. Objects still held open elsewhere (a running
+    service) stay alive until their last fd closes.
+    """
+    pins = RingbridgePins.under(pin_dir)
+    removed: list[Path] = []
+    for path in pins.all():
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise PinError(f"cannot remove pin {path}: {exc}") from exc
+        removed.append(path)
+    try:
+        pin_dir.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise PinError(f"cannot remove pin dir {pin_dir}: {exc}") from exc
+    else:
+        removed.append(pin_dir)
+    return removed
+
+
+def open_pinned_drain(pin_dir: Path) -> int:
+    """Runs the pinned drain program once (``ringbridge drain``); returns the count."""
+    path = RingbridgePins.under(pin_dir).drain
+    try:
+        fd = lb.obj_get(path)
+    except KernelError as exc:
+        raise PinError(
+            f"no ringbridge drain program pinned at {path} ({exc.message}); "
+            "is the service running with this --pin-dir?"
+        ) from exc
+    with fd:
+        _expect_prog(fd, path)
+        return _run_checked(fd, DRAIN_PROG)
