@@ -410,5 +410,3 @@ class UserRingBuffer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
