@@ -1,0 +1,65 @@
+# ringbridge: one entry point for a fresh Debian machine.
+#   make serve  -- install what is missing, build the BPF object, run the service
+#   make test   -- the same setup, then lint, type-check and the test suite
+# Every step is idempotent and quiet when there is nothing to do.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev
+# Extra flags for `make serve`, e.g. make serve ARGS="--port 9000 --drain kick"
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup deps venv bpf bpffs serve test lint bench clean
+
+setup: deps venv bpf bpffs
+
+deps:
+	@missing=""; \
+	for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing apt packages:$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "setup: creating $(VENV) and installing ringbridge with its test extras"
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' || true
+	@$(BIN)/python -c 'import service, fastapi, msgspec' 
+	@touch $@
+
+bpf:
+	@$(MAKE) -s -C bpf OUT=../build
+
+bpffs:
+	@mountpoint -q /sys/fs/bpf || { echo "setup: mounting bpffs at /sys/fs/bpf"; $(SUDO) mount -t bpf bpf /sys/fs/bpf; }
+
+serve: setup
+	$(BIN)/ringbridge serve $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check service tests bench
+	$(BIN)/mypy
+	$(BIN)/hadolint --ignore DL3008 Dockerfile
+
+test: setup lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	$(MAKE) -s -C bpf OUT=../build clean
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
