@@ -1,0 +1,307 @@
+"""The default program set: load, pin, re-open, timer, counters (real kernel)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.errors import BpfObjectError, ConfigError, PinError
+from service.kernel import bpfobj
+from service.kernel import libbpf as lb
+from service.kernel.bpfobj import LoadedRingbridge, RingbridgePins, load_default, unpin
+
+RING = 1 << 16
+ALL_NAMES = {
+    "ringbridge_ring",
+    "ringbridge_counters",
+    "ringbridge_ctl",
+    "ringbridge_timer",
+    "ringbridge_drain",
+    "ringbridge_arm_timer",
+    "ringbridge_disarm_timer",
+}
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def rb(bpf_object_path: Path, pin_dir: Path) -> Iterator[LoadedRingbridge]:
+    loaded = load_default(bpf_object_path, pin_dir, RING)
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+# -- a minimal producer through libbpf's own API, for this test file only ----
+
+
+class _UserRing:
+    """libbpf's user_ring_buffer__*: enough to put records in for a drain test."""
+
+    def __init__(self, ring_fd: int) -> None:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        lib.user_ring_buffer__new.restype = ctypes.c_void_p
+        lib.user_ring_buffer__new.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        lib.user_ring_buffer__reserve.restype = ctypes.c_void_p
+        lib.user_ring_buffer__reserve.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.user_ring_buffer__submit.restype = None
+        lib.user_ring_buffer__submit.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.user_ring_buffer__free.restype = None
+        lib.user_ring_buffer__free.argtypes = [ctypes.c_void_p]
+        self._lib = lib
+        self._rb = lib.user_ring_buffer__new(ring_fd, None)
+        assert self._rb, f"user_ring_buffer__new: {os.strerror(ctypes.get_errno())}"
+
+    def put(self, payload: bytes) -> None:
+        ptr = self._lib.user_ring_buffer__reserve(self._rb, len(payload))
+        assert ptr, f"user_ring_buffer__reserve: {os.strerror(ctypes.get_errno())}"
+        ctypes.memmove(ptr, payload, len(payload))
+        self._lib.user_ring_buffer__submit(self._rb, ptr)
+
+    def close(self) -> None:
+        if self._rb:
+            self._lib.user_ring_buffer__free(self._rb)
+            self._rb = None
+
+
+def _sample(kind: int, value: int, flags: int = 0, extra: bytes = b"") -> bytes:
+    return struct.pack("=IIQ", kind, flags, value) + extra
+
+
+# -- loading and pins ---------------------------------------------------------
+
+
+def test_fresh_load_pins_every_object(bpf_object_path: Path, pin_dir: Path) -> None:
+    assert not pin_dir.exists()
+    with load_default(bpf_object_path, pin_dir, RING) as rb:
+        assert not rb.reused
+        assert {p.name for p in pin_dir.iterdir()} == ALL_NAMES
+        pins = RingbridgePins.under(pin_dir)
+        assert pins.ring == pin_dir / "ringbridge_ring"
+        assert pins.disarm_timer == pin_dir / "ringbridge_disarm_timer"
+        assert {p.name for p in pins.all()} == ALL_NAMES
+        info = lb.map_info(rb.ring_fd)
+        assert (info.type, info.max_entries) == (lb.BPF_MAP_TYPE_USER_RINGBUF, RING)
+        assert rb.ring_size == RING
+    # close() leaves the pins in place.
+    assert {p.name for p in pin_dir.iterdir()} == ALL_NAMES
+
+
+def test_reopen_from_pins_is_the_same_set(bpf_object_path: Path, pin_dir: Path) -> None:
+    with load_default(bpf_object_path, pin_dir, RING) as first:
+        ids = [lb.map_info(fd).id for fd in (first.ring_fd, first.counters_fd, first.ctl_fd)]
+        drain_id = lb.prog_info(first.drain_prog_fd).id
+        first.drain()
+    with load_default(bpf_object_path, pin_dir, RING) as second:
+        assert second.reused
+        assert [
+            lb.map_info(fd).id for fd in (second.ring_fd, second.counters_fd, second.ctl_fd)
+        ] == ids
+        assert lb.prog_info(second.drain_prog_fd).id == drain_id
+        # The kernel state carried over: the first session's drain is counted.
+        assert second.read_counters().drain_calls == 1
+
+
+def test_reopen_with_another_ring_size_is_refused(bpf_object_path: Path, pin_dir: Path) -> None:
+    load_default(bpf_object_path, pin_dir, RING).close()
+    with pytest.raises(PinError) as info:
+        load_default(bpf_object_path, pin_dir, RING * 2)
+    msg = str(info.value)
+    assert str(RING) in msg and str(RING * 2) in msg
+    assert f"ringbridge unpin --pin-dir {pin_dir}" in msg
+    assert {p.name for p in pin_dir.iterdir()} == ALL_NAMES  # untouched
+
+
+def test_foreign_non_empty_dir_is_never_clobbered(bpf_object_path: Path, pin_dir: Path) -> None:
+    (pin_dir / "someone_elses").mkdir(parents=True)
+    with pytest.raises(PinError) as info:
+        load_default(bpf_object_path, pin_dir, RING)
+    assert "someone_elses" in str(info.value)
+    assert [p.name for p in pin_dir.iterdir()] == ["someone_elses"]
+
+
+def test_incomplete_pin_set_is_refused(bpf_object_path: Path, pin_dir: Path) -> None:
+    load_default(bpf_object_path, pin_dir, RING).close()
+    (pin_dir / "ringbridge_timer").unlink()
+    with pytest.raises(PinError) as info:
+        load_default(bpf_object_path, pin_dir, RING)
+    assert "ringbridge_timer" in str(info.value)
+    assert "ringbridge unpin" in str(info.value)
+
+
+def test_pin_dir_not_on_bpffs(bpf_object_path: Path, tmp_path: Path) -> None:
+    target = tmp_path / "pins"
+    with pytest.raises(PinError) as info:
+        load_default(bpf_object_path, target, RING)
+    assert "BPF filesystem" in str(info.value)
+    assert not target.exists()
+    assert not bpfobj.is_bpffs(tmp_path)
+    assert bpfobj.is_bpffs(Path("/sys/fs/bpf"))
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("size", [0, -PAGE, 1000, PAGE // 2, PAGE * 3])
+def test_invalid_ring_size(bpf_object_path: Path, pin_dir: Path, size: int) -> None:
+    with pytest.raises(ConfigError):
+        load_default(bpf_object_path, pin_dir, size)
+    assert not pin_dir.exists()
+
+
+def test_failed_load_leaves_nothing_behind(tmp_path: Path, pin_dir: Path) -> None:
+    with pytest.raises(BpfObjectError) as info:
+        load_default(tmp_path / "missing.bpf.o", pin_dir, RING)
+    assert info.value.errno == errno.ENOENT
+    assert not pin_dir.exists()
+
+
+def test_unpin_removes_only_our_names(bpf_object_path: Path, pin_dir: Path) -> None:
+    load_default(bpf_object_path, pin_dir, RING).close()
+    removed = unpin(pin_dir)
+    assert {p.name for p in removed} == ALL_NAMES | {pin_dir.name}
+    assert not pin_dir.exists()
+    assert unpin(pin_dir) == []
+
+    load_default(bpf_object_path, pin_dir, RING).close()
+    (pin_dir / "keep_me").mkdir()
+    removed = unpin(pin_dir)
+    assert {p.name for p in removed} == ALL_NAMES
+    assert [p.name for p in pin_dir.iterdir()] == ["keep_me"]
+
+
+def test_default_object_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RINGBRIDGE_BPF_OBJECT", raising=False)
+    repo = Path(bpfobj.__file__).resolve().parents[2]
+    assert bpfobj.default_object_path() == repo / "build" / "ringbridge.bpf.o"
+    monkeypatch.setenv("RINGBRIDGE_BPF_OBJECT", "/x/y.bpf.o")
+    assert bpfobj.default_object_path() == Path("/x/y.bpf.o")
+
+
+# -- programs and counters ----------------------------------------------------
+
+
+def test_drain_on_empty_ring(rb: LoadedRingbridge) -> None:
+    before = rb.read_counters()
+    assert rb.drain() == 0
+    after = rb.read_counters()
+    assert after.drain_calls == before.drain_calls + 1
+    assert after.samples == 0
+    assert after.drain_errors == {"EINVAL": 0, "E2BIG": 0, "EBUSY": 0, "OTHER": 0}
+
+
+def test_open_pinned_drain(rb: LoadedRingbridge, pin_dir: Path) -> None:
+    assert bpfobj.open_pinned_drain(pin_dir) == 0
+    assert rb.read_counters().drain_calls == 1
+
+
+def test_open_pinned_drain_without_pins(pin_dir: Path) -> None:
+    with pytest.raises(PinError) as info:
+        bpfobj.open_pinned_drain(pin_dir)
+    assert "ringbridge_drain" in str(info.value)
+
+
+def test_timer_drains_on_its_own(rb: LoadedRingbridge) -> None:
+    assert rb.disarm_timer() is False  # never armed
+    before = rb.read_counters().drain_calls
+    rb.arm_timer(period_ns=1_000_000, budget=64)
+    assert rb.read_ctl()[1:] == (64, 1_000_000)
+    time.sleep(0.05)
+    armed = rb.read_counters().drain_calls
+    assert armed - before >= 5, f"timer drained {armed - before} times in 50 ms at 1 kHz"
+    assert rb.disarm_timer() is True
+    stopped = rb.read_counters().drain_calls
+    time.sleep(0.02)
+    assert rb.read_counters().drain_calls == stopped
+    assert rb.disarm_timer() is False
+    # Re-arming an initialised timer works (bpf_timer_init's -EBUSY path).
+    rb.arm_timer(period_ns=2_000_000, budget=0)
+    assert rb.disarm_timer() is True
+
+
+def test_ctl_writes_keep_producer_waiting(rb: LoadedRingbridge) -> None:
+    lb.map_update(rb.ctl_fd, b"\0" * 4, struct.pack("=IIQ", 1, 0, 0))
+    rb.set_budget(9)
+    rb.arm_timer(period_ns=50_000_000, budget=10)
+    assert rb.read_ctl() == (1, 10, 50_000_000)
+    rb.disarm_timer()
+    with pytest.raises(ConfigError):
+        rb.set_budget(-1)
+    with pytest.raises(ConfigError):
+        rb.arm_timer(period_ns=0, budget=1)
+
+
+def test_read_counters_sums_per_cpu(rb: LoadedRingbridge) -> None:
+    ncpus = lb.num_possible_cpus()
+    words = bpfobj.COUNTERS_VALUE_SIZE // 8
+    big = 2**63 + 5
+    per_cpu = []
+    for cpu in range(ncpus):
+        v = [0] * words
+        v[0] = cpu + 1  # samples
+        v[2] = 10  # drain_calls
+        v[3 + 2] = cpu  # drain_errors["EBUSY"]
+        v[9 + 7] = 3  # kind_count[7]
+        v[9 + 256 + 7] = big  # kind_value[7]: wraps once there are 2 CPUs
+        per_cpu.append(struct.pack(f"={words}Q", *v))
+    lb.map_update(rb.counters_fd, b"\0" * 4, b"".join(per_cpu))
+    c = rb.read_counters()
+    assert c.samples == ncpus * (ncpus + 1) // 2
+    assert c.drain_calls == 10 * ncpus
+    assert c.drain_errors["EBUSY"] == sum(range(ncpus))
+    assert c.kind_count[7] == 3 * ncpus
+    assert c.kind_value[7] == (big * ncpus) % 2**64
+    assert len(c.kind_count) == len(c.kind_value) == 256
+
+
+def test_drain_counts_content_per_kind(rb: LoadedRingbridge) -> None:
+    ring = _UserRing(rb.ring_fd)
+    try:
+        for i in range(10):
+            ring.put(_sample(kind=3, value=1000 + i))
+        ring.put(_sample(kind=255, value=2**64 - 1, extra=b"payload!"))
+        ring.put(_sample(kind=300, value=1))  # beyond RINGBRIDGE_MAX_KINDS
+        ring.put(b"short!!!")  # 8 bytes < sizeof(struct ringbridge_sample)
+    finally:
+        ring.close()
+    assert rb.drain() == 13
+    c = rb.read_counters()
+    assert c.samples == 13
+    assert c.bytes == 10 * 16 + 24 + 16 + 8
+    assert c.kind_count[3] == 10
+    assert c.kind_value[3] == sum(1000 + i for i in range(10))
+    assert c.kind_count[255] == 1
+    assert c.kind_value[255] == 2**64 - 1
+    assert c.kind_overflow == 1
+    assert c.short_samples == 1
+    assert sum(c.kind_count) == 11
+    assert rb.drain() == 0
+
+
+def test_drain_respects_budget(rb: LoadedRingbridge) -> None:
+    rb.set_budget(4)
+    ring = _UserRing(rb.ring_fd)
+    try:
+        for i in range(10):
+            ring.put(_sample(kind=1, value=i))
+    finally:
+        ring.close()
+    before = rb.read_counters().drain_calls
+    # The kick program loops bounded calls until one comes back short.
+    assert rb.drain() == 10
+    assert rb.read_counters().drain_calls - before == 3  # 4 + 4 + 2
+
+
+def test_close_is_idempotent(rb: LoadedRingbridge) -> None:
+    rb.set_budget(1)  # maps the ctl value
+    rb.close()
+    rb.close()
+    assert rb.closed
