@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import mmap
 import os
 import struct
@@ -41,6 +42,7 @@ __all__ = [
     "default_object_path",
     "is_bpffs",
     "load_default",
+    "lock_producer",
     "open_pinned_drain",
     "unpin",
     "validate_ring_size",
@@ -554,6 +556,33 @@ def unpin(pin_dir: Path) -> list[Path]:
     else:
         removed.append(pin_dir)
     return removed
+
+
+def lock_producer(pin_dir: Path) -> lb.Fd:
+    """Take the pin dir's producer lock: one producer per ring.
+
+    A user ring buffer has exactly one producer by contract: two processes
+    advancing producer_pos would overwrite each other's records and can
+    poison the ring. ``flock`` on the pin directory (bpffs supports it; the
+    lock is per inode, so it also holds across containers sharing the host's
+    bpffs) is released by the kernel when the holder exits, even on a crash.
+    """
+    try:
+        fd = os.open(pin_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PinError(f"cannot open pin dir {pin_dir} to lock it: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PinError(
+            f"another ringbridge producer holds the ring pinned under {pin_dir}; "
+            "a user ring buffer takes one producer only: stop it or use another --pin-dir"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise PinError(f"cannot lock pin dir {pin_dir}: {exc}") from exc
+    return lb.Fd(fd, f"{pin_dir} (producer lock)")
 
 
 def open_pinned_drain(pin_dir: Path) -> int:
