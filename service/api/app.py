@@ -1,0 +1,156 @@
+"""The app factory and its lifespan: what runs between uvicorn's startup and shutdown.
+
+Startup, in order (each step undone in reverse if a later one fails):
+
+1. load the default BPF program set, or re-open it from its pins
+   (``bpfobj.load_default``: an existing, foreign or mismatched pin dir is
+   refused, never clobbered) and take the pin dir's producer lock (one
+   producer per ring);
+2. build the sample codec from the object's BTF (``struct ringbridge_sample``);
+3. map the ring (``UserRingBuffer``; recovers records a crashed producer left BUSY);
+4. set up the drain trigger: ``timer`` arms the in-kernel timer, ``kick``
+   sets the per-call budget (the producer runs the drain program after each
+   commit), ``external`` disarms a timer a previous run may have left armed;
+5. start the producer task.
+
+Shutdown follows uvicorn: it stops accepting connections and waits for
+requests in flight, then runs this lifespan's exit, which stops the producer
+(queued batches get ``shutdown_grace`` seconds to commit), lets a timer drain
+consume what was committed (bounded by the same grace), disarms the timer,
+and frees the ring, then the loaded object, last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from ..codec import DEFAULT_SAMPLE_STRUCT, SampleCodec
+from ..kernel.bpfobj import LoadedRingbridge, default_object_path, load_default, lock_producer
+from ..kernel.ringbuf import UserRingBuffer
+from ..producer.task import Producer
+from ..settings import Settings
+from . import metrics, routes, ws
+from .state import ConsumerWatch, Rejections, Runtime
+
+log = logging.getLogger("ringbridge.app")
+
+
+def _load(settings: Settings) -> LoadedRingbridge:
+    obj = settings.bpf_object or default_object_path()
+    return load_default(obj, settings.pin_dir, settings.ring_size)
+
+
+async def _wait_drained(ring: UserRingBuffer, timeout: float) -> bool:
+    with contextlib.suppress(Exception):
+        await ring.wait_consumed(ring.producer_pos, timeout)
+        return True
+    return False
+
+
+def _setup_drain(settings: Settings, loaded: LoadedRingbridge) -> None:
+    if settings.drain == "timer":
+        loaded.arm_timer(settings.drain_period_ns, settings.drain_budget)
+    elif settings.drain == "kick":
+        loaded.set_budget(settings.drain_budget)
+        loaded.disarm_timer()
+    else:
+        # "external": the user's own program drains; ours must not compete
+        # (a pinned timer survives restarts, so a previous timer-mode run
+        # could still be draining).
+        loaded.disarm_timer()
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    m: metrics.ServiceMetrics = app.state.metrics
+    async with AsyncExitStack() as stack:
+        loaded = await asyncio.to_thread(_load, settings)
+        stack.callback(loaded.close)
+        lock = lock_producer(settings.pin_dir)
+        stack.callback(lock.close)
+        codec = SampleCodec.from_object(
+            settings.bpf_object or default_object_path(), DEFAULT_SAMPLE_STRUCT
+        )
+        ring = UserRingBuffer(loaded.ring_fd, settings.ring_size, ctl_fd=loaded.ctl_fd)
+        # Registered before the producer's stop: an ExitStack unwinds in
+        # reverse, so the ring is freed after everything that writes it.
+        stack.callback(ring.close)
+        if ring.recovered_busy:
+            log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
+        _setup_drain(settings, loaded)
+        if settings.drain == "timer":
+
+            async def quiesce_timer() -> None:
+                # Let the kernel consume what we committed, then stop the
+                # timer: a pinned timer would otherwise tick on forever.
+                drained = await _wait_drained(ring, settings.shutdown_grace)
+                loaded.disarm_timer()
+                if not drained:
+                    log.warning(
+                        "ring not fully consumed at shutdown; it stays pinned",
+                        extra={"pending_bytes": ring.producer_pos - ring.consumer_pos()},
+                    )
+
+            stack.push_async_callback(quiesce_timer)
+        producer = Producer(
+            ring,
+            queue_max_bytes=settings.queue_limit,
+            kick=loaded.drain if settings.drain == "kick" else None,
+            on_commit=m.observe_commit,
+        )
+        producer.start()
+        stack.push_async_callback(producer.stop, settings.shutdown_grace)
+        app.state.runtime = Runtime(
+            settings=settings,
+            loaded=loaded,
+            ring=ring,
+            producer=producer,
+            codec=codec,
+            rejections=Rejections(),
+            watch=ConsumerWatch(settings.ready_stall_seconds),
+        )
+
+        def detach() -> None:
+            app.state.runtime = None
+
+        # Unwound first: routes see "not running" before anything is freed.
+        stack.callback(detach)
+        log.info(
+            "ringbridge started",
+            extra={
+                "pin_dir": str(settings.pin_dir),
+                "pins_reused": loaded.reused,
+                "ring_size": settings.ring_size,
+                "drain": settings.drain,
+                "auth": settings.token is not None,
+            },
+        )
+        yield
+        log.info("ringbridge stopping", extra={"queued_batches": producer.statistics().queue.items})
+    log.info("ringbridge stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app for ``settings`` (default: from ``RINGBRIDGE_*`` variables)."""
+    settings = settings if settings is not None else Settings()
+    app = FastAPI(
+        title="ringbridge",
+        summary="HTTP and WebSocket ingestion into a Linux BPF user ring buffer",
+        version="0.1.0",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = None
+    app.state.metrics = metrics.ServiceMetrics(lambda: app.state.runtime)
+    routes.install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(ws.router)
+    app.include_router(metrics.router)
+    return app

@@ -1,0 +1,54 @@
+"""Bearer-token authentication for the ingestion routes (HTTP and WebSocket).
+
+With ``settings.token`` unset, everything is open (the default on loopback;
+settings refuse a non-loopback listener without a token unless told
+otherwise). With a token, ``POST /v1/samples``, ``GET /v1/stats`` and
+``WS /v1/stream`` need ``Authorization: Bearer <token>``: a missing or
+malformed header is 401, a wrong token 403. ``/healthz``, ``/readyz`` and
+``/metrics`` stay open on purpose: probes and Prometheus scrapers rarely
+carry credentials, and those routes neither write nor reveal sample data.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+from starlette.requests import HTTPConnection
+
+from ..errors import RingbridgeError
+from .state import runtime_of
+
+
+class UnauthorizedError(RingbridgeError):
+    """No usable credentials (401). Local until errors.py grows auth errors."""
+
+    status_hint = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(RingbridgeError):
+    """Credentials given but wrong (403)."""
+
+    status_hint = 403
+    code = "forbidden"
+
+
+def check_token(conn: HTTPConnection, token: str | None) -> None:
+    """Raise 401/403 unless ``conn`` carries ``token`` (no-op when ``token`` is None)."""
+    if token is None:
+        return
+    header = conn.headers.get("authorization")
+    if header is None:
+        raise UnauthorizedError("missing Authorization: Bearer <token> header")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise UnauthorizedError("Authorization header must be 'Bearer <token>'")
+    # Constant time: the comparison must not leak how much of a guess matched.
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ForbiddenError("invalid token")
+
+
+async def require_token(request: Request) -> None:
+    """FastAPI dependency for the protected HTTP routes."""
+    check_token(request, runtime_of(request.app).settings.token)

@@ -1,0 +1,194 @@
+"""``GET /metrics`` (Prometheus text) and the snapshot behind ``GET /v1/stats``.
+
+Each app has its own :class:`CollectorRegistry` (no process-global state: two
+apps in one process, e.g. in tests, do not share or collide). Counters that
+live elsewhere -- the producer's, the ring's, and the BPF program's per-CPU
+counters -- are read at scrape time by a custom collector rather than
+mirrored into prometheus-client objects, so a scrape always shows the kernel's
+current numbers (summed over CPUs by ``LoadedRingbridge.read_counters``).
+Only the commit latency histogram is a live prometheus-client object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..kernel.bpfobj import KernelCounters
+from ..producer.task import Ack
+from .state import Runtime
+
+# Commit latency spans from tens of microseconds (ring has room) to the
+# submit timeout (ring full), hence the wide, log-spaced buckets.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+def _kinds(kc: KernelCounters) -> Iterator[tuple[int, int, int]]:
+    # Only kinds that were seen: 256 mostly-zero series per scrape would be noise.
+    for kind, (count, value) in enumerate(zip(kc.kind_count, kc.kind_value, strict=True)):
+        if count or value:
+            yield kind, count, value
+
+
+class RingbridgeCollector(Collector):
+    """Service, ring and kernel counters, read when scraped."""
+
+    def __init__(self, runtime: Callable[[], Runtime | None]) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._runtime()
+        if rt is None:
+            return
+        p = rt.producer.statistics()
+        ring = rt.ring.statistics()
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"ringbridge_{name}", doc, value=value)
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"ringbridge_{name}", doc, value=value)
+
+        yield counter("samples_committed", "Samples committed to the ring.", p.samples_committed)
+        yield counter("bytes_committed", "Payload bytes committed to the ring.", p.bytes_committed)
+        yield counter("batches_committed", "Batches committed to the ring.", p.batches_committed)
+        rejected = CounterMetricFamily(
+            "ringbridge_batches_rejected",
+            "Batches refused, nothing of them committed, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(rt.rejections.by_reason.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        yield counter(
+            "ring_full_waits",
+            "Batches that found the ring full and waited for space.",
+            p.ring_full_waits,
+        )
+        yield gauge("ring_free_bytes", "Free bytes in the ring now.", ring.free_bytes)
+        yield gauge("ring_size_bytes", "Data size of the ring.", ring.size)
+        yield gauge(
+            "ring_pending_bytes",
+            "Committed bytes the kernel has not consumed yet.",
+            ring.producer_pos - ring.consumer_pos,
+        )
+        yield gauge(
+            "queue_bytes", "Ring bytes of batches waiting in the queue.", p.queue.current_bytes
+        )
+        yield gauge("queue_batches", "Batches waiting in the queue.", p.queue.items)
+        if p.kick is not None:
+            yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
+            yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)
+        yield from self._kernel(rt)
+
+    def _kernel(self, rt: Runtime) -> Iterator[Metric]:
+        kc = rt.loaded.read_counters()
+        yield CounterMetricFamily(
+            "ringbridge_kernel_samples", "Samples the BPF consumer processed.", value=kc.samples
+        )
+        yield CounterMetricFamily(
+            "ringbridge_kernel_bytes", "Payload bytes the BPF consumer processed.", value=kc.bytes
+        )
+        yield CounterMetricFamily(
+            "ringbridge_kernel_drains", "bpf_user_ringbuf_drain() calls.", value=kc.drain_calls
+        )
+        errors = CounterMetricFamily(
+            "ringbridge_kernel_drain_errors", "Failed drain calls, by errno.", labels=["cause"]
+        )
+        for cause, n in kc.drain_errors.items():
+            errors.add_metric([cause], n)
+        yield errors
+        yield CounterMetricFamily(
+            "ringbridge_kernel_short_samples",
+            "Samples shorter than the sample struct.",
+            value=kc.short_samples,
+        )
+        yield CounterMetricFamily(
+            "ringbridge_kernel_kind_overflow",
+            "Samples whose kind is beyond the per-kind counters.",
+            value=kc.kind_overflow,
+        )
+        count = CounterMetricFamily(
+            "ringbridge_kernel_kind_samples", "Samples by kind.", labels=["kind"]
+        )
+        value = CounterMetricFamily(
+            "ringbridge_kernel_kind_value", "Sum of `value` by kind (mod 2**64).", labels=["kind"]
+        )
+        for kind, c, v in _kinds(kc):
+            count.add_metric([str(kind)], c)
+            value.add_metric([str(kind)], v)
+        yield count
+        yield value
+
+
+class ServiceMetrics:
+    """The per-app registry: the collector above plus the commit latency histogram."""
+
+    def __init__(self, runtime: Callable[[], Runtime | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.commit_latency = Histogram(
+            "ringbridge_commit_latency_seconds",
+            "Time from enqueue to commit of a batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(RingbridgeCollector(runtime))
+
+    def observe_commit(self, latency: float, ack: Ack) -> None:
+        self.commit_latency.observe(latency)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def stats_snapshot(rt: Runtime) -> dict[str, Any]:
+    """The same numbers as /metrics, as one JSON document (``GET /v1/stats``)."""
+    p = rt.producer.statistics()
+    ring = rt.ring.statistics()
+    kc = rt.loaded.read_counters()
+    producer = asdict(p)
+    return {
+        "producer": producer,
+        "rejected": dict(rt.rejections.by_reason),
+        "ring": asdict(ring),
+        "kernel": {
+            "samples": kc.samples,
+            "bytes": kc.bytes,
+            "drain_calls": kc.drain_calls,
+            "drain_errors": kc.drain_errors,
+            "short_samples": kc.short_samples,
+            "kind_overflow": kc.kind_overflow,
+            "kinds": {str(k): {"samples": c, "value": v} for k, c, v in _kinds(kc)},
+        },
+        "config": {
+            "drain": rt.settings.drain,
+            "ring_size": rt.settings.ring_size,
+            "max_batch_bytes": rt.settings.max_batch_bytes,
+            "max_sample_bytes": rt.settings.max_sample_bytes,
+            "pin_dir": str(rt.settings.pin_dir),
+            "pins_reused": rt.loaded.reused,
+        },
+    }
+
+
+router = APIRouter()
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (service, ring and kernel counters)",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(request: Request) -> Response:
+    m: ServiceMetrics = request.app.state.metrics
+    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,64 @@
+"""Run the service under uvicorn: ``run(settings)`` is what ``ringbridge serve`` calls.
+
+One worker by design: the ring has exactly one producer (the pin dir's
+producer lock would refuse a second process anyway). permessage-deflate is
+off -- on binary sample frames it costs 60x in throughput (DESIGN §2b) --
+and WebSocket frames may be somewhat larger than ``max_batch_bytes`` so
+that an over-limit batch gets an error ack instead of a dropped connection;
+frames beyond ``ws_max_size`` are closed by uvicorn with 1009.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from ..errors import RingbridgeError
+from ..logs import configure_logging
+from ..settings import Settings
+from .app import create_app
+
+log = logging.getLogger("ringbridge.server")
+
+#: Exit status when the service could not start (uvicorn's own convention).
+STARTUP_FAILURE = 3
+
+
+def ws_max_size(settings: Settings) -> int:
+    # Room for an over-limit frame to be read and answered with an error ack.
+    return 2 * settings.max_batch_bytes + 64 * 1024
+
+
+def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
+    """The uvicorn configuration used by :func:`run` (and by the tests)."""
+    return uvicorn.Config(
+        app if app is not None else create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=ws_max_size(settings),
+        # Our structured handler is installed by configure_logging().
+        log_config=None,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+        server_header=False,
+    )
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; returns the process exit status."""
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    try:
+        server = uvicorn.Server(uvicorn_config(settings))
+    except RingbridgeError as exc:
+        log.error("cannot start", extra={"error": exc.message, "code": exc.code})
+        return STARTUP_FAILURE
+    server.run()
+    # uvicorn returns normally also when the lifespan startup failed (it has
+    # logged why); `started` tells the two apart.
+    return 0 if server.started else STARTUP_FAILURE

@@ -1,0 +1,103 @@
+"""What the API layer shares between routes: the running service and error rendering.
+
+:class:`Runtime` is built by the lifespan in :mod:`service.api.app` and hung
+on ``app.state.runtime``; routes reach it through :func:`runtime_of`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from ..codec import SampleCodec
+from ..errors import RingbridgeError, StoppingError
+from ..kernel.bpfobj import LoadedRingbridge
+from ..kernel.ringbuf import UserRingBuffer
+from ..producer.task import ConsumeTimeoutError, Producer
+from ..settings import Settings
+
+
+class ConsumerWatch:
+    """Tells a stuck consumer from an idle one, for ``/readyz``.
+
+    The consumer is stuck when bytes are pending and ``consumer_pos`` has
+    not moved since we first saw them pending, for ``stall_s`` seconds. An
+    empty ring is never stuck, so a quiet service stays ready.
+    """
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._pos: int | None = None
+        self._since: float | None = None
+
+    def stalled_for(self, consumer_pos: int, pending: int, now: float | None = None) -> float:
+        """Seconds the consumer has been stuck (0.0 when progressing or idle)."""
+        now = time.monotonic() if now is None else now
+        if pending <= 0 or consumer_pos != self._pos:
+            self._pos = consumer_pos
+            self._since = now if pending > 0 else None
+            return 0.0
+        if self._since is None:
+            self._since = now
+        return now - self._since
+
+    def stalled(self, consumer_pos: int, pending: int, now: float | None = None) -> bool:
+        return self.stalled_for(consumer_pos, pending, now) >= self.stall_s
+
+
+@dataclass
+class Rejections:
+    """Batches refused, by reason (the error code); exported as a labelled counter."""
+
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    def add(self, reason: str) -> None:
+        self.by_reason[reason] += 1
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    loaded: LoadedRingbridge
+    ring: UserRingBuffer
+    producer: Producer
+    codec: SampleCodec
+    rejections: Rejections
+    watch: ConsumerWatch
+    started_at: float = field(default_factory=time.time)
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    rt: Runtime | None = getattr(app.state, "runtime", None)
+    if rt is None:
+        raise StoppingError("the service is not running (starting up or shut down)")
+    return rt
+
+
+def error_payload(exc: RingbridgeError) -> dict[str, Any]:
+    """``{"code", "message", "index"}``; ``index`` is the first bad sample or None."""
+    index = getattr(exc, "index", -1)
+    body: dict[str, Any] = {
+        "code": exc.code,
+        "message": exc.message,
+        "index": index if isinstance(index, int) and index >= 0 else None,
+    }
+    if isinstance(exc, ConsumeTimeoutError):
+        # Committed, just not consumed in time: tell the client which seqs it
+        # got, so it does not resend (which would commit the batch twice).
+        body.update(first_seq=exc.ack.first_seq, last_seq=exc.ack.last_seq, state="committed")
+    return body
+
+
+def error_response(exc: RingbridgeError, retry_after: int) -> Response:
+    headers: dict[str, str] = {}
+    if exc.status_hint == 503 and not isinstance(exc, ConsumeTimeoutError):
+        headers["Retry-After"] = str(retry_after)
+    if exc.status_hint == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="ringbridge"'
+    return JSONResponse({"error": error_payload(exc)}, status_code=exc.status_hint, headers=headers)

@@ -1,0 +1,397 @@
+"""The single producer task: the only writer of the user ring buffer.
+
+Every accepted batch, from any HTTP request or WebSocket, goes through one
+:class:`BatchQueue` to one asyncio task, which commits batches strictly in
+queue order. One writer means no locking on the ring, a global sample
+sequence that is contiguous across batches in commit order, and FIFO for free.
+
+Per batch the task:
+
+1. skips it if its submitter already gave up (cancelled future): a client
+   that got no answer must not find its batch half-way through the system;
+2. commits it at once when the ring has room (the common case, no await);
+3. otherwise waits for space -- edge-triggered, see
+   :mod:`service.kernel.waiter`, so a full ring costs no CPU -- until the
+   batch's own deadline, then fails it with :class:`RingTimeoutError` having
+   committed nothing, and moves on to the next batch;
+4. assigns ``first_seq..last_seq`` and resolves the submitter's future.
+
+The deadline is set once, when the batch is submitted: time spent waiting for
+queue space, behind other batches and for ring space all counts against the
+client's ``timeout``.
+
+In ``kick`` drain mode a :class:`Kicker` runs the on-demand drain program
+after commits, in a worker thread (the drain is a syscall that may take
+milliseconds for a large batch; the loop keeps serving meanwhile) and never
+two at once (a concurrent drain would only fail with EBUSY in the kernel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+from ..errors import (
+    InvalidBatchError,
+    RecordTooLargeError,
+    RingbridgeError,
+    RingClosedError,
+    RingFullError,
+    RingTimeoutError,
+    StoppingError,
+)
+from ..kernel.ringbuf import UserRingBuffer
+from .queue import BatchQueue, QueueStatistics
+
+log = logging.getLogger("ringbridge.producer")
+
+WaitFor = Literal["committed", "consumed"]
+
+
+class Batch(Protocol):
+    """What the producer needs of a validated batch (``codec.EncodedBatch``)."""
+
+    @property
+    def records(self) -> bytes | bytearray | memoryview: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def payload_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A committed batch: samples ``first_seq..last_seq``, ring bytes ``[start, end)``."""
+
+    first_seq: int
+    last_seq: int
+    count: int
+    ring_start_pos: int
+    ring_end_pos: int
+    state: WaitFor = "committed"
+
+
+class ConsumeTimeoutError(RingTimeoutError):
+    """``wait=consumed`` timed out: the batch *is* committed (``.ack``), not yet consumed.
+
+    Unlike the other 503s, retrying would commit the batch twice, so the API
+    reports the ack with the error and sends no Retry-After.
+    """
+
+    code = "consume_timeout"
+
+    def __init__(self, message: str, ack: Ack) -> None:
+        super().__init__(message)
+        self.ack = ack
+
+
+@dataclass(eq=False, slots=True)
+class _Submission:
+    batch: Batch
+    deadline: float
+    enqueued_at: float
+    future: asyncio.Future[Ack]
+
+    @property
+    def nbytes(self) -> int:
+        return self.batch.nbytes
+
+
+@dataclass(frozen=True, slots=True)
+class KickStatistics:
+    kicks: int
+    samples: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerStatistics:
+    running: bool
+    stopping: bool
+    next_seq: int
+    batches_committed: int
+    samples_committed: int
+    bytes_committed: int  # payload bytes, comparable to the kernel's byte counter
+    ring_bytes_committed: int  # with headers and padding
+    ring_full_waits: int
+    batches_abandoned: int
+    batches_failed: dict[str, int]  # by error code
+    queue: QueueStatistics
+    kick: KickStatistics | None = None
+
+
+class Kicker:
+    """Runs a drain callable after commits: one at a time, off the event loop.
+
+    ``request()`` never blocks; requests arriving while a drain runs fold
+    into one more run after it. A drain that consumed something while bytes
+    are still pending (the drain program's per-run bound was hit) is followed
+    by another, so a producer waiting for space is never left without one.
+    """
+
+    def __init__(self, drain: Callable[[], int], pending: Callable[[], int]) -> None:
+        self._drain = drain
+        self._pending = pending
+        self._dirty = False
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self.kicks = 0
+        self.samples = 0
+        self.errors = 0
+
+    def request(self) -> None:
+        if self._closed:
+            return
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="ringbridge-kick")
+
+    async def _run(self) -> None:
+        while self._dirty and not self._closed:
+            self._dirty = False
+            try:
+                n = await asyncio.to_thread(self._drain)
+            except RingbridgeError as exc:
+                # Logged and counted, not retried in a loop: a failing drain
+                # (e.g. a poisoned ring) would fail again at once.
+                self.errors += 1
+                log.error("drain kick failed", extra={"error": exc.message})
+                continue
+            self.kicks += 1
+            self.samples += n
+            if n > 0 and self._pending() > 0:
+                self._dirty = True
+
+    async def aclose(self) -> None:
+        """Stop taking requests; wait for a drain in flight (its thread uses the prog fd)."""
+        self._closed = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def statistics(self) -> KickStatistics:
+        return KickStatistics(self.kicks, self.samples, self.errors)
+
+
+class Producer:
+    """Owns the writing side of ``ring``: queue, task, seqs, acks, shutdown."""
+
+    def __init__(
+        self,
+        ring: UserRingBuffer,
+        *,
+        queue_max_bytes: int,
+        kick: Callable[[], int] | None = None,
+        on_commit: Callable[[float, Ack], None] | None = None,
+        first_seq: int = 0,
+    ) -> None:
+        self._ring = ring
+        self._queue: BatchQueue[_Submission] = BatchQueue(queue_max_bytes)
+        self._kicker = (
+            Kicker(kick, lambda: ring.producer_pos - ring.consumer_pos())
+            if kick is not None
+            else None
+        )
+        self._on_commit = on_commit
+        self._task: asyncio.Task[None] | None = None
+        self._current: _Submission | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._next_seq = first_seq
+        self._batches = 0
+        self._samples = 0
+        self._bytes = 0
+        self._ring_bytes = 0
+        self._full_waits = 0
+        self._abandoned = 0
+        self._failed: Counter[str] = Counter()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("producer already started")
+        self._task = asyncio.create_task(self._run(), name="ringbridge-producer")
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._stopping
+
+    @property
+    def ring(self) -> UserRingBuffer:
+        return self._ring
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking batches, let queued ones commit for ``grace`` s, fail the rest.
+
+        Idempotent. Does not close the ring: the owner frees it after this
+        returns, when nothing can touch it any more.
+        """
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        self._queue.close()  # new and waiting submitters get StoppingError
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        left = 0
+        while (rest := self._queue.get_nowait()) is not None:
+            left += 1
+            self._fail(rest, StoppingError("the service stopped before this batch was committed"))
+        if left:
+            log.warning("batches failed at shutdown", extra={"batches": left})
+        if self._kicker is not None:
+            await self._kicker.aclose()
+        self._stopped.set()
+
+    # -- submitting --------------------------------------------------------------
+
+    async def enqueue(self, batch: Batch, *, timeout: float) -> asyncio.Future[Ack]:
+        """Queue ``batch`` (waiting up to ``timeout`` s for queue space).
+
+        Returns the future of its :class:`Ack`; the same ``timeout``, counted
+        from now, bounds the wait for ring space. Enqueue order is commit order.
+        """
+        if self._stopping:
+            raise StoppingError("the service is stopping and takes no new batches")
+        if batch.count <= 0:
+            raise InvalidBatchError("empty batch: at least one sample is required")
+        if batch.nbytes > self._ring.size:
+            raise RecordTooLargeError(
+                f"batch of {batch.nbytes} bytes can never fit a ring of {self._ring.size} bytes"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        sub = _Submission(batch, now + timeout, now, loop.create_future())
+        try:
+            await self._queue.put(sub, timeout)
+        except RingbridgeError as exc:
+            self._failed[exc.code] += 1
+            raise
+        return sub.future
+
+    async def submit(self, batch: Batch, *, wait: WaitFor = "committed", timeout: float) -> Ack:
+        """Queue ``batch`` and wait for its ack (and, if asked, for the kernel to consume it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        fut = await self.enqueue(batch, timeout=timeout)
+        ack = await fut
+        if wait == "consumed":
+            try:
+                await self._ring.wait_consumed(ack.ring_end_pos, max(0.0, deadline - loop.time()))
+            except RingTimeoutError as exc:
+                raise ConsumeTimeoutError(
+                    f"batch committed as samples {ack.first_seq}..{ack.last_seq} but not "
+                    f"consumed by the kernel within {timeout:g}s",
+                    ack,
+                ) from exc
+            ack = replace(ack, state="consumed")
+        return ack
+
+    # -- the task -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    sub = await self._queue.get()
+                except StoppingError:
+                    return  # closed and empty: a clean stop
+                self._current = sub
+                try:
+                    await self._commit(sub)
+                finally:
+                    self._current = None
+        except asyncio.CancelledError:
+            if self._current is not None:
+                self._fail(
+                    self._current,
+                    StoppingError("the service stopped while this batch waited for ring space"),
+                )
+            raise
+        except BaseException as exc:
+            # A bug here would leave every submitter waiting forever: fail
+            # them all and refuse new batches; readyz reports the dead task.
+            log.exception("producer task crashed")
+            self._stopping = True
+            self._queue.close()
+            err = RingClosedError(f"the producer task crashed: {exc!r}")
+            if self._current is not None:
+                self._fail(self._current, err)
+            while (rest := self._queue.get_nowait()) is not None:
+                self._fail(rest, err)
+            raise
+
+    async def _commit(self, sub: _Submission) -> None:
+        if sub.future.done():
+            self._abandoned += 1
+            return
+        loop = asyncio.get_running_loop()
+        b = sub.batch
+        try:
+            try:
+                commit = self._ring.commit_batch_nowait(b.records, b.count)
+            except RingFullError:
+                self._full_waits += 1
+                if self._kicker is not None:
+                    self._kicker.request()
+                await self._ring.wait_for_space(b.nbytes, max(0.0, sub.deadline - loop.time()))
+                if sub.future.done():
+                    # Gave up while we waited: nothing of it was written.
+                    self._abandoned += 1
+                    return
+                commit = self._ring.commit_batch_nowait(b.records, b.count)
+        except RingbridgeError as exc:
+            self._fail(sub, exc)
+            return
+        first = self._next_seq
+        self._next_seq += b.count
+        ack = Ack(first, first + b.count - 1, b.count, commit.start, commit.end)
+        self._batches += 1
+        self._samples += b.count
+        self._bytes += b.payload_bytes
+        self._ring_bytes += b.nbytes
+        if self._kicker is not None:
+            self._kicker.request()
+        sub.future.set_result(ack)
+        if self._on_commit is not None:
+            try:
+                self._on_commit(loop.time() - sub.enqueued_at, ack)
+            except Exception:
+                log.exception("commit observer failed")
+
+    def _fail(self, sub: _Submission, exc: RingbridgeError) -> None:
+        self._failed[exc.code] += 1
+        if not sub.future.done():
+            sub.future.set_exception(exc)
+
+    # -- introspection -----------------------------------------------------------
+
+    def statistics(self) -> ProducerStatistics:
+        return ProducerStatistics(
+            running=self.alive,
+            stopping=self._stopping,
+            next_seq=self._next_seq,
+            batches_committed=self._batches,
+            samples_committed=self._samples,
+            bytes_committed=self._bytes,
+            ring_bytes_committed=self._ring_bytes,
+            ring_full_waits=self._full_waits,
+            batches_abandoned=self._abandoned,
+            batches_failed=dict(self._failed),
+            queue=self._queue.statistics(),
+            kick=self._kicker.statistics() if self._kicker is not None else None,
+        )
