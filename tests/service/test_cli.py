@@ -1,0 +1,378 @@
+"""``ringbridge`` CLI: flag mapping, input framing, and the operator/client
+commands against the real kernel and a real ``ringbridge serve``.
+
+The commands run as subprocesses (``python -m service``), as an operator
+would run them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service import cli
+from service.core import ring as core
+from service.errors import ConfigError
+from service.kernel.bpfobj import (
+    RingbridgePins,
+    load_default,
+    lock_producer,
+)
+from service.kernel.ringbuf import UserRingBuffer
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = struct.Struct("<IIQ")
+RING = 1 << 20
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+# -- no kernel needed -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [("4096", 4096), ("64K", 65536), ("8M", 8 << 20), ("1g", 1 << 30), ("2KiB", 2048)],
+)
+def test_parse_size(text: str, n: int) -> None:
+    assert cli.parse_size(text) == n
+
+
+@pytest.mark.parametrize("text", ["", "x", "8Q", "-1", "0"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(Exception, match="invalid size"):
+        cli.parse_size(text)
+
+
+def test_serve_flags_override_only_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RINGBRIDGE_PORT", "9123")
+    monkeypatch.setenv("RINGBRIDGE_DRAIN", "external")
+    args = cli.build_parser().parse_args(
+        ["serve", "--ring-size", "64K", "--drain", "kick", "--pin-dir", "/sys/fs/bpf/x"]
+    )
+    s = cli.settings_from_args(args)
+    assert s.ring_size == 65536
+    assert s.drain == "kick"  # flag beats env
+    assert s.port == 9123  # env kept: --port not given
+    assert s.pin_dir == Path("/sys/fs/bpf/x")
+    assert s.host == "127.0.0.1"  # default kept
+
+
+def test_serve_every_flag_maps_onto_settings() -> None:
+    argv = [
+        "serve",
+        "--host=127.0.0.2",
+        "--port=1234",
+        "--ring-size=1M",
+        "--drain=timer",
+        "--drain-period-us=250",
+        "--drain-budget=77",
+        "--bpf-object=/tmp/x.bpf.o",
+        "--pin-dir=/sys/fs/bpf/y",
+        "--max-sample-bytes=1K",
+        "--max-batch-bytes=512K",
+        "--submit-timeout=2.5",
+        "--token=s3cret",
+        "--ws-window=5",
+        "--log-level=debug",
+    ]
+    s = cli.settings_from_args(cli.build_parser().parse_args(argv))
+    assert (s.host, s.port, s.ring_size, s.drain) == ("127.0.0.2", 1234, 1 << 20, "timer")
+    assert (s.drain_period_us, s.drain_budget) == (250, 77)
+    assert (s.bpf_object, s.pin_dir) == (Path("/tmp/x.bpf.o"), Path("/sys/fs/bpf/y"))
+    assert (s.max_sample_bytes, s.max_batch_bytes) == (1024, 512 << 10)
+    assert (s.submit_timeout, s.token, s.ws_window, s.log_level) == (2.5, "s3cret", 5, "debug")
+
+
+def test_serve_with_invalid_settings_exits_2_naming_the_problem(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["serve", "--ring-size", "3000"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "ring size 3000" in err and "power of two" in err
+    with pytest.raises(ConfigError):
+        cli.settings_from_args(cli.build_parser().parse_args(["serve", "--ring-size", "3000"]))
+    assert cli.main(["serve", "--port", "70000"]) == cli.EXIT_USAGE
+    assert "port" in capsys.readouterr().err
+
+
+def test_jsonl_frames_split_by_samples_and_bytes(tmp_path: Path) -> None:
+    f = tmp_path / "s.jsonl"
+    lines = [json.dumps({"kind": i, "value": i * 10}) for i in range(10)]
+    f.write_text("\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:]) + "\n")
+    frames = cli.frames_from_jsonl(f, batch_samples=4, batch_bytes=1 << 20)
+    assert [fr.count for fr in frames] == [4, 4, 2]
+    assert [fr.id for fr in frames] == [0, 1, 2]
+    decoded = [json.loads(fr.payload) for fr in frames]
+    assert decoded[1] == {"id": 1, "samples": [json.loads(x) for x in lines[4:8]]}
+    # By bytes: each frame's text stays within the limit.
+    small = cli.frames_from_jsonl(f, batch_samples=1000, batch_bytes=120)
+    assert sum(fr.count for fr in small) == 10
+    assert all(len(fr.payload) <= 120 for fr in small)
+    assert len(small) > 1
+
+
+def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"kind": 1}\n[1, 2]\n')
+    with pytest.raises(cli.InputError, match=r"bad.jsonl:2: a sample must be a JSON object"):
+        cli.frames_from_jsonl(f, 10, 1 << 20)
+    f.write_text('{"kind": 1}\n\n{"kind": \n')
+    with pytest.raises(cli.InputError, match=r"bad.jsonl:3: not valid JSON"):
+        cli.frames_from_jsonl(f, 10, 1 << 20)
+
+
+def test_binary_frames_cut_at_record_boundaries(tmp_path: Path) -> None:
+    payloads = [bytes([i]) * (i % 40) for i in range(200)]
+    records = core.encode_batch(payloads)
+    f = tmp_path / "r.bin"
+    f.write_bytes(records)
+    frames = cli.frames_from_binary(f, batch_bytes=512)
+    assert b"".join(fr.payload for fr in frames if isinstance(fr.payload, bytes)) == records
+    assert sum(fr.count for fr in frames) == 200
+    for fr in frames:
+        assert isinstance(fr.payload, bytes)
+        assert len(fr.payload) <= 512
+        core.validate_batch(fr.payload, 1 << 20)  # each frame is a batch on its own
+    f.write_bytes(records + struct.pack("<II", 1 << 31, 0))  # record 200 is BUSY
+    with pytest.raises(cli.InputError, match=r"not a valid record file: record 200: BUSY"):
+        cli.frames_from_binary(f, 512)
+
+
+def test_push_refuses_unusable_input_with_status_2(tmp_path: Path) -> None:
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("\n\n")
+    r = run_cli("push", str(empty), "--url", "ws://127.0.0.1:9/v1/stream")
+    assert r.returncode == 2
+    assert "holds no samples" in r.stderr
+    r = run_cli("push", str(tmp_path / "missing.jsonl"))
+    assert r.returncode == 2
+    assert "cannot read" in r.stderr and "missing.jsonl" in r.stderr
+
+
+def test_render_stats_table() -> None:
+    text = cli.render_stats(
+        {
+            "producer": {"samples_committed": 1234567},
+            "kernel": {"samples": 3, "kinds": {"7": {"samples": 2, "value": 10}}},
+        }
+    )
+    assert re.search(r"producer\.samples_committed\s+1,234,567", text)
+    assert re.search(r"kernel\.samples\s+3", text)
+    assert re.search(r"^\s+7\s+2\s+10$", text, re.M)
+
+
+# -- drain / unpin against the kernel ------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_drain_prints_what_the_pinned_program_drained(bpf_object_path: Path, pin_dir: Path) -> None:
+    with load_default(bpf_object_path, pin_dir, RING) as loaded:
+        r = run_cli("drain", "--pin-dir", str(pin_dir))
+        assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
+        n = 1000
+        with UserRingBuffer(loaded.ring_fd, RING) as rb:
+            rb.commit_samples_nowait([SAMPLE.pack(9, 0, i) for i in range(n)])
+            r = run_cli("drain", "--pin-dir", str(pin_dir))
+            assert (r.returncode, r.stdout.strip()) == (0, str(n)), r.stderr
+            assert rb.consumer_pos() == rb.producer_pos
+        kc = loaded.read_counters()
+        assert kc.samples == n
+        assert kc.kind_value[9] == sum(range(n))
+        r = run_cli("drain", "--pin-dir", str(pin_dir))
+        assert r.stdout.strip() == "0"
+
+
+@pytest.mark.kernel
+def test_drain_without_pins_fails_naming_the_path(pin_dir: Path) -> None:
+    r = run_cli("drain", "--pin-dir", str(pin_dir))
+    assert r.returncode == 1
+    assert str(RingbridgePins.under(pin_dir).drain) in r.stderr
+
+
+@pytest.mark.kernel
+def test_unpin_removes_our_pins(bpf_object_path: Path, pin_dir: Path) -> None:
+    load_default(bpf_object_path, pin_dir, RING).close()
+    pins = RingbridgePins.under(pin_dir)
+    assert all(p.exists() for p in pins.all())
+    r = run_cli("unpin", "--pin-dir", str(pin_dir))
+    assert r.returncode == 0, r.stderr
+    assert not any(p.exists() for p in pins.all())
+    assert not pin_dir.exists()
+    assert f"removed {pins.ring}" in r.stdout
+    again = run_cli("unpin", "--pin-dir", str(pin_dir))
+    assert again.returncode == 1
+    assert "nothing to remove" in again.stderr
+
+
+@pytest.mark.kernel
+def test_unpin_refuses_while_a_producer_holds_the_ring(
+    bpf_object_path: Path, pin_dir: Path
+) -> None:
+    load_default(bpf_object_path, pin_dir, RING).close()
+    pins = RingbridgePins.under(pin_dir)
+    with lock_producer(pin_dir):
+        r = run_cli("unpin", "--pin-dir", str(pin_dir))
+        assert r.returncode == 1
+        assert "--force" in r.stderr
+        assert all(p.exists() for p in pins.all())
+        forced = run_cli("unpin", "--pin-dir", str(pin_dir), "--force")
+        assert forced.returncode == 0, forced.stderr
+    assert not any(p.exists() for p in pins.all())
+
+
+# -- push / stats against a running service -----------------------------------------
+
+
+@pytest.fixture
+def server(pin_dir: Path) -> Iterator[str]:
+    """``ringbridge serve --drain kick`` on a free loopback port; yields host:port."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port=0",
+            f"--pin-dir={pin_dir}",
+            "--ring-size=1M",
+            "--drain=kick",
+            "--max-batch-bytes=256K",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        # No token from the caller's environment: these tests run without auth.
+        env={k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"},
+    )
+    assert proc.stderr is not None
+    addr = None
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        m = re.search(r"running on http://([\d.]+:\d+)", line)
+        if m:
+            addr = m.group(1)
+            break
+    try:
+        assert addr is not None, "server did not start:\n" + "".join(seen)
+        yield addr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def kernel_stats(addr: str, expect_samples: int) -> dict[str, object]:
+    """/v1/stats once the kernel has consumed ``expect_samples`` (kick drain)."""
+    deadline = time.monotonic() + 10
+    while True:
+        st = httpx.get(f"http://{addr}/v1/stats", timeout=5).json()
+        if st["kernel"]["samples"] >= expect_samples or time.monotonic() > deadline:
+            return dict(st)
+        time.sleep(0.05)
+
+
+@pytest.mark.kernel
+def test_push_jsonl_lands_in_the_kernel(server: str, tmp_path: Path) -> None:
+    n = 3000
+    f = tmp_path / "s.jsonl"
+    with f.open("w") as out:
+        for i in range(n):
+            out.write(json.dumps({"kind": i % 4, "value": i}) + "\n")
+        out.write(json.dumps({"data": base64.b64encode(b"raw!").decode()}) + "\n")
+    r = run_cli(
+        "push", str(f), "--url", f"ws://{server}/v1/stream", "--batch-samples", "256",
+        "--window", "4", "-q",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"accepted: {n + 1:,} samples (seq 0..{n})" in r.stdout
+    st = kernel_stats(server, n + 1)
+    kernel = st["kernel"]
+    assert isinstance(kernel, dict)
+    assert kernel["samples"] == n + 1
+    for k in range(4):
+        assert kernel["kinds"][str(k)] == {
+            "samples": n // 4,
+            "value": sum(i for i in range(n) if i % 4 == k),
+        }
+    # The data sample is shorter than struct ringbridge_sample.
+    assert kernel["short_samples"] == 1
+
+    table = run_cli("stats", "--url", f"http://{server}")
+    assert table.returncode == 0, table.stderr
+    assert re.search(rf"kernel\.samples\s+{n + 1:,}", table.stdout)
+    raw = run_cli("stats", "--url", f"http://{server}", "--json")
+    assert json.loads(raw.stdout)["kernel"]["samples"] == n + 1
+
+
+@pytest.mark.kernel
+def test_push_reports_rejected_batches_and_exits_1(server: str, tmp_path: Path) -> None:
+    f = tmp_path / "mixed.jsonl"
+    lines = (
+        [{"kind": 1, "value": 1}] * 5 + [{"kind": 1, "flags": -1}] + [{"kind": 1, "value": 1}] * 4
+    )
+    f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = run_cli("push", str(f), "--url", f"ws://{server}/v1/stream", "--batch-samples", "3", "-q")
+    assert r.returncode == 1
+    # Batches of 3: the bad sample is sample 2 of batch 1; 7 samples land.
+    assert "accepted: 7 samples" in r.stdout
+    assert "rejected: 3 samples in 1 batch" in r.stdout
+    assert re.search(r"batch 1: invalid_sample: sample 2: field 'flags' \(u32\)", r.stdout)
+    st = kernel_stats(server, 7)
+    kernel = st["kernel"]
+    assert isinstance(kernel, dict)
+    assert kernel["samples"] == 7
+    assert kernel["kinds"]["1"] == {"samples": 7, "value": 7}
+
+
+@pytest.mark.kernel
+def test_push_binary_file(server: str, tmp_path: Path) -> None:
+    n = 20000
+    f = tmp_path / "records.bin"
+    f.write_bytes(core.encode_batch([SAMPLE.pack(5, 0, 2) + bytes(8) for _ in range(n)]))
+    r = run_cli("push", str(f), "--url", f"ws://{server}/v1/stream", "--batch-bytes", "64K", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"accepted: {n:,} samples" in r.stdout
+    st = kernel_stats(server, n)
+    kernel = st["kernel"]
+    assert isinstance(kernel, dict)
+    assert kernel["kinds"]["5"] == {"samples": n, "value": 2 * n}
+    assert kernel["bytes"] == 24 * n
+
+
+@pytest.mark.kernel
+def test_push_to_nothing_fails_cleanly(tmp_path: Path) -> None:
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"kind": 1}\n')
+    r = run_cli("push", str(f), "--url", "ws://127.0.0.1:9/v1/stream", "-q")
+    assert r.returncode == 1
+    assert "cannot connect" in r.stderr
