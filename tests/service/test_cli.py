@@ -245,42 +245,38 @@ def test_unpin_refuses_while_a_producer_holds_the_ring(
 
 
 @pytest.fixture
-def server(pin_dir: Path) -> Iterator[str]:
+def cli_server(pin_dir: Path, tmp_path: Path) -> Iterator[str]:
     """``ringbridge serve --drain kick`` on a free loopback port; yields host:port."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--port=0",
-            f"--pin-dir={pin_dir}",
-            "--ring-size=1M",
-            "--drain=kick",
-            "--max-batch-bytes=256K",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        # No token from the caller's environment: these tests run without auth.
-        env={k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"},
-    )
-    assert proc.stderr is not None
-    addr = None
-    seen: list[str] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(r"running on http://([\d.]+:\d+)", line)
-        if m:
-            addr = m.group(1)
-            break
+    log_path = tmp_path / "serve.log"
+    # The log goes to a file, not a pipe: an unread pipe would fill up with
+    # access lines and block the server.
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--port=0",
+                f"--pin-dir={pin_dir}",
+                "--ring-size=1M",
+                "--drain=kick",
+                "--max-batch-bytes=256K",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=REPO,
+            # No token from the caller's environment: these tests run without auth.
+            env={k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"},
+        )
     try:
-        assert addr is not None, "server did not start:\n" + "".join(seen)
+        addr = None
+        deadline = time.monotonic() + 30
+        while addr is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"running on http://([\d.]+:\d+)", log_path.read_text())
+            addr = m.group(1) if m else None
+            time.sleep(0.05)
+        assert addr is not None, "server did not start:\n" + log_path.read_text()
         yield addr
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -302,7 +298,7 @@ def kernel_stats(addr: str, expect_samples: int) -> dict[str, object]:
 
 
 @pytest.mark.kernel
-def test_push_jsonl_lands_in_the_kernel(server: str, tmp_path: Path) -> None:
+def test_push_jsonl_lands_in_the_kernel(cli_server: str, tmp_path: Path) -> None:
     n = 3000
     f = tmp_path / "s.jsonl"
     with f.open("w") as out:
@@ -310,12 +306,12 @@ def test_push_jsonl_lands_in_the_kernel(server: str, tmp_path: Path) -> None:
             out.write(json.dumps({"kind": i % 4, "value": i}) + "\n")
         out.write(json.dumps({"data": base64.b64encode(b"raw!").decode()}) + "\n")
     r = run_cli(
-        "push", str(f), "--url", f"ws://{server}/v1/stream", "--batch-samples", "256",
+        "push", str(f), "--url", f"ws://{cli_server}/v1/stream", "--batch-samples", "256",
         "--window", "4", "-q",
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"accepted: {n + 1:,} samples (seq 0..{n})" in r.stdout
-    st = kernel_stats(server, n + 1)
+    st = kernel_stats(cli_server, n + 1)
     kernel = st["kernel"]
     assert isinstance(kernel, dict)
     assert kernel["samples"] == n + 1
@@ -327,27 +323,29 @@ def test_push_jsonl_lands_in_the_kernel(server: str, tmp_path: Path) -> None:
     # The data sample is shorter than struct ringbridge_sample.
     assert kernel["short_samples"] == 1
 
-    table = run_cli("stats", "--url", f"http://{server}")
+    table = run_cli("stats", "--url", f"http://{cli_server}")
     assert table.returncode == 0, table.stderr
     assert re.search(rf"kernel\.samples\s+{n + 1:,}", table.stdout)
-    raw = run_cli("stats", "--url", f"http://{server}", "--json")
+    raw = run_cli("stats", "--url", f"http://{cli_server}", "--json")
     assert json.loads(raw.stdout)["kernel"]["samples"] == n + 1
 
 
 @pytest.mark.kernel
-def test_push_reports_rejected_batches_and_exits_1(server: str, tmp_path: Path) -> None:
+def test_push_reports_rejected_batches_and_exits_1(cli_server: str, tmp_path: Path) -> None:
     f = tmp_path / "mixed.jsonl"
     lines = (
         [{"kind": 1, "value": 1}] * 5 + [{"kind": 1, "flags": -1}] + [{"kind": 1, "value": 1}] * 4
     )
     f.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    r = run_cli("push", str(f), "--url", f"ws://{server}/v1/stream", "--batch-samples", "3", "-q")
+    r = run_cli(
+        "push", str(f), "--url", f"ws://{cli_server}/v1/stream", "--batch-samples", "3", "-q"
+    )
     assert r.returncode == 1
     # Batches of 3: the bad sample is sample 2 of batch 1; 7 samples land.
     assert "accepted: 7 samples" in r.stdout
     assert "rejected: 3 samples in 1 batch" in r.stdout
     assert re.search(r"batch 1: invalid_sample: sample 2: field 'flags' \(u32\)", r.stdout)
-    st = kernel_stats(server, 7)
+    st = kernel_stats(cli_server, 7)
     kernel = st["kernel"]
     assert isinstance(kernel, dict)
     assert kernel["samples"] == 7
@@ -355,14 +353,16 @@ def test_push_reports_rejected_batches_and_exits_1(server: str, tmp_path: Path) 
 
 
 @pytest.mark.kernel
-def test_push_binary_file(server: str, tmp_path: Path) -> None:
+def test_push_binary_file(cli_server: str, tmp_path: Path) -> None:
     n = 20000
     f = tmp_path / "records.bin"
     f.write_bytes(core.encode_batch([SAMPLE.pack(5, 0, 2) + bytes(8) for _ in range(n)]))
-    r = run_cli("push", str(f), "--url", f"ws://{server}/v1/stream", "--batch-bytes", "64K", "-q")
+    r = run_cli(
+        "push", str(f), "--url", f"ws://{cli_server}/v1/stream", "--batch-bytes", "64K", "-q"
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"accepted: {n:,} samples" in r.stdout
-    st = kernel_stats(server, n)
+    st = kernel_stats(cli_server, n)
     kernel = st["kernel"]
     assert isinstance(kernel, dict)
     assert kernel["kinds"]["5"] == {"samples": n, "value": 2 * n}
