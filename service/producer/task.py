@@ -201,7 +201,6 @@ class Producer:
         )
         self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
-        self._current: _Submission | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
         self._next_seq = first_seq
@@ -265,6 +264,18 @@ class Producer:
         Returns the future of its :class:`Ack`; the same ``timeout``, counted
         from now, bounds the wait for ring space. Enqueue order is commit order.
         """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        sub = _Submission(batch, now + timeout, now, loop.create_future())
+        try:
+            self._check_batch(batch)
+            await self._queue.put(sub, timeout)
+        except RingbridgeError as exc:
+            self._failed[exc.code] += 1
+            raise
+        return sub.future
+
+    def _check_batch(self, batch: Batch) -> None:
         if self._stopping:
             raise StoppingError("the service is stopping and takes no new batches")
         if batch.count <= 0:
@@ -273,15 +284,6 @@ class Producer:
             raise RecordTooLargeError(
                 f"batch of {batch.nbytes} bytes can never fit a ring of {self._ring.size} bytes"
             )
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        sub = _Submission(batch, now + timeout, now, loop.create_future())
-        try:
-            await self._queue.put(sub, timeout)
-        except RingbridgeError as exc:
-            self._failed[exc.code] += 1
-            raise
-        return sub.future
 
     async def submit(self, batch: Batch, *, wait: WaitFor = "committed", timeout: float) -> Ack:
         """Queue ``batch`` and wait for its ack (and, if asked, for the kernel to consume it)."""
@@ -310,17 +312,18 @@ class Producer:
                     sub = await self._queue.get()
                 except StoppingError:
                     return  # closed and empty: a clean stop
-                self._current = sub
                 try:
                     await self._commit(sub)
-                finally:
-                    self._current = None
+                except asyncio.CancelledError:
+                    self._fail(
+                        sub,
+                        StoppingError("the service stopped while this batch waited for ring space"),
+                    )
+                    raise
+                except BaseException as exc:
+                    self._fail(sub, RingClosedError(f"the producer task crashed: {exc!r}"))
+                    raise
         except asyncio.CancelledError:
-            if self._current is not None:
-                self._fail(
-                    self._current,
-                    StoppingError("the service stopped while this batch waited for ring space"),
-                )
             raise
         except BaseException as exc:
             # A bug here would leave every submitter waiting forever: fail
@@ -329,8 +332,6 @@ class Producer:
             self._stopping = True
             self._queue.close()
             err = RingClosedError(f"the producer task crashed: {exc!r}")
-            if self._current is not None:
-                self._fail(self._current, err)
             while (rest := self._queue.get_nowait()) is not None:
                 self._fail(rest, err)
             raise

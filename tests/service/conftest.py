@@ -1,0 +1,186 @@
+"""A real ringbridge server per test: uvicorn on 127.0.0.1 in a background thread.
+
+In-process on purpose: the tests reach the server's kernel objects (the
+loaded program set: ``drain()``, ``read_counters()``) to check what arrived
+in the kernel, and ``time.process_time()`` covers the server's thread when
+measuring CPU. The listening socket is bound before uvicorn starts (port 0,
+handed over with ``sockets=``), so there is no free-port race.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from service.api.app import create_app
+from service.api.server import uvicorn_config
+from service.api.state import Runtime
+from service.core.ring import encode_batch
+from service.kernel.bpfobj import KernelCounters
+from service.settings import Settings
+
+SAMPLE = struct.Struct("<IIQ")  # struct ringbridge_sample {u32 kind; u32 flags; u64 value}
+SMALL_RING = 64 * 1024
+
+
+def sample(kind: int, value: int, flags: int = 0, extra: bytes = b"") -> bytes:
+    """One payload in the default struct's layout (plus opaque trailing bytes)."""
+    return SAMPLE.pack(kind, flags, value) + extra
+
+
+def binary_batch(samples: Iterable[tuple[int, int]]) -> bytes:
+    return encode_batch(sample(k, v) for k, v in samples)
+
+
+@dataclass
+class Tally:
+    """What a test sent, per kind: the kernel must show exactly this."""
+
+    count: Counter[int] = field(default_factory=Counter)
+    value: Counter[int] = field(default_factory=Counter)
+
+    def add(self, kind: int, value: int) -> None:
+        self.count[kind] += 1
+        self.value[kind] += value
+
+    def add_all(self, samples: Iterable[tuple[int, int]]) -> None:
+        for k, v in samples:
+            self.add(k, v)
+
+    @property
+    def total(self) -> int:
+        return sum(self.count.values())
+
+    def matches(self, kc: KernelCounters) -> bool:
+        return all(
+            kc.kind_count[k] == self.count[k] and kc.kind_value[k] == self.value[k]
+            for k in range(len(kc.kind_count))
+        )
+
+    def diff(self, kc: KernelCounters) -> dict[int, tuple[Any, ...]]:
+        return {
+            k: (self.count[k], kc.kind_count[k], self.value[k], kc.kind_value[k])
+            for k in range(len(kc.kind_count))
+            if (self.count[k], self.value[k]) != (kc.kind_count[k], kc.kind_value[k])
+        }
+
+
+@dataclass
+class Server:
+    settings: Settings
+    app: FastAPI
+    server: uvicorn.Server
+    thread: threading.Thread
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def runtime(self) -> Runtime:
+        rt: Runtime | None = self.app.state.runtime
+        assert rt is not None, "server is not running"
+        return rt
+
+    def counters(self) -> KernelCounters:
+        return self.runtime.loaded.read_counters()
+
+    def drain(self) -> int:
+        """Run the on-demand drain program once (the kernel consumes the ring)."""
+        return self.runtime.loaded.drain()
+
+    def producer_pos(self) -> int:
+        return self.runtime.ring.producer_pos
+
+    def wait_kernel(self, tally: Tally, timeout: float = 10.0) -> KernelCounters:
+        """Poll the kernel counters until they equal ``tally`` (timer drain is async)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            kc = self.counters()
+            if tally.matches(kc) and kc.samples == tally.total:
+                return kc
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"kernel counters never matched: samples {kc.samples} != {tally.total}; "
+                    f"per kind (sent count, kernel count, sent sum, kernel sum): {tally.diff(kc)}"
+                )
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "server did not stop"
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def make_server(bpf_object_path: Path, pin_dir: Path) -> Iterator[ServerFactory]:
+    """``make_server(**settings)`` starts a server on this test's fresh pin dir."""
+    running: list[Server] = []
+
+    def make(**overrides: Any) -> Server:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        values: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": port,
+            "pin_dir": pin_dir,
+            "bpf_object": bpf_object_path,
+            "access_log": False,
+            "shutdown_grace": 1.0,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn_config(settings, app))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="ringbridge-test-server"
+        )
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                thread.join(5)
+                raise AssertionError("ringbridge server failed to start (see the log)")
+            time.sleep(0.01)
+        srv = Server(settings, app, server, thread, port)
+        running.append(srv)
+        return srv
+
+    yield make
+    for srv in running:
+        if srv.thread.is_alive():
+            srv.stop()
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> Server:
+    """Default: timer drain (the kernel consumes on its own), 1 MiB ring."""
+    return make_server(ring_size=1024 * 1024)
+
+
+@pytest.fixture
+def stalled_server(make_server: ServerFactory) -> Server:
+    """drain=external and nothing drains: the ring fills; tests drain by hand."""
+    return make_server(ring_size=SMALL_RING, drain="external")

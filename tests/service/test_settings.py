@@ -1,0 +1,66 @@
+"""Settings: defaults for a first run, RINGBRIDGE_* variables, refused combinations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.errors import ConfigError
+from service.settings import MiB, Settings, is_loopback
+
+
+def test_defaults_suit_a_first_run() -> None:
+    s = Settings()
+    assert (s.host, s.port, s.drain, s.ring_size) == ("127.0.0.1", 8470, "timer", 8 * MiB)
+    assert (s.max_batch_bytes, s.max_sample_bytes) == (4 * MiB, 65536)
+    assert s.queue_limit == 8 * MiB and s.token is None
+    assert s.pin_dir == Path("/sys/fs/bpf/ringbridge") and s.bpf_object is None
+    assert s.drain_period_ns == 100_000
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RINGBRIDGE_PORT", "9001")
+    monkeypatch.setenv("RINGBRIDGE_DRAIN", "kick")
+    monkeypatch.setenv("RINGBRIDGE_RING_SIZE", str(MiB))
+    monkeypatch.setenv("RINGBRIDGE_TOKEN", "t")
+    # Variables of other parts (the test suite's own) are not settings.
+    monkeypatch.setenv("RINGBRIDGE_REQUIRE_KERNEL", "1")
+    s = Settings()
+    assert (s.port, s.drain, s.ring_size, s.token) == (9001, "kick", MiB, "t")
+
+
+def test_limits_left_default_follow_a_small_ring() -> None:
+    s = Settings(ring_size=64 * 1024)
+    assert s.max_batch_bytes == 64 * 1024
+    assert s.max_sample_bytes == 64 * 1024 - 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"ring_size": 3 * 4096}, "power of two"),
+        ({"ring_size": 64 * 1024, "max_batch_bytes": 128 * 1024}, "exceeds ring_size"),
+        ({"max_batch_bytes": 4096, "max_sample_bytes": 8192}, "does not fit"),
+        ({"queue_max_bytes": 1024}, "could never be queued"),
+        ({"host": "0.0.0.0"}, "without a token"),
+        ({"host": "10.1.2.3"}, "without a token"),
+        ({"token": "  "}, "empty"),
+    ],
+)
+def test_inconsistent_settings_are_refused(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Settings(**kwargs)
+
+
+def test_non_loopback_needs_a_token_or_an_explicit_opt_out() -> None:
+    assert Settings(host="0.0.0.0", token="x").token == "x"
+    assert Settings(host="0.0.0.0", allow_unauthenticated=True).token is None
+    assert is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not is_loopback("example.org")
+
+
+def test_unknown_setting_is_an_error() -> None:
+    with pytest.raises(Exception, match="ring_sise"):
+        Settings(ring_sise=1)  # type: ignore[call-arg]
