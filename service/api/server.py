@@ -10,7 +10,10 @@ frames beyond ``ws_max_size`` are closed by uvicorn with 1009.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import socket
 
 import uvicorn
 from fastapi import FastAPI
@@ -19,6 +22,7 @@ from ..errors import RingbridgeError
 from ..logs import configure_logging
 from ..settings import Settings
 from .app import create_app
+from .state import Runtime
 
 log = logging.getLogger("ringbridge.server")
 
@@ -45,16 +49,51 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Our structured handler is installed by configure_logging().
         log_config=None,
         access_log=settings.access_log,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+        # Longer than the producer's grace: see RingbridgeServer.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         server_header=False,
     )
+
+
+class RingbridgeServer(uvicorn.Server):
+    """uvicorn's server, telling the producer as soon as shutdown begins.
+
+    uvicorn's order is: stop listening, close idle connections and
+    WebSockets, wait up to ``timeout_graceful_shutdown`` for requests in
+    flight, *cancel* the rest, then run the lifespan exit. A request waiting
+    for ring space would be cancelled (a 500 for its client) before the
+    lifespan could stop the producer. So the producer's stop starts with the
+    shutdown: new batches get 503 ``stopping`` at once, queued ones get
+    ``shutdown_grace`` seconds to commit and then a 503 -- all answered
+    before uvicorn's own, longer, grace ends. The lifespan's stop is then a
+    no-op wait (``Producer.stop`` is idempotent).
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        rt = getattr(self._app.state, "runtime", None)
+        if isinstance(rt, Runtime) and self._stopping is None:
+            self._stopping = asyncio.create_task(
+                rt.producer.stop(rt.settings.shutdown_grace), name="ringbridge-stop"
+            )
+        await super().shutdown(sockets)
+
+
+def make_server(settings: Settings, app: FastAPI | None = None) -> RingbridgeServer:
+    """The server :func:`run` serves with (the tests run the same one in a thread)."""
+    app = app if app is not None else create_app(settings)
+    return RingbridgeServer(uvicorn_config(settings, app), app)
 
 
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
     try:
-        server = uvicorn.Server(uvicorn_config(settings))
+        server = make_server(settings)
     except RingbridgeError as exc:
         log.error("cannot start", extra={"error": exc.message, "code": exc.code})
         return STARTUP_FAILURE

@@ -53,8 +53,9 @@ _Pending = tuple[Any, "asyncio.Future[Ack] | RingbridgeError"]
 
 
 def _retrieve(fut: asyncio.Future[Ack]) -> None:
-    # Nobody will await an ack whose connection is gone: mark its exception
-    # retrieved so asyncio does not log "exception was never retrieved".
+    # An ack whose connection is gone is awaited by nobody: mark its
+    # exception retrieved so asyncio does not log "exception was never
+    # retrieved". Harmless when the writer does await it.
     if not fut.cancelled():
         fut.exception()
 
@@ -83,10 +84,6 @@ class _Stream:
             for t in (reader, writer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            while not self.pending.empty():
-                _, item = self.pending.get_nowait()
-                if isinstance(item, asyncio.Future):
-                    item.add_done_callback(_retrieve)
 
     def _decode(self, message: Mapping[str, Any], frame_no: int) -> tuple[Any, EncodedBatch]:
         s = self.rt.settings
@@ -135,6 +132,8 @@ class _Stream:
                 else:
                     fid, batch = self._decode(message, frame_no)
                 fut = await self.rt.producer.enqueue(batch, timeout=self.rt.settings.submit_timeout)
+                # If the connection dies first, nobody awaits this ack.
+                fut.add_done_callback(_retrieve)
                 item = (fid, fut)
             except RingbridgeError as exc:
                 self.rt.rejections.add(exc.code)

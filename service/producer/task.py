@@ -292,16 +292,27 @@ class Producer:
         fut = await self.enqueue(batch, timeout=timeout)
         ack = await fut
         if wait == "consumed":
-            try:
-                await self._ring.wait_consumed(ack.ring_end_pos, max(0.0, deadline - loop.time()))
-            except RingTimeoutError as exc:
-                raise ConsumeTimeoutError(
-                    f"batch committed as samples {ack.first_seq}..{ack.last_seq} but not "
-                    f"consumed by the kernel within {timeout:g}s",
-                    ack,
-                ) from exc
+            await self._wait_consumed(ack, max(0.0, deadline - loop.time()), timeout)
             ack = replace(ack, state="consumed")
         return ack
+
+    async def _wait_consumed(self, ack: Ack, left: float, timeout: float) -> None:
+        # Also ends when the producer has stopped (after its grace): the
+        # server is going away and must answer rather than be cancelled.
+        consumed = asyncio.ensure_future(self._ring.wait_consumed(ack.ring_end_pos, left))
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({consumed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (consumed, stopped):
+                f.cancel()
+        what = f"batch committed as samples {ack.first_seq}..{ack.last_seq} but not consumed"
+        if not consumed.done() or consumed.cancelled():
+            raise ConsumeTimeoutError(f"{what} before the service stopped", ack)
+        try:
+            consumed.result()
+        except RingTimeoutError as exc:
+            raise ConsumeTimeoutError(f"{what} by the kernel within {timeout:g}s", ack) from exc
 
     # -- the task -------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.api.app import create_app
-from service.api.server import uvicorn_config
+from service.api.server import make_server as make_uvicorn_server
 from service.api.state import Runtime
 from service.core.ring import encode_batch
 from service.kernel.bpfobj import KernelCounters
@@ -152,7 +152,7 @@ def make_server(bpf_object_path: Path, pin_dir: Path) -> Iterator[ServerFactory]
         values.update(overrides)
         settings = Settings(**values)
         app = create_app(settings)
-        server = uvicorn.Server(uvicorn_config(settings, app))
+        server = make_uvicorn_server(settings, app)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="ringbridge-test-server"
         )

@@ -135,3 +135,30 @@ def test_queue_limit_bounds_what_waits_and_refuses_with_503(make_server: Any) ->
     assert codes == ["queue_full"] + ["ring_full_timeout"] * 3
     assert srv.producer_pos() == 61440
     assert all(r.headers["retry-after"] == "1" for r in results)
+
+
+def test_shutdown_answers_waiting_batches_with_503_stopping(stalled_server: Server) -> None:
+    srv = stalled_server  # shutdown_grace=1.0 (conftest)
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert _post(c, FILL, 5).status_code == 200
+        pos = srv.producer_pos()
+        result: dict[str, httpx.Response] = {}
+
+        def send() -> None:
+            result["r"] = _post(c, BIG, 20)
+
+        th = threading.Thread(target=send)
+        th.start()
+        time.sleep(0.3)
+        ring = srv.runtime.ring
+        t0 = time.monotonic()
+        srv.stop()
+        th.join(10)
+        # Answered after the producer's grace, not cancelled into a 500 by
+        # uvicorn's graceful-shutdown timeout.
+        assert time.monotonic() - t0 < 5
+    r = result["r"]
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "stopping"
+    assert r.headers["retry-after"] == "1"
+    assert ring.producer_pos == pos
