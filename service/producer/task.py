@@ -154,7 +154,8 @@ class Kicker:
             self._task = asyncio.create_task(self._run(), name="ringbridge-kick")
 
     async def _run(self) -> None:
-        while self._dirty and not self._closed:
+        # Runs out requests made before aclose(): what was committed is drained.
+        while self._dirty:
             self._dirty = False
             try:
                 n = await asyncio.to_thread(self._drain)
@@ -170,7 +171,8 @@ class Kicker:
                 self._dirty = True
 
     async def aclose(self) -> None:
-        """Stop taking requests; wait for a drain in flight (its thread uses the prog fd)."""
+        """Stop taking requests; finish the drains already asked for (their
+        thread uses the program fd, which the owner closes after this)."""
         self._closed = True
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
