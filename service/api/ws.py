@@ -36,7 +36,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from ..codec import EncodedBatch, frame_id_of, validate_binary_batch
-from ..errors import RecordTooLargeError, RingbridgeError
+from ..errors import InvalidBatchError, RecordTooLargeError, RingbridgeError
 from ..producer.task import Ack
 from .auth import check_token
 from .routes import THREAD_DECODE_BYTES
@@ -107,7 +107,7 @@ class _Stream:
                 data, ring_size=s.ring_size, max_sample_bytes=s.max_sample_bytes
             )
         else:
-            raise RecordTooLargeError("empty frame")
+            raise InvalidBatchError("frame carries neither text nor bytes")
         if batch.nbytes > s.max_batch_bytes:
             raise RecordTooLargeError(
                 f"batch takes {batch.nbytes} ring bytes, over the limit of {s.max_batch_bytes}"
