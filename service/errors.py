@@ -14,12 +14,17 @@ that talks to them, with ``raise ... from exc``::
     ├── RingError                        state of the mapped ring
     │   ├── RingFullError                (503) WouldBlock: no space right now
     │   ├── RingTimeoutError             (503) still full when the wait timed out
+    │   │   └── ConsumeTimeoutError      committed, not consumed in time; .ack
     │   ├── RingClosedError              (503) producer or ring closed
     │   └── RingCorruptError             (500) ring holds what the kernel rejects
     ├── KernelError                      (500) a bpf()/libbpf/mmap/epoll call failed;
     │   │                                      .op, .target, .errno
     │   ├── BpfObjectError               open/load/find in a BPF object
     │   └── PinError                     bpffs pin dir missing/foreign/mismatched
+    ├── RequestError                     the HTTP request itself is refused
+    │   ├── UnauthorizedError            (401) no bearer token
+    │   ├── ForbiddenError               (403) wrong bearer token
+    │   └── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
     ├── ConfigError                      (500) invalid settings
     └── ServiceError
         ├── QueueFullError               (503) batch queue over its byte limit
@@ -104,6 +109,20 @@ class RingTimeoutError(RingError):
     code = "ring_full_timeout"
 
 
+class ConsumeTimeoutError(RingTimeoutError):
+    """``wait=consumed`` timed out: the batch *is* committed (``.ack``), not consumed.
+
+    The API answers 202 with the ack, not a 5xx: a client retrying a 5xx
+    would commit the batch twice.
+    """
+
+    code = "consume_timeout"
+
+    def __init__(self, message: str, ack: object) -> None:
+        super().__init__(message)
+        self.ack = ack
+
+
 class RingClosedError(RingError):
     """The producer or its ring was closed."""
 
@@ -145,6 +164,34 @@ class PinError(RingbridgeError):
     """A bpffs pin directory cannot be used as asked (foreign, mismatched, missing)."""
 
     code = "pin"
+
+
+class RequestError(RingbridgeError):
+    """The HTTP request is refused before its body is looked at."""
+
+    status_hint = 400
+    code = "bad_request"
+
+
+class UnauthorizedError(RequestError):
+    """No usable credentials."""
+
+    status_hint = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(RequestError):
+    """Credentials given but wrong."""
+
+    status_hint = 403
+    code = "forbidden"
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """The body is neither JSON nor a binary batch."""
+
+    status_hint = 415
+    code = "unsupported_media_type"
 
 
 class ConfigError(RingbridgeError):

@@ -65,7 +65,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.skipped and require_kernel() and item.get_closest_marker("kernel") is not None:
         report.outcome = "failed"
-        report.longrepr = f"kernel test skipped under RINGBRIDGE_REQUIRE_KERNEL=1: {report.longrepr}"
+        reason = report.longrepr
+        report.longrepr = f"kernel test skipped under RINGBRIDGE_REQUIRE_KERNEL=1: {reason}"
 
 
 @pytest.fixture(scope="session")

@@ -16,22 +16,8 @@ import hmac
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
-from ..errors import RingbridgeError
+from ..errors import ForbiddenError, UnauthorizedError
 from .state import runtime_of
-
-
-class UnauthorizedError(RingbridgeError):
-    """No usable credentials (401). Local until errors.py grows auth errors."""
-
-    status_hint = 401
-    code = "unauthorized"
-
-
-class ForbiddenError(RingbridgeError):
-    """Credentials given but wrong (403)."""
-
-    status_hint = 403
-    code = "forbidden"
 
 
 def check_token(conn: HTTPConnection, token: str | None) -> None:

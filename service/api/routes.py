@@ -20,8 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from .. import codec
-from ..errors import RecordTooLargeError, RingbridgeError
-from ..producer.task import WaitFor
+from ..errors import (
+    ConsumeTimeoutError,
+    RecordTooLargeError,
+    RingbridgeError,
+    UnsupportedMediaTypeError,
+)
+from ..producer.task import Ack, WaitFor
 from .auth import require_token
 from .metrics import stats_snapshot
 from .state import Runtime, error_response, runtime_of
@@ -33,13 +38,6 @@ THREAD_DECODE_BYTES = 256 * 1024
 
 JSON_TYPES = frozenset({"application/json"})
 BINARY_TYPES = frozenset({"application/octet-stream"})
-
-
-class UnsupportedMediaTypeError(RingbridgeError):
-    """415: the body is neither JSON nor a binary batch. Local until errors.py has it."""
-
-    status_hint = 415
-    code = "unsupported_media_type"
 
 
 class SamplesAck(BaseModel):
@@ -176,7 +174,14 @@ def _timeout(rt: Runtime, timeout: float | None) -> float:
     summary="Commit a batch of samples to the kernel ring",
     dependencies=[Depends(require_token)],
     response_model=SamplesAck,
-    responses=_ERRORS,
+    responses={
+        202: {
+            "model": SamplesAck,
+            "description": "wait=consumed timed out: committed (state) but not yet consumed; "
+            "do not resend",
+        },
+        **_ERRORS,
+    },
     openapi_extra=_SAMPLES_BODY,
 )
 async def post_samples(
@@ -197,7 +202,15 @@ async def post_samples(
         await _decode(rt, media, b"")
     body = await _read_body(request, rt.settings.max_batch_bytes)
     batch = await _decode(rt, media, body)
-    ack = await rt.producer.submit(batch, wait=wait, timeout=_timeout(rt, timeout))
+    status = 200
+    try:
+        ack = await rt.producer.submit(batch, wait=wait, timeout=_timeout(rt, timeout))
+    except ConsumeTimeoutError as exc:
+        # Committed, but the kernel had not consumed it within the timeout:
+        # 202 with the ack (state "committed"), never a 5xx -- a client
+        # retrying a 5xx would commit the batch twice.
+        assert isinstance(exc.ack, Ack)
+        ack, status = exc.ack, 202
     return Response(
         _encode(
             {
@@ -208,6 +221,7 @@ async def post_samples(
             }
         ),
         media_type="application/json",
+        status_code=status,
     )
 
 

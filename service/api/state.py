@@ -18,7 +18,7 @@ from ..codec import SampleCodec
 from ..errors import RingbridgeError, StoppingError
 from ..kernel.bpfobj import LoadedRingbridge
 from ..kernel.ringbuf import UserRingBuffer
-from ..producer.task import ConsumeTimeoutError, Producer
+from ..producer.task import Producer
 from ..settings import Settings
 
 
@@ -87,16 +87,12 @@ def error_payload(exc: RingbridgeError) -> dict[str, Any]:
         "message": exc.message,
         "index": index if isinstance(index, int) and index >= 0 else None,
     }
-    if isinstance(exc, ConsumeTimeoutError):
-        # Committed, just not consumed in time: tell the client which seqs it
-        # got, so it does not resend (which would commit the batch twice).
-        body.update(first_seq=exc.ack.first_seq, last_seq=exc.ack.last_seq, state="committed")
     return body
 
 
 def error_response(exc: RingbridgeError, retry_after: int) -> Response:
     headers: dict[str, str] = {}
-    if exc.status_hint == 503 and not isinstance(exc, ConsumeTimeoutError):
+    if exc.status_hint == 503:
         headers["Retry-After"] = str(retry_after)
     if exc.status_hint == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="ringbridge"'

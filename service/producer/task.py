@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from ..errors import (
+    ConsumeTimeoutError,
     InvalidBatchError,
     RecordTooLargeError,
     RingbridgeError,
@@ -76,20 +77,6 @@ class Ack:
     ring_start_pos: int
     ring_end_pos: int
     state: WaitFor = "committed"
-
-
-class ConsumeTimeoutError(RingTimeoutError):
-    """``wait=consumed`` timed out: the batch *is* committed (``.ack``), not yet consumed.
-
-    Unlike the other 503s, retrying would commit the batch twice, so the API
-    reports the ack with the error and sends no Retry-After.
-    """
-
-    code = "consume_timeout"
-
-    def __init__(self, message: str, ack: Ack) -> None:
-        super().__init__(message)
-        self.ack = ack
 
 
 @dataclass(eq=False, slots=True)
