@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,8 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=timeout,
         cwd=REPO,
+        # --token defaults to $RINGBRIDGE_TOKEN: keep the caller's out of it.
+        env={k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"},
     )
 
 
@@ -244,10 +247,12 @@ def test_unpin_refuses_while_a_producer_holds_the_ring(
 # -- push / stats against a running service -----------------------------------------
 
 
-@pytest.fixture
-def cli_server(pin_dir: Path, tmp_path: Path) -> Iterator[str]:
+TOKEN = "cli-test-token"
+
+
+@contextmanager
+def serving(pin_dir: Path, log_path: Path, *extra: str) -> Iterator[str]:
     """``ringbridge serve --drain kick`` on a free loopback port; yields host:port."""
-    log_path = tmp_path / "serve.log"
     # The log goes to a file, not a pipe: an unread pipe would fill up with
     # access lines and block the server.
     with log_path.open("w") as log:
@@ -262,11 +267,12 @@ def cli_server(pin_dir: Path, tmp_path: Path) -> Iterator[str]:
                 "--ring-size=1M",
                 "--drain=kick",
                 "--max-batch-bytes=256K",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
             cwd=REPO,
-            # No token from the caller's environment: these tests run without auth.
+            # Auth only when a test asks for it, whatever the caller's environment.
             env={k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"},
         )
     try:
@@ -285,6 +291,18 @@ def cli_server(pin_dir: Path, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def cli_server(pin_dir: Path, tmp_path: Path) -> Iterator[str]:
+    with serving(pin_dir, tmp_path / "serve.log") as addr:
+        yield addr
+
+
+@pytest.fixture
+def cli_server_token(pin_dir: Path, tmp_path: Path) -> Iterator[str]:
+    with serving(pin_dir, tmp_path / "serve.log", f"--token={TOKEN}") as addr:
+        yield addr
 
 
 def kernel_stats(addr: str, expect_samples: int) -> dict[str, object]:
@@ -376,3 +394,26 @@ def test_push_to_nothing_fails_cleanly(tmp_path: Path) -> None:
     r = run_cli("push", str(f), "--url", "ws://127.0.0.1:9/v1/stream", "-q")
     assert r.returncode == 1
     assert "cannot connect" in r.stderr
+
+
+@pytest.mark.kernel
+def test_push_and_stats_with_a_token(cli_server_token: str, tmp_path: Path) -> None:
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"kind": 3, "value": 4}\n')
+    url = f"ws://{cli_server_token}/v1/stream"
+    r = run_cli("push", str(f), "--url", url, "-q")
+    assert r.returncode == 1
+    assert "401" in r.stderr, r.stderr
+    r = run_cli("push", str(f), "--url", url, "--token", "wrong", "-q")
+    assert r.returncode == 1
+    assert "403" in r.stderr, r.stderr
+    r = run_cli("push", str(f), "--url", url, "--token", TOKEN, "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "accepted: 1 sample" in r.stdout
+    http = f"http://{cli_server_token}"
+    denied = run_cli("stats", "--url", http)
+    assert denied.returncode == 1
+    assert "HTTP 401" in denied.stderr
+    ok = run_cli("stats", "--url", http, "--token", TOKEN, "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["producer"]["samples_committed"] == 1
