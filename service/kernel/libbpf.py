@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import ClassVar, Final, Self
 
 from service.errors import BpfObjectError, KernelError
 
@@ -687,29 +687,47 @@ class Btf:
 # --------------------------------------------------------------------------
 
 
-class BpfMap:
-    """A map of an open :class:`BpfObject` (valid until the object closes)."""
+class _Member:
+    """A map or program of an open :class:`BpfObject` (valid until it closes).
+
+    libbpf names the calls of both alike (``bpf_map__fd`` / ``bpf_program__fd``),
+    so the shared ones are looked up by ``_prefix``.
+    """
+
+    _kind: ClassVar[str]
+    _prefix: ClassVar[str]
 
     def __init__(self, owner: BpfObject, ptr: int) -> None:
         self._owner = owner
         self._ptr = ptr
-        raw = _lib().bpf_map__name(ptr)
+        raw = getattr(_lib(), f"{self._prefix}name")(ptr)
         self.name: str = raw.decode() if raw else "?"
 
     def _p(self, op: str) -> int:
-        self._owner._require_open(f"{op} map {self.name!r}")
+        self._owner._require_open(f"{op} {self._kind} {self.name!r}")
         return self._ptr
 
     @property
     def fd(self) -> int:
-        """The map's fd, owned by the object (only after load)."""
-        return _check_int(
-            _lib().bpf_map__fd(self._p("bpf_map__fd")),
-            "bpf_map__fd",
-            self.name,
-            obj=True,
-            detail="object not loaded?",
-        )
+        """The fd, owned by the object (only after load)."""
+        op = f"{self._prefix}fd"
+        rc = getattr(_lib(), op)(self._p(op))
+        return _check_int(rc, op, self.name, obj=True, detail="object not loaded?")
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        op = f"{self._prefix}pin"
+        rc = getattr(_lib(), op)(self._p(op), os.fsencode(os.fspath(path)))
+        _check_int(rc, op, f"{self.name} -> {os.fspath(path)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class BpfMap(_Member):
+    """A map of an open :class:`BpfObject` (valid until the object closes)."""
+
+    _kind = "map"
+    _prefix = "bpf_map__"
 
     @property
     def type(self) -> int:
@@ -741,10 +759,6 @@ class BpfMap:
         """Makes the object use an existing map (e.g. a pin) instead of creating one."""
         rc = _lib().bpf_map__reuse_fd(self._p("bpf_map__reuse_fd"), _num(fd))
         _check_int(rc, "bpf_map__reuse_fd", self.name, obj=True)
-
-    def pin(self, path: str | os.PathLike[str]) -> None:
-        rc = _lib().bpf_map__pin(self._p("bpf_map__pin"), os.fsencode(os.fspath(path)))
-        _check_int(rc, "bpf_map__pin", f"{self.name} -> {os.fspath(path)}")
 
     def lookup(self, key: bytes) -> bytes:
         self._check_key(key)
@@ -779,46 +793,23 @@ class BpfMap:
             return percpu_value_stride(self.value_size) * num_possible_cpus()
         return self.value_size
 
-    def __repr__(self) -> str:
-        return f"BpfMap({self.name!r})"
-
 
 # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 _PERCPU_MAP_TYPES: Final = frozenset({5, 6, 10, 21})
 
 
-class BpfProgram:
+class BpfProgram(_Member):
     """A program of an open :class:`BpfObject` (valid until the object closes)."""
 
-    def __init__(self, owner: BpfObject, ptr: int) -> None:
-        self._owner = owner
-        self._ptr = ptr
-        raw = _lib().bpf_program__name(ptr)
-        self.name: str = raw.decode() if raw else "?"
-
-    def _p(self, op: str) -> int:
-        self._owner._require_open(f"{op} program {self.name!r}")
-        return self._ptr
-
-    @property
-    def fd(self) -> int:
-        """The program's fd, owned by the object (only after load)."""
-        rc = _lib().bpf_program__fd(self._p("bpf_program__fd"))
-        return _check_int(rc, "bpf_program__fd", self.name, obj=True, detail="object not loaded?")
+    _kind = "program"
+    _prefix = "bpf_program__"
 
     def set_autoload(self, autoload: bool) -> None:
         rc = _lib().bpf_program__set_autoload(self._p("bpf_program__set_autoload"), autoload)
         _check_int(rc, "bpf_program__set_autoload", self.name, obj=True)
 
-    def pin(self, path: str | os.PathLike[str]) -> None:
-        rc = _lib().bpf_program__pin(self._p("bpf_program__pin"), os.fsencode(os.fspath(path)))
-        _check_int(rc, "bpf_program__pin", f"{self.name} -> {os.fspath(path)}")
-
     def test_run(self, ctx: bytes | None = None) -> int:
         return prog_test_run(self.fd, ctx, name=self.name)
-
-    def __repr__(self) -> str:
-        return f"BpfProgram({self.name!r})"
 
 
 class BpfObject:

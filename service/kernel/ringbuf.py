@@ -185,6 +185,11 @@ class UserRingBuffer:
             return True
         return core.free_space(self.size, self._prod, self.consumer_pos()) >= need
 
+    def _require_room(self, need: int, what: str) -> None:
+        if not self._has_room(need):
+            free = core.free_space(self.size, self._prod, self._cons)
+            raise RingFullError(f"user ring buffer has {free} bytes free, {what} needs {need}")
+
     def _check_open(self) -> None:
         if self._closed:
             raise RingClosedError("user ring buffer is closed")
@@ -224,11 +229,7 @@ class UserRingBuffer:
         self._check_open()
         core.check_payload_len(length, self.size)
         need = core.record_size(length)
-        if not self._has_room(need):
-            raise RingFullError(
-                f"user ring buffer has {core.free_space(self.size, self._prod, self._cons)} "
-                f"bytes free, record needs {need}"
-            )
+        self._require_room(need, "record")
         pos = self._prod
         off = pos & self._mask
         self._data[off + 4 : off + 8] = b"\0\0\0\0"
@@ -275,11 +276,7 @@ class UserRingBuffer:
         self._check_open()
         n = len(records)
         self._check_batch_len(n)
-        if not self._has_room(n):
-            raise RingFullError(
-                f"user ring buffer has {core.free_space(self.size, self._prod, self._cons)} "
-                f"bytes free, batch needs {n}"
-            )
+        self._require_room(n, "batch")
         start = self._prod
         off = start & self._mask
         # The data area is mapped twice in a row: [off, off+n) is contiguous
