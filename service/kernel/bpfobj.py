@@ -469,63 +469,94 @@ def _expect_prog(fd: lb.Fd, path: Path) -> None:
         )
 
 
-def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> LoadedRingbridge:
-    created_dir = False
-    if not pins.dir.exists():
-        try:
-            pins.dir.mkdir(parents=True)
-        except FileExistsError:
-            # Lost a race with another loader; its pins are not ours to share
-            # half-built, so treat the dir like any existing one.
-            raise PinError(f"pin dir {pins.dir} appeared while loading; retry") from None
-        except OSError as exc:
-            raise PinError(f"cannot create pin dir {pins.dir}: {exc}") from exc
-        created_dir = True
-    # Re-checked on the directory itself: a symlink could point off bpffs.
-    if not is_bpffs(pins.dir):
-        if created_dir:
-            with contextlib.suppress(OSError):
-                pins.dir.rmdir()
-        raise PinError(f"pin dir {pins.dir} is not on a BPF filesystem")
+def _staging_dir(pin_dir: Path, pid: int) -> Path:
+    # No dots: bpffs refuses names containing "." (reserved).
+    return pin_dir.parent / f"{pin_dir.name}-staging-{pid}"
 
-    pinned: list[Path] = []
+
+def _remove_stale_staging(pin_dir: Path) -> None:
+    # A loader killed while pinning leaves its staging dir behind; it never
+    # blocks anyone (the pin dir itself was not touched), but is tidied here.
+    prefix = f"{pin_dir.name}-staging-"
+    for entry in pin_dir.parent.glob(prefix + "*"):
+        pid = entry.name[len(prefix) :]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            _unpin_set(RingbridgePins.under(entry))
+            entry.rmdir()
+
+
+def _unpin_set(pins: RingbridgePins) -> list[Path]:
+    removed = []
+    for path in pins.all():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> LoadedRingbridge:
+    """Load, pin into a staging dir, then rename it into place.
+
+    The rename makes the pin set appear whole or not at all: a loader killed
+    half-way never leaves an incomplete set under the real pin dir, and of
+    two loaders racing for a fresh dir exactly one wins (rename onto a
+    non-empty directory fails).
+    """
+    try:
+        pins.dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PinError(f"cannot create the parent of pin dir {pins.dir}: {exc}") from exc
+    # Re-checked on the directory itself: a symlink could point off bpffs.
+    if not is_bpffs(pins.dir.parent):
+        raise PinError(f"pin dir {pins.dir} is not on a BPF filesystem")
+    _remove_stale_staging(pins.dir)
+    staging = RingbridgePins.under(_staging_dir(pins.dir, os.getpid()))
+    try:
+        staging.dir.mkdir()
+    except OSError as exc:
+        raise PinError(f"cannot create staging dir {staging.dir}: {exc}") from exc
+
     opened: list[lb.Fd] = []
     try:
         with lb.BpfObject.open(obj_path) as obj:
             obj.map(RING_MAP).set_max_entries(ring_size)
             obj.load()
-            maps = {p: obj.map(p.name) for p in pins.maps()}
-            progs = {p: obj.program(p.name) for p in pins.programs()}
-            for path, m in maps.items():
-                m.pin(path)
-                pinned.append(path)
-            for path, prog in progs.items():
-                prog.pin(path)
-                pinned.append(path)
+            maps = {p.name: obj.map(p.name) for p in staging.maps()}
+            progs = {p.name: obj.program(p.name) for p in staging.programs()}
+            for name, m in maps.items():
+                m.pin(staging.dir / name)
+            for name, prog in progs.items():
+                prog.pin(staging.dir / name)
             # The object's own fds die with it: keep duplicates.
-            fds = {p: lb.Fd(os.dup(m.fd), p.name) for p, m in maps.items()}
+            fds = {n: lb.Fd(os.dup(m.fd), n) for n, m in maps.items()}
             opened.extend(fds.values())
-            pfds = {p: lb.Fd(os.dup(prog.fd), p.name) for p, prog in progs.items()}
+            pfds = {n: lb.Fd(os.dup(prog.fd), n) for n, prog in progs.items()}
             opened.extend(pfds.values())
+        try:
+            # Replaces pins.dir only if it is missing or empty.
+            os.rename(staging.dir, pins.dir)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise PinError(f"pin dir {pins.dir} appeared while loading; retry") from None
+            raise PinError(f"cannot move pins into {pins.dir}: {exc}") from exc
     except BaseException:
         for fd in opened:
             fd.close()
-        for path in reversed(pinned):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        if created_dir:
-            with contextlib.suppress(OSError):
-                pins.dir.rmdir()
+        _unpin_set(staging)
+        with contextlib.suppress(OSError):
+            staging.dir.rmdir()
         raise
     return LoadedRingbridge(
         pins,
         ring_size,
-        ring=fds[pins.ring],
-        counters=fds[pins.counters],
-        ctl=fds[pins.ctl],
-        drain=pfds[pins.drain],
-        arm=pfds[pins.arm_timer],
-        disarm=pfds[pins.disarm_timer],
+        ring=fds[RING_MAP],
+        counters=fds[COUNTERS_MAP],
+        ctl=fds[CTL_MAP],
+        drain=pfds[DRAIN_PROG],
+        arm=pfds[ARM_PROG],
+        disarm=pfds[DISARM_PROG],
         reused=False,
     )
 
