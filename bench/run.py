@@ -11,7 +11,18 @@ the same on-demand drain program (``ringbridge_drain``, the "kick" trigger):
     the ring is full;
 (c) HTTP: ``ringbridge serve --drain kick`` as a subprocess, binary batches
     POSTed with httpx by a few concurrent clients (``wait=committed``);
-(d) WebSocket: the same server, binary frames pipelined on one connection.
+(d) WebSocket: the same server, binary frames pipelined on one connection;
+(e) HTTP JSON: the same clients POSTing ``application/json`` bodies
+    ``{"samples": [{"kind", "flags", "value"}, ...]}`` -- struct samples, which
+    are 16 B, so for larger sample sizes ``{"data": "<base64>"}`` samples of
+    that size instead (the same payload bytes as the binary rows);
+(f) WebSocket JSON: the same samples as text frames ``{"id": i, "samples": [...]}``,
+    pipelined like (d).
+
+Network bodies and frames are all built before timing starts: client-side
+encoding is not what is measured. JSON batches hold as many samples as the
+binary batches (``--batch-bytes`` of ring records), well within the server's
+``--max-batch-bytes``.
 
 Every path ends when the kernel has consumed all its samples (the kernel's
 own counters must rise by exactly N: content checked, not only timed).
@@ -26,10 +37,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import platform
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -46,6 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+import msgspec  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
@@ -63,6 +77,9 @@ from service.kernel.ringbuf import UserRingBuffer  # noqa: E402
 SAMPLE = struct.Struct("<IIQ")
 C_PRODUCER = REPO / "build" / "c_producer"
 BPFFS = Path("/sys/fs/bpf")
+README = REPO / "README.md"
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,13 @@ class Config:
     # Samples per run at 16 B: the in-process paths and the network paths.
     n_local: int
     n_net: int
+    n_json: int
     repeats: int
+
+    @property
+    def max_batch_bytes(self) -> int:
+        """The service's ``--max-batch-bytes`` (body, frame and ring-bytes limit)."""
+        return max(self.batch_bytes, 1 << 20)
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,10 @@ class Result:
 #: (building records in Python is slower than the paths being measured).
 POOL_BYTES = 32 << 20
 
+#: JSON samples per run at 16 B (fewer at larger sizes, as for the other paths):
+#: the service decodes JSON at ~1-2 M samples/s, so this keeps each run ~1 s.
+N_JSON = 1_000_000
+
 
 def make_batches(size: int, n: int, batch_bytes: int) -> list[bytes]:
     """``n`` samples of ``size`` bytes as record batches of <= ``batch_bytes``."""
@@ -111,6 +138,66 @@ def make_batches(size: int, n: int, batch_bytes: int) -> list[bytes]:
     if rest:
         out.append(batch(full * per, rest))
     return out
+
+
+def sample_payload(i: int, size: int) -> bytes:
+    """Payload of sample ``i``: the same bytes on every path."""
+    return SAMPLE.pack(i % 256, 0, i) + bytes(size - SAMPLE.size)
+
+
+@dataclass(frozen=True)
+class JsonBatches:
+    """Pre-encoded JSON batches: HTTP bodies and WebSocket text frames (id = index)."""
+
+    form: str  # "struct samples" or "base64 data"
+    bodies: list[bytes]
+    frames: list[str]
+    samples: int
+
+
+def make_json_batches(size: int, n: int, batch_bytes: int, max_batch_bytes: int) -> JsonBatches:
+    """``n`` samples as JSON batches holding as many samples as the binary batches.
+
+    16-byte samples are struct samples ``{"kind", "flags", "value"}``; larger
+    ones ``{"data": "<base64>"}`` with the payload of :func:`sample_payload`.
+    Every body and frame is checked against the server's ``max_batch_bytes``.
+    """
+    per = max(1, batch_bytes // core.record_size(size))
+    struct_form = size == SAMPLE.size
+    enc = msgspec.json.Encoder().encode
+
+    def samples(start: int, count: int) -> bytes:
+        """The JSON array of samples ``start .. start + count - 1``."""
+        if struct_form:
+            items: list[dict[str, object]] = [
+                {"kind": i % 256, "flags": 0, "value": i} for i in range(start, start + count)
+            ]
+        else:
+            items = [
+                {"data": base64.b64encode(sample_payload(i, size)).decode()}
+                for i in range(start, start + count)
+            ]
+        return enc(items)
+
+    full, rest = divmod(n, per)
+    arrays: list[bytes] = []
+    pool: list[bytes] = []
+    for i in range(full):
+        if len(pool) < max(1, POOL_BYTES // batch_bytes):
+            pool.append(samples(i * per, per))
+        arrays.append(pool[i % len(pool)])
+    if rest:
+        arrays.append(samples(full * per, rest))
+    bodies = [b'{"samples":' + a + b"}" for a in arrays]
+    frames = [f'{{"id":{i},"samples":{a.decode()}}}' for i, a in enumerate(arrays)]
+    biggest = max(len(f) for f in frames)  # a frame is its body plus the id
+    if biggest > max_batch_bytes:
+        raise RuntimeError(
+            f"JSON batch of {biggest} bytes exceeds the server's max_batch_bytes "
+            f"({max_batch_bytes}); lower --batch-bytes"
+        )
+    form = "struct samples" if struct_form else "base64 data"
+    return JsonBatches(form, bodies, frames, n)
 
 
 def kernel_samples(loaded: LoadedRingbridge) -> int:
@@ -215,15 +302,21 @@ async def _kernel_samples_http(client: httpx.AsyncClient, addr: str) -> int:
 
 
 async def _until_consumed(client: httpx.AsyncClient, addr: str, target: int) -> None:
+    """Until the kernel's sample counter reaches ``target``; past it is an error."""
     deadline = time.monotonic() + 30
-    while await _kernel_samples_http(client, addr) < target:
+    while (got := await _kernel_samples_http(client, addr)) < target:
         if time.monotonic() > deadline:
             raise RuntimeError(f"kernel did not consume {target} samples within 30 s")
         await asyncio.sleep(0.001)
+    if got != target:
+        raise RuntimeError(f"kernel sample counter is {got}, expected exactly {target}")
 
 
-async def _http(addr: str, batches: list[bytes], clients: int) -> tuple[int, float]:
-    n = sum(sum(1 for _ in core.iter_records(b)) for b in batches)
+def _count(batches: list[bytes]) -> int:
+    return sum(sum(1 for _ in core.iter_records(b)) for b in batches)
+
+
+async def _http(addr: str, batches: list[bytes], n: int, clients: int, media: str) -> float:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
         base = await _kernel_samples_http(client, addr)
@@ -239,7 +332,7 @@ async def _http(addr: str, batches: list[bytes], clients: int) -> tuple[int, flo
                 r = await client.post(
                     f"http://{addr}/v1/samples",
                     content=body,
-                    headers={"Content-Type": "application/octet-stream"},
+                    headers={"Content-Type": media},
                 )
                 if r.status_code != 200:
                     raise RuntimeError(f"POST /v1/samples: HTTP {r.status_code}: {r.text}")
@@ -251,11 +344,11 @@ async def _http(addr: str, batches: list[bytes], clients: int) -> tuple[int, flo
         seconds = time.perf_counter() - t0
     if accepted != n:
         raise RuntimeError(f"HTTP: {accepted} samples accepted, expected {n}")
-    return n, seconds
+    return seconds
 
 
-async def _ws(addr: str, batches: list[bytes], window: int) -> tuple[int, float]:
-    n = sum(sum(1 for _ in core.iter_records(b)) for b in batches)
+async def _ws(addr: str, frames: list[bytes] | list[str], n: int, window: int) -> float:
+    """Binary frames (id = frame number) or text frames carrying ``"id": i``."""
     async with httpx.AsyncClient(timeout=60) as client:
         base = await _kernel_samples_http(client, addr)
         async with connect(f"ws://{addr}/v1/stream", compression=None) as ws:
@@ -263,13 +356,13 @@ async def _ws(addr: str, batches: list[bytes], window: int) -> tuple[int, float]
             accepted = 0
 
             async def send() -> None:
-                for b in batches:
+                for f in frames:
                     await slots.acquire()
-                    await ws.send(b)
+                    await ws.send(f)
 
             t0 = time.perf_counter()
             sender = asyncio.create_task(send())
-            for i in range(len(batches)):
+            for i in range(len(frames)):
                 ack = json.loads(await ws.recv())
                 slots.release()
                 if ack.get("id") != i or "error" in ack:
@@ -280,17 +373,31 @@ async def _ws(addr: str, batches: list[bytes], window: int) -> tuple[int, float]
             seconds = time.perf_counter() - t0
     if accepted != n:
         raise RuntimeError(f"WebSocket: {accepted} samples accepted, expected {n}")
-    return n, seconds
+    return seconds
 
 
 def run_http(addr: str, size: int, batches: list[bytes], clients: int) -> Result:
-    n, seconds = asyncio.run(_http(addr, batches, clients))
+    n = _count(batches)
+    seconds = asyncio.run(_http(addr, batches, n, clients, "application/octet-stream"))
     return Result(f"HTTP POST binary ({clients} clients)", size, n, seconds)
 
 
 def run_ws(addr: str, size: int, batches: list[bytes], window: int) -> Result:
-    n, seconds = asyncio.run(_ws(addr, batches, window))
+    n = _count(batches)
+    seconds = asyncio.run(_ws(addr, batches, n, window))
     return Result(f"WebSocket binary (window {window})", size, n, seconds)
+
+
+def run_http_json(addr: str, size: int, jb: JsonBatches, clients: int) -> Result:
+    seconds = asyncio.run(_http(addr, jb.bodies, jb.samples, clients, "application/json"))
+    return Result(f"HTTP POST JSON ({jb.form}, {clients} clients)", size, jb.samples, seconds)
+
+
+def run_ws_json(addr: str, size: int, jb: JsonBatches, window: int) -> Result:
+    seconds = asyncio.run(_ws(addr, jb.frames, jb.samples, window))
+    return Result(
+        f"WebSocket JSON text frames ({jb.form}, window {window})", size, jb.samples, seconds
+    )
 
 
 # -- report ---------------------------------------------------------------------------
@@ -310,11 +417,24 @@ def render(results: list[Result], cfg: Config, elapsed: float) -> str:
         "producer and the in-process Python path drain when the ring is full; the "
         "service kicks after each committed batch. Timing stops when the kernel's own "
         "sample counter has risen by exactly N (content is counted, not assumed).",
-        f"Network paths send binary batches of up to {cfg.batch_bytes // 1024} KiB "
-        f"(record format); HTTP uses {cfg.clients} concurrent keep-alive clients, the "
+        f"Network paths send batches of up to {cfg.batch_bytes // 1024} KiB of ring "
+        "records: binary bodies/frames in the record format, or JSON holding the same "
+        "number of samples -- struct samples `{\"kind\", \"flags\", \"value\"}` at "
+        f"{SAMPLE.size} B (the struct's size), `{{\"data\": \"<base64>\"}}` samples above "
+        f"it (the server's body/frame limit is {cfg.max_batch_bytes // 1024} KiB). "
+        "All bodies and frames are encoded before timing starts. "
+        f"HTTP uses {cfg.clients} concurrent keep-alive clients, the "
         f"WebSocket one connection with {cfg.window} batches in flight. Client and server "
         f"share the machine's CPUs. Each cell is the median of {cfg.repeats} run(s).",
         "",
+        render_table(results),
+    ]
+    return "\n".join(lines)
+
+
+def render_table(results: list[Result]) -> str:
+    """The markdown table (ending with a newline), as in results.md and README.md."""
+    lines = [
         "| sample size | path | samples | samples/s | MB/s (payload) | vs C |",
         "|---:|---|---:|---:|---:|---:|",
     ]
@@ -325,8 +445,28 @@ def render(results: list[Result], cfg: Config, elapsed: float) -> str:
             f"| {r.size} B | {r.path} | {r.samples:,} | {r.rate / 1e6:.2f} M | "
             f"{r.rate * r.size / 1e6:,.0f} | {ratio:.2f} |"
         )
-    lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def _readme_block(text: str, path: Path) -> tuple[int, int]:
+    """Line indices of the start and end markers; raises if not exactly one pair."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == README_START]
+    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
+    if len(starts) != 1 or len(ends) != 1 or starts[0] >= ends[0]:
+        raise SystemExit(
+            f"bench: {path} needs exactly one {README_START!r} line followed by one "
+            f"{README_END!r} line (found {len(starts)} start, {len(ends)} end marker(s))"
+        )
+    return starts[0], ends[0]
+
+
+def update_readme(path: Path, table: str) -> None:
+    """Replaces the lines between the bench markers with ``table``; keeps the markers."""
+    text = path.read_text()
+    start, end = _readme_block(text, path)
+    lines = text.splitlines(keepends=True)
+    path.write_text("".join(lines[: start + 1]) + table + "".join(lines[end:]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is kept")
     ap.add_argument("--quick", action="store_true", help="small N, one run: a smoke test")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.md")
+    ap.add_argument(
+        "--readme",
+        type=Path,
+        default=README,
+        help=f"file whose {README_START} .. {README_END} block gets the table",
+    )
     args = ap.parse_args(argv)
+    # Missing markers fail now, not after minutes of benchmarking.
+    _readme_block(args.readme.read_text(), args.readme)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     if any(s < SAMPLE.size for s in sizes):
         ap.error(f"sample sizes must be >= {SAMPLE.size} (struct ringbridge_sample)")
@@ -351,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         n_local=200_000 if args.quick else 8_000_000,
         n_net=50_000 if args.quick else 4_000_000,
+        n_json=20_000 if args.quick else N_JSON,
         repeats=1 if args.quick else args.repeats,
     )
     if not C_PRODUCER.exists():
@@ -362,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     steps: list[tuple[str, int, Callable[[], Result]]] = []
     tmp = Path(tempfile.mkdtemp(prefix="ringbridge-bench-"))
+    ok = False
     try:
         loaded = load_default(default_object_path(), local_pins, cfg.ring_size)
         with loaded, service(svc_pins, cfg, tmp / "serve.log") as addr:
@@ -370,8 +520,12 @@ def main(argv: list[str] | None = None) -> int:
                 scale = max(SAMPLE.size / size, 1 / 8)
                 n_local = max(1000, int(cfg.n_local * scale))
                 n_net = max(1000, int(cfg.n_net * scale))
+                n_json = max(1000, int(cfg.n_json * scale))
                 local_batches = make_batches(size, n_local, cfg.batch_bytes)
                 net_batches = make_batches(size, n_net, cfg.batch_bytes)
+                json_batches = make_json_batches(
+                    size, n_json, cfg.batch_bytes, cfg.max_batch_bytes
+                )
 
                 def c_step(s: int = size, n: int = n_local) -> Result:
                     return run_c(local_pins, loaded, s, n)
@@ -385,11 +539,19 @@ def main(argv: list[str] | None = None) -> int:
                 def ws_step(s: int = size, b: list[bytes] = net_batches) -> Result:
                     return run_ws(addr, s, b, cfg.window)
 
+                def http_json_step(s: int = size, j: JsonBatches = json_batches) -> Result:
+                    return run_http_json(addr, s, j, cfg.clients)
+
+                def ws_json_step(s: int = size, j: JsonBatches = json_batches) -> Result:
+                    return run_ws_json(addr, s, j, cfg.window)
+
                 steps += [
                     ("C", size, c_step),
                     ("Python", size, py_step),
                     ("HTTP", size, http_step),
                     ("WebSocket", size, ws_step),
+                    ("HTTP JSON", size, http_json_step),
+                    ("WebSocket JSON", size, ws_json_step),
                 ]
             with tqdm(total=len(steps) * cfg.repeats, unit="run", file=sys.stderr) as bar:
                 for name, size, step in steps:
@@ -399,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(step())
                         bar.update()
                     results.append(sorted(runs, key=lambda r: r.rate)[len(runs) // 2])
+        ok = True
     finally:
         for d in (local_pins, svc_pins):
             unpin(d)
@@ -406,8 +569,14 @@ def main(argv: list[str] | None = None) -> int:
             root.rmdir()
         except OSError as exc:
             print(f"bench: could not remove {root}: {exc}", file=sys.stderr)
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"bench: service log kept in {tmp / 'serve.log'}", file=sys.stderr)
     text = render(results, cfg, time.perf_counter() - t_start)
     args.out.write_text(text)
+    # The same results, rendered once more by the same function: one run, two files.
+    update_readme(args.readme, render_table(results))
     print(text)
     return 0
 
