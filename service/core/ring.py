@@ -141,8 +141,6 @@ def validate_batch(
     total = len(mv)
     if total == 0:
         raise InvalidBatchError("empty batch: at least one record is required")
-    if total % 8:
-        raise InvalidBatchError(f"batch length {total} is not a multiple of 8")
     if total > ring_size:
         raise RecordTooLargeError(
             f"batch of {total} bytes can never fit a ring of {ring_size} bytes"

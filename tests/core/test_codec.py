@@ -442,7 +442,8 @@ def test_binary_uses_the_native_validator_when_built() -> None:
     ("records", "exc", "index", "words"),
     [
         (b"", InvalidBatchError, -1, "empty batch"),
-        (core.encode_batch([b"ab"])[:-4], InvalidBatchError, -1, "multiple of 8"),
+        (core.encode_batch([b"ab"])[:-4], InvalidBatchError, 0, "runs past"),
+        (core.encode_batch([b"ab", b"c"])[:-12], InvalidBatchError, 1, "truncated header"),
         (struct.pack("<II", 1 << 31, 0), InvalidBatchError, 0, "BUSY or DISCARD"),
         (core.encode_batch([b"x"]) + struct.pack("<II", 0, 1), InvalidBatchError, 1, "pad word"),
         (core.encode_batch([b"x"]) + struct.pack("<II", 9, 0), InvalidBatchError, 1, "runs past"),

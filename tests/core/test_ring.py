@@ -58,7 +58,8 @@ def test_validate_batch_names_first_bad_record() -> None:
     ("blob", "reason"),
     [
         (b"", "empty"),
-        (b"\0" * 12, "multiple of 8"),
+        (b"\0" * 12, "record 1: truncated header"),
+        (struct.pack("<II", 5, 0) + b"abc", "record 0: payload of 5 bytes runs past"),
         (struct.pack("<II", 100, 0), "past the end"),
         (struct.pack("<II", 1, 7) + b"x" + b"\0" * 7, "pad word"),
         (struct.pack("<II", 1, 0) + b"x" + b"\1" + b"\0" * 6, "padding bytes"),
