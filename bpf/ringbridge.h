@@ -63,6 +63,12 @@ struct ringbridge_ctl {
 	__u32 drain_budget;
 	/* Timer period in ns for the timer trigger (0 = default). */
 	__u64 period_ns;
+	/*
+	 * The service's sequence number of the next sample, stored before each
+	 * commit: kept with the pins, so seqs stay unique across restarts.
+	 * Not read by BPF.
+	 */
+	__u64 next_seq;
 };
 
 #define RINGBRIDGE_DEFAULT_BUDGET 4096

@@ -104,6 +104,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             queue_max_bytes=settings.queue_limit,
             kick=loaded.drain if settings.drain == "kick" else None,
             on_commit=m.observe_commit,
+            seq_store=loaded,
         )
         producer.start()
         stack.push_async_callback(producer.stop, settings.shutdown_grace)

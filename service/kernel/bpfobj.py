@@ -65,12 +65,15 @@ DRAIN_ERROR_NAMES: Final = ("EINVAL", "E2BIG", "EBUSY", "OTHER")
 _COUNTERS_WORDS: Final = 3 + len(DRAIN_ERROR_NAMES) + 2 + 2 * MAX_KINDS
 _COUNTERS: Final = struct.Struct(f"={_COUNTERS_WORDS}Q")
 COUNTERS_VALUE_SIZE: Final = _COUNTERS.size
-# struct ringbridge_ctl: u32 producer_waiting; u32 drain_budget; u64 period_ns.
-CTL_VALUE_SIZE: Final = 16
+# struct ringbridge_ctl: u32 producer_waiting; u32 drain_budget; u64 period_ns;
+# u64 next_seq.
+CTL_VALUE_SIZE: Final = 24
 _CTL_BUDGET: Final = struct.Struct("=I")
 _CTL_BUDGET_OFF: Final = 4
 _CTL_PERIOD: Final = struct.Struct("=Q")
 _CTL_PERIOD_OFF: Final = 8
+_CTL_SEQ: Final = struct.Struct("=Q")
+_CTL_SEQ_OFF: Final = 16
 _KEY0: Final = b"\0\0\0\0"
 _U32_MAX: Final = 2**32 - 1
 _U64_MASK: Final = 2**64 - 1
@@ -242,8 +245,17 @@ class LoadedRingbridge:
     def read_ctl(self) -> tuple[int, int, int]:
         """(producer_waiting, drain_budget, period_ns) as the kernel sees them."""
         raw = lb.map_lookup(self._ctl, _KEY0, CTL_VALUE_SIZE, name=CTL_MAP)
-        waiting, budget, period = struct.unpack("=IIQ", raw)
+        waiting, budget, period = struct.unpack_from("=IIQ", raw)
         return waiting, budget, period
+
+    def load_seq(self) -> int:
+        """The next sample seq stored with the pins (0 for a fresh set)."""
+        raw = lb.map_lookup(self._ctl, _KEY0, CTL_VALUE_SIZE, name=CTL_MAP)
+        return int(_CTL_SEQ.unpack_from(raw, _CTL_SEQ_OFF)[0])
+
+    def store_seq(self, next_seq: int) -> None:
+        """Store the next sample seq (before the commit that uses the ones below)."""
+        self._write_ctl(_CTL_SEQ, _CTL_SEQ_OFF, next_seq)
 
     def read_counters(self) -> KernelCounters:
         values = lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)

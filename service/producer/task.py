@@ -67,6 +67,13 @@ class Batch(Protocol):
     def payload_bytes(self) -> int: ...
 
 
+class SeqStore(Protocol):
+    """Where the next sample seq survives a restart (the pinned ctl map)."""
+
+    def load_seq(self) -> int: ...
+    def store_seq(self, next_seq: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
     """A committed batch: samples ``first_seq..last_seq``, ring bytes ``[start, end)``."""
@@ -179,7 +186,7 @@ class Producer:
         queue_max_bytes: int,
         kick: Callable[[], int] | None = None,
         on_commit: Callable[[float, Ack], None] | None = None,
-        first_seq: int = 0,
+        seq_store: SeqStore | None = None,
     ) -> None:
         self._ring = ring
         self._queue: BatchQueue[_Submission] = BatchQueue(queue_max_bytes)
@@ -192,7 +199,8 @@ class Producer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._next_seq = first_seq
+        self._seq_store = seq_store
+        self._next_seq = seq_store.load_seq() if seq_store is not None else 0
         self._batches = 0
         self._samples = 0
         self._bytes = 0
@@ -336,6 +344,12 @@ class Producer:
                 self._fail(rest, err)
             raise
 
+    def _store_seq(self, count: int) -> None:
+        # Stored *before* the commit: a crash in between leaves a gap in the
+        # seqs, never a seq given to two samples.
+        if self._seq_store is not None:
+            self._seq_store.store_seq(self._next_seq + count)
+
     async def _commit(self, sub: _Submission) -> None:
         if sub.future.done():
             self._abandoned += 1
@@ -344,6 +358,7 @@ class Producer:
         b = sub.batch
         try:
             try:
+                self._store_seq(b.count)
                 commit = self._ring.commit_batch_nowait(b.records, b.count)
             except RingFullError:
                 self._full_waits += 1
@@ -354,6 +369,7 @@ class Producer:
                     # Gave up while we waited: nothing of it was written.
                     self._abandoned += 1
                     return
+                self._store_seq(b.count)
                 commit = self._ring.commit_batch_nowait(b.records, b.count)
         except RingbridgeError as exc:
             self._fail(sub, exc)

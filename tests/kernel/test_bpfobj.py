@@ -305,3 +305,14 @@ def test_close_is_idempotent(rb: LoadedRingbridge) -> None:
     rb.close()
     rb.close()
     assert rb.closed
+
+
+@pytest.mark.kernel
+def test_next_seq_is_kept_with_the_pins(bpf_object_path: Path, pin_dir: Path) -> None:
+    with load_default(bpf_object_path, pin_dir, 4096) as lr:
+        assert lr.load_seq() == 0
+        lr.store_seq(12345)
+        assert lr.read_ctl()[0] == 0  # the neighbouring fields are untouched
+    with load_default(bpf_object_path, pin_dir, 4096) as lr:
+        assert lr.reused
+        assert lr.load_seq() == 12345

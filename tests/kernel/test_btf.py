@@ -102,6 +102,7 @@ def test_ringbridge_ctl(bpf_object_path: Path) -> None:
         ("producer_waiting", 0, 4, "uint"),
         ("drain_budget", 4, 4, "uint"),
         ("period_ns", 8, 8, "uint"),
+        ("next_seq", 16, 8, "uint"),
     ]
 
 

@@ -82,18 +82,18 @@ def test_set_max_entries_before_load_is_visible_in_map_info(bpf_object_path: Pat
 def test_map_lookup_update_roundtrip(loaded: lb.BpfObject) -> None:
     with loaded:
         ctl = loaded.map("ringbridge_ctl")
-        value = struct.pack("=IIQ", 1, 77, 123_456)
+        value = struct.pack("=IIQQ", 1, 77, 123_456, 9)
         ctl.update(KEY0, value)
         assert ctl.lookup(KEY0) == value
-        assert lb.map_lookup(ctl.fd, KEY0, 16) == value
-        lb.map_update(ctl.fd, KEY0, bytes(16))
-        assert ctl.lookup(KEY0) == bytes(16)
+        assert lb.map_lookup(ctl.fd, KEY0, 24) == value
+        lb.map_update(ctl.fd, KEY0, bytes(24))
+        assert ctl.lookup(KEY0) == bytes(24)
         with pytest.raises(KernelError) as info:
             ctl.lookup(b"\0")
         assert info.value.errno == errno.EINVAL
         # Out-of-range key of an array: the kernel's ENOENT, with the map named.
         with pytest.raises(KernelError) as info:
-            lb.map_lookup(ctl.fd, struct.pack("=I", 5), 16, name="ringbridge_ctl")
+            lb.map_lookup(ctl.fd, struct.pack("=I", 5), 24, name="ringbridge_ctl")
         assert (info.value.op, info.value.target, info.value.errno) == (
             "bpf_map_lookup_elem",
             "ringbridge_ctl",

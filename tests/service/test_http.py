@@ -371,7 +371,10 @@ def test_restart_reopens_the_pins_and_keeps_kernel_counters(make_server: ServerF
     again = make_server(ring_size=SMALL_RING)
     assert again.runtime.loaded.reused
     with httpx.Client(base_url=again.url, timeout=30) as c:
-        _ok(c.post("/v1/samples", json={"samples": [{"kind": 2, "value": 1}]}), 1)
+        r = c.post("/v1/samples", json={"samples": [{"kind": 2, "value": 1}]})
+        _ok(r, 1)
+        # Seqs live with the pins: the restarted service goes on from 1.
+        assert (r.json()["first_seq"], r.json()["last_seq"]) == (1, 1)
         assert c.get("/v1/stats").json()["config"]["pins_reused"] is True
     t.add(2, 1)
     again.wait_kernel(t)
