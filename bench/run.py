@@ -41,9 +41,7 @@ import base64
 import json
 import os
 import platform
-import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -73,6 +71,7 @@ from service.kernel.bpfobj import (  # noqa: E402
     unpin,
 )
 from service.kernel.ringbuf import UserRingBuffer  # noqa: E402
+from service.launch import served  # noqa: E402
 
 SAMPLE = struct.Struct("<IIQ")
 C_PRODUCER = REPO / "build" / "c_producer"
@@ -255,44 +254,16 @@ def run_python(loaded: LoadedRingbridge, ring_size: int, size: int, batches: lis
 @contextmanager
 def service(pin_dir: Path, cfg: Config, log_path: Path) -> Iterator[str]:
     """``ringbridge serve --drain kick`` on a free loopback port; yields host:port."""
-    env = {k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"}
-    env["RINGBRIDGE_ACCESS_LOG"] = "false"  # one log line per request would skew (c)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--port=0",
-                f"--pin-dir={pin_dir}",
-                f"--ring-size={cfg.ring_size}",
-                "--drain=kick",
-                f"--max-batch-bytes={max(cfg.batch_bytes, 1 << 20)}",
-                f"--ws-window={cfg.window}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            cwd=REPO,
-            env=env,
-        )
-    try:
-        addr = None
-        deadline = time.monotonic() + 30
-        while addr is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"running on http://([\d.]+:\d+)", log_path.read_text())
-            addr = m.group(1) if m else None
-            time.sleep(0.05)
-        if addr is None:
-            raise RuntimeError(f"ringbridge serve did not start:\n{log_path.read_text()}")
+    args = [
+        f"--pin-dir={pin_dir}",
+        f"--ring-size={cfg.ring_size}",
+        "--drain=kick",
+        f"--max-batch-bytes={max(cfg.batch_bytes, 1 << 20)}",
+        f"--ws-window={cfg.window}",
+    ]
+    # One log line per request would skew the HTTP rows.
+    with served(args, log_path, env={"RINGBRIDGE_ACCESS_LOG": "false"}) as addr:
         yield addr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _kernel_samples_http(client: httpx.AsyncClient, addr: str) -> int:

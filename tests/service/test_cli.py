@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from service.kernel.bpfobj import (
     lock_producer,
 )
 from service.kernel.ringbuf import UserRingBuffer
+from service.launch import served
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = struct.Struct("<IIQ")
@@ -253,44 +253,9 @@ TOKEN = "cli-test-token"
 @contextmanager
 def serving(pin_dir: Path, log_path: Path, *extra: str) -> Iterator[str]:
     """``ringbridge serve --drain kick`` on a free loopback port; yields host:port."""
-    # The log goes to a file, not a pipe: an unread pipe would fill up with
-    # access lines and block the server.
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--port=0",
-                f"--pin-dir={pin_dir}",
-                "--ring-size=1M",
-                "--drain=kick",
-                "--max-batch-bytes=256K",
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            cwd=REPO,
-            # Auth only when a test asks for it, whatever the caller's environment.
-            env={k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"},
-        )
-    try:
-        addr = None
-        deadline = time.monotonic() + 30
-        while addr is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"running on http://([\d.]+:\d+)", log_path.read_text())
-            addr = m.group(1) if m else None
-            time.sleep(0.05)
-        assert addr is not None, "server did not start:\n" + log_path.read_text()
+    args = [f"--pin-dir={pin_dir}", "--ring-size=1M", "--drain=kick", "--max-batch-bytes=256K"]
+    with served([*args, *extra], log_path) as addr:
         yield addr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+"""Run ``ringbridge serve`` as a child process and learn its address.
+
+Used by the benchmark and the CLI tests, which need a real server in its own
+process (its CPU apart from the clients', its signals its own). The server
+listens on a free port (``--port=0``); its address is read from uvicorn's
+"running on" log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ServiceError
+
+_REPO = Path(__file__).resolve().parents[1]
+_RUNNING = re.compile(r"running on http://([\d.]+:\d+)")
+
+
+@contextmanager
+def served(
+    args: Sequence[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    start_timeout: float = 30.0,
+    stop_timeout: float = 20.0,
+) -> Iterator[str]:
+    """``ringbridge serve --port=0 ARGS``; yields ``host:port``, SIGTERM on exit.
+
+    ``RINGBRIDGE_TOKEN`` is dropped from the inherited environment (auth only
+    when asked for, by flag or ``env``). The log goes to a file, not a pipe:
+    an unread pipe would fill up with access lines and block the server.
+    """
+    child_env = {k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"}
+    child_env.update(env or {})
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--port=0", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=_REPO,
+            env=child_env,
+        )
+    try:
+        addr = None
+        deadline = time.monotonic() + start_timeout
+        while addr is None and time.monotonic() < deadline and proc.poll() is None:
+            m = _RUNNING.search(log_path.read_text())
+            addr = m.group(1) if m else None
+            time.sleep(0.05)
+        if addr is None:
+            raise ServiceError(f"ringbridge serve did not start:\n{log_path.read_text()}")
+        yield addr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
