@@ -38,7 +38,8 @@ ENV PATH=/opt/ringbridge/bin:$PATH \
     RINGBRIDGE_VALIDATE_LIB=/usr/lib/ringbridge/libringbridge_validate.so \
     RINGBRIDGE_HOST=0.0.0.0 \
     RINGBRIDGE_PORT=8470 \
-    RINGBRIDGE_PIN_DIR=/sys/fs/bpf/ringbridge
+    RINGBRIDGE_PIN_DIR=/sys/fs/bpf/ringbridge \
+    RINGBRIDGE_DROP_PRIVILEGES=true
 EXPOSE 8470
 HEALTHCHECK --interval=10s --timeout=3s CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8470/healthz', timeout=2)"]
 ENTRYPOINT ["ringbridge"]

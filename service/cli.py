@@ -125,6 +125,13 @@ _SERVE_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         {"choices": ("debug", "info", "warning", "error", "critical")},
     ),
     "--log-json": ("log_json", {"action": "store_true", "help": "JSON log lines"}),
+    "--drop-privileges": (
+        "drop_privileges",
+        {
+            "action": "store_true",
+            "help": "give up every capability once the ring is loaded, mapped and locked",
+        },
+    ),
 }
 
 

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     log_level: LogLevel = "info"
     log_json: bool = False
     access_log: bool = True
+    # Give up every capability once the ring is loaded, mapped and locked.
+    drop_privileges: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -11,7 +11,9 @@ Startup, in order (each step undone in reverse if a later one fails):
 4. set up the drain trigger: ``timer`` arms the in-kernel timer, ``kick``
    sets the per-call budget (the producer runs the drain program after each
    commit), ``external`` disarms a timer a previous run may have left armed;
-5. start the producer task.
+5. with ``drop_privileges``, give up every capability (the fds suffice from
+   here on, Linux >= 5.19);
+6. start the producer task.
 
 Shutdown follows uvicorn: it stops accepting connections and waits for
 requests in flight, then runs this lifespan's exit, which stops the producer
@@ -32,6 +34,7 @@ from fastapi import FastAPI
 
 from ..codec import DEFAULT_SAMPLE_STRUCT, SampleCodec
 from ..kernel.bpfobj import LoadedRingbridge, default_object_path, load_default, lock_producer
+from ..kernel.privileges import drop_all_capabilities
 from ..kernel.ringbuf import UserRingBuffer
 from ..producer.task import Producer
 from ..settings import Settings
@@ -71,7 +74,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     m: metrics.ServiceMetrics = app.state.metrics
     async with AsyncExitStack() as stack:
-        loaded = await asyncio.to_thread(_load, settings)
+        # Capabilities are per thread: when they are to be dropped, load on
+        # the loop's own thread so that no privileged worker thread exists.
+        if settings.drop_privileges:
+            loaded = _load(settings)
+        else:
+            loaded = await asyncio.to_thread(_load, settings)
         stack.callback(loaded.close)
         lock = lock_producer(settings.pin_dir)
         stack.callback(lock.close)
@@ -85,6 +93,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if ring.recovered_busy:
             log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
         _setup_drain(settings, loaded)
+        if settings.drop_privileges:
+            # Everything privileged is done: loading, pinning, locking, the
+            # ring's mmap. What remains runs on the fds alone.
+            drop_all_capabilities()
+            log.info("dropped all capabilities")
         if settings.drain == "timer":
 
             async def quiesce_timer() -> None:
