@@ -33,6 +33,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from ..codec import DEFAULT_SAMPLE_STRUCT, SampleCodec
+from ..errors import RingbridgeError
 from ..kernel.bpfobj import LoadedRingbridge, default_object_path, load_default, lock_producer
 from ..kernel.privileges import drop_all_capabilities
 from ..kernel.ringbuf import UserRingBuffer
@@ -71,84 +72,98 @@ def _setup_drain(settings: Settings, loaded: LoadedRingbridge) -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    m: metrics.ServiceMetrics = app.state.metrics
-    async with AsyncExitStack() as stack:
-        # Capabilities are per thread: when they are to be dropped, load on
-        # the loop's own thread so that no privileged worker thread exists.
-        if settings.drop_privileges:
-            loaded = _load(settings)
-        else:
-            loaded = await asyncio.to_thread(_load, settings)
-        stack.callback(loaded.close)
-        lock = lock_producer(settings.pin_dir)
-        stack.callback(lock.close)
-        codec = SampleCodec.from_object(
-            settings.bpf_object or default_object_path(), DEFAULT_SAMPLE_STRUCT
-        )
-        ring = UserRingBuffer(loaded.ring_fd, settings.ring_size, ctl_fd=loaded.ctl_fd)
-        # Registered before the producer's stop: an ExitStack unwinds in
-        # reverse, so the ring is freed after everything that writes it.
-        stack.callback(ring.close)
-        if ring.recovered_busy:
-            log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
-        _setup_drain(settings, loaded)
-        if settings.drop_privileges:
-            # Everything privileged is done: loading, pinning, locking, the
-            # ring's mmap. What remains runs on the fds alone.
-            drop_all_capabilities()
-            log.info("dropped all capabilities")
-        if settings.drain == "timer":
+    started = False
+    try:
+        settings: Settings = app.state.settings
+        m: metrics.ServiceMetrics = app.state.metrics
+        async with AsyncExitStack() as stack:
+            # Capabilities are per thread: when they are to be dropped, load on
+            # the loop's own thread so that no privileged worker thread exists.
+            if settings.drop_privileges:
+                loaded = _load(settings)
+            else:
+                loaded = await asyncio.to_thread(_load, settings)
+            stack.callback(loaded.close)
+            lock = lock_producer(settings.pin_dir)
+            stack.callback(lock.close)
+            codec = SampleCodec.from_object(
+                settings.bpf_object or default_object_path(), DEFAULT_SAMPLE_STRUCT
+            )
+            ring = UserRingBuffer(loaded.ring_fd, settings.ring_size, ctl_fd=loaded.ctl_fd)
+            # Registered before the producer's stop: an ExitStack unwinds in
+            # reverse, so the ring is freed after everything that writes it.
+            stack.callback(ring.close)
+            if ring.recovered_busy:
+                log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
+            _setup_drain(settings, loaded)
+            if settings.drop_privileges:
+                # Everything privileged is done: loading, pinning, locking, the
+                # ring's mmap. What remains runs on the fds alone.
+                drop_all_capabilities()
+                log.info("dropped all capabilities")
+            if settings.drain == "timer":
 
-            async def quiesce_timer() -> None:
-                # Let the kernel consume what we committed, then stop the
-                # timer: a pinned timer would otherwise tick on forever.
-                drained = await _wait_drained(ring, settings.shutdown_grace)
-                loaded.disarm_timer()
-                if not drained:
-                    log.warning(
-                        "ring not fully consumed at shutdown; it stays pinned",
-                        extra={"pending_bytes": ring.producer_pos - ring.consumer_pos()},
-                    )
+                async def quiesce_timer() -> None:
+                    # Let the kernel consume what we committed, then stop the
+                    # timer: a pinned timer would otherwise tick on forever.
+                    drained = await _wait_drained(ring, settings.shutdown_grace)
+                    loaded.disarm_timer()
+                    if not drained:
+                        log.warning(
+                            "ring not fully consumed at shutdown; it stays pinned",
+                            extra={"pending_bytes": ring.producer_pos - ring.consumer_pos()},
+                        )
 
-            stack.push_async_callback(quiesce_timer)
-        producer = Producer(
-            ring,
-            queue_max_bytes=settings.queue_limit,
-            kick=loaded.drain if settings.drain == "kick" else None,
-            on_commit=m.observe_commit,
-            seq_store=loaded,
-        )
-        producer.start()
-        stack.push_async_callback(producer.stop, settings.shutdown_grace)
-        app.state.runtime = Runtime(
-            settings=settings,
-            loaded=loaded,
-            ring=ring,
-            producer=producer,
-            codec=codec,
-            rejections=Rejections(),
-            watch=ConsumerWatch(settings.ready_stall_seconds),
-        )
+                stack.push_async_callback(quiesce_timer)
+            producer = Producer(
+                ring,
+                queue_max_bytes=settings.queue_limit,
+                kick=loaded.drain if settings.drain == "kick" else None,
+                on_commit=m.observe_commit,
+                seq_store=loaded,
+            )
+            producer.start()
+            stack.push_async_callback(producer.stop, settings.shutdown_grace)
+            app.state.runtime = Runtime(
+                settings=settings,
+                loaded=loaded,
+                ring=ring,
+                producer=producer,
+                codec=codec,
+                rejections=Rejections(),
+                watch=ConsumerWatch(settings.ready_stall_seconds),
+            )
 
-        def detach() -> None:
-            app.state.runtime = None
+            def detach() -> None:
+                app.state.runtime = None
 
-        # Unwound first: routes see "not running" before anything is freed.
-        stack.callback(detach)
-        log.info(
-            "ringbridge started",
-            extra={
-                "pin_dir": str(settings.pin_dir),
-                "pins_reused": loaded.reused,
-                "ring_size": settings.ring_size,
-                "drain": settings.drain,
-                "auth": settings.token is not None,
-            },
-        )
-        yield
-        log.info("ringbridge stopping", extra={"queued_batches": producer.statistics().queue.items})
-    log.info("ringbridge stopped")
+            # Unwound first: routes see "not running" before anything is freed.
+            stack.callback(detach)
+            log.info(
+                "ringbridge started",
+                extra={
+                    "pin_dir": str(settings.pin_dir),
+                    "pins_reused": loaded.reused,
+                    "ring_size": settings.ring_size,
+                    "drain": settings.drain,
+                    "auth": settings.token is not None,
+                },
+            )
+            started = True
+            yield
+            log.info(
+                "ringbridge stopping", extra={"queued_batches": producer.statistics().queue.items}
+            )
+        log.info("ringbridge stopped")
+    except RingbridgeError as exc:
+        if started:
+            raise
+        # One structured line with the reason (a pin dir held by another
+        # producer, a mismatched ring...); server.run keeps uvicorn from
+        # repeating it as a traceback.
+        app.state.startup_error = exc
+        log.error("startup failed", extra={"error": exc.message, "code": exc.code})
+        raise
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -162,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.runtime = None
+    app.state.startup_error = None
     app.state.metrics = metrics.ServiceMetrics(lambda: app.state.runtime)
     routes.install_error_handlers(app)
     app.include_router(routes.router)

@@ -89,6 +89,25 @@ def make_server(settings: Settings, app: FastAPI | None = None) -> RingbridgeSer
     return RingbridgeServer(uvicorn_config(settings, app), app)
 
 
+class _KnownStartupFailure(logging.Filter):
+    """Drops uvicorn's traceback of a startup failure the lifespan already explained.
+
+    A failed lifespan startup reaches uvicorn as the whole traceback text. For
+    our own errors (a held pin dir, a mismatched ring) the lifespan has logged
+    one structured line with the reason; the traceback would bury it. Other
+    failures, and everything at debug level, keep their traceback.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self._app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(self._app.state, "startup_error", None) is None:
+            return True
+        return not str(record.msg).startswith("Traceback") or log.isEnabledFor(logging.DEBUG)
+
+
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
@@ -97,7 +116,12 @@ def run(settings: Settings) -> int:
     except RingbridgeError as exc:
         log.error("cannot start", extra={"error": exc.message, "code": exc.code})
         return STARTUP_FAILURE
-    server.run()
+    quiet = _KnownStartupFailure(server._app)
+    logging.getLogger("uvicorn.error").addFilter(quiet)
+    try:
+        server.run()
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
     # uvicorn returns normally also when the lifespan startup failed (it has
     # logged why); `started` tells the two apart.
     return 0 if server.started else STARTUP_FAILURE

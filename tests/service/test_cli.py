@@ -382,3 +382,13 @@ def test_push_and_stats_with_a_token(cli_server_token: str, tmp_path: Path) -> N
     ok = run_cli("stats", "--url", http, "--token", TOKEN, "--json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["producer"]["samples_committed"] == 1
+
+
+def test_second_serve_on_a_held_pin_dir_fails_with_one_clear_line(
+    cli_server: str, pin_dir: Path
+) -> None:
+    r = run_cli("serve", "--port=0", f"--pin-dir={pin_dir}", "--ring-size=1M", timeout=30)
+    assert r.returncode == 3
+    assert 'msg="startup failed"' in r.stderr
+    assert "another ringbridge producer holds the ring" in r.stderr
+    assert "Traceback" not in r.stderr
