@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from service.codec import SampleCodec
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 BPFFS = Path("/sys/fs/bpf")
@@ -75,6 +77,17 @@ def bpf_object_path() -> Path:
     path = BUILD / "ringbridge.bpf.o"
     assert path.exists(), f"BPF object {path} was not built"
     return path
+
+
+@pytest.fixture(scope="session")
+def default_codec() -> SampleCodec:
+    """The JSON codec of the default object (opened, not loaded: no privileges)."""
+    obj = BUILD / "ringbridge.bpf.o"
+    if not obj.exists():
+        if shutil.which("clang") is None:
+            pytest.skip("clang is missing: cannot build the BPF object (run make setup)")
+        subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
+    return SampleCodec.from_object(obj)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import json
 import re
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -126,16 +125,6 @@ def test_native_validator_agrees_with_the_reference(buf: bytes, ring: int, limit
 
 
 # -- the JSON codec ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def default_codec() -> SampleCodec:
-    obj = REPO / "build" / "ringbridge.bpf.o"
-    if not obj.exists():
-        if shutil.which("clang") is None:
-            pytest.skip("clang is missing: cannot build the BPF object (run make setup)")
-        subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
-    return SampleCodec.from_object(obj)
 
 
 u32 = st.integers(0, 2**32 - 1)

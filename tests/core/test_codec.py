@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import json
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 RING = 1 << 20
 LIMIT = 4096
 SAMPLE = struct.Struct("<IIQ")
-
-
-@pytest.fixture(scope="module")
-def default_codec() -> SampleCodec:
-    obj = REPO / "build" / "ringbridge.bpf.o"
-    if not obj.exists():
-        if shutil.which("clang") is None:
-            pytest.skip("clang is missing: cannot build the BPF object (run make setup)")
-        subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
-    return SampleCodec.from_object(obj)
 
 
 def body(*samples: Any, **top: Any) -> bytes:
