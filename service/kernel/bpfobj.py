@@ -494,18 +494,8 @@ def _remove_stale_staging(pin_dir: Path) -> None:
         pid = entry.name[len(prefix) :]
         if not pid.isdigit() or Path(f"/proc/{pid}").exists():
             continue
-        with contextlib.suppress(OSError):
-            _unpin_set(RingbridgePins.under(entry))
-            entry.rmdir()
-
-
-def _unpin_set(pins: RingbridgePins) -> list[Path]:
-    removed = []
-    for path in pins.all():
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(path)
-    return removed
+        with contextlib.suppress(PinError):
+            unpin(entry)
 
 
 def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> LoadedRingbridge:
@@ -556,9 +546,9 @@ def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> Loade
     except BaseException:
         for fd in opened:
             fd.close()
-        _unpin_set(staging)
-        with contextlib.suppress(OSError):
-            staging.dir.rmdir()
+        # Never mask the original error with a cleanup failure.
+        with contextlib.suppress(PinError):
+            unpin(staging.dir)
         raise
     return LoadedRingbridge(
         pins,
