@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -57,6 +56,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from .artifacts import build_artifact
 from .core import ring as core
 from .errors import (
     ConfigError,
@@ -85,7 +85,6 @@ DEFAULT_SAMPLE_STRUCT: Final = "ringbridge_sample"
 _DATA: Final = "data"
 _HDR: Final = struct.Struct("<II")
 _PADS: Final = tuple(bytes(i) for i in range(8))
-_REPO: Final = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -739,8 +738,7 @@ class _Result(ctypes.Structure):
 
 
 def native_validator_path() -> Path:
-    env = os.environ.get("RINGBRIDGE_VALIDATE_LIB")
-    return Path(env) if env else _REPO / "build" / "libringbridge_validate.so"
+    return build_artifact("RINGBRIDGE_VALIDATE_LIB", "libringbridge_validate.so")
 
 
 class _Native:

@@ -18,9 +18,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from .artifacts import REPO
 from .errors import ServiceError
 
-_REPO = Path(__file__).resolve().parents[1]
 _RUNNING = re.compile(r"running on http://([\d.]+:\d+)")
 
 
@@ -46,7 +46,7 @@ def served(
             [sys.executable, "-m", "service", "serve", "--port=0", *args],
             stdout=subprocess.DEVNULL,
             stderr=log,
-            cwd=_REPO,
+            cwd=REPO,
             env=child_env,
         )
     try:

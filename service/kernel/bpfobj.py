@@ -27,8 +27,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from service.artifacts import build_artifact
+from service.core import ring as core
 from service.errors import ConfigError, KernelError, PinError
 from service.kernel import libbpf as lb
+from service.kernel.libc import libc
 
 __all__ = [
     "BPF_FS_MAGIC",
@@ -45,7 +48,6 @@ __all__ = [
     "lock_producer",
     "open_pinned_drain",
     "unpin",
-    "validate_ring_size",
 ]
 
 BPF_FS_MAGIC: Final = 0xCAFE4A11
@@ -308,18 +310,7 @@ def _run_checked(prog: lb.Fd, name: str) -> int:
 
 
 def default_object_path() -> Path:
-    env = os.environ.get("RINGBRIDGE_BPF_OBJECT")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "build" / "ringbridge.bpf.o"
-
-
-def validate_ring_size(ring_size: int) -> None:
-    page = mmap.PAGESIZE
-    if ring_size <= 0 or ring_size & (ring_size - 1) or ring_size % page:
-        raise ConfigError(
-            f"ring size {ring_size} must be a power of two and a multiple of the page size ({page})"
-        )
+    return build_artifact("RINGBRIDGE_BPF_OBJECT", "ringbridge.bpf.o")
 
 
 class _StatFs(ctypes.Structure):
@@ -328,18 +319,13 @@ class _StatFs(ctypes.Structure):
     _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
 
 
-_libc: ctypes.CDLL | None = None
-
-
 def _fs_type(path: Path) -> int:
     # os.statvfs does not expose f_type, which is what identifies bpffs.
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_StatFs)]
-        _libc.statfs.restype = ctypes.c_int
+    statfs = libc().statfs
+    statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_StatFs)]
+    statfs.restype = ctypes.c_int
     buf = _StatFs()
-    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+    if statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), str(path))
     return int(buf.f_type) & 0xFFFFFFFF
@@ -378,7 +364,7 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
     - Otherwise the object is loaded with the ring resized, and its 4 maps
       and 3 programs are pinned (all or nothing).
     """
-    validate_ring_size(ring_size)
+    core.check_ring_size(ring_size, mmap.PAGESIZE)
     pins = RingbridgePins.under(pin_dir)
     if not is_bpffs(pin_dir):
         raise PinError(

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import ClassVar, Final, Self
 
 from service.errors import BpfObjectError, KernelError
+from service.kernel.libc import libc as shared_libc
 
 __all__ = [
     "BPF_MAP_TYPE_ARRAY",
@@ -294,7 +295,7 @@ def _lib() -> ctypes.CDLL:
 def _libc() -> ctypes.CDLL:
     global _libc_handle
     if _libc_handle is None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = shared_libc()
         libc.vsnprintf.restype = ctypes.c_int
         libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _P]
         _libc_handle = libc

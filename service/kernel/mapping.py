@@ -13,8 +13,9 @@ import mmap as _mmap
 import os
 
 from ..errors import KernelError
+from .libc import libc
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = libc()
 _libc.mmap.argtypes = [
     ctypes.c_void_p,
     ctypes.c_size_t,

@@ -14,18 +14,15 @@ library.
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 from pathlib import Path
 
+from ..artifacts import build_artifact
 from ..errors import ConfigError
-
-_REPO = Path(__file__).resolve().parents[2]
 
 
 def _library_path() -> Path:
-    env = os.environ.get("RINGBRIDGE_NATIVE_LIB")
-    return Path(env) if env else _REPO / "build" / "libringbridge_native.so"
+    return build_artifact("RINGBRIDGE_NATIVE_LIB", "libringbridge_native.so")
 
 
 class _Ops:
