@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' || true
-	@$(BIN)/python -c 'import service, fastapi, msgspec' 
+	@$(BIN)/python -c 'import ringbridge, fastapi, msgspec'
 	@touch $@
 
 bpf:
@@ -49,7 +49,11 @@ bpffs:
 serve: setup
 	$(BIN)/ringbridge serve $(ARGS)
 
-lint: venv
+# mypy checks the package under its import name through this link (see pyproject.toml).
+build/typing/ringbridge:
+	@mkdir -p build/typing && ln -sfn ../../service $@
+
+lint: venv build/typing/ringbridge
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint --ignore DL3008 Dockerfile

@@ -61,17 +61,17 @@ import msgspec  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
-from service.codec import validate_binary_batch  # noqa: E402
-from service.core import ring as core  # noqa: E402
-from service.errors import RingFullError  # noqa: E402
-from service.kernel.bpfobj import (  # noqa: E402
+from ringbridge.codec import validate_binary_batch  # noqa: E402
+from ringbridge.core import ring as core  # noqa: E402
+from ringbridge.errors import RingFullError  # noqa: E402
+from ringbridge.kernel.bpfobj import (  # noqa: E402
     LoadedRingbridge,
     default_object_path,
     load_default,
     unpin,
 )
-from service.kernel.ringbuf import UserRingBuffer  # noqa: E402
-from service.launch import served  # noqa: E402
+from ringbridge.kernel.ringbuf import UserRingBuffer  # noqa: E402
+from ringbridge.launch import served  # noqa: E402
 
 SAMPLE = struct.Struct("<IIQ")
 C_PRODUCER = REPO / "build" / "c_producer"

@@ -1,4 +1,4 @@
-"""``python -m service``: the ``ringbridge`` command line."""
+"""``python -m ringbridge``: the ``ringbridge`` command line."""
 
 from .cli import main
 

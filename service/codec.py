@@ -8,7 +8,7 @@ it is returned, so nothing of it can reach the ring.
 JSON (``{"samples": [S, ...]}``, S either ``{"data": "<base64>"}`` or an object
 of the sample struct's fields) is decoded by msgspec into Struct types built at
 start-up from the sample struct's layout, as read from the BPF object's BTF
-(:func:`service.kernel.btf.struct_layout`), never from a hand-written copy. So
+(:func:`ringbridge.kernel.btf.struct_layout`), never from a hand-written copy. So
 msgspec checks in C what it can: JSON syntax, types (``true`` is not an int,
 ``1.0`` is not an int), integer ranges up to 64-bit signed, string and list
 lengths, base64, unknown fields. Python then packs each sample with one
@@ -34,7 +34,7 @@ two decoders:
 
 The octet-stream path (:func:`validate_binary_batch`) checks a body already in
 record format without per-sample Python objects. The pure Python reference,
-:func:`service.core.ring.validate_batch`, takes ~0.85 ms for 64 KiB of 16-byte
+:func:`ringbridge.core.ring.validate_batch`, takes ~0.85 ms for 64 KiB of 16-byte
 samples (~2,700 records); ``bpf/validate.c`` (``build/libringbridge_validate.so``,
 called through ctypes) takes microseconds. The reference stays the authority: a
 rejection is re-run through it for the exact error, and a hypothesis test

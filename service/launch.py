@@ -43,7 +43,7 @@ def served(
     child_env.update(env or {})
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port=0", *args],
+            [sys.executable, "-m", "ringbridge", "serve", "--port=0", *args],
             stdout=subprocess.DEVNULL,
             stderr=log,
             cwd=REPO,

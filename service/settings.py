@@ -3,7 +3,7 @@
 ``ringbridge serve`` builds a :class:`Settings` from its flags (each flag has
 the environment variable of the same name, e.g. ``--ring-size`` and
 ``RINGBRIDGE_RING_SIZE``). Inconsistent combinations raise
-:class:`~service.errors.ConfigError` when the model is built, so the service
+:class:`~ringbridge.errors.ConfigError` when the model is built, so the service
 refuses to start instead of failing on the first request.
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from service.codec import SampleCodec
+from ringbridge.codec import SampleCodec
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"

@@ -2,8 +2,8 @@
 
 The sample hot path reads the raw body (no FastAPI body model: stdlib json
 then pydantic is the slowest decoder measured, DESIGN §2b) and hands it to
-:mod:`service.codec`, which validates the whole batch before anything is
-queued. Errors are :class:`~service.errors.RingbridgeError` subclasses;
+:mod:`ringbridge.codec`, which validates the whole batch before anything is
+queued. Errors are :class:`~ringbridge.errors.RingbridgeError` subclasses;
 :func:`install_error_handlers` renders every one of them as
 ``{"error": {"code", "message", "index"}}`` with its ``status_hint``.
 """

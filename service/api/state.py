@@ -1,6 +1,6 @@
 """What the API layer shares between routes: the running service and error rendering.
 
-:class:`Runtime` is built by the lifespan in :mod:`service.api.app` and hung
+:class:`Runtime` is built by the lifespan in :mod:`ringbridge.api.app` and hung
 on ``app.state.runtime``; routes reach it through :func:`runtime_of`.
 """
 

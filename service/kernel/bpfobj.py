@@ -27,11 +27,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from service.artifacts import build_artifact
-from service.core import ring as core
-from service.errors import ConfigError, KernelError, PinError
-from service.kernel import libbpf as lb
-from service.kernel.libc import libc
+from ringbridge.artifacts import build_artifact
+from ringbridge.core import ring as core
+from ringbridge.errors import ConfigError, KernelError, PinError
+from ringbridge.kernel import libbpf as lb
+from ringbridge.kernel.libc import libc
 
 __all__ = [
     "BPF_FS_MAGIC",

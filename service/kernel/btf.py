@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from service.errors import BpfObjectError
-from service.kernel import libbpf as lb
+from ringbridge.errors import BpfObjectError
+from ringbridge.kernel import libbpf as lb
 
 __all__ = ["Field", "FieldKind", "ScalarKind", "StructLayout", "struct_layout"]
 

@@ -3,7 +3,7 @@
 Only what ringbridge needs is wrapped. Raw pointers never leave this module:
 callers get :class:`BpfObject`, :class:`BpfMap`, :class:`BpfProgram`,
 :class:`Btf` and :class:`Fd`. Every failing call is translated into
-:class:`~service.errors.KernelError` (or :class:`~service.errors.BpfObjectError`
+:class:`~ringbridge.errors.KernelError` (or :class:`~ringbridge.errors.BpfObjectError`
 for object-level operations) in exactly one place, :func:`_check_int` /
 :func:`_check_ptr`, so messages always carry the operation, the target and
 the errno.
@@ -29,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Final, Self
 
-from service.errors import BpfObjectError, KernelError
-from service.kernel.libc import libc as shared_libc
+from ringbridge.errors import BpfObjectError, KernelError
+from ringbridge.kernel.libc import libc as shared_libc
 
 __all__ = [
     "BPF_MAP_TYPE_ARRAY",

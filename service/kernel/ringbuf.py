@@ -14,7 +14,7 @@ Ordering points, each paired with its kernel counterpart:
 - ``consumer_pos`` read with an acquire load -> ``smp_store_release(
   &rb->consumer_pos)`` in ``__bpf_user_ringbuf_sample_release``.
 
-All of them go through :mod:`service.kernel.native` (see there for x86-64 and
+All of them go through :mod:`ringbridge.kernel.native` (see there for x86-64 and
 arm64). ``consumer_pos`` is cached and re-read only when the cached view says
 the ring lacks room: re-reading it per record fights the consumer for its
 cache line.

@@ -11,7 +11,7 @@ Per batch the task:
    that got no answer must not find its batch half-way through the system;
 2. commits it at once when the ring has room (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
-   :mod:`service.kernel.waiter`, so a full ring costs no CPU -- until the
+   :mod:`ringbridge.kernel.waiter`, so a full ring costs no CPU -- until the
    batch's own deadline, then fails it with :class:`RingTimeoutError` having
    committed nothing, and moves on to the next batch;
 4. assigns ``first_seq..last_seq`` and resolves the submitter's future.

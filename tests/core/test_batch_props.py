@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from service import codec as codec_mod
-from service.codec import SampleCodec, validate_binary_batch
-from service.core import ring as core
-from service.errors import ProtocolError, RecordTooLargeError, SampleError
+from ringbridge import codec as codec_mod
+from ringbridge.codec import SampleCodec, validate_binary_batch
+from ringbridge.core import ring as core
+from ringbridge.errors import ProtocolError, RecordTooLargeError, SampleError
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = struct.Struct("<IIQ")

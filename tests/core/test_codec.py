@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from service import codec as codec_mod
-from service.codec import EncodedBatch, SampleCodec, frame_id_of, validate_binary_batch
-from service.core import ring as core
-from service.errors import (
+from ringbridge import codec as codec_mod
+from ringbridge.codec import EncodedBatch, SampleCodec, frame_id_of, validate_binary_batch
+from ringbridge.core import ring as core
+from ringbridge.errors import (
     ConfigError,
     InvalidBatchError,
     RecordTooLargeError,
     RingbridgeError,
     SampleError,
 )
-from service.kernel.btf import Field, FieldKind, ScalarKind, StructLayout
+from ringbridge.kernel.btf import Field, FieldKind, ScalarKind, StructLayout
 
 REPO = Path(__file__).resolve().parents[2]
 RING = 1 << 20

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from service.kernel.native import ops
+from ringbridge.kernel.native import ops
 
 NATIVE_C = Path(__file__).resolve().parents[2] / "bpf" / "native.c"
 

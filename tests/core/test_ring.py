@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from service.core import ring as core
-from service.errors import ConfigError, InvalidBatchError, RecordTooLargeError, RingCorruptError
+from ringbridge.core import ring as core
+from ringbridge.errors import ConfigError, InvalidBatchError, RecordTooLargeError, RingCorruptError
 
 
 @pytest.mark.parametrize(

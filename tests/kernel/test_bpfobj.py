@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import BpfObjectError, ConfigError, PinError
-from service.kernel import bpfobj
-from service.kernel import libbpf as lb
-from service.kernel.bpfobj import LoadedRingbridge, RingbridgePins, load_default, unpin
+from ringbridge.errors import BpfObjectError, ConfigError, PinError
+from ringbridge.kernel import bpfobj
+from ringbridge.kernel import libbpf as lb
+from ringbridge.kernel.bpfobj import LoadedRingbridge, RingbridgePins, load_default, unpin
 
 RING = 1 << 16
 ALL_NAMES = {

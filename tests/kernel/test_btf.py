@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import BpfObjectError
-from service.kernel import bpfobj
-from service.kernel.btf import Field, struct_layout
+from ringbridge.errors import BpfObjectError
+from ringbridge.kernel import bpfobj
+from ringbridge.kernel.btf import Field, struct_layout
 from tests.conftest import require_kernel
 
 # A struct per case; global pointers make clang emit the pointees' BTF.

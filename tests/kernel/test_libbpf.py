@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import BpfObjectError, KernelError
-from service.kernel import libbpf as lb
+from ringbridge.errors import BpfObjectError, KernelError
+from ringbridge.kernel import libbpf as lb
 
 COUNTERS_SIZE = 4168  # sizeof(struct ringbridge_counters)
 KEY0 = b"\0\0\0\0"

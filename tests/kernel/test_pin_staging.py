@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import BpfObjectError
-from service.kernel.bpfobj import RingbridgePins, load_default
+from ringbridge.errors import BpfObjectError
+from ringbridge.kernel.bpfobj import RingbridgePins, load_default
 
 pytestmark = pytest.mark.kernel
 

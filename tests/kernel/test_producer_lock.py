@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import PinError
-from service.kernel.bpfobj import load_default, lock_producer
+from ringbridge.errors import PinError
+from ringbridge.kernel.bpfobj import load_default, lock_producer
 
 pytestmark = pytest.mark.kernel
 
@@ -24,8 +24,8 @@ def test_second_producer_is_refused_until_the_first_exits(
         # Another process is refused the same way (flock is per open file).
         code = (
             "import sys; from pathlib import Path;"
-            "from service.kernel.bpfobj import lock_producer;"
-            "from service.errors import PinError\n"
+            "from ringbridge.kernel.bpfobj import lock_producer;"
+            "from ringbridge.errors import PinError\n"
             f"try: lock_producer(Path({str(pin_dir)!r}))\n"
             "except PinError: sys.exit(3)\n"
         )

@@ -27,17 +27,17 @@ from pathlib import Path
 
 import pytest
 
-from service.core import ring as core
-from service.errors import (
+from ringbridge.core import ring as core
+from ringbridge.errors import (
     KernelError,
     RecordTooLargeError,
     RingCorruptError,
     RingFullError,
     RingTimeoutError,
 )
-from service.kernel.bpfobj import LoadedRingbridge, load_default
-from service.kernel.mapping import PAGE_SIZE, Mapping
-from service.kernel.ringbuf import UserRingBuffer
+from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
+from ringbridge.kernel.mapping import PAGE_SIZE, Mapping
+from ringbridge.kernel.ringbuf import UserRingBuffer
 
 pytestmark = pytest.mark.kernel
 

@@ -25,10 +25,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from service.core import ring as core
-from service.errors import RingFullError
-from service.kernel.bpfobj import KernelCounters, LoadedRingbridge, load_default
-from service.kernel.ringbuf import Reservation, UserRingBuffer
+from ringbridge.core import ring as core
+from ringbridge.errors import RingFullError
+from ringbridge.kernel.bpfobj import KernelCounters, LoadedRingbridge, load_default
+from ringbridge.kernel.ringbuf import Reservation, UserRingBuffer
 
 pytestmark = pytest.mark.kernel
 

@@ -23,12 +23,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from service.api.app import create_app
-from service.api.server import make_server as make_uvicorn_server
-from service.api.state import Runtime
-from service.core.ring import encode_batch
-from service.kernel.bpfobj import KernelCounters
-from service.settings import Settings
+from ringbridge.api.app import create_app
+from ringbridge.api.server import make_server as make_uvicorn_server
+from ringbridge.api.state import Runtime
+from ringbridge.core.ring import encode_batch
+from ringbridge.kernel.bpfobj import KernelCounters
+from ringbridge.settings import Settings
 
 SAMPLE = struct.Struct("<IIQ")  # struct ringbridge_sample {u32 kind; u32 flags; u64 value}
 SMALL_RING = 64 * 1024

@@ -1,7 +1,7 @@
 """``ringbridge`` CLI: flag mapping, input framing, and the operator/client
 commands against the real kernel and a real ``ringbridge serve``.
 
-The commands run as subprocesses (``python -m service``), as an operator
+The commands run as subprocesses (``python -m ringbridge``), as an operator
 would run them.
 """
 
@@ -22,16 +22,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import cli
-from service.core import ring as core
-from service.errors import ConfigError
-from service.kernel.bpfobj import (
+from ringbridge import cli
+from ringbridge.core import ring as core
+from ringbridge.errors import ConfigError
+from ringbridge.kernel.bpfobj import (
     RingbridgePins,
     load_default,
     lock_producer,
 )
-from service.kernel.ringbuf import UserRingBuffer
-from service.launch import served
+from ringbridge.kernel.ringbuf import UserRingBuffer
+from ringbridge.launch import served
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = struct.Struct("<IIQ")
@@ -40,7 +40,7 @@ RING = 1 << 20
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service", *args],
+        [sys.executable, "-m", "ringbridge", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

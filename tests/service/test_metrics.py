@@ -111,7 +111,7 @@ def test_metrics_count_what_was_sent_and_what_the_kernel_saw(
 
 
 def test_two_apps_in_one_process_have_separate_registries(server: Server) -> None:
-    from service.api.app import create_app
+    from ringbridge.api.app import create_app
 
     other = create_app(server.settings)
     assert other.state.metrics.registry is not server.app.state.metrics.registry

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.kernel.bpfobj import load_default
-from service.kernel.privileges import capability_sets
-from service.launch import served
+from ringbridge.kernel.bpfobj import load_default
+from ringbridge.kernel.privileges import capability_sets
+from ringbridge.launch import served
 
 pytestmark = pytest.mark.kernel
 
@@ -65,8 +65,8 @@ def test_our_own_capabilities_are_readable() -> None:
 def test_drop_refuses_while_other_threads_exist() -> None:
     import threading
 
-    from service.errors import ConfigError
-    from service.kernel.privileges import drop_all_capabilities
+    from ringbridge.errors import ConfigError
+    from ringbridge.kernel.privileges import drop_all_capabilities
 
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from service.core.ring import encode_batch
-from service.errors import QueueFullError, StoppingError
-from service.kernel.bpfobj import LoadedRingbridge, load_default
-from service.kernel.ringbuf import UserRingBuffer
-from service.producer.queue import BatchQueue
-from service.producer.task import Ack, Producer
+from ringbridge.core.ring import encode_batch
+from ringbridge.errors import QueueFullError, StoppingError
+from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
+from ringbridge.kernel.ringbuf import UserRingBuffer
+from ringbridge.producer.queue import BatchQueue
+from ringbridge.producer.task import Ack, Producer
 
 from .conftest import SMALL_RING, sample
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.errors import ConfigError
-from service.settings import MiB, Settings, is_loopback
+from ringbridge.errors import ConfigError
+from ringbridge.settings import MiB, Settings, is_loopback
 
 
 def test_defaults_suit_a_first_run() -> None:
