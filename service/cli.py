@@ -23,13 +23,15 @@ import logging
 import os
 import sys
 import time
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import msgspec
 
+from . import units
 from .core import ring as core
 from .errors import RingbridgeError
 
@@ -40,25 +42,12 @@ DEFAULT_HTTP_URL = "http://127.0.0.1:8470"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
 def parse_size(text: str) -> int:
-    """Bytes from ``4096``, ``64K``, ``8M``, ``1G`` (binary multiples)."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = 1
-    if t and t[-1] in _SUFFIXES:
-        mult = _SUFFIXES[t[-1]]
-        t = t[:-1]
+    """argparse type for sizes: bytes or a K/M/G suffix (see :mod:`ringbridge.units`)."""
     try:
-        n = int(t) * mult
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r}: use bytes or a K/M/G suffix, e.g. 8M"
-        ) from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: must be positive")
-    return n
+        return units.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -88,59 +77,58 @@ def _fail(message: str, status: int = EXIT_FAILED) -> int:
 # serve
 # ---------------------------------------------------------------------------
 
-#: serve flag -> Settings field. Flags default to SUPPRESS so that only the
-#: flags given override the environment (RINGBRIDGE_*) and the defaults.
-_SERVE_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--host": ("host", {"help": "listen address (default 127.0.0.1)"}),
-    "--port": ("port", {"type": int, "help": "listen port (default 8470; 0 = any free)"}),
-    "--ring-size": (
-        "ring_size",
-        {"type": parse_size, "help": "ring data size: power of two, page multiple (default 8M)"},
-    ),
-    "--drain": (
-        "drain",
-        {"choices": ("timer", "kick", "external"), "help": "who drains the ring (default timer)"},
-    ),
-    "--drain-period-us": ("drain_period_us", {"type": _positive_int, "help": "timer period"}),
-    "--drain-budget": (
-        "drain_budget",
-        {"type": _positive_int, "help": "max samples per bpf_user_ringbuf_drain() call"},
-    ),
-    "--bpf-object": ("bpf_object", {"type": Path, "help": "BPF object (default: built-in)"}),
-    "--pin-dir": ("pin_dir", {"type": Path, "help": "bpffs dir for the pins"}),
-    "--max-sample-bytes": ("max_sample_bytes", {"type": parse_size}),
-    "--max-batch-bytes": ("max_batch_bytes", {"type": parse_size}),
-    "--submit-timeout": (
-        "submit_timeout",
-        {"type": float, "help": "default seconds to wait for ring space before 503"},
-    ),
-    "--token": ("token", {"help": "bearer token required from clients"}),
-    "--allow-unauthenticated": (
-        "allow_unauthenticated",
-        {"action": "store_true", "help": "allow a non-loopback listener without a token"},
-    ),
-    "--ws-window": ("ws_window", {"type": _positive_int, "help": "max un-acked WS batches"}),
-    "--log-level": (
-        "log_level",
-        {"choices": ("debug", "info", "warning", "error", "critical")},
-    ),
-    "--log-json": ("log_json", {"action": "store_true", "help": "JSON log lines"}),
-    "--drop-privileges": (
-        "drop_privileges",
-        {
-            "action": "store_true",
-            "help": "give up every capability once the ring is loaded, mapped and locked",
-        },
-    ),
-}
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field (``ring_size`` -> ``--ring-size``), plus ``--config``.
+
+    The flags carry strings (or booleans) and Settings parses them, exactly as
+    it parses the environment and the settings file: one source of truth.
+    Flags default to SUPPRESS so that only the flags given override the
+    environment (RINGBRIDGE_*), the settings file and the defaults.
+    """
+    from .settings import CONFIG_ENV, Settings
+
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"TOML settings file (env {CONFIG_ENV}); flags and env override it",
+    )
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"RINGBRIDGE_{name.upper()}"
+        default = info.default
+        shown = "none" if default is None else default
+        help_text = f"{info.description or name} (env {env}; default {shown})"
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        ann = info.annotation
+        if ann is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            choices = typing.get_args(ann) if typing.get_origin(ann) is Literal else None
+            if choices:
+                kw["choices"] = choices
+            if not choices:
+                kw["metavar"] = _metavar(info)
+        parser.add_argument(flag, **kw)
+
+
+def _metavar(info: Any) -> str:
+    args = [a for a in typing.get_args(info.annotation) if a is not type(None)]
+    extras = [*info.metadata, *(m for a in args for m in getattr(a, "__metadata__", ()))]
+    if any(getattr(m, "func", None) is units.parse_size for m in extras):
+        return "SIZE"
+    ann = args[0] if args else info.annotation
+    names = {int: "N", float: "SECONDS", Path: "PATH", str: "TEXT"}
+    return names.get(ann, "VALUE")
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    """A Settings from the flags given (the rest from env and defaults)."""
+    """A Settings from the flags given (the rest from env, the settings file, defaults)."""
     from .settings import Settings
 
-    overrides = {name: getattr(args, name) for name, _ in _SERVE_FLAGS.values() if name in args}
-    return Settings(**overrides)
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if name in args}
+    return Settings.load(overrides, getattr(args, "config", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -516,10 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the service",
         description="Run the service. Each flag overrides its RINGBRIDGE_* variable "
-        "(e.g. --ring-size and RINGBRIDGE_RING_SIZE); sizes take K/M/G suffixes.",
+        "(e.g. --ring-size and RINGBRIDGE_RING_SIZE), which overrides the settings file; "
+        "sizes take K/M/G suffixes everywhere.",
     )
-    for flag, (dest, kw) in _SERVE_FLAGS.items():
-        serve.add_argument(flag, dest=dest, default=argparse.SUPPRESS, **kw)
+    add_settings_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     env_token = os.environ.get("RINGBRIDGE_TOKEN")

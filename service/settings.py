@@ -1,8 +1,16 @@
-"""Service settings: one pydantic-settings model, ``RINGBRIDGE_*`` environment variables.
+"""Service settings: one pydantic-settings model, the single source of truth.
 
-``ringbridge serve`` builds a :class:`Settings` from its flags (each flag has
-the environment variable of the same name, e.g. ``--ring-size`` and
-``RINGBRIDGE_RING_SIZE``). Inconsistent combinations raise
+Every field is settable, with the same parsing, from four places (highest first):
+
+1. a ``ringbridge serve`` flag, generated from the field (``ring_size`` -> ``--ring-size``);
+2. an environment variable ``RINGBRIDGE_<FIELD>`` (``RINGBRIDGE_RING_SIZE=8M``);
+3. a TOML settings file named by ``--config`` or ``RINGBRIDGE_CONFIG``
+   (``ring_size = "8M"`` or ``ring-size = 8388608``);
+4. the default.
+
+Sizes take K/M/G suffixes everywhere (:mod:`ringbridge.units`). The token can
+come from a file (``token_file``) so that it never appears in argv or the
+environment of a container. Inconsistent combinations raise
 :class:`~ringbridge.errors.ConfigError` when the model is built, so the service
 refuses to start instead of failing on the first request.
 """
@@ -11,19 +19,35 @@ from __future__ import annotations
 
 import ipaddress
 import mmap
+import os
+import tomllib
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .core import ring as core
 from .errors import ConfigError
+from .units import parse_size
 
 MiB = 1024 * 1024
 
 DrainMode = Literal["timer", "kick", "external"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+#: A byte count: an int, or a string with a K/M/G suffix.
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+#: The settings file in use while a Settings is being built (see :meth:`Settings.load`).
+_config_file: ContextVar[Path | None] = ContextVar("ringbridge_config_file", default=None)
+CONFIG_ENV = "RINGBRIDGE_CONFIG"
 
 
 def is_loopback(host: str) -> bool:
@@ -38,29 +62,91 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Field values from the TOML settings file, below the environment in priority."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file.get()
+        if path is None:
+            env = os.environ.get(CONFIG_ENV)
+            path = Path(env) if env else None
+        if path is None:
+            return {}
+        try:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(
+                f"settings file {path}: cannot read: {exc.strerror or exc}"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {path}: not valid TOML: {exc}") from exc
+        values = {str(k).replace("-", "_"): v for k, v in data.items()}
+        unknown = sorted(set(values) - set(self.settings_cls.model_fields))
+        if unknown:
+            raise ConfigError(f"settings file {path}: unknown settings: {', '.join(unknown)}")
+        return values
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8470, ge=0, le=65535)
-    ring_size: int = Field(default=8 * MiB, gt=0, description="ring data size in bytes")
-    drain: DrainMode = "timer"
-    drain_period_us: int = Field(default=100, gt=0, description="timer drain period")
-    drain_budget: int = Field(default=4096, gt=0, description="max samples per drain call")
-    bpf_object: Path | None = Field(default=None, description="BPF object; None = the default")
-    pin_dir: Path = Path("/sys/fs/bpf/ringbridge")
-    max_sample_bytes: int = Field(default=65536, gt=0)
-    max_batch_bytes: int = Field(
-        default=4 * MiB, gt=0, description="max body / frame / batch bytes"
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None, config: Path | None = None) -> Settings:
+        """Settings from ``overrides`` (flags) over env over ``config`` (or $RINGBRIDGE_CONFIG)."""
+        token = _config_file.set(config)
+        try:
+            return cls(**(overrides or {}))
+        finally:
+            _config_file.reset(token)
+
+    host: str = Field(default="127.0.0.1", description="listen address")
+    port: int = Field(default=8470, ge=0, le=65535, description="listen port (0 = any free)")
+    ring_size: Size = Field(
+        default=8 * MiB, description="ring data size: power of two, page multiple (K/M/G)"
+    )
+    drain: DrainMode = Field(default="timer", description="who drains the ring")
+    drain_period_us: int = Field(default=100, gt=0, description="timer drain period, µs")
+    drain_budget: int = Field(
+        default=4096, gt=0, description="max samples per bpf_user_ringbuf_drain() call"
+    )
+    bpf_object: Path | None = Field(default=None, description="BPF object (default: built-in)")
+    pin_dir: Path = Field(
+        default=Path("/sys/fs/bpf/ringbridge"), description="bpffs dir for the pins"
+    )
+    max_sample_bytes: Size = Field(default=65536, description="max bytes of one sample")
+    max_batch_bytes: Size = Field(
+        default=4 * MiB, description="max body / frame / batch bytes"
     )
     submit_timeout: float = Field(default=5.0, gt=0, description="default wait for ring space, s")
     max_timeout: float = Field(default=300.0, gt=0, description="upper bound of ?timeout=, s")
-    token: str | None = Field(default=None, description="bearer token; None = no auth")
-    allow_unauthenticated: bool = False
-    queue_max_bytes: int | None = Field(
+    token: str | None = Field(
         default=None,
-        gt=0,
-        description="batch queue limit in ring bytes; None = 2 * max_batch_bytes",
+        description="bearer token clients must send (prefer token_file: argv is public)",
+    )
+    token_file: Path | None = Field(
+        default=None, description="file holding the bearer token (a Secret, a docker secret)"
+    )
+    allow_unauthenticated: bool = Field(
+        default=False, description="allow a non-loopback listener without a token"
+    )
+    queue_max_bytes: Size | None = Field(
+        default=None,
+        description="batch queue limit in ring bytes (default 2 * max_batch_bytes)",
     )
     ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
     shutdown_grace: float = Field(default=5.0, ge=0, description="time to finish queued batches, s")
@@ -68,17 +154,28 @@ class Settings(BaseSettings):
     ready_stall_seconds: float = Field(
         default=10.0, gt=0, description="readyz fails when the consumer is stuck this long"
     )
-    log_level: LogLevel = "info"
-    log_json: bool = False
-    access_log: bool = True
-    # Give up every capability once the ring is loaded, mapped and locked.
-    drop_privileges: bool = False
+    log_level: LogLevel = Field(default="info", description="log level")
+    log_json: bool = Field(default=False, description="JSON log lines")
+    access_log: bool = Field(default=True, description="one log line per HTTP request")
+    drop_privileges: bool = Field(
+        default=False,
+        description="give up every capability once the ring is loaded, mapped and locked",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         # ConfigError (not ValueError) so that it propagates as is: the CLI
         # and the app report one error type for every bad configuration.
         core.check_ring_size(self.ring_size, mmap.PAGESIZE)
+        if self.token_file is not None:
+            if self.token is not None:
+                raise ConfigError("token and token_file are both set; keep one")
+            try:
+                self.token = self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"token_file {self.token_file}: cannot read: {exc.strerror or exc}"
+                ) from exc
         # Limits left at their defaults follow a smaller ring, so that
         # `--ring-size 64K` alone is a valid configuration; limits given
         # explicitly are checked as given.

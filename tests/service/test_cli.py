@@ -7,6 +7,7 @@ would run them.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -32,6 +33,7 @@ from ringbridge.kernel.bpfobj import (
 )
 from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.launch import served
+from ringbridge.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = struct.Struct("<IIQ")
@@ -100,6 +102,12 @@ def test_serve_every_flag_maps_onto_settings() -> None:
         "--log-level=debug",
     ]
     s = cli.settings_from_args(cli.build_parser().parse_args(argv))
+    # Every Settings field has its flag (they are generated from the model).
+    probe = argparse.ArgumentParser()
+    cli.add_settings_flags(probe)
+    serve_help = probe.format_help()
+    for name in Settings.model_fields:
+        assert "--" + name.replace("_", "-") in serve_help, name
     assert (s.host, s.port, s.ring_size, s.drain) == ("127.0.0.2", 1234, 1 << 20, "timer")
     assert (s.drain_period_us, s.drain_budget) == (250, 77)
     assert (s.bpf_object, s.pin_dir) == (Path("/tmp/x.bpf.o"), Path("/sys/fs/bpf/y"))

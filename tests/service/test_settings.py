@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from ringbridge.errors import ConfigError
 from ringbridge.settings import MiB, Settings, is_loopback
@@ -64,3 +66,55 @@ def test_non_loopback_needs_a_token_or_an_explicit_opt_out() -> None:
 def test_unknown_setting_is_an_error() -> None:
     with pytest.raises(Exception, match="ring_sise"):
         Settings(ring_sise=1)  # type: ignore[call-arg]
+
+
+def test_sizes_take_suffixes_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RINGBRIDGE_RING_SIZE", "1M")
+    monkeypatch.setenv("RINGBRIDGE_MAX_BATCH_BYTES", "256K")
+    monkeypatch.setenv("RINGBRIDGE_QUEUE_MAX_BYTES", "512KiB")
+    s = Settings()
+    assert (s.ring_size, s.max_batch_bytes, s.queue_limit) == (MiB, 256 << 10, 512 << 10)
+    monkeypatch.setenv("RINGBRIDGE_RING_SIZE", "8Q")
+    with pytest.raises(ValidationError, match="invalid size '8Q'"):
+        Settings()
+
+
+def test_settings_file_is_below_env_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "ringbridge.toml"
+    cfg.write_text('ring-size = "1M"\nport = 9100\ndrain = "kick"\nws_window = 3\n')
+    s = Settings.load(config=cfg)
+    assert (s.ring_size, s.port, s.drain, s.ws_window) == (MiB, 9100, "kick", 3)
+    monkeypatch.setenv("RINGBRIDGE_PORT", "9200")
+    s = Settings.load({"drain": "external"}, config=cfg)
+    assert (s.port, s.drain, s.ring_size) == (9200, "external", MiB)
+    # The variable names the file when no flag does.
+    monkeypatch.setenv("RINGBRIDGE_CONFIG", str(cfg))
+    assert Settings().ws_window == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("ring_sise = 1\n", "unknown settings: ring_sise"), ("port = [\n", "not valid TOML")],
+)
+def test_bad_settings_file_names_the_file(tmp_path: Path, text: str, match: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=f"settings file {cfg}: {re.escape(match)}"):
+        Settings.load(config=cfg)
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.load(config=tmp_path / "absent.toml")
+
+
+def test_token_from_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("s3cret\n")
+    assert Settings(token_file=f, host="0.0.0.0").token == "s3cret"
+    with pytest.raises(ConfigError, match="both set"):
+        Settings(token_file=f, token="x")
+    f.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        Settings(token_file=f)
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings(token_file=tmp_path / "absent")
