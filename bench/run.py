@@ -71,7 +71,7 @@ from ringbridge.kernel.bpfobj import (  # noqa: E402
     unpin,
 )
 from ringbridge.kernel.ringbuf import UserRingBuffer  # noqa: E402
-from ringbridge.launch import served  # noqa: E402
+from tests.support.launch import served  # noqa: E402
 
 SAMPLE = struct.Struct("<IIQ")
 C_PRODUCER = REPO / "build" / "c_producer"

@@ -32,8 +32,8 @@ from ringbridge.kernel.bpfobj import (
     lock_producer,
 )
 from ringbridge.kernel.ringbuf import UserRingBuffer
-from ringbridge.launch import served
 from ringbridge.settings import Settings
+from tests.support.launch import served
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = struct.Struct("<IIQ")

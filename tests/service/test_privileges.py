@@ -18,7 +18,7 @@ import pytest
 
 from ringbridge.kernel.bpfobj import load_default
 from ringbridge.kernel.privileges import capability_sets
-from ringbridge.launch import served
+from tests.support.launch import served
 
 pytestmark = pytest.mark.kernel
 

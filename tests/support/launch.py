@@ -1,6 +1,7 @@
 """Run ``ringbridge serve`` as a child process and learn its address.
 
-Used by the benchmark and the CLI tests, which need a real server in its own
+Test and benchmark support, not part of the installed package: the
+benchmark, the CLI tests and the wheel test need a real server in its own
 process (its CPU apart from the clients', its signals its own). The server
 listens on a free port (``--port=0``); its address is read from uvicorn's
 "running on" log line.
@@ -18,8 +19,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .artifacts import REPO
-from .errors import ServiceError
+from ringbridge.errors import ServiceError
+
+REPO = Path(__file__).resolve().parents[2]
+#: ``python -m ringbridge`` of the interpreter running the tests.
+THIS_PYTHON = (sys.executable, "-m", "ringbridge")
 
 _RUNNING = re.compile(r"running on http://([\d.]+:\d+)")
 
@@ -30,10 +34,15 @@ def served(
     log_path: Path,
     *,
     env: Mapping[str, str] | None = None,
+    command: Sequence[str] = THIS_PYTHON,
+    cwd: Path = REPO,
     start_timeout: float = 30.0,
     stop_timeout: float = 20.0,
 ) -> Iterator[str]:
     """``ringbridge serve --port=0 ARGS``; yields ``host:port``, SIGTERM on exit.
+
+    ``command`` is how to run ``ringbridge`` (default: this interpreter's
+    ``-m ringbridge``; the wheel test passes a venv's own entry point).
 
     ``RINGBRIDGE_TOKEN`` is dropped from the inherited environment (auth only
     when asked for, by flag or ``env``). The log goes to a file, not a pipe:
@@ -43,10 +52,10 @@ def served(
     child_env.update(env or {})
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ringbridge", "serve", "--port=0", *args],
+            [*command, "serve", "--port=0", *args],
             stdout=subprocess.DEVNULL,
             stderr=log,
-            cwd=REPO,
+            cwd=cwd,
             env=child_env,
         )
     try:
