@@ -35,8 +35,12 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: creating $(VENV) and installing ringbridge with its test extras"
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' || true
+	@# pip's and setuptools' chatter (editable-install notices, location
+	@# warnings) is shown only when the install fails.
+	@out=$$($(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1) \
+	  || { echo "$$out" >&2; exit 1; }
+	@out=$$($(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1) \
+	  || { echo "$$out" >&2; exit 1; }
 	@$(BIN)/python -c 'import ringbridge, fastapi, msgspec'
 	@touch $@
 
@@ -54,7 +58,7 @@ build/typing/ringbridge:
 	@mkdir -p build/typing && ln -sfn ../../service $@
 
 lint: venv build/typing/ringbridge
-	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff check service tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/hadolint --ignore DL3008 Dockerfile
 
@@ -66,4 +70,4 @@ bench: setup
 
 clean:
 	$(MAKE) -s -C bpf OUT=../build clean
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ringbridge.artifacts import PACKAGE_DIR
 from ringbridge.codec import SampleCodec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +54,7 @@ def kernel_or_skip() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kernel: needs root, CAP_BPF and bpffs (real kernel)")
+    config.addinivalue_line("markers", "slow: takes tens of seconds (CI still runs it)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -92,7 +94,8 @@ def default_codec() -> SampleCodec:
 
 @pytest.fixture(scope="session")
 def native_lib_path() -> Path:
-    path = BUILD / "libringbridge_native.so"
+    """The helper as the service finds it: the package's copy (bpf/Makefile installs it)."""
+    path = PACKAGE_DIR / "libringbridge_native.so"
     if not path.exists():
         subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
     return path

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ringbridge import artifacts
 from ringbridge.errors import BpfObjectError, ConfigError, PinError
 from ringbridge.kernel import bpfobj
 from ringbridge.kernel import libbpf as lb
@@ -180,10 +181,29 @@ def test_unpin_removes_only_our_names(bpf_object_path: Path, pin_dir: Path) -> N
 
 def test_default_object_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RINGBRIDGE_BPF_OBJECT", raising=False)
-    repo = Path(bpfobj.__file__).resolve().parents[2]
-    assert bpfobj.default_object_path() == repo / "build" / "ringbridge.bpf.o"
+    package = Path(bpfobj.__file__).resolve().parents[1] / "_bpf"
+    # The package's own copy (installed there by bpf/Makefile, shipped in the wheel).
+    assert bpfobj.default_object_path() == package / "ringbridge.bpf.o"
+    assert bpfobj.default_object_path().is_file()
     monkeypatch.setenv("RINGBRIDGE_BPF_OBJECT", "/x/y.bpf.o")
     assert bpfobj.default_object_path() == Path("/x/y.bpf.o")
+
+
+def test_artifact_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """env, then the package's _bpf/, then the source tree's build/, else the package path."""
+    pkg, build = tmp_path / "_bpf", tmp_path / "build"
+    monkeypatch.setattr(artifacts, "PACKAGE_DIR", pkg)
+    monkeypatch.setattr(artifacts, "SOURCE_BUILD_DIR", build)
+    monkeypatch.delenv("RINGBRIDGE_X", raising=False)
+    assert artifacts.build_artifact("RINGBRIDGE_X", "x.o") == pkg / "x.o"  # neither exists
+    build.mkdir()
+    (build / "x.o").touch()
+    assert artifacts.build_artifact("RINGBRIDGE_X", "x.o") == build / "x.o"
+    pkg.mkdir()
+    (pkg / "x.o").touch()
+    assert artifacts.build_artifact("RINGBRIDGE_X", "x.o") == pkg / "x.o"
+    monkeypatch.setenv("RINGBRIDGE_X", "/elsewhere/x.o")
+    assert artifacts.build_artifact("RINGBRIDGE_X", "x.o") == Path("/elsewhere/x.o")
 
 
 # -- programs and counters ----------------------------------------------------

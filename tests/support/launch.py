@@ -34,6 +34,7 @@ def served(
     log_path: Path,
     *,
     env: Mapping[str, str] | None = None,
+    base_env: Mapping[str, str] | None = None,
     command: Sequence[str] = THIS_PYTHON,
     cwd: Path = REPO,
     start_timeout: float = 30.0,
@@ -44,11 +45,13 @@ def served(
     ``command`` is how to run ``ringbridge`` (default: this interpreter's
     ``-m ringbridge``; the wheel test passes a venv's own entry point).
 
-    ``RINGBRIDGE_TOKEN`` is dropped from the inherited environment (auth only
-    when asked for, by flag or ``env``). The log goes to a file, not a pipe:
+    The child's environment is ``base_env`` (default: this process's) minus
+    ``RINGBRIDGE_TOKEN`` (auth only when asked for, by flag or ``env``), plus
+    ``env``. The log goes to a file, not a pipe:
     an unread pipe would fill up with access lines and block the server.
     """
-    child_env = {k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"}
+    inherited = os.environ if base_env is None else base_env
+    child_env = {k: v for k, v in inherited.items() if k != "RINGBRIDGE_TOKEN"}
     child_env.update(env or {})
     with log_path.open("w") as log:
         proc = subprocess.Popen(
