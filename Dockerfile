@@ -31,11 +31,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/ringbridge /opt/ringbridge
 COPY --from=build /src/build/ringbridge.bpf.o /src/build/libringbridge_native.so \
-     /src/build/libringbridge_validate.so /usr/lib/ringbridge/
+     /src/build/libringbridge_validate.so /src/build/libringbridge_drainer.so \
+     /usr/lib/ringbridge/
 ENV PATH=/opt/ringbridge/bin:$PATH \
     RINGBRIDGE_BPF_OBJECT=/usr/lib/ringbridge/ringbridge.bpf.o \
     RINGBRIDGE_NATIVE_LIB=/usr/lib/ringbridge/libringbridge_native.so \
     RINGBRIDGE_VALIDATE_LIB=/usr/lib/ringbridge/libringbridge_validate.so \
+    RINGBRIDGE_DRAINER_LIB=/usr/lib/ringbridge/libringbridge_drainer.so \
     RINGBRIDGE_HOST=0.0.0.0 \
     RINGBRIDGE_PORT=8470 \
     RINGBRIDGE_PIN_DIR=/sys/fs/bpf/ringbridge \

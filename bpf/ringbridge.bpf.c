@@ -4,9 +4,12 @@
  * ringbridge service and keeps per-CPU counters of what arrived.
  *
  * Drain triggers (chosen by the service at load, all programs always loaded):
- *   - timer:    ringbridge_arm_timer (SEC("syscall"), run once through
+ *   - timer:    ringbridge_arm_timer (SEC("syscall"), run through
  *               BPF_PROG_TEST_RUN) arms a bpf_timer that drains every
- *               ctl.period_ns; the kernel consumes on its own.
+ *               ctl.period_ns while there are samples, backing off to
+ *               ctl.idle_period_ns while the ring stays empty; the kernel
+ *               consumes on its own. The producer runs the arm program
+ *               again when it commits to a backed-off timer.
  *   - kick:     ringbridge_drain (SEC("syscall")) drains on demand.
  *   - external: nothing here runs; the user's own program drains.
  */
@@ -203,20 +206,62 @@ int ringbridge_drain(void *ctx)
 	return k.total;
 }
 
-static __u64 period_of(void)
+static __u64 period_of(const struct ringbridge_ctl *ctl)
 {
-	__u32 key = 0;
-	struct ringbridge_ctl *ctl = bpf_map_lookup_elem(&ringbridge_ctl, &key);
-
 	if (!ctl || !ctl->period_ns)
 		return RINGBRIDGE_DEFAULT_PERIOD_NS;
 	return ctl->period_ns;
 }
 
+static __u64 idle_period_of(const struct ringbridge_ctl *ctl, __u64 period)
+{
+	__u64 idle = ctl->idle_period_ns ? ctl->idle_period_ns : RINGBRIDGE_DEFAULT_IDLE_PERIOD_NS;
+
+	return idle > period ? idle : period;
+}
+
+/*
+ * Periodic drain with back-off: the base period while drains find samples;
+ * after each empty drain (or a failing one: a poisoned ring must not spin)
+ * the period doubles, up to idle_period_ns.
+ */
 static int on_timer(void *map, int *key, struct timer_elem *elem)
 {
-	drain_once();
-	bpf_timer_start(&elem->timer, period_of(), 0);
+	__u32 k = 0;
+	struct ringbridge_ctl *ctl = bpf_map_lookup_elem(&ringbridge_ctl, &k);
+	__u64 period, next, idle_max;
+	__u32 idle;
+	long n;
+
+	n = drain_once();
+	period = period_of(ctl);
+	if (!ctl) {
+		bpf_timer_start(&elem->timer, period, 0);
+		return 0;
+	}
+	idle = __sync_fetch_and_add(&ctl->idle_drains, 0);
+	if (n > 0) {
+		if (idle)
+			__sync_val_compare_and_swap(&ctl->idle_drains, idle, 0);
+		bpf_timer_start(&elem->timer, period, 0);
+		return 0;
+	}
+	next = period;
+	idle_max = idle_period_of(ctl, period);
+	if (idle < 63) {
+		/* Fails when ringbridge_arm_timer reset it meanwhile: stay at the base period. */
+		if (__sync_val_compare_and_swap(&ctl->idle_drains, idle, idle + 1) == idle)
+			next = idle_max >> idle < period ? idle_max : period << idle;
+	} else {
+		next = idle_max;
+	}
+	bpf_timer_start(&elem->timer, next, 0);
+	/*
+	 * A producer re-arm between our update and our start was overridden by
+	 * the start above; it reset idle_drains, so restart at the base period.
+	 */
+	if (next > period && !__sync_fetch_and_add(&ctl->idle_drains, 0))
+		bpf_timer_start(&elem->timer, period, 0);
 	return 0;
 }
 
@@ -226,6 +271,7 @@ int ringbridge_arm_timer(void *ctx)
 {
 	__u32 key = 0;
 	struct timer_elem *elem = bpf_map_lookup_elem(&ringbridge_timer, &key);
+	struct ringbridge_ctl *ctl = bpf_map_lookup_elem(&ringbridge_ctl, &key);
 	long err;
 
 	if (!elem)
@@ -237,7 +283,10 @@ int ringbridge_arm_timer(void *ctx)
 	err = bpf_timer_set_callback(&elem->timer, on_timer);
 	if (err)
 		return err;
-	return bpf_timer_start(&elem->timer, period_of(), 0);
+	if (ctl)
+		__sync_lock_test_and_set(&ctl->idle_drains, 0);
+	/* Back to the base period (the producer's wake-up after idle goes through here). */
+	return bpf_timer_start(&elem->timer, period_of(ctl), 0);
 }
 
 /* Stops the periodic drain (the timer stays initialised). */

@@ -69,10 +69,22 @@ struct ringbridge_ctl {
 	 * Not read by BPF.
 	 */
 	__u64 next_seq;
+	/*
+	 * Timer trigger only. Drains in a row that found the ring empty: set by
+	 * the timer, reset to 0 by ringbridge_arm_timer. While the ring stays
+	 * empty the period doubles with each such drain, up to idle_period_ns,
+	 * so an idle service costs a few wake-ups a second; the producer re-arms
+	 * the timer when it commits to a backed-off timer.
+	 */
+	__u32 idle_drains;
+	__u32 _reserved;
+	/* Longest timer period while the ring stays empty, ns (0 = default). */
+	__u64 idle_period_ns;
 };
 
 #define RINGBRIDGE_DEFAULT_BUDGET 4096
 #define RINGBRIDGE_DEFAULT_PERIOD_NS 100000ULL
+#define RINGBRIDGE_DEFAULT_IDLE_PERIOD_NS 100000000ULL
 /* Upper bound of drain calls one run of the on-demand drain program makes. */
 #define RINGBRIDGE_KICK_MAX_CALLS 256
 

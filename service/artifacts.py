@@ -3,7 +3,8 @@
 Looked up in this order, first hit wins:
 
 1. the environment variable named by the caller (``RINGBRIDGE_BPF_OBJECT``,
-   ``RINGBRIDGE_NATIVE_LIB``, ``RINGBRIDGE_VALIDATE_LIB``): an operator's
+   ``RINGBRIDGE_NATIVE_LIB``, ``RINGBRIDGE_VALIDATE_LIB``,
+   ``RINGBRIDGE_DRAINER_LIB``): an operator's
    explicit choice is always honoured, even if the file is missing (the
    error then names that path);
 2. the package's own ``_bpf/`` directory: the wheel ships the built

@@ -39,6 +39,12 @@ from .units import parse_size
 
 MiB = 1024 * 1024
 
+#: Below ~10 µs a timer softirq per period costs more CPU than the drains do.
+MIN_DRAIN_PERIOD_US = 10
+MAX_DRAIN_PERIOD_US = 10_000_000
+#: bpf_user_ringbuf_drain() processes at most this many records per call.
+MAX_DRAIN_BUDGET = 131_072
+
 DrainMode = Literal["timer", "kick", "external"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -120,9 +126,24 @@ class Settings(BaseSettings):
         default=8 * MiB, description="ring data size: power of two, page multiple (K/M/G)"
     )
     drain: DrainMode = Field(default="timer", description="who drains the ring")
-    drain_period_us: int = Field(default=100, gt=0, description="timer drain period, µs")
+    drain_period_us: int = Field(
+        default=100,
+        ge=MIN_DRAIN_PERIOD_US,
+        le=MAX_DRAIN_PERIOD_US,
+        description="timer drain period while samples arrive, µs",
+    )
+    drain_idle_period_us: int = Field(
+        default=100_000,
+        ge=MIN_DRAIN_PERIOD_US,
+        le=MAX_DRAIN_PERIOD_US,
+        description="longest timer drain period while the ring stays empty, µs (the period "
+        "doubles after each empty drain up to this; a commit restores it)",
+    )
     drain_budget: int = Field(
-        default=4096, gt=0, description="max samples per bpf_user_ringbuf_drain() call"
+        default=4096,
+        gt=0,
+        le=MAX_DRAIN_BUDGET,
+        description="max samples per bpf_user_ringbuf_drain() call (the kernel's cap: 131072)",
     )
     bpf_object: Path | None = Field(default=None, description="BPF object (default: built-in)")
     pin_dir: Path = Field(
@@ -203,6 +224,11 @@ class Settings(BaseSettings):
                 f"queue_max_bytes ({self.queue_max_bytes}) is smaller than max_batch_bytes "
                 f"({self.max_batch_bytes}): the largest batch could never be queued"
             )
+        if self.drain_idle_period_us < self.drain_period_us:
+            raise ConfigError(
+                f"drain_idle_period_us ({self.drain_idle_period_us}) is shorter than "
+                f"drain_period_us ({self.drain_period_us}): the idle timer only ever slows down"
+            )
         if self.token is not None and not self.token.strip():
             raise ConfigError("token is empty; unset it to disable authentication")
         if self.token is None and not is_loopback(self.host) and not self.allow_unauthenticated:
@@ -223,3 +249,7 @@ class Settings(BaseSettings):
     @property
     def drain_period_ns(self) -> int:
         return self.drain_period_us * 1000
+
+    @property
+    def drain_idle_period_ns(self) -> int:
+        return self.drain_idle_period_us * 1000

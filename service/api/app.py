@@ -35,8 +35,10 @@ from fastapi import FastAPI
 from ..codec import DEFAULT_SAMPLE_STRUCT, SampleCodec
 from ..errors import RingbridgeError
 from ..kernel.bpfobj import LoadedRingbridge, default_object_path, load_default, lock_producer
+from ..kernel.drainer import NativeDrainer
 from ..kernel.privileges import drop_all_capabilities
 from ..kernel.ringbuf import UserRingBuffer
+from ..producer.kick import DrainTrigger, Kicker, TimerWaker
 from ..producer.task import Producer
 from ..settings import Settings
 from . import metrics, routes, ws
@@ -59,7 +61,9 @@ async def _wait_drained(ring: UserRingBuffer, timeout: float) -> bool:
 
 def _setup_drain(settings: Settings, loaded: LoadedRingbridge) -> None:
     if settings.drain == "timer":
-        loaded.arm_timer(settings.drain_period_ns, settings.drain_budget)
+        loaded.arm_timer(
+            settings.drain_period_ns, settings.drain_budget, settings.drain_idle_period_ns
+        )
     elif settings.drain == "kick":
         loaded.set_budget(settings.drain_budget)
         loaded.disarm_timer()
@@ -115,10 +119,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                         )
 
                 stack.push_async_callback(quiesce_timer)
+            trigger: DrainTrigger | None = None
+            if settings.drain == "kick":
+                # After the privilege drop: the worker thread starts with none.
+                drainer = NativeDrainer(loaded.drain_prog_fd, *ring.position_addresses())
+                # Unwound before ring.close: the worker reads the ring's mapping.
+                stack.callback(drainer.close)
+                trigger = Kicker(drainer)
+            elif settings.drain == "timer":
+                trigger = TimerWaker(loaded.timer_idle_drains, loaded.wake_timer)
             producer = Producer(
                 ring,
                 queue_max_bytes=settings.queue_limit,
-                kick=loaded.drain if settings.drain == "kick" else None,
+                kick=trigger,
                 on_commit=m.observe_commit,
                 seq_store=loaded,
             )

@@ -43,6 +43,11 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         port=settings.port,
         workers=1,
         lifespan="on",
+        # Chosen explicitly, never "auto": a missing C parser or libuv loop
+        # would otherwise fall back silently to h11 and the stdlib loop,
+        # which halves HTTP throughput (bench/results.md).
+        http="httptools",
+        loop="uvloop",
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=ws_max_size(settings),

@@ -69,13 +69,17 @@ _COUNTERS: Final = struct.Struct(f"={_COUNTERS_WORDS}Q")
 COUNTERS_VALUE_SIZE: Final = _COUNTERS.size
 # struct ringbridge_ctl: u32 producer_waiting; u32 drain_budget; u64 period_ns;
 # u64 next_seq.
-CTL_VALUE_SIZE: Final = 24
+CTL_VALUE_SIZE: Final = 40
 _CTL_BUDGET: Final = struct.Struct("=I")
 _CTL_BUDGET_OFF: Final = 4
 _CTL_PERIOD: Final = struct.Struct("=Q")
 _CTL_PERIOD_OFF: Final = 8
 _CTL_SEQ: Final = struct.Struct("=Q")
 _CTL_SEQ_OFF: Final = 16
+_CTL_IDLE_DRAINS: Final = struct.Struct("=I")
+_CTL_IDLE_DRAINS_OFF: Final = 24
+_CTL_IDLE_PERIOD: Final = struct.Struct("=Q")
+_CTL_IDLE_PERIOD_OFF: Final = 32
 _KEY0: Final = b"\0\0\0\0"
 _U32_MAX: Final = 2**32 - 1
 _U64_MASK: Final = 2**64 - 1
@@ -218,12 +222,25 @@ class LoadedRingbridge:
         """Drains the ring now (bounded); returns the samples drained."""
         return _run_checked(self._drain, DRAIN_PROG)
 
-    def arm_timer(self, period_ns: int, budget: int) -> None:
-        """Sets the timer period and per-call budget, then (re-)arms the timer."""
+    def arm_timer(self, period_ns: int, budget: int, idle_period_ns: int = 0) -> None:
+        """Sets the timer period, idle back-off limit (0 = the BPF default) and
+        per-call budget, then (re-)arms the timer."""
         if not 0 < period_ns <= _U64_MASK:
             raise ConfigError(f"timer period must be 1..2**64-1 ns, got {period_ns}")
+        if not 0 <= idle_period_ns <= _U64_MASK:
+            raise ConfigError(f"idle timer period must be 0..2**64-1 ns, got {idle_period_ns}")
         self.set_budget(budget)
         self._write_ctl(_CTL_PERIOD, _CTL_PERIOD_OFF, period_ns)
+        self._write_ctl(_CTL_IDLE_PERIOD, _CTL_IDLE_PERIOD_OFF, idle_period_ns)
+        _run_checked(self._arm, ARM_PROG)
+
+    def timer_idle_drains(self) -> int:
+        """Timer drains in a row that found the ring empty (its period has
+        doubled with each); read from the mapped ctl value, no syscall."""
+        return int(_CTL_IDLE_DRAINS.unpack_from(self._ctl_mapping(), _CTL_IDLE_DRAINS_OFF)[0])
+
+    def wake_timer(self) -> None:
+        """Re-arms the timer at its base period (after it backed off while idle)."""
         _run_checked(self._arm, ARM_PROG)
 
     def disarm_timer(self) -> bool:
@@ -268,12 +285,15 @@ class LoadedRingbridge:
         # update: the producer flips producer_waiting in the same value
         # concurrently, and a read-modify-write would lose its flag (leaving
         # it asleep with the consumer never asking for a wake-up).
+        fmt.pack_into(self._ctl_mapping(), offset, value)
+
+    def _ctl_mapping(self) -> mmap.mmap:
         if self._ctl_map is None:
             try:
                 self._ctl_map = mmap.mmap(self._ctl.fd, mmap.PAGESIZE, mmap.MAP_SHARED)
             except OSError as exc:
                 raise KernelError("mmap", CTL_MAP, exc.errno or errno.EIO) from exc
-        fmt.pack_into(self._ctl_map, offset, value)
+        return self._ctl_map
 
     def close(self) -> None:
         if self._ctl_map is not None:

@@ -31,7 +31,11 @@ class _Ops:
         self.path: Path | None = None
         self.ordered = True
         if path.exists():
-            lib = ctypes.CDLL(str(path))
+            # PyDLL: the calls keep the GIL. Each is a single instruction;
+            # ctypes.CDLL would release and retake the GIL around it, which
+            # costs far more than the call and, under load, hands the GIL to
+            # another thread mid-commit.
+            lib = ctypes.PyDLL(str(path))
             self._store64 = lib.rb_store_release_u64
             self._store64.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
             self._store64.restype = None

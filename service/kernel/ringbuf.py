@@ -177,6 +177,12 @@ class UserRingBuffer:
         self._cons = self._ops.load_acquire_u64(self._cons_addr)
         return self._cons
 
+    def position_addresses(self) -> tuple[int, int]:
+        """Addresses of ``producer_pos`` and ``consumer_pos`` in this mapping, for a
+        native reader (the drain worker); valid until :meth:`close`."""
+        self._check_open()
+        return self._prod_addr, self._cons_addr
+
     def free_bytes(self) -> int:
         return core.free_space(self.size, self._prod, self.consumer_pos())
 

@@ -20,10 +20,10 @@ The deadline is set once, when the batch is submitted: time spent waiting for
 queue space, behind other batches and for ring space all counts against the
 client's ``timeout``.
 
-In ``kick`` drain mode a :class:`Kicker` runs the on-demand drain program
-after commits, in a worker thread (the drain is a syscall that may take
-milliseconds for a large batch; the loop keeps serving meanwhile) and never
-two at once (a concurrent drain would only fail with EBUSY in the kernel).
+After every commit (and before waiting for space) the producer tells its
+drain trigger (:mod:`ringbridge.producer.kick`): in ``kick`` mode that runs
+the on-demand drain program on a native thread, in ``timer`` mode it re-arms
+a timer that backed off while the ring was empty.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from ..errors import (
     StoppingError,
 )
 from ..kernel.ringbuf import UserRingBuffer
+from .kick import DrainTrigger, KickStatistics
 from .queue import BatchQueue, QueueStatistics
 
 log = logging.getLogger("ringbridge.producer")
@@ -99,13 +100,6 @@ class _Submission:
 
 
 @dataclass(frozen=True, slots=True)
-class KickStatistics:
-    kicks: int
-    samples: int
-    errors: int
-
-
-@dataclass(frozen=True, slots=True)
 class ProducerStatistics:
     running: bool
     stopping: bool
@@ -121,61 +115,6 @@ class ProducerStatistics:
     kick: KickStatistics | None = None
 
 
-class Kicker:
-    """Runs a drain callable after commits: one at a time, off the event loop.
-
-    ``request()`` never blocks; requests arriving while a drain runs fold
-    into one more run after it. A drain that consumed something while bytes
-    are still pending (the drain program's per-run bound was hit) is followed
-    by another, so a producer waiting for space is never left without one.
-    """
-
-    def __init__(self, drain: Callable[[], int], pending: Callable[[], int]) -> None:
-        self._drain = drain
-        self._pending = pending
-        self._dirty = False
-        self._closed = False
-        self._task: asyncio.Task[None] | None = None
-        self.kicks = 0
-        self.samples = 0
-        self.errors = 0
-
-    def request(self) -> None:
-        if self._closed:
-            return
-        self._dirty = True
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="ringbridge-kick")
-
-    async def _run(self) -> None:
-        # Runs out requests made before aclose(): what was committed is drained.
-        while self._dirty:
-            self._dirty = False
-            try:
-                n = await asyncio.to_thread(self._drain)
-            except RingbridgeError as exc:
-                # Logged and counted, not retried in a loop: a failing drain
-                # (e.g. a poisoned ring) would fail again at once.
-                self.errors += 1
-                log.error("drain kick failed", extra={"error": exc.message})
-                continue
-            self.kicks += 1
-            self.samples += n
-            if n > 0 and self._pending() > 0:
-                self._dirty = True
-
-    async def aclose(self) -> None:
-        """Stop taking requests; finish the drains already asked for (their
-        thread uses the program fd, which the owner closes after this)."""
-        self._closed = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    def statistics(self) -> KickStatistics:
-        return KickStatistics(self.kicks, self.samples, self.errors)
-
-
 class Producer:
     """Owns the writing side of ``ring``: queue, task, seqs, acks, shutdown."""
 
@@ -184,17 +123,13 @@ class Producer:
         ring: UserRingBuffer,
         *,
         queue_max_bytes: int,
-        kick: Callable[[], int] | None = None,
+        kick: DrainTrigger | None = None,
         on_commit: Callable[[float, Ack], None] | None = None,
         seq_store: SeqStore | None = None,
     ) -> None:
         self._ring = ring
         self._queue: BatchQueue[_Submission] = BatchQueue(queue_max_bytes)
-        self._kicker = (
-            Kicker(kick, lambda: ring.producer_pos - ring.consumer_pos())
-            if kick is not None
-            else None
-        )
+        self._kicker = kick
         self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -7,7 +7,7 @@ import errno
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -232,7 +232,8 @@ def test_open_pinned_drain_without_pins(pin_dir: Path) -> None:
 def test_timer_drains_on_its_own(rb: LoadedRingbridge) -> None:
     assert rb.disarm_timer() is False  # never armed
     before = rb.read_counters().drain_calls
-    rb.arm_timer(period_ns=1_000_000, budget=64)
+    # No back-off (idle period = period): it drains every period, empty or not.
+    rb.arm_timer(period_ns=1_000_000, budget=64, idle_period_ns=1_000_000)
     assert rb.read_ctl()[1:] == (64, 1_000_000)
     time.sleep(0.05)
     armed = rb.read_counters().drain_calls
@@ -247,8 +248,41 @@ def test_timer_drains_on_its_own(rb: LoadedRingbridge) -> None:
     assert rb.disarm_timer() is True
 
 
+def _until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.005)
+
+
+def test_idle_timer_backs_off_and_a_wake_restores_the_period(rb: LoadedRingbridge) -> None:
+    # 100 us while busy, at most 20 ms while the ring stays empty.
+    rb.arm_timer(period_ns=100_000, budget=64, idle_period_ns=20_000_000)
+    try:
+        # 100 us doubling 8 times reaches 25.6 ms > 20 ms: fully backed off.
+        _until(lambda: rb.timer_idle_drains() >= 8, "timer backed off on an empty ring")
+        before = rb.read_counters().drain_calls
+        time.sleep(0.2)
+        idle_calls = rb.read_counters().drain_calls - before
+        # ~10 at 20 ms; the base period would have made ~2000.
+        assert 1 <= idle_calls <= 40, idle_calls
+        ring = _UserRing(rb.ring_fd)
+        try:
+            ring.put(_sample(kind=6, value=1))
+        finally:
+            ring.close()
+        rb.wake_timer()  # what the producer does when it commits to a backed-off timer
+        _until(lambda: rb.read_counters().kind_count[6] == 1, "sample consumed after the wake")
+        assert rb.read_ctl()[1:] == (64, 100_000)  # period and budget unchanged
+    finally:
+        rb.disarm_timer()
+
+
 def test_ctl_writes_keep_producer_waiting(rb: LoadedRingbridge) -> None:
-    lb.map_update(rb.ctl_fd, b"\0" * 4, struct.pack("=IIQ", 1, 0, 0))
+    lb.map_update(
+        rb.ctl_fd, b"\0" * 4, struct.pack("=IIQ", 1, 0, 0).ljust(bpfobj.CTL_VALUE_SIZE, b"\0")
+    )
     rb.set_budget(9)
     rb.arm_timer(period_ns=50_000_000, budget=10)
     assert rb.read_ctl() == (1, 10, 50_000_000)

@@ -103,6 +103,9 @@ def test_ringbridge_ctl(bpf_object_path: Path) -> None:
         ("drain_budget", 4, 4, "uint"),
         ("period_ns", 8, 8, "uint"),
         ("next_seq", 16, 8, "uint"),
+        ("idle_drains", 24, 4, "uint"),
+        ("_reserved", 28, 4, "uint"),
+        ("idle_period_ns", 32, 8, "uint"),
     ]
 
 

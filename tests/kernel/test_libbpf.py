@@ -82,12 +82,12 @@ def test_set_max_entries_before_load_is_visible_in_map_info(bpf_object_path: Pat
 def test_map_lookup_update_roundtrip(loaded: lb.BpfObject) -> None:
     with loaded:
         ctl = loaded.map("ringbridge_ctl")
-        value = struct.pack("=IIQQ", 1, 77, 123_456, 9)
+        value = struct.pack("=IIQQIIQ", 1, 77, 123_456, 9, 3, 0, 5_000)
         ctl.update(KEY0, value)
         assert ctl.lookup(KEY0) == value
-        assert lb.map_lookup(ctl.fd, KEY0, 24) == value
-        lb.map_update(ctl.fd, KEY0, bytes(24))
-        assert ctl.lookup(KEY0) == bytes(24)
+        assert lb.map_lookup(ctl.fd, KEY0, 40) == value
+        lb.map_update(ctl.fd, KEY0, bytes(40))
+        assert ctl.lookup(KEY0) == bytes(40)
         with pytest.raises(KernelError) as info:
             ctl.lookup(b"\0")
         assert info.value.errno == errno.EINVAL

@@ -28,7 +28,12 @@ from tests.support.launch import REPO, served
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
-PACKAGED = {"ringbridge.bpf.o", "libringbridge_native.so", "libringbridge_validate.so"}
+PACKAGED = {
+    "ringbridge.bpf.o",
+    "libringbridge_native.so",
+    "libringbridge_validate.so",
+    "libringbridge_drainer.so",
+}
 
 
 def _clean_env() -> dict[str, str]:

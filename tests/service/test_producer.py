@@ -13,7 +13,9 @@ import pytest
 from ringbridge.core.ring import encode_batch
 from ringbridge.errors import QueueFullError, StoppingError
 from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
+from ringbridge.kernel.drainer import NativeDrainer
 from ringbridge.kernel.ringbuf import UserRingBuffer
+from ringbridge.producer.kick import Kicker
 from ringbridge.producer.queue import BatchQueue
 from ringbridge.producer.task import Ack, Producer
 
@@ -211,7 +213,8 @@ async def test_a_batch_whose_submitter_gave_up_is_not_committed(
 async def test_kick_mode_drains_after_commits(
     ring: UserRingBuffer, loaded: LoadedRingbridge
 ) -> None:
-    p = Producer(ring, queue_max_bytes=SMALL_RING, kick=loaded.drain)
+    drainer = NativeDrainer(loaded.drain_prog_fd, *ring.position_addresses())
+    p = Producer(ring, queue_max_bytes=SMALL_RING, kick=Kicker(drainer))
     p.start()
     # Ten times the ring: only possible because every commit is kicked.
     for _ in range(27):
@@ -223,3 +226,4 @@ async def test_kick_mode_drains_after_commits(
     assert sum(kc.drain_errors.values()) == 0
     kick = p.statistics().kick
     assert kick is not None and kick.kicks > 0 and kick.samples == 27_000
+    assert drainer.closed  # the producer's stop joined the worker

@@ -118,3 +118,23 @@ def test_token_from_a_file(tmp_path: Path) -> None:
         Settings(token_file=f)
     with pytest.raises(ConfigError, match="cannot read"):
         Settings(token_file=tmp_path / "absent")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"drain_period_us": 9}, "greater than or equal to 10"),
+        ({"drain_budget": 131_073}, "less than or equal to 131072"),
+        ({"drain_idle_period_us": 5}, "greater than or equal to 10"),
+    ],
+)
+def test_drain_bounds(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        Settings(**kwargs)
+
+
+def test_drain_idle_period_is_at_least_the_period() -> None:
+    with pytest.raises(ConfigError, match="only ever slows down"):
+        Settings(drain_period_us=1000, drain_idle_period_us=500)
+    s = Settings(drain_period_us=10, drain_budget=131_072, drain_idle_period_us=10)
+    assert (s.drain_period_ns, s.drain_idle_period_ns) == (10_000, 10_000)

@@ -1,0 +1,127 @@
+"""Drain triggers: what the producer tells the kernel side after a commit.
+
+The producer calls :meth:`DrainTrigger.request` after every commit and
+before it waits for space; ``request`` never blocks and is cheap when there
+is nothing to do.
+
+- :class:`Kicker` (``kick`` mode): the on-demand drain program runs on the
+  native drain worker (:class:`~ringbridge.kernel.drainer.NativeDrainer`),
+  one long-lived thread outside the GIL. Requests made while a drain runs
+  fold into one more run after it, and a drain that consumed something while
+  bytes are still pending (the program's per-run bound was hit) is followed
+  by another, so a producer waiting for space is never left without one.
+- :class:`TimerWaker` (``timer`` mode): the in-kernel timer doubles its
+  period while the ring stays empty (an idle service costs a few wake-ups a
+  second, not one per base period); a commit that finds it backed off
+  re-arms it at its base period, so the first batch after a quiet spell is
+  consumed within one base period rather than one idle period. Under load
+  the timer never backs off and ``request`` is one read of the mapped ctl
+  value.
+
+Failures are counted and logged, never retried in a loop (a poisoned ring
+would fail again at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import RingbridgeError
+from ..kernel.drainer import NativeDrainer
+
+log = logging.getLogger("ringbridge.producer")
+
+#: Re-arm the timer once it has found the ring empty this many times in a
+#: row, i.e. once its period has reached 2**(n-1) times the base period.
+WAKE_AFTER_IDLE_DRAINS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class KickStatistics:
+    kicks: int  # drain program runs (kick) or timer re-arms (timer)
+    samples: int  # samples those drain runs consumed (kick mode only)
+    errors: int
+
+
+class DrainTrigger(Protocol):
+    def request(self) -> None: ...
+    async def aclose(self) -> None: ...
+    def statistics(self) -> KickStatistics: ...
+
+
+class Kicker:
+    """``kick`` mode: a drain on the native worker after each request."""
+
+    def __init__(self, drainer: NativeDrainer) -> None:
+        self._drainer = drainer
+        self._closed = False
+        self._errors_logged = 0
+
+    def request(self) -> None:
+        if self._closed:
+            return
+        self._drainer.kick()
+        self._log_new_errors()
+
+    def _log_new_errors(self) -> None:
+        stats = self._drainer.statistics()
+        if stats.errors != self._errors_logged:
+            log.error(
+                "drain kick failed",
+                extra={
+                    "error": os.strerror(stats.last_error),
+                    "failures": stats.errors - self._errors_logged,
+                },
+            )
+            self._errors_logged = stats.errors
+
+    async def aclose(self) -> None:
+        """Stop taking requests; finish the drains already asked for (their
+        thread reads the ring mapping, which the owner unmaps after this)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._drainer.close)
+        self._log_new_errors()
+
+    def statistics(self) -> KickStatistics:
+        s = self._drainer.statistics()
+        return KickStatistics(s.runs, s.samples, s.errors)
+
+
+class TimerWaker:
+    """``timer`` mode: re-arm the drain timer when a commit finds it backed off.
+
+    ``idle_drains`` reads the timer's count of empty drains in a row (no
+    syscall); ``wake`` re-arms it at its base period (one syscall).
+    """
+
+    def __init__(self, idle_drains: Callable[[], int], wake: Callable[[], None]) -> None:
+        self._idle_drains = idle_drains
+        self._wake = wake
+        self._closed = False
+        self.wakes = 0
+        self.errors = 0
+
+    def request(self) -> None:
+        if self._closed or self._idle_drains() < WAKE_AFTER_IDLE_DRAINS:
+            return
+        try:
+            self._wake()
+        except RingbridgeError as exc:
+            # The timer keeps running at its backed-off period: slower, not stuck.
+            self.errors += 1
+            log.error("drain timer re-arm failed", extra={"error": exc.message})
+            return
+        self.wakes += 1
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    def statistics(self) -> KickStatistics:
+        return KickStatistics(self.wakes, 0, self.errors)
