@@ -390,8 +390,8 @@ def render(results: list[Result], cfg: Config, elapsed: float) -> str:
         "sample counter has risen by exactly N (content is counted, not assumed).",
         f"Network paths send batches of up to {cfg.batch_bytes // 1024} KiB of ring "
         "records: binary bodies/frames in the record format, or JSON holding the same "
-        "number of samples -- struct samples `{\"kind\", \"flags\", \"value\"}` at "
-        f"{SAMPLE.size} B (the struct's size), `{{\"data\": \"<base64>\"}}` samples above "
+        'number of samples -- struct samples `{"kind", "flags", "value"}` at '
+        f'{SAMPLE.size} B (the struct\'s size), `{{"data": "<base64>"}}` samples above '
         f"it (the server's body/frame limit is {cfg.max_batch_bytes // 1024} KiB). "
         "All bodies and frames are encoded before timing starts. "
         f"HTTP uses {cfg.clients} concurrent keep-alive clients, the "
@@ -494,9 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_json = max(1000, int(cfg.n_json * scale))
                 local_batches = make_batches(size, n_local, cfg.batch_bytes)
                 net_batches = make_batches(size, n_net, cfg.batch_bytes)
-                json_batches = make_json_batches(
-                    size, n_json, cfg.batch_bytes, cfg.max_batch_bytes
-                )
+                json_batches = make_json_batches(size, n_json, cfg.batch_bytes, cfg.max_batch_bytes)
 
                 def c_step(s: int = size, n: int = n_local) -> Result:
                     return run_c(local_pins, loaded, s, n)

@@ -424,20 +424,42 @@ class SampleCodec:
 
     # -- public API ---------------------------------------------------------
 
+    def max_samples(self, max_batch_bytes: int) -> int:
+        """The most samples a batch of ``max_batch_bytes`` ring bytes can hold.
+
+        The smallest record is an empty ``data`` sample (8 bytes) when raw
+        samples are accepted, else one struct record.
+        """
+        smallest = core.HDR_SIZE if self.accepts_raw else self.record_size
+        return max(1, max_batch_bytes // smallest)
+
     def decode_json_batch(
-        self, body: bytes | str, *, ring_size: int, max_sample_bytes: int
+        self,
+        body: bytes | str,
+        *,
+        ring_size: int,
+        max_sample_bytes: int,
+        max_samples: int | None = None,
     ) -> EncodedBatch:
         """``{"samples": [...]}`` -> records; raises SampleError / RecordTooLargeError.
 
         SampleError (422) names the first bad sample's index and the field;
-        RecordTooLargeError (413) a sample over ``max_sample_bytes`` or the
-        sample at which the batch outgrows the ring; index -1 means the body
-        as a whole (not JSON, no ``samples``, empty list).
+        RecordTooLargeError (413) a sample over ``max_sample_bytes``, the
+        sample at which the batch outgrows the ring, or a body holding more
+        than ``max_samples`` samples (refused before decoding them); index -1
+        means the body as a whole (not JSON, no ``samples``, empty list).
         """
-        return self._decode(body, frame=False, ring_size=ring_size, limit=max_sample_bytes)[1]
+        return self._decode(
+            body, frame=False, ring_size=ring_size, limit=max_sample_bytes, max_samples=max_samples
+        )[1]
 
     def decode_ws_text_frame(
-        self, data: str | bytes, *, ring_size: int, max_sample_bytes: int
+        self,
+        data: str | bytes,
+        *,
+        ring_size: int,
+        max_sample_bytes: int,
+        max_samples: int | None = None,
     ) -> tuple[Any, EncodedBatch]:
         """``{"id": <any>, "samples": [...]}`` -> (id, records).
 
@@ -445,7 +467,13 @@ class SampleCodec:
         the frame's id when the frame is JSON with an ``id``, else None.
         """
         try:
-            return self._decode(data, frame=True, ring_size=ring_size, limit=max_sample_bytes)
+            return self._decode(
+                data,
+                frame=True,
+                ring_size=ring_size,
+                limit=max_sample_bytes,
+                max_samples=max_samples,
+            )
         except RingbridgeError as exc:
             _set_frame_id(exc, _salvage_id(data))
             raise
@@ -466,6 +494,27 @@ class SampleCodec:
     # -- decoding -----------------------------------------------------------
 
     def _decode(
+        self,
+        body: bytes | str,
+        *,
+        frame: bool,
+        ring_size: int,
+        limit: int,
+        max_samples: int | None = None,
+    ) -> tuple[Any, EncodedBatch]:
+        if max_samples is not None:
+            _check_sample_count(body, max_samples)
+        try:
+            return self._decode_checked(body, frame=frame, ring_size=ring_size, limit=limit)
+        except UnicodeDecodeError as exc:
+            # msgspec checks UTF-8 in strings but lets a bad key through to
+            # Python's codec; either way the body is not JSON (RFC 8259 §8.1).
+            reason = exc.reason
+            raise SampleError(f"invalid JSON: a string is not UTF-8 ({reason})", -1) from None
+        except RecursionError:
+            raise SampleError("invalid JSON: nested too deeply", -1) from None
+
+    def _decode_checked(
         self, body: bytes | str, *, frame: bool, ring_size: int, limit: int
     ) -> tuple[Any, EncodedBatch]:
         limit = min(limit, core.max_payload(ring_size))
@@ -718,8 +767,36 @@ def _salvage_id(data: str | bytes) -> Any:
     """The id of a frame that failed validation, if the frame is JSON at all."""
     try:
         return _ID_ONLY.decode(data).id
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
+
+
+# A JSON string literal; removing them leaves only structure and scalars.
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_STRING_TEXT: Final = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def _check_sample_count(body: bytes | str, max_samples: int) -> None:
+    """Refuse a body holding more than ``max_samples`` samples *before* decoding it.
+
+    msgspec checks a list's length only once the whole list is decoded, so a
+    body of a million ``{}`` would cost its full decode (seconds, hundreds of
+    MiB) before any limit applied. Every valid sample is a JSON object, so the
+    ``{`` outside strings bound the sample count from above (the top-level
+    object, and objects inside a frame's ``id``, only add to it). The cheap
+    count over the raw body settles the common case in C; only a body whose
+    raw count is over the bound pays for stripping its strings.
+    """
+    brace: Any = b"{" if isinstance(body, bytes) else "{"
+    if body.count(brace) - 1 <= max_samples:
+        return
+    pattern: Any = _STRING if isinstance(body, bytes) else _STRING_TEXT
+    objects = pattern.sub(brace[:0], body).count(brace) - 1
+    if objects > max_samples:
+        raise RecordTooLargeError(
+            f"batch holds about {objects} samples, more than the {max_samples} that the batch "
+            "limit (max_batch_bytes) allows; split it"
+        )
 
 
 # ---------------------------------------------------------------------------

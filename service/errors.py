@@ -1,34 +1,41 @@
-"""The one exception hierarchy of ringbridge.
+"""The one exception hierarchy of ringbridge, organised by cause.
 
-Every error raised by the package derives from :class:`RingbridgeError` and
-carries an HTTP status hint, so the API layer maps errors to responses without
-knowing where they came from. Errors from lower layers (``OSError`` from
-libbpf or mmap, ``msgspec`` decode errors) are translated once, at the module
-that talks to them, with ``raise ... from exc``::
+Every error raised by the package derives from :class:`RingbridgeError`.
+Classes are grouped by *what went wrong* -- the client's input, the client's
+request, the service's capacity, the ring, the kernel, the configuration --
+and each carries an HTTP status hint, so the API layer maps errors to
+responses without knowing where they came from. Errors from lower layers
+(``OSError`` from libbpf or mmap, ``msgspec`` decode errors) are translated
+once, at the module that talks to them, with ``raise ... from exc``.
+
+A success with a caveat is not an error: a ``wait=consumed`` batch that was
+committed but not consumed in time is an ``Ack`` with ``state="committed"``
+(HTTP 202), returned like any other ack::
 
     RingbridgeError                      (500)
-    ├── ProtocolError                    ring record format (core, no I/O)
+    ├── ProtocolError                    the input: ring record format (core, no I/O)
     │   ├── InvalidBatchError            (422) bad record in a batch; .index
-    │   └── RecordTooLargeError          (413) can never fit the ring / limit
-    ├── SampleError                      (422) bad sample in a JSON batch; .index
+    │   └── RecordTooLargeError          (413) can never fit the ring / a limit
+    ├── SampleError                      (422) the input: bad sample in a JSON batch; .index
+    ├── RequestError                     the request itself, before its batch is looked at
+    │   ├── UnauthorizedError            (401) no bearer token
+    │   ├── ForbiddenError               (403) wrong bearer token
+    │   ├── RequestTimeoutError          (408) body not received before the deadline
+    │   ├── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
+    │   └── ClientGoneError              (499) the client left before the commit
+    ├── ServiceError                     capacity and lifecycle: retry later (503 + Retry-After)
+    │   ├── OverloadedError              no admission credit: the byte budget is spent
+    │   └── StoppingError                the service is shutting down
     ├── RingError                        state of the mapped ring
     │   ├── RingFullError                (503) WouldBlock: no space right now
-    │   ├── RingTimeoutError             (503) still full when the wait timed out
-    │   │   └── ConsumeTimeoutError      committed, not consumed in time; .ack
-    │   ├── RingClosedError              (503) producer or ring closed
+    │   ├── RingTimeoutError             (503) not committed by the batch's deadline
+    │   ├── RingClosedError              (503) producer or ring closed (or crashed)
     │   └── RingCorruptError             (500) ring holds what the kernel rejects
     ├── KernelError                      (500) a bpf()/libbpf/mmap/epoll call failed;
     │   │                                      .op, .target, .errno
     │   ├── BpfObjectError               open/load/find in a BPF object
     │   └── PinError                     bpffs pin dir missing/foreign/mismatched
-    ├── RequestError                     the HTTP request itself is refused
-    │   ├── UnauthorizedError            (401) no bearer token
-    │   ├── ForbiddenError               (403) wrong bearer token
-    │   └── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
-    ├── ConfigError                      (500) invalid settings
-    └── ServiceError
-        ├── QueueFullError               (503) batch queue over its byte limit
-        └── StoppingError                (503) service is shutting down
+    └── ConfigError                      (500) invalid settings
 """
 
 from __future__ import annotations
@@ -103,24 +110,11 @@ class RingFullError(RingError):
 
 
 class RingTimeoutError(RingError):
-    """The ring stayed full until the wait's deadline."""
+    """The batch was not committed by its deadline: the ring stayed full (for it
+    or for the batches in line before it). Nothing of it was committed."""
 
     status_hint = 503
     code = "ring_full_timeout"
-
-
-class ConsumeTimeoutError(RingTimeoutError):
-    """``wait=consumed`` timed out: the batch *is* committed (``.ack``), not consumed.
-
-    The API answers 202 with the ack, not a 5xx: a client retrying a 5xx
-    would commit the batch twice.
-    """
-
-    code = "consume_timeout"
-
-    def __init__(self, message: str, ack: object) -> None:
-        super().__init__(message)
-        self.ack = ack
 
 
 class RingClosedError(RingError):
@@ -187,6 +181,23 @@ class ForbiddenError(RequestError):
     code = "forbidden"
 
 
+class RequestTimeoutError(RequestError):
+    """The body did not arrive before the batch's deadline (a slow or stalled client)."""
+
+    status_hint = 408
+    code = "request_timeout"
+
+
+class ClientGoneError(RequestError):
+    """The client disconnected before its batch was committed; nothing was committed.
+
+    Nobody receives the answer; the status is nginx's "client closed request".
+    """
+
+    status_hint = 499
+    code = "client_gone"
+
+
 class UnsupportedMediaTypeError(RequestError):
     """The body is neither JSON nor a binary batch."""
 
@@ -201,16 +212,19 @@ class ConfigError(RingbridgeError):
 
 
 class ServiceError(RingbridgeError):
-    """The service cannot take the batch now."""
+    """The service cannot take the batch now (capacity or lifecycle); retry later."""
 
     status_hint = 503
     code = "unavailable"
 
 
-class QueueFullError(ServiceError):
-    """The producer's batch queue is over its byte limit."""
+class OverloadedError(ServiceError):
+    """No admission credit: batches in flight hold the whole byte budget.
 
-    code = "queue_full"
+    Raised before the body or frame is read, so refusing costs nothing.
+    """
+
+    code = "overloaded"
 
 
 class StoppingError(ServiceError):

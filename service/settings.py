@@ -85,9 +85,7 @@ class _TomlFileSource(PydanticBaseSettingsSource):
             with path.open("rb") as f:
                 data = tomllib.load(f)
         except OSError as exc:
-            raise ConfigError(
-                f"settings file {path}: cannot read: {exc.strerror or exc}"
-            ) from exc
+            raise ConfigError(f"settings file {path}: cannot read: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"settings file {path}: not valid TOML: {exc}") from exc
         values = {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -150,9 +148,7 @@ class Settings(BaseSettings):
         default=Path("/sys/fs/bpf/ringbridge"), description="bpffs dir for the pins"
     )
     max_sample_bytes: Size = Field(default=65536, description="max bytes of one sample")
-    max_batch_bytes: Size = Field(
-        default=4 * MiB, description="max body / frame / batch bytes"
-    )
+    max_batch_bytes: Size = Field(default=4 * MiB, description="max body / frame / batch bytes")
     submit_timeout: float = Field(default=5.0, gt=0, description="default wait for ring space, s")
     max_timeout: float = Field(default=300.0, gt=0, description="upper bound of ?timeout=, s")
     token: str | None = Field(
@@ -165,9 +161,12 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         default=False, description="allow a non-loopback listener without a token"
     )
-    queue_max_bytes: Size | None = Field(
+    admission_bytes: Size | None = Field(
         default=None,
-        description="batch queue limit in ring bytes (default 2 * max_batch_bytes)",
+        gt=0,
+        description="admission budget: bytes of bodies being read, WebSocket frame buffers "
+        "and batches waiting to commit, all together; beyond it requests get 503 at once, "
+        "unread (default: the larger of 64 MiB and 8 * max_batch_bytes)",
     )
     ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
     shutdown_grace: float = Field(default=5.0, ge=0, description="time to finish queued batches, s")
@@ -219,10 +218,11 @@ class Settings(BaseSettings):
                 f"max_sample_bytes ({self.max_sample_bytes}) exceeds the kernel's "
                 f"limit of {core.MAX_SAMPLE_LEN}"
             )
-        if self.queue_max_bytes is not None and self.queue_max_bytes < self.max_batch_bytes:
+        if self.admission_bytes is not None and self.admission_bytes < self.ws_frame_bytes:
             raise ConfigError(
-                f"queue_max_bytes ({self.queue_max_bytes}) is smaller than max_batch_bytes "
-                f"({self.max_batch_bytes}): the largest batch could never be queued"
+                f"admission_bytes ({self.admission_bytes}) is smaller than one WebSocket frame "
+                f"buffer ({self.ws_frame_bytes} = max_batch_bytes + 64 KiB): the largest "
+                "batch could never be admitted"
             )
         if self.drain_idle_period_us < self.drain_period_us:
             raise ConfigError(
@@ -240,11 +240,20 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def queue_limit(self) -> int:
-        """Bytes of batches the producer queue holds at most."""
-        if self.queue_max_bytes is not None:
-            return self.queue_max_bytes
-        return 2 * self.max_batch_bytes
+    def admission_limit(self) -> int:
+        """The admission budget in bytes (see ``admission_bytes``)."""
+        if self.admission_bytes is not None:
+            return self.admission_bytes
+        return max(64 * MiB, 8 * self.max_batch_bytes)
+
+    @property
+    def ws_frame_bytes(self) -> int:
+        """Largest WebSocket frame read (and what a connection's read buffer is admitted for).
+
+        A little over the batch limit, so that a batch somewhat over it gets
+        an error ack rather than a closed connection (1009 beyond this).
+        """
+        return self.max_batch_bytes + 64 * 1024
 
     @property
     def drain_period_ns(self) -> int:

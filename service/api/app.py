@@ -130,7 +130,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 trigger = TimerWaker(loaded.timer_idle_drains, loaded.wake_timer)
             producer = Producer(
                 ring,
-                queue_max_bytes=settings.queue_limit,
+                admission_bytes=settings.admission_limit,
                 kick=trigger,
                 on_commit=m.observe_commit,
                 seq_store=loaded,
@@ -164,9 +164,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
             started = True
             yield
-            log.info(
-                "ringbridge stopping", extra={"queued_batches": producer.statistics().queue.items}
-            )
+            queued = producer.statistics().queued_batches
+            log.info("ringbridge stopping", extra={"queued_batches": queued})
         log.info("ringbridge stopped")
     except RingbridgeError as exc:
         if started:

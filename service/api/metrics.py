@@ -82,10 +82,23 @@ class RingbridgeCollector(Collector):
             "Committed bytes the kernel has not consumed yet.",
             ring.producer_pos - ring.consumer_pos,
         )
+        yield gauge("queue_batches", "Batches admitted and waiting to commit.", p.queued_batches)
+        adm = p.admission
         yield gauge(
-            "queue_bytes", "Ring bytes of batches waiting in the queue.", p.queue.current_bytes
+            "admission_budget_bytes",
+            "Admission budget: bytes that bodies, frames and waiting batches may hold.",
+            adm.budget_bytes,
         )
-        yield gauge("queue_batches", "Batches waiting in the queue.", p.queue.items)
+        yield gauge(
+            "admission_bytes_in_use",
+            "Admission credit held now by bodies, frame buffers and waiting batches.",
+            adm.in_use_bytes,
+        )
+        yield counter(
+            "admission_refused",
+            "Requests, frames and connections refused for want of admission credit.",
+            adm.refused,
+        )
         if p.kick is not None:
             yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
             yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)

@@ -1,7 +1,9 @@
 """HTTP routes: ``POST /v1/samples``, ``GET /v1/stats``, ``/healthz``, ``/readyz``.
 
-The sample hot path reads the raw body (no FastAPI body model: stdlib json
-then pydantic is the slowest decoder measured, DESIGN §2b) and hands it to
+The sample route is thin: admission, body, decoding and the producer's
+submit are :mod:`ringbridge.api.ingest` and :mod:`ringbridge.producer`. It
+reads the raw body (no FastAPI body model: stdlib json then pydantic is the
+slowest decoder measured) only after the batch was admitted, and hands it to
 :mod:`ringbridge.codec`, which validates the whole batch before anything is
 queued. Errors are :class:`~ringbridge.errors.RingbridgeError` subclasses;
 :func:`install_error_handlers` renders every one of them as
@@ -19,25 +21,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from .. import codec
-from ..errors import (
-    ConsumeTimeoutError,
-    RecordTooLargeError,
-    RingbridgeError,
-    UnsupportedMediaTypeError,
-)
-from ..producer.task import Ack, WaitFor
+from ..errors import RingbridgeError
+from ..producer.task import WaitFor
+from . import ingest
 from .auth import require_token
 from .metrics import stats_snapshot
 from .state import Runtime, error_response, runtime_of
-
-#: Bodies larger than this are decoded in a worker thread: decoding a
-#: multi-megabyte JSON batch takes milliseconds, which the event loop (and
-#: every other connection) should not wait for.
-THREAD_DECODE_BYTES = 256 * 1024
-
-JSON_TYPES = frozenset({"application/json"})
-BINARY_TYPES = frozenset({"application/octet-stream"})
 
 
 class SamplesAck(BaseModel):
@@ -67,7 +56,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "body, batch or a sample over the limits (or larger than the ring)"),
         (415, "Content-Type is neither application/json nor application/octet-stream"),
         (422, "invalid batch: `index` names the first bad sample"),
-        (503, "ring stayed full past the timeout, queue full, or stopping (Retry-After)"),
+        (408, "the body did not arrive within the timeout"),
+        (
+            503,
+            "no admission credit (overloaded), not committed within the timeout, or "
+            "stopping; Retry-After",
+        ),
     )
 }
 
@@ -114,55 +108,6 @@ router = APIRouter()
 _encode = msgspec.json.Encoder().encode
 
 
-def _media_type(request: Request) -> str:
-    raw = request.headers.get("content-type", "")
-    return raw.split(";", 1)[0].strip().lower()
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as it is known to exceed ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RecordTooLargeError(f"body of {declared} bytes exceeds the limit of {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RecordTooLargeError(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _decode(rt: Runtime, media: str, body: bytes) -> codec.EncodedBatch:
-    s = rt.settings
-    if media in JSON_TYPES:
-
-        def run() -> codec.EncodedBatch:
-            return rt.codec.decode_json_batch(
-                body, ring_size=s.ring_size, max_sample_bytes=s.max_sample_bytes
-            )
-    elif media in BINARY_TYPES:
-
-        def run() -> codec.EncodedBatch:
-            return codec.validate_binary_batch(
-                body, ring_size=s.ring_size, max_sample_bytes=s.max_sample_bytes
-            )
-    else:
-        shown = media or "none"
-        raise UnsupportedMediaTypeError(
-            f"Content-Type {shown} is not supported: send application/json or "
-            "application/octet-stream"
-        )
-    batch = await asyncio.to_thread(run) if len(body) > THREAD_DECODE_BYTES else run()
-    if batch.nbytes > s.max_batch_bytes:
-        # JSON may encode to more ring bytes than its own size (small structs).
-        raise RecordTooLargeError(
-            f"batch takes {batch.nbytes} ring bytes, over the limit of {s.max_batch_bytes}"
-        )
-    return batch
-
-
 def _timeout(rt: Runtime, timeout: float | None) -> float:
     if timeout is None:
         return rt.settings.submit_timeout
@@ -192,25 +137,36 @@ async def post_samples(
     ] = "committed",
     timeout: Annotated[
         float | None,
-        Query(gt=0, description="seconds to wait for ring space (and consumption)"),
+        Query(
+            gt=0,
+            description="seconds the whole request may take from admission: reading the "
+            "body, waiting behind other batches, for ring space (and consumption)",
+        ),
     ] = None,
 ) -> Response:
     rt = runtime_of(request.app)
-    media = _media_type(request)
-    if media not in JSON_TYPES and media not in BINARY_TYPES:
-        # Before reading the body: a wrong type is refused without the upload.
-        await _decode(rt, media, b"")
-    body = await _read_body(request, rt.settings.max_batch_bytes)
-    batch = await _decode(rt, media, body)
-    status = 200
+    headers = request.headers
+    limit = rt.settings.max_batch_bytes
+    # Everything refusable from the headers is refused before the body is read.
+    media = ingest.media_type(headers.get("content-type"))
+    credit = rt.producer.admit(
+        ingest.reservation(headers.get("content-length"), limit), _timeout(rt, timeout)
+    )
     try:
-        ack = await rt.producer.submit(batch, wait=wait, timeout=_timeout(rt, timeout))
-    except ConsumeTimeoutError as exc:
-        # Committed, but the kernel had not consumed it within the timeout:
-        # 202 with the ack (state "committed"), never a 5xx -- a client
-        # retrying a 5xx would commit the batch twice.
-        assert isinstance(exc.ack, Ack)
-        ack, status = exc.ack, 202
+        body = await ingest.read_body(request.receive, credit, credit.nbytes)
+        batch = await ingest.decode(rt.settings, rt.codec, media, body)
+        del body
+        credit.resize(batch.nbytes)
+        gone = asyncio.ensure_future(ingest.watch_disconnect(request.receive))
+        try:
+            ack = await rt.producer.submit(batch, credit, wait=wait, gone=gone)
+        finally:
+            gone.cancel()
+    finally:
+        credit.release()
+    # Committed but not (yet) consumed: 202 with the ack, never a 5xx -- a
+    # client retrying a 5xx would commit the batch twice.
+    status = 202 if ack.state != wait else 200
     return Response(
         _encode(
             {
@@ -234,14 +190,26 @@ async def get_stats(request: Request) -> dict[str, Any]:
     return stats_snapshot(runtime_of(request.app))
 
 
-@router.get("/healthz", summary="Liveness: the process serves requests")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/healthz",
+    summary="Liveness: the process serves requests and its producer task is alive",
+    responses={503: {"description": "the producer task died: restart the process"}},
+)
+async def healthz(request: Request) -> Response:
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    crashed = rt.producer.crashed if rt is not None else None
+    if crashed is not None:
+        # Every batch would be refused from now on: only a restart helps.
+        return JSONResponse(
+            {"status": "failed", "reason": f"producer task died: {crashed!r}"}, status_code=503
+        )
+    return JSONResponse({"status": "ok"})
 
 
 @router.get(
     "/readyz",
-    summary="Readiness: object loaded, ring mapped, producer alive, consumer progressing",
+    summary="Readiness: object loaded, ring mapped, producer alive, consumer progressing, "
+    "admission open with credit for a full batch",
     responses={503: {"description": "not ready; `checks` says why"}},
 )
 async def readyz(request: Request) -> Response:
@@ -251,6 +219,7 @@ async def readyz(request: Request) -> Response:
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
         "consumer_progressing": False,
+        "admission_open": False,
     }
     if rt is not None:
         try:
@@ -264,9 +233,21 @@ async def readyz(request: Request) -> Response:
             checks["consumer_progressing"] = stalled < rt.watch.stall_s
             checks["pending_bytes"] = pending
             checks["consumer_stalled_seconds"] = round(stalled, 3)
+        adm = rt.producer.admission
+        # Open and able to admit the largest batch: a saturated instance
+        # asks its load balancer for a break instead of answering 503s.
+        checks["admission_open"] = not adm.closed and adm.free >= rt.settings.max_batch_bytes
+        checks["admission_free_bytes"] = adm.free
+        checks["admission_budget_bytes"] = adm.budget
     ready = all(
         checks[k]
-        for k in ("object_loaded", "ring_mapped", "producer_running", "consumer_progressing")
+        for k in (
+            "object_loaded",
+            "ring_mapped",
+            "producer_running",
+            "consumer_progressing",
+            "admission_open",
+        )
     )
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -3,9 +3,9 @@
 One worker by design: the ring has exactly one producer (the pin dir's
 producer lock would refuse a second process anyway). permessage-deflate is
 off -- on binary sample frames it costs 60x in throughput (DESIGN §2b) --
-and WebSocket frames may be somewhat larger than ``max_batch_bytes`` so
-that an over-limit batch gets an error ack instead of a dropped connection;
-frames beyond ``ws_max_size`` are closed by uvicorn with 1009.
+and WebSocket frames may be somewhat larger than ``max_batch_bytes``
+(``Settings.ws_frame_bytes``) so that an over-limit batch gets an error ack
+instead of a dropped connection; frames beyond that are closed with 1009.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import socket
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ..errors import RingbridgeError
 from ..logs import configure_logging
@@ -28,11 +29,6 @@ log = logging.getLogger("ringbridge.server")
 
 #: Exit status when the service could not start (uvicorn's own convention).
 STARTUP_FAILURE = 3
-
-
-def ws_max_size(settings: Settings) -> int:
-    # Room for an over-limit frame to be read and answered with an error ack.
-    return 2 * settings.max_batch_bytes + 64 * 1024
 
 
 def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
@@ -48,9 +44,9 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # which halves HTTP throughput (bench/results.md).
         http="httptools",
         loop="uvloop",
-        ws="websockets-sansio",
+        ws=RingbridgeWSProtocol,
         ws_per_message_deflate=False,
-        ws_max_size=ws_max_size(settings),
+        ws_max_size=settings.ws_frame_bytes,
         # Our structured handler is installed by configure_logging().
         log_config=None,
         access_log=settings.access_log,
@@ -58,6 +54,34 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         server_header=False,
     )
+
+
+class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with two bounds it lacks.
+
+    - Pongs: uvicorn answers every ping at once into the transport's write
+      buffer, so a client that pings without reading grows the server's
+      memory without limit. While the transport is over its high-water mark
+      (the peer is not reading) pings go unanswered; RFC 6455 §5.5.3 lets an
+      endpoint answer only the most recent ping.
+    - Shutdown: uvicorn closes every WebSocket at once, dropping the acks of
+      batches already committed. Here an open stream is left to the app,
+      which stops reading, writes those acks and closes with 1012 itself
+      (``Runtime.streams.shutdown()``, started by :class:`RingbridgeServer`).
+      uvicorn's graceful-shutdown timeout still bounds it.
+    """
+
+    def handle_ping(self) -> None:
+        pong = b"".join(self.conn.data_to_send())
+        if self.writable.is_set():
+            self.transport.write(pong)
+        else:
+            self.pongs_dropped = getattr(self, "pongs_dropped", 0) + 1
+
+    def shutdown(self) -> None:
+        if self.handshake_complete and not self.close_sent and not self.transport.is_closing():
+            return  # the app finishes its acks and closes (see the class docstring)
+        super().shutdown()
 
 
 class RingbridgeServer(uvicorn.Server):
@@ -85,6 +109,7 @@ class RingbridgeServer(uvicorn.Server):
             self._stopping = asyncio.create_task(
                 rt.producer.stop(rt.settings.shutdown_grace), name="ringbridge-stop"
             )
+            rt.streams.shutdown()
         await super().shutdown(sockets)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -60,6 +60,33 @@ class Rejections:
         self.by_reason[reason] += 1
 
 
+class _Stoppable(Protocol):
+    def stop_reading(self) -> None: ...
+
+
+class StreamRegistry:
+    """The open WebSocket streams of one app, so that a shutdown can finish their acks."""
+
+    def __init__(self) -> None:
+        self._streams: set[_Stoppable] = set()
+        self.stopping = False
+
+    def add(self, stream: _Stoppable) -> None:
+        self._streams.add(stream)
+
+    def discard(self, stream: _Stoppable) -> None:
+        self._streams.discard(stream)
+
+    def shutdown(self) -> None:
+        """Every stream stops reading, finishes its acks and closes (1012)."""
+        self.stopping = True
+        for s in list(self._streams):
+            s.stop_reading()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -69,6 +96,7 @@ class Runtime:
     codec: SampleCodec
     rejections: Rejections
     watch: ConsumerWatch
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
     started_at: float = field(default_factory=time.time)
 
 

@@ -1,24 +1,28 @@
 """The single producer task: the only writer of the user ring buffer.
 
-Every accepted batch, from any HTTP request or WebSocket, goes through one
-:class:`BatchQueue` to one asyncio task, which commits batches strictly in
-queue order. One writer means no locking on the ring, a global sample
-sequence that is contiguous across batches in commit order, and FIFO for free.
+Every batch, from any HTTP request or WebSocket, is admitted first (its
+:class:`~ringbridge.producer.admission.Credit`, taken before its bytes were
+read, see :mod:`ringbridge.producer.admission`), then appended to one FIFO
+(:class:`BatchLine`) that one asyncio task commits strictly in order. One
+writer means no locking on the ring, a global sample sequence that is
+contiguous across batches in commit order, and FIFO for free.
 
 Per batch the task:
 
-1. skips it if its submitter already gave up (cancelled future): a client
-   that got no answer must not find its batch half-way through the system;
+1. skips it if its submitter already gave up (client gone, cancelled, or its
+   deadline passed while it waited in line): a client that got no ack must
+   not find its batch in the ring -- it would resend it;
 2. commits it at once when the ring has room (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
    :mod:`ringbridge.kernel.waiter`, so a full ring costs no CPU -- until the
-   batch's own deadline, then fails it with :class:`RingTimeoutError` having
-   committed nothing, and moves on to the next batch;
-4. assigns ``first_seq..last_seq`` and resolves the submitter's future.
+   batch's deadline or until its submitter gives up, whichever comes first,
+   and then fails it (:class:`RingTimeoutError`) having committed nothing;
+4. assigns ``first_seq..last_seq``, resolves the submitter's future and
+   returns the batch's admission credit.
 
-The deadline is set once, when the batch is submitted: time spent waiting for
-queue space, behind other batches and for ring space all counts against the
-client's ``timeout``.
+The deadline is the credit's: set once, at admission, before the body was
+read. Reading the body, waiting behind other batches and waiting for ring
+space all count against the client's ``timeout``.
 
 After every commit (and before waiting for space) the producer tells its
 drain trigger (:mod:`ringbridge.producer.kick`): in ``kick`` mode that runs
@@ -34,10 +38,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ..errors import (
-    ConsumeTimeoutError,
+    ClientGoneError,
     InvalidBatchError,
     RecordTooLargeError,
     RingbridgeError,
@@ -47,8 +51,8 @@ from ..errors import (
     StoppingError,
 )
 from ..kernel.ringbuf import UserRingBuffer
+from .admission import Admission, AdmissionStatistics, BatchLine, Credit
 from .kick import DrainTrigger, KickStatistics
-from .queue import BatchQueue, QueueStatistics
 
 log = logging.getLogger("ringbridge.producer")
 
@@ -77,7 +81,13 @@ class SeqStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """A committed batch: samples ``first_seq..last_seq``, ring bytes ``[start, end)``."""
+    """A committed batch: samples ``first_seq..last_seq``, ring bytes ``[start, end)``.
+
+    ``state`` is what is known of the batch when the ack is given: always at
+    least ``"committed"``; ``"consumed"`` once the kernel's consumer passed it.
+    A ``wait="consumed"`` submit whose wait ran out returns ``"committed"``:
+    that is a success with a caveat (do not resend), not an error.
+    """
 
     first_seq: int
     last_seq: int
@@ -87,16 +97,31 @@ class Ack:
     state: WaitFor = "committed"
 
 
-@dataclass(eq=False, slots=True)
 class _Submission:
-    batch: Batch
-    deadline: float
-    enqueued_at: float
-    future: asyncio.Future[Ack]
+    """One admitted batch in line. ``batch`` is dropped when it is given up, so a
+    batch that left early holds no memory while it still sits in the line."""
 
-    @property
-    def nbytes(self) -> int:
-        return self.batch.nbytes
+    __slots__ = ("batch", "credit", "enqueued_at", "future")
+
+    def __init__(
+        self, batch: Batch, credit: Credit, enqueued_at: float, future: asyncio.Future[Ack]
+    ) -> None:
+        self.batch: Batch | None = batch
+        self.credit = credit
+        self.enqueued_at = enqueued_at
+        self.future = future
+
+    def give_up(self, exc: RingbridgeError | None) -> bool:
+        """Take the batch out of play (not committed) unless it already was; True if so."""
+        if self.future.done():
+            return False
+        if exc is None:
+            self.future.cancel()
+        else:
+            self.future.set_exception(exc)
+        self.batch = None
+        self.credit.release()
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,30 +134,34 @@ class ProducerStatistics:
     bytes_committed: int  # payload bytes, comparable to the kernel's byte counter
     ring_bytes_committed: int  # with headers and padding
     ring_full_waits: int
-    batches_abandoned: int
+    batches_abandoned: int  # submitter gone before the commit: not committed
     batches_failed: dict[str, int]  # by error code
-    queue: QueueStatistics
+    queued_batches: int
+    admission: AdmissionStatistics
+    crashed: bool = False
     kick: KickStatistics | None = None
 
 
 class Producer:
-    """Owns the writing side of ``ring``: queue, task, seqs, acks, shutdown."""
+    """Owns the writing side of ``ring``: admission, line, task, seqs, acks, shutdown."""
 
     def __init__(
         self,
         ring: UserRingBuffer,
         *,
-        queue_max_bytes: int,
+        admission_bytes: int,
         kick: DrainTrigger | None = None,
         on_commit: Callable[[float, Ack], None] | None = None,
         seq_store: SeqStore | None = None,
     ) -> None:
         self._ring = ring
-        self._queue: BatchQueue[_Submission] = BatchQueue(queue_max_bytes)
+        self._admission = Admission(admission_bytes)
+        self._line: BatchLine[_Submission] = BatchLine()
         self._kicker = kick
         self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._crashed: BaseException | None = None
         self._stopped = asyncio.Event()
         self._seq_store = seq_store
         self._next_seq = seq_store.load_seq() if seq_store is not None else 0
@@ -153,14 +182,24 @@ class Producer:
 
     @property
     def alive(self) -> bool:
+        """Running and taking batches (False while stopping and after a crash)."""
         return self._task is not None and not self._task.done() and not self._stopping
+
+    @property
+    def crashed(self) -> BaseException | None:
+        """Why the producer task died, if it did (``/healthz`` fails then)."""
+        return self._crashed
 
     @property
     def ring(self) -> UserRingBuffer:
         return self._ring
 
+    @property
+    def admission(self) -> Admission:
+        return self._admission
+
     async def stop(self, grace: float) -> None:
-        """Stop taking batches, let queued ones commit for ``grace`` s, fail the rest.
+        """Stop admitting, let batches in line commit for ``grace`` s, fail the rest.
 
         Idempotent. Does not close the ring: the owner frees it after this
         returns, when nothing can touch it any more.
@@ -169,7 +208,8 @@ class Producer:
             await self._stopped.wait()
             return
         self._stopping = True
-        self._queue.close()  # new and waiting submitters get StoppingError
+        self._admission.close()  # new batches get StoppingError at admission
+        self._line.close()
         task = self._task
         if task is not None and not task.done():
             try:
@@ -178,10 +218,9 @@ class Producer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        left = 0
-        while (rest := self._queue.get_nowait()) is not None:
-            left += 1
-            self._fail(rest, StoppingError("the service stopped before this batch was committed"))
+            except Exception:
+                pass  # a crash: logged by the task, remembered in self._crashed
+        left = self._fail_line(StoppingError("the service stopped before this batch was committed"))
         if left:
             log.warning("batches failed at shutdown", extra={"batches": left})
         if self._kicker is not None:
@@ -190,26 +229,46 @@ class Producer:
 
     # -- submitting --------------------------------------------------------------
 
-    async def enqueue(self, batch: Batch, *, timeout: float) -> asyncio.Future[Ack]:
-        """Queue ``batch`` (waiting up to ``timeout`` s for queue space).
+    def admit(self, nbytes: int, timeout: float) -> Credit:
+        """Admission credit for ``nbytes`` with a deadline ``timeout`` s from now.
 
-        Returns the future of its :class:`Ack`; the same ``timeout``, counted
-        from now, bounds the wait for ring space. Enqueue order is commit order.
+        Take it *before* reading the bytes it pays for. Raises at once:
+        :class:`OverloadedError` (budget spent), :class:`StoppingError`,
+        :class:`RingClosedError` (the producer task died).
         """
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        sub = _Submission(batch, now + timeout, now, loop.create_future())
-        try:
-            self._check_batch(batch)
-            await self._queue.put(sub, timeout)
-        except RingbridgeError as exc:
-            self._failed[exc.code] += 1
-            raise
-        return sub.future
+        self._check_running()
+        return self._admission.admit(nbytes, timeout)
 
-    def _check_batch(self, batch: Batch) -> None:
+    def _check_running(self) -> None:
+        if self._crashed is not None:
+            raise RingClosedError(f"the producer task crashed: {self._crashed!r}")
         if self._stopping:
             raise StoppingError("the service is stopping and takes no new batches")
+
+    def enqueue(self, batch: Batch, credit: Credit) -> asyncio.Future[Ack]:
+        """Put ``batch`` in line, paid by ``credit`` (sized to ``batch.nbytes`` by now).
+
+        Never waits. The producer owns the credit from here and returns it
+        when the batch leaves the line. Returns the future of its :class:`Ack`;
+        the producer fails it with :class:`RingTimeoutError` once the credit's
+        deadline passes uncommitted. Enqueue order is commit order.
+        """
+        return self._enqueue(batch, credit).future
+
+    def _enqueue(self, batch: Batch, credit: Credit) -> _Submission:
+        try:
+            self._check_running()
+            self._check_batch(batch)
+            loop = asyncio.get_running_loop()
+            sub = _Submission(batch, credit, loop.time(), loop.create_future())
+            self._line.append(sub)
+        except RingbridgeError as exc:
+            credit.release()
+            self._failed[exc.code] += 1
+            raise
+        return sub
+
+    def _check_batch(self, batch: Batch) -> None:
         if batch.count <= 0:
             raise InvalidBatchError("empty batch: at least one sample is required")
         if batch.nbytes > self._ring.size:
@@ -217,42 +276,94 @@ class Producer:
                 f"batch of {batch.nbytes} bytes can never fit a ring of {self._ring.size} bytes"
             )
 
-    async def submit(self, batch: Batch, *, wait: WaitFor = "committed", timeout: float) -> Ack:
-        """Queue ``batch`` and wait for its ack (and, if asked, for the kernel to consume it)."""
+    async def submit(
+        self,
+        batch: Batch,
+        credit: Credit,
+        *,
+        wait: WaitFor = "committed",
+        gone: asyncio.Future[Any] | None = None,
+    ) -> Ack:
+        """Enqueue ``batch`` and wait for its ack, until the credit's deadline.
+
+        If ``gone`` completes first (the client went away), or this call is
+        cancelled, the batch is given up: not committed unless it already was.
+        With ``wait="consumed"`` the ack says ``"consumed"`` if the kernel
+        consumed the batch before the deadline, else ``"committed"``.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        fut = await self.enqueue(batch, timeout=timeout)
-        ack = await fut
+        sub = self._enqueue(batch, credit)
+        fut = sub.future
+        sub_timeout = credit.remaining(loop.time())
+        try:
+            if not fut.done():
+                waiters: set[asyncio.Future[Any]] = {fut} if gone is None else {fut, gone}
+                await asyncio.wait(
+                    waiters, timeout=sub_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+        except BaseException:
+            self._give_up(sub, None)
+            raise
+        if not fut.done():
+            if gone is not None and gone.done():
+                self._give_up(sub, None)
+                raise ClientGoneError("the client went away before the batch was committed")
+            self._give_up(
+                sub,
+                RingTimeoutError(
+                    "batch not committed within its timeout (counted from admission): the "
+                    f"ring stayed full; {len(self._line)} batches in line"
+                ),
+            )
+        ack = fut.result()
         if wait == "consumed":
-            await self._wait_consumed(ack, max(0.0, deadline - loop.time()), timeout)
-            ack = replace(ack, state="consumed")
+            ack = await self._wait_consumed(ack, credit.remaining(loop.time()), gone)
         return ack
 
-    async def _wait_consumed(self, ack: Ack, left: float, timeout: float) -> None:
-        # Also ends when the producer has stopped (after its grace): the
-        # server is going away and must answer rather than be cancelled.
+    def _give_up(self, sub: _Submission, exc: RingbridgeError | None) -> None:
+        if sub.give_up(exc):
+            if exc is None:
+                self._abandoned += 1
+            else:
+                self._failed[exc.code] += 1
+
+    async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
+        # Also ends when the producer has stopped (after its grace) or the
+        # client went away: the answer is then the committed ack.
         consumed = asyncio.ensure_future(self._ring.wait_consumed(ack.ring_end_pos, left))
         stopped = asyncio.ensure_future(self._stopped.wait())
+        waiters: set[asyncio.Future[Any]] = {consumed, stopped}
+        if gone is not None:
+            waiters.add(gone)
         try:
-            await asyncio.wait({consumed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for f in (consumed, stopped):
                 f.cancel()
-        what = f"batch committed as samples {ack.first_seq}..{ack.last_seq} but not consumed"
-        if not consumed.done() or consumed.cancelled():
-            raise ConsumeTimeoutError(f"{what} before the service stopped", ack)
-        try:
-            consumed.result()
-        except RingTimeoutError as exc:
-            raise ConsumeTimeoutError(f"{what} by the kernel within {timeout:g}s", ack) from exc
+        if consumed.done() and not consumed.cancelled() and consumed.exception() is None:
+            return replace(ack, state="consumed")
+        if consumed.done() and not consumed.cancelled():
+            exc = consumed.exception()
+            if not isinstance(exc, RingTimeoutError):
+                assert exc is not None
+                raise exc
+        return ack
 
     # -- the task -------------------------------------------------------------------
+
+    def _fail_line(self, exc: RingbridgeError) -> int:
+        left = 0
+        while (rest := self._line.get_nowait()) is not None:
+            if rest.give_up(exc):
+                left += 1
+                self._failed[exc.code] += 1
+        return left
 
     async def _run(self) -> None:
         try:
             while True:
                 try:
-                    sub = await self._queue.get()
+                    sub = await self._line.get()
                 except StoppingError:
                     return  # closed and empty: a clean stop
                 try:
@@ -270,13 +381,12 @@ class Producer:
             raise
         except BaseException as exc:
             # A bug here would leave every submitter waiting forever: fail
-            # them all and refuse new batches; readyz reports the dead task.
+            # them all and refuse new batches; /healthz reports the dead task.
             log.exception("producer task crashed")
-            self._stopping = True
-            self._queue.close()
-            err = RingClosedError(f"the producer task crashed: {exc!r}")
-            while (rest := self._queue.get_nowait()) is not None:
-                self._fail(rest, err)
+            self._crashed = exc
+            self._admission.close()
+            self._line.close()
+            self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
             raise
 
     def _store_seq(self, count: int) -> None:
@@ -286,11 +396,13 @@ class Producer:
             self._seq_store.store_seq(self._next_seq + count)
 
     async def _commit(self, sub: _Submission) -> None:
-        if sub.future.done():
-            self._abandoned += 1
-            return
         loop = asyncio.get_running_loop()
         b = sub.batch
+        if b is None or sub.future.done():
+            return  # given up while in line: counted where it was given up
+        if loop.time() >= sub.credit.deadline:
+            self._fail(sub, RingTimeoutError("batch waited in line past its deadline"))
+            return
         try:
             try:
                 self._store_seq(b.count)
@@ -299,11 +411,21 @@ class Producer:
                 self._full_waits += 1
                 if self._kicker is not None:
                     self._kicker.request()
-                await self._ring.wait_for_space(b.nbytes, max(0.0, sub.deadline - loop.time()))
+                space = asyncio.ensure_future(
+                    self._ring.wait_for_space(b.nbytes, sub.credit.remaining(loop.time()))
+                )
+                try:
+                    # Ends early when the submitter gives up (client gone, deadline).
+                    both: set[asyncio.Future[Any]] = {space, sub.future}
+                    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not space.done():
+                        space.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await space
                 if sub.future.done():
-                    # Gave up while we waited: nothing of it was written.
-                    self._abandoned += 1
-                    return
+                    return  # given up while we waited: nothing of it was written
+                space.result()  # RingTimeoutError / RingClosedError
                 self._store_seq(b.count)
                 commit = self._ring.commit_batch_nowait(b.records, b.count)
         except RingbridgeError as exc:
@@ -319,6 +441,8 @@ class Producer:
         if self._kicker is not None:
             self._kicker.request()
         sub.future.set_result(ack)
+        sub.batch = None
+        sub.credit.release()  # the ack returns the credit
         if self._on_commit is not None:
             try:
                 self._on_commit(loop.time() - sub.enqueued_at, ack)
@@ -326,9 +450,8 @@ class Producer:
                 log.exception("commit observer failed")
 
     def _fail(self, sub: _Submission, exc: RingbridgeError) -> None:
-        self._failed[exc.code] += 1
-        if not sub.future.done():
-            sub.future.set_exception(exc)
+        if sub.give_up(exc):
+            self._failed[exc.code] += 1
 
     # -- introspection -----------------------------------------------------------
 
@@ -344,6 +467,8 @@ class Producer:
             ring_full_waits=self._full_waits,
             batches_abandoned=self._abandoned,
             batches_failed=dict(self._failed),
-            queue=self._queue.statistics(),
+            queued_batches=len(self._line),
+            admission=self._admission.statistics(),
+            crashed=self._crashed is not None,
             kick=self._kicker.statistics() if self._kicker is not None else None,
         )

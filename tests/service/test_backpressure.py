@@ -101,42 +101,6 @@ def test_waiting_batch_commits_when_space_comes_and_is_not_overtaken(
     assert b["first_seq"] == len(FILL) and s["first_seq"] == b["last_seq"] + 1
 
 
-def test_queue_limit_bounds_what_waits_and_refuses_with_503(make_server: Any) -> None:
-    # queue of 16 KiB: one 8 KiB batch waits in the producer, two more
-    # queue, the next finds the queue full until its timeout.
-    srv = make_server(
-        ring_size=64 * 1024, drain="external", max_batch_bytes=8192, queue_max_bytes=16 * 1024
-    )
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
-        part = [(1, i) for i in range(320)]  # 7.5 KiB
-        for _ in range(8):
-            assert _post(c, part, 5).status_code == 200
-        results: list[httpx.Response] = []
-        lock = threading.Lock()
-
-        def send(timeout: float) -> None:
-            with httpx.Client(base_url=srv.url, timeout=30) as own:
-                r = _post(own, [(2, i) for i in range(300)], timeout)  # 7200 bytes
-            with lock:
-                results.append(r)
-
-        # The last one gives up before anything leaves the queue.
-        threads = [threading.Thread(target=send, args=(t,)) for t in (2.0, 2.0, 2.0, 0.5)]
-        for t in threads:
-            t.start()
-            time.sleep(0.1)
-        time.sleep(0.2)
-        q = srv.runtime.producer.statistics().queue
-        assert q.current_bytes <= 16 * 1024
-        for t in threads:
-            t.join(10)
-    codes = sorted(r.json()["error"]["code"] for r in results)
-    assert all(r.status_code == 503 for r in results)
-    assert codes == ["queue_full"] + ["ring_full_timeout"] * 3
-    assert srv.producer_pos() == 61440
-    assert all(r.headers["retry-after"] == "1" for r in results)
-
-
 def test_shutdown_answers_waiting_batches_with_503_stopping(stalled_server: Server) -> None:
     srv = stalled_server  # shutdown_grace=1.0 (conftest)
     with httpx.Client(base_url=srv.url, timeout=30) as c:

@@ -19,7 +19,7 @@ REQUIRED = {
     "ringbridge_batches_rejected_total",
     "ringbridge_ring_full_waits_total",
     "ringbridge_ring_free_bytes",
-    "ringbridge_queue_bytes",
+    "ringbridge_admission_bytes_in_use",
     "ringbridge_commit_latency_seconds",
     "ringbridge_kernel_samples_total",
     "ringbridge_kernel_bytes_total",
@@ -98,7 +98,7 @@ def test_metrics_count_what_was_sent_and_what_the_kernel_saw(
     assert m[rejected] == 1
     assert m[("ringbridge_commit_latency_seconds_count", ())] == 10
     assert m[("ringbridge_ring_free_bytes", ())] == server.settings.ring_size
-    assert m[("ringbridge_queue_bytes", ())] == 0
+    assert m[("ringbridge_admission_bytes_in_use", ())] == 0
     assert m[("ringbridge_ring_full_waits_total", ())] == 0
 
     stats = client.get("/v1/stats").json()

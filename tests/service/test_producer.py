@@ -11,21 +11,15 @@ from pathlib import Path
 import pytest
 
 from ringbridge.core.ring import encode_batch
-from ringbridge.errors import QueueFullError, StoppingError
+from ringbridge.errors import OverloadedError, StoppingError
 from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
 from ringbridge.kernel.drainer import NativeDrainer
 from ringbridge.kernel.ringbuf import UserRingBuffer
+from ringbridge.producer.admission import Admission, BatchLine
 from ringbridge.producer.kick import Kicker
-from ringbridge.producer.queue import BatchQueue
 from ringbridge.producer.task import Ack, Producer
 
 from .conftest import SMALL_RING, sample
-
-
-@dataclass(frozen=True)
-class Item:
-    nbytes: int
-    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,76 +30,74 @@ class Batch:
     payload_bytes: int
 
 
+async def submit(p: Producer, b: Batch, timeout: float) -> Ack:
+    return await p.submit(b, p.admit(b.nbytes, timeout))
+
+
 def batch(n: int, kind: int = 1) -> Batch:
     payloads = [sample(kind, i) for i in range(n)]
     records = encode_batch(payloads)
     return Batch(records, n, len(records), 16 * n)
 
 
-# -- the queue ------------------------------------------------------------------
+# -- admission (pure asyncio) ----------------------------------------------------
 
 
-async def test_queue_is_bounded_by_bytes_and_fifo_among_waiters() -> None:
-    q: BatchQueue[Item] = BatchQueue(100)
-    q.put_nowait(Item(60, "a"))
-    with pytest.raises(QueueFullError):
-        q.put_nowait(Item(50))
-    big = asyncio.create_task(q.put(Item(80, "big"), timeout=5))
-    await asyncio.sleep(0.01)
-    # 30 bytes would fit, but a putter arrived first: no overtaking.
-    with pytest.raises(QueueFullError):
-        q.put_nowait(Item(30))
-    assert q.statistics().waiting_putters == 1
-    assert (await q.get()).name == "a"
-    await big
-    assert q.current_bytes == 80 and (await q.get()).name == "big"
-    assert q.current_bytes == 0
+async def test_admission_grants_until_the_budget_is_spent_and_refuses_at_once() -> None:
+    gate = Admission(100)
+    a = gate.admit(60, 5)
+    with pytest.raises(OverloadedError):
+        gate.admit(50, 5)  # refused now, never queued
+    b = gate.admit(40, 5)
+    assert (gate.in_use, gate.free) == (100, 0)
+    a.release()
+    a.release()  # idempotent: a double release must not mint credit
+    assert gate.in_use == 40
+    b.resize(10)  # shrinking always works
+    c = gate.admit(90, 5)
+    with pytest.raises(OverloadedError):
+        b.resize(11)  # growing needs free budget
+    assert b.nbytes == 10
+    b.release()
+    c.release()
+    st = gate.statistics()
+    assert (st.in_use_bytes, st.credits, st.admitted, st.refused) == (0, 0, 3, 2)
 
 
-async def test_queue_put_times_out_and_its_departure_admits_the_next() -> None:
-    q: BatchQueue[Item] = BatchQueue(100)
-    q.put_nowait(Item(90))
-    with pytest.raises(QueueFullError):
-        await q.put(Item(50), timeout=0.05)
-    assert q.statistics().waiting_putters == 0
-    big = asyncio.create_task(q.put(Item(95, "big"), timeout=0.1))
-    await asyncio.sleep(0.01)
-    small = asyncio.create_task(q.put(Item(10, "small"), timeout=1))
-    await asyncio.sleep(0.01)
-    assert not small.done()  # behind big
-    with pytest.raises(QueueFullError):
-        await big
-    await small  # fits once big left the line
-    assert q.current_bytes == 100
+async def test_admission_deadline_is_taken_at_admission() -> None:
+    gate = Admission(10)
+    loop = asyncio.get_running_loop()
+    c = gate.admit(1, 2.5)
+    assert c.deadline == pytest.approx(loop.time() + 2.5, abs=0.05)
+    assert 2.4 < c.remaining(loop.time()) <= 2.5
+    assert c.remaining(c.deadline + 1) == 0.0
 
 
-async def test_queue_close_fails_putters_and_drains_then_stops() -> None:
-    q: BatchQueue[Item] = BatchQueue(10)
-    q.put_nowait(Item(10, "kept"))
-    waiting = asyncio.create_task(q.put(Item(5), timeout=None))
-    await asyncio.sleep(0.01)
-    q.close()
-    q.close()  # idempotent
+async def test_closed_admission_refuses_with_stopping_and_held_credit_stays_valid() -> None:
+    gate = Admission(10)
+    held = gate.admit(5, 1)
+    gate.close()
     with pytest.raises(StoppingError):
-        await waiting
-    with pytest.raises(StoppingError):
-        q.put_nowait(Item(1))
-    assert (await q.get()).name == "kept"
-    with pytest.raises(StoppingError):
-        await q.get()
+        gate.admit(1, 1)
+    held.release()
+    assert gate.in_use == 0
 
 
-async def test_queue_getter_wakes_on_put_and_on_close() -> None:
-    q: BatchQueue[Item] = BatchQueue(10)
-    getter = asyncio.create_task(q.get())
-    await asyncio.sleep(0.01)
-    q.put_nowait(Item(1, "x"))
-    assert (await getter).name == "x"
-    getter = asyncio.create_task(q.get())
-    await asyncio.sleep(0.01)
-    q.close()
+async def test_batch_line_is_fifo_and_its_getter_wakes_on_append_and_on_close() -> None:
+    line: BatchLine[str] = BatchLine()
+    getter = asyncio.create_task(line.get())
+    await asyncio.sleep(0)
+    line.append("a")
+    line.append("b")
+    assert await getter == "a"
+    assert await line.get() == "b"
+    getter = asyncio.create_task(line.get())
+    await asyncio.sleep(0)
+    line.close()
     with pytest.raises(StoppingError):
         await getter
+    with pytest.raises(StoppingError):
+        line.append("c")
 
 
 # -- the producer task on a real ring -------------------------------------------------
@@ -130,9 +122,9 @@ kernel = pytest.mark.kernel
 @kernel
 async def test_seqs_are_contiguous_and_acks_carry_ring_positions(ring: UserRingBuffer) -> None:
     latencies: list[float] = []
-    p = Producer(ring, queue_max_bytes=SMALL_RING, on_commit=lambda t, a: latencies.append(t))
+    p = Producer(ring, admission_bytes=4 * SMALL_RING, on_commit=lambda t, a: latencies.append(t))
     p.start()
-    acks = await asyncio.gather(*(p.submit(batch(n + 1), timeout=5) for n in range(10)))
+    acks = await asyncio.gather(*(submit(p, batch(n + 1), 5) for n in range(10)))
     await p.stop(1)
     seq, pos = 0, 0
     for n, a in enumerate(acks):
@@ -148,12 +140,12 @@ async def test_seqs_are_contiguous_and_acks_carry_ring_positions(ring: UserRingB
 async def test_stop_fails_waiting_and_queued_batches_and_commits_nothing_of_them(
     ring: UserRingBuffer,
 ) -> None:
-    p = Producer(ring, queue_max_bytes=SMALL_RING)
+    p = Producer(ring, admission_bytes=4 * SMALL_RING)
     p.start()
-    await p.submit(batch(2700), timeout=5)  # 64800 of 65536 bytes
+    await submit(p, batch(2700), 5)  # 64800 of 65536 bytes
     pos = ring.producer_pos
-    waiting = asyncio.create_task(p.submit(batch(100), timeout=30))
-    queued = asyncio.create_task(p.submit(batch(1), timeout=30))
+    waiting = asyncio.create_task(submit(p, batch(100), 30))
+    queued = asyncio.create_task(submit(p, batch(1), 30))
     await asyncio.sleep(0.2)
     assert not waiting.done() and not queued.done()
     await p.stop(0.2)
@@ -162,8 +154,8 @@ async def test_stop_fails_waiting_and_queued_batches_and_commits_nothing_of_them
             await t
     assert ring.producer_pos == pos
     with pytest.raises(StoppingError):
-        await p.submit(batch(1), timeout=1)
-    assert p.statistics().batches_failed["stopping"] == 3
+        await submit(p, batch(1), 1)
+    assert p.statistics().batches_failed["stopping"] == 2  # the third was refused at admission
     assert not p.alive
 
 
@@ -171,10 +163,10 @@ async def test_stop_fails_waiting_and_queued_batches_and_commits_nothing_of_them
 async def test_stop_lets_queued_batches_commit_within_the_grace(
     ring: UserRingBuffer, loaded: LoadedRingbridge
 ) -> None:
-    p = Producer(ring, queue_max_bytes=SMALL_RING)
+    p = Producer(ring, admission_bytes=4 * SMALL_RING)
     p.start()
-    await p.submit(batch(2700), timeout=5)
-    waiting = asyncio.create_task(p.submit(batch(100), timeout=30))
+    await submit(p, batch(2700), 5)
+    waiting = asyncio.create_task(submit(p, batch(100), 30))
     await asyncio.sleep(0.1)
 
     async def consume_later() -> None:
@@ -192,16 +184,16 @@ async def test_stop_lets_queued_batches_commit_within_the_grace(
 async def test_a_batch_whose_submitter_gave_up_is_not_committed(
     ring: UserRingBuffer, loaded: LoadedRingbridge
 ) -> None:
-    p = Producer(ring, queue_max_bytes=SMALL_RING)
+    p = Producer(ring, admission_bytes=4 * SMALL_RING)
     p.start()
-    await p.submit(batch(2700), timeout=5)
-    first = asyncio.create_task(p.submit(batch(100), timeout=30))
-    gone = asyncio.create_task(p.submit(batch(5, kind=9), timeout=30))
+    await submit(p, batch(2700), 5)
+    first = asyncio.create_task(submit(p, batch(100), 30))
+    gone = asyncio.create_task(submit(p, batch(5, kind=9), 30))
     await asyncio.sleep(0.1)
     gone.cancel()
     await asyncio.to_thread(loaded.drain)
     assert (await first).first_seq == 2700
-    last = await p.submit(batch(1), timeout=5)
+    last = await submit(p, batch(1), 5)
     assert last.first_seq == 2800  # the abandoned batch took no seqs
     await asyncio.to_thread(loaded.drain)
     assert loaded.read_counters().kind_count[9] == 0
@@ -214,11 +206,11 @@ async def test_kick_mode_drains_after_commits(
     ring: UserRingBuffer, loaded: LoadedRingbridge
 ) -> None:
     drainer = NativeDrainer(loaded.drain_prog_fd, *ring.position_addresses())
-    p = Producer(ring, queue_max_bytes=SMALL_RING, kick=Kicker(drainer))
+    p = Producer(ring, admission_bytes=4 * SMALL_RING, kick=Kicker(drainer))
     p.start()
     # Ten times the ring: only possible because every commit is kicked.
     for _ in range(27):
-        await p.submit(batch(1000, kind=3), timeout=5)
+        await submit(p, batch(1000, kind=3), 5)
     await p.stop(1)
     assert ring.consumer_pos() == ring.producer_pos
     kc = loaded.read_counters()

@@ -17,7 +17,8 @@ def test_defaults_suit_a_first_run() -> None:
     s = Settings()
     assert (s.host, s.port, s.drain, s.ring_size) == ("127.0.0.1", 8470, "timer", 8 * MiB)
     assert (s.max_batch_bytes, s.max_sample_bytes) == (4 * MiB, 65536)
-    assert s.queue_limit == 8 * MiB and s.token is None
+    assert s.admission_limit == 64 * MiB and s.token is None
+    assert s.ws_frame_bytes == 4 * MiB + 64 * 1024
     assert s.pin_dir == Path("/sys/fs/bpf/ringbridge") and s.bpf_object is None
     assert s.drain_period_ns == 100_000
 
@@ -45,7 +46,7 @@ def test_limits_left_default_follow_a_small_ring() -> None:
         ({"ring_size": 3 * 4096}, "power of two"),
         ({"ring_size": 64 * 1024, "max_batch_bytes": 128 * 1024}, "exceeds ring_size"),
         ({"max_batch_bytes": 4096, "max_sample_bytes": 8192}, "does not fit"),
-        ({"queue_max_bytes": 1024}, "could never be queued"),
+        ({"admission_bytes": 4 * MiB}, "could never be admitted"),
         ({"host": "0.0.0.0"}, "without a token"),
         ({"host": "10.1.2.3"}, "without a token"),
         ({"token": "  "}, "empty"),
@@ -71,9 +72,9 @@ def test_unknown_setting_is_an_error() -> None:
 def test_sizes_take_suffixes_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RINGBRIDGE_RING_SIZE", "1M")
     monkeypatch.setenv("RINGBRIDGE_MAX_BATCH_BYTES", "256K")
-    monkeypatch.setenv("RINGBRIDGE_QUEUE_MAX_BYTES", "512KiB")
+    monkeypatch.setenv("RINGBRIDGE_ADMISSION_BYTES", "512KiB")
     s = Settings()
-    assert (s.ring_size, s.max_batch_bytes, s.queue_limit) == (MiB, 256 << 10, 512 << 10)
+    assert (s.ring_size, s.max_batch_bytes, s.admission_limit) == (MiB, 256 << 10, 512 << 10)
     monkeypatch.setenv("RINGBRIDGE_RING_SIZE", "8Q")
     with pytest.raises(ValidationError, match="invalid size '8Q'"):
         Settings()

@@ -1,0 +1,141 @@
+"""Admission at the edge, at the ASGI level: what every ingestion handler does.
+
+Plain functions over ASGI ``receive`` callables and header values, so the
+FastAPI route, the WebSocket stream and a raw ASGI handler share them:
+
+1. :func:`reservation` -- how many bytes to admit *before* reading a body:
+   its ``Content-Length`` (413 at once when over the batch limit), or the
+   batch limit itself for a chunked body;
+2. ``producer.admit(nbytes, timeout)`` -- the credit, or an immediate 503
+   (:class:`~ringbridge.errors.OverloadedError`) with the body left unread;
+3. :func:`read_body` -- the body, within the credit's bytes and deadline;
+4. :func:`decode` -- validation into ring records (a worker thread for big
+   bodies), then ``credit.resize(batch.nbytes)``;
+5. ``producer.submit(batch, credit, gone=watch_disconnect(receive))`` -- the
+   batch is given up (never committed) if the client disconnects first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .. import codec
+from ..errors import (
+    ClientGoneError,
+    RecordTooLargeError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+)
+from ..producer.admission import Credit
+from ..settings import Settings
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+#: Bodies larger than this are decoded in a worker thread: decoding a
+#: multi-megabyte JSON batch takes milliseconds, which the event loop (and
+#: every other connection) should not wait for.
+THREAD_DECODE_BYTES = 256 * 1024
+
+JSON_TYPES = frozenset({"application/json"})
+BINARY_TYPES = frozenset({"application/octet-stream"})
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``; refuses others (415)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES and media not in BINARY_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media or 'none'} is not supported: send application/json or "
+            "application/octet-stream"
+        )
+    return media
+
+
+def reservation(content_length: str | None, limit: int) -> int:
+    """Bytes to admit before reading a body of ``content_length`` (None: chunked)."""
+    if content_length is None:
+        return limit
+    declared = content_length.strip()
+    if not declared.isdigit():
+        # h11 and httptools refuse such requests before we see them; refuse
+        # rather than guess if another server lets one through.
+        raise RecordTooLargeError(f"Content-Length {content_length!r} is not a byte count")
+    n = int(declared)
+    if n > limit:
+        raise RecordTooLargeError(f"body of {n} bytes exceeds the limit of {limit}")
+    return n
+
+
+async def read_body(receive: Receive, credit: Credit, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it outgrows ``limit``.
+
+    ``limit`` is the credit's size: a body that lied about its length is not
+    read past what was admitted. The credit's deadline bounds the whole read
+    (408): a client trickling its body does not hold credit for ever.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout_at(credit.deadline):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGoneError("the client went away while sending the body")
+                chunk: bytes = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise RecordTooLargeError(f"body exceeds the limit of {limit} bytes")
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"body not received within the request's timeout ({size} bytes so far)"
+        ) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def watch_disconnect(receive: Receive) -> None:
+    """Returns when the client disconnects (call once the body has been read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _decode_now(
+    s: Settings, sample_codec: codec.SampleCodec, media: str, body: bytes
+) -> codec.EncodedBatch:
+    if media in JSON_TYPES:
+        batch = sample_codec.decode_json_batch(
+            body,
+            ring_size=s.ring_size,
+            max_sample_bytes=s.max_sample_bytes,
+            max_samples=sample_codec.max_samples(s.max_batch_bytes),
+        )
+    else:
+        batch = codec.validate_binary_batch(
+            body, ring_size=s.ring_size, max_sample_bytes=s.max_sample_bytes
+        )
+    check_batch_size(batch, s.max_batch_bytes)
+    return batch
+
+
+def check_batch_size(batch: codec.EncodedBatch, limit: int) -> None:
+    if batch.nbytes > limit:
+        # JSON may encode to more ring bytes than its own size (small structs).
+        raise RecordTooLargeError(
+            f"batch takes {batch.nbytes} ring bytes, over the limit of {limit}"
+        )
+
+
+async def decode(
+    s: Settings, sample_codec: codec.SampleCodec, media: str, body: bytes
+) -> codec.EncodedBatch:
+    """A validated batch from a body of ``media`` (as returned by :func:`media_type`)."""
+    if len(body) > THREAD_DECODE_BYTES:
+        return await asyncio.to_thread(_decode_now, s, sample_codec, media, body)
+    return _decode_now(s, sample_codec, media, body)
