@@ -99,11 +99,17 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         env = f"RINGBRIDGE_{name.upper()}"
         default = info.default
         shown = "none" if default is None else default
+        if info.default_factory is not None:
+            shown = "none"
         help_text = f"{info.description or name} (env {env}; default {shown})"
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         ann = info.annotation
         if ann is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(ann) in (list, dict):
+            # Repeatable: each use appends one item; Settings parses the list.
+            kw["action"] = "append"
+            kw["metavar"] = "NAME=SIZE" if typing.get_origin(ann) is dict else "NAME"
         else:
             choices = typing.get_args(ann) if typing.get_origin(ann) is Literal else None
             if choices:

@@ -29,6 +29,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -50,6 +51,41 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 #: A byte count: an int, or a string with a K/M/G suffix.
 Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+
+def _items(value: Any) -> list[str]:
+    """A repeated flag's list, or one comma-separated string (an environment variable)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list | tuple):
+        return [str(item).strip() for item in value]
+    raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
+
+
+def parse_map_sizes(value: Any) -> dict[str, int]:
+    """``{"NAME": bytes}`` from ``["NAME=SIZE", ...]``, ``"A=1K,B=2M"`` or a TOML table."""
+    if isinstance(value, dict):
+        pairs = [(str(k), v) for k, v in value.items()]
+    else:
+        pairs = []
+        for item in _items(value):
+            name, sep, size = item.partition("=")
+            if not sep or not name.strip() or not size.strip():
+                raise ValueError(f"map size {item!r}: expected NAME=SIZE, e.g. slots=1K")
+            pairs.append((name.strip(), size.strip()))
+    out: dict[str, int] = {}
+    for name, size in pairs:
+        if name in out:
+            raise ValueError(f"map size for {name!r} given twice")
+        out[name] = parse_size(size)
+    return out
+
+
+#: ``NAME=SIZE`` pairs (repeatable flag; comma-separated in the environment).
+MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
+#: Names (repeatable flag; comma-separated in the environment).
+Names = Annotated[list[str], NoDecode, BeforeValidator(_items)]
 
 #: The settings file in use while a Settings is being built (see :meth:`Settings.load`).
 _config_file: ContextVar[Path | None] = ContextVar("ringbridge_config_file", default=None)
@@ -143,7 +179,48 @@ class Settings(BaseSettings):
         le=MAX_DRAIN_BUDGET,
         description="max samples per bpf_user_ringbuf_drain() call (the kernel's cap: 131072)",
     )
-    bpf_object: Path | None = Field(default=None, description="BPF object (default: built-in)")
+    bpf_object: Path | None = Field(
+        default=None,
+        description="BPF object (.bpf.o) with a user ring buffer map (default: built-in)",
+    )
+    ring_map: str | None = Field(
+        default=None,
+        description="the object's user ring buffer map (default: its only one)",
+    )
+    map_size: MapSizes = Field(
+        default_factory=dict,
+        description="NAME=SIZE: size of a map the object leaves at max_entries 0 "
+        "(entries, or bytes for ring buffers; K/M/G; repeatable)",
+    )
+    sample_type: str | None = Field(
+        default=None,
+        description="struct or union in the object's BTF that one sample is "
+        "(JSON fields are packed into it); binary batches work without it",
+    )
+    drain_program: str | None = Field(
+        default=None,
+        description="the object's SEC(\"syscall\") program that drains the ring on demand "
+        "(for --drain timer|kick with your own object)",
+    )
+    attach: bool = Field(
+        default=True,
+        description="attach the object's programs that have an attach point "
+        "(fentry, kprobe, tracepoint...) while serving",
+    )
+    ring_pin: Path | None = Field(
+        default=None,
+        description="feed a user ring another loader pinned at this bpffs path "
+        "(no object is loaded; the drain is external)",
+    )
+    export_map: Names = Field(
+        default_factory=list,
+        description="map of the object to export on /metrics: key fields become labels, "
+        "value fields samples (repeatable)",
+    )
+    export_globals: bool = Field(
+        default=True,
+        description="export the integer globals (.bss, .data, .rodata) of your own object",
+    )
     pin_dir: Path = Field(
         default=Path("/sys/fs/bpf/ringbridge"), description="bpffs dir for the pins"
     )

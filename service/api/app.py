@@ -4,9 +4,11 @@ Startup, in order (each step undone in reverse if a later one fails):
 
 1. load the default BPF program set, or re-open it from its pins
    (``bpfobj.load_default``: an existing, foreign or mismatched pin dir is
-   refused, never clobbered) and take the pin dir's producer lock (one
-   producer per ring);
-2. build the sample codec from the object's BTF (``struct ringbridge_sample``);
+   refused, never clobbered) -- or a user's object (``--bpf-object``, see
+   :mod:`ringbridge.api.backend`) -- and take the pin dir's producer lock
+   (one producer per ring);
+2. build the sample codec from the object's BTF (``struct ringbridge_sample``,
+   or ``--sample-type``);
 3. map the ring (``UserRingBuffer``; recovers records a crashed producer left BUSY);
 4. set up the drain trigger: ``timer`` arms the in-kernel timer, ``kick``
    sets the per-call budget (the producer runs the drain program after each
@@ -32,24 +34,19 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from ..codec import DEFAULT_SAMPLE_STRUCT, SampleCodec
 from ..errors import RingbridgeError
-from ..kernel.bpfobj import LoadedRingbridge, default_object_path, load_default, lock_producer
+from ..kernel.bpfobj import LoadedRingbridge, lock_producer
 from ..kernel.drainer import NativeDrainer
 from ..kernel.privileges import drop_all_capabilities
 from ..kernel.ringbuf import UserRingBuffer
 from ..producer.kick import DrainTrigger, Kicker, TimerWaker
 from ..producer.task import Producer
+from ..producer.ticker import DrainTicker
 from ..settings import Settings
-from . import metrics, routes, ws
+from . import backend, metrics, routes, ws
 from .state import ConsumerWatch, Rejections, Runtime
 
 log = logging.getLogger("ringbridge.app")
-
-
-def _load(settings: Settings) -> LoadedRingbridge:
-    obj = settings.bpf_object or default_object_path()
-    return load_default(obj, settings.pin_dir, settings.ring_size)
 
 
 async def _wait_drained(ring: UserRingBuffer, timeout: float) -> bool:
@@ -60,6 +57,7 @@ async def _wait_drained(ring: UserRingBuffer, timeout: float) -> bool:
 
 
 def _setup_drain(settings: Settings, loaded: LoadedRingbridge) -> None:
+    """The built-in consumer's drain trigger (a user's object has no timer of ours)."""
     if settings.drain == "timer":
         loaded.arm_timer(
             settings.drain_period_ns, settings.drain_budget, settings.drain_idle_period_ns
@@ -84,34 +82,39 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Capabilities are per thread: when they are to be dropped, load on
             # the loop's own thread so that no privileged worker thread exists.
             if settings.drop_privileges:
-                loaded = _load(settings)
+                loaded, mode = backend.load(settings)
             else:
-                loaded = await asyncio.to_thread(_load, settings)
+                loaded, mode = await asyncio.to_thread(backend.load, settings)
             stack.callback(loaded.close)
+            builtin = isinstance(loaded, LoadedRingbridge)
             lock = lock_producer(settings.pin_dir)
             stack.callback(lock.close)
-            codec = SampleCodec.from_object(
-                settings.bpf_object or default_object_path(), DEFAULT_SAMPLE_STRUCT
+            codec = backend.build_codec(settings, loaded)
+            ring = UserRingBuffer(
+                loaded.ring_fd,
+                settings.ring_size,
+                ctl_fd=loaded.ctl_fd if isinstance(loaded, LoadedRingbridge) else None,
             )
-            ring = UserRingBuffer(loaded.ring_fd, settings.ring_size, ctl_fd=loaded.ctl_fd)
             # Registered before the producer's stop: an ExitStack unwinds in
             # reverse, so the ring is freed after everything that writes it.
             stack.callback(ring.close)
             if ring.recovered_busy:
                 log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
-            _setup_drain(settings, loaded)
+            if isinstance(loaded, LoadedRingbridge):
+                _setup_drain(settings, loaded)
             if settings.drop_privileges:
                 # Everything privileged is done: loading, pinning, locking, the
                 # ring's mmap. What remains runs on the fds alone.
                 drop_all_capabilities()
                 log.info("dropped all capabilities")
-            if settings.drain == "timer":
+            if isinstance(loaded, LoadedRingbridge) and mode == "timer":
+                builtin_loaded = loaded
 
                 async def quiesce_timer() -> None:
                     # Let the kernel consume what we committed, then stop the
                     # timer: a pinned timer would otherwise tick on forever.
                     drained = await _wait_drained(ring, settings.shutdown_grace)
-                    loaded.disarm_timer()
+                    builtin_loaded.disarm_timer()
                     if not drained:
                         log.warning(
                             "ring not fully consumed at shutdown; it stays pinned",
@@ -120,14 +123,24 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
                 stack.push_async_callback(quiesce_timer)
             trigger: DrainTrigger | None = None
-            if settings.drain == "kick":
+            if mode == "kick":
                 # After the privilege drop: the worker thread starts with none.
                 drainer = NativeDrainer(loaded.drain_prog_fd, *ring.position_addresses())
                 # Unwound before ring.close: the worker reads the ring's mapping.
                 stack.callback(drainer.close)
                 trigger = Kicker(drainer)
-            elif settings.drain == "timer":
+            elif mode == "timer" and isinstance(loaded, LoadedRingbridge):
                 trigger = TimerWaker(loaded.timer_idle_drains, loaded.wake_timer)
+            elif mode == "timer":
+                # A user's object has no timer: its drain program runs on a period.
+                ticker = DrainTicker(
+                    loaded.drain,
+                    lambda: ring.producer_pos - ring.consumer_pos(),
+                    settings.drain_period_ns / 1e9,
+                    grace=settings.shutdown_grace,
+                )
+                ticker.start()
+                trigger = ticker
             producer = Producer(
                 ring,
                 admission_bytes=settings.admission_limit,
@@ -143,6 +156,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 ring=ring,
                 producer=producer,
                 codec=codec,
+                drain=mode,
                 rejections=Rejections(),
                 watch=ConsumerWatch(settings.ready_stall_seconds),
             )
@@ -158,7 +172,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                     "pin_dir": str(settings.pin_dir),
                     "pins_reused": loaded.reused,
                     "ring_size": settings.ring_size,
-                    "drain": settings.drain,
+                    "object": str(backend.object_path(settings)),
+                    "builtin": builtin,
+                    "drain": mode,
                     "auth": settings.token is not None,
                 },
             )

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..kernel.bpfobj import KernelCounters
+from ..kernel.bpfobj import KernelCounters, LoadedRingbridge
 from ..producer.task import Ack
 from .state import Runtime
 
@@ -105,6 +105,10 @@ class RingbridgeCollector(Collector):
         yield from self._kernel(rt)
 
     def _kernel(self, rt: Runtime) -> Iterator[Metric]:
+        # A user's object has no counters of ours (its maps are exported
+        # with --export-map instead).
+        if not isinstance(rt.loaded, LoadedRingbridge):
+            return
         kc = rt.loaded.read_counters()
         yield CounterMetricFamily(
             "ringbridge_kernel_samples", "Samples the BPF consumer processed.", value=kc.samples
@@ -168,13 +172,11 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
     """The same numbers as /metrics, as one JSON document (``GET /v1/stats``)."""
     p = rt.producer.statistics()
     ring = rt.ring.statistics()
-    kc = rt.loaded.read_counters()
     producer = asdict(p)
-    return {
-        "producer": producer,
-        "rejected": dict(rt.rejections.by_reason),
-        "ring": asdict(ring),
-        "kernel": {
+    kernel: dict[str, Any] | None = None
+    if isinstance(rt.loaded, LoadedRingbridge):
+        kc = rt.loaded.read_counters()
+        kernel = {
             "samples": kc.samples,
             "bytes": kc.bytes,
             "drain_calls": kc.drain_calls,
@@ -182,9 +184,21 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
             "short_samples": kc.short_samples,
             "kind_overflow": kc.kind_overflow,
             "kinds": {str(k): {"samples": c, "value": v} for k, c, v in _kinds(kc)},
-        },
+        }
+    else:
+        kernel = {
+            "object": str(rt.loaded.plan.path),
+            "ring_map": rt.loaded.plan.ring_map,
+            "attached": rt.loaded.attached,
+            "drain_program": rt.loaded.plan.drain_program,
+        }
+    return {
+        "producer": producer,
+        "rejected": dict(rt.rejections.by_reason),
+        "ring": asdict(ring),
+        "kernel": kernel,
         "config": {
-            "drain": rt.settings.drain,
+            "drain": rt.drain,
             "ring_size": rt.settings.ring_size,
             "max_batch_bytes": rt.settings.max_batch_bytes,
             "max_sample_bytes": rt.settings.max_sample_bytes,

@@ -18,8 +18,9 @@ from ..codec import SampleCodec
 from ..errors import RingbridgeError, StoppingError
 from ..kernel.bpfobj import LoadedRingbridge
 from ..kernel.ringbuf import UserRingBuffer
+from ..kernel.userobj import LoadedObject
 from ..producer.task import Producer
-from ..settings import Settings
+from ..settings import DrainMode, Settings
 
 
 class ConsumerWatch:
@@ -90,10 +91,11 @@ class StreamRegistry:
 @dataclass
 class Runtime:
     settings: Settings
-    loaded: LoadedRingbridge
+    loaded: LoadedRingbridge | LoadedObject
     ring: UserRingBuffer
     producer: Producer
     codec: SampleCodec
+    drain: DrainMode
     rejections: Rejections
     watch: ConsumerWatch
     streams: StreamRegistry = field(default_factory=StreamRegistry)

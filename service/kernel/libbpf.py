@@ -33,8 +33,10 @@ from ringbridge.errors import BpfObjectError, KernelError
 from ringbridge.kernel.libc import libc as shared_libc
 
 __all__ = [
+    "BPF_F_MMAPABLE",
     "BPF_MAP_TYPE_ARRAY",
     "BPF_MAP_TYPE_PERCPU_ARRAY",
+    "BPF_MAP_TYPE_RINGBUF",
     "BPF_MAP_TYPE_USER_RINGBUF",
     "BPF_PROG_TYPE_SYSCALL",
     "BTF_INT_BOOL",
@@ -42,6 +44,7 @@ __all__ = [
     "BTF_INT_SIGNED",
     "BTF_KIND_ARRAY",
     "BTF_KIND_CONST",
+    "BTF_KIND_DATASEC",
     "BTF_KIND_ENUM",
     "BTF_KIND_ENUM64",
     "BTF_KIND_FLOAT",
@@ -53,7 +56,9 @@ __all__ = [
     "BTF_KIND_TYPEDEF",
     "BTF_KIND_TYPE_TAG",
     "BTF_KIND_UNION",
+    "BTF_KIND_VAR",
     "BTF_KIND_VOLATILE",
+    "BpfLink",
     "BpfMap",
     "BpfObject",
     "BpfProgram",
@@ -61,12 +66,16 @@ __all__ = [
     "BtfArray",
     "BtfMember",
     "BtfType",
+    "DatasecVar",
     "Fd",
     "FdLike",
+    "KernelBtf",
     "MapInfo",
     "ProgInfo",
     "lookup_percpu",
+    "map_create",
     "map_info",
+    "map_keys",
     "map_lookup",
     "map_update",
     "num_possible_cpus",
@@ -83,7 +92,9 @@ _log = logging.getLogger(LOGGER_NAME)
 BPF_MAP_TYPE_ARRAY: Final = 2
 BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
 BPF_MAP_TYPE_USER_RINGBUF: Final = 31
+BPF_MAP_TYPE_RINGBUF: Final = 27
 BPF_PROG_TYPE_SYSCALL: Final = 31
+BPF_F_MMAPABLE: Final = 1 << 10
 
 # BTF kinds and int encodings (uapi linux/btf.h).
 BTF_KIND_INT: Final = 1
@@ -97,6 +108,8 @@ BTF_KIND_TYPEDEF: Final = 8
 BTF_KIND_VOLATILE: Final = 9
 BTF_KIND_CONST: Final = 10
 BTF_KIND_RESTRICT: Final = 11
+BTF_KIND_VAR: Final = 14
+BTF_KIND_DATASEC: Final = 15
 BTF_KIND_FLOAT: Final = 16
 BTF_KIND_TYPE_TAG: Final = 18
 BTF_KIND_ENUM64: Final = 19
@@ -177,6 +190,21 @@ class _ProgInfoHead(ctypes.Structure):
     ]
 
 
+class _MapCreateOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
+    ]
+
+
 class _BtfType(ctypes.Structure):
     _fields_ = [
         ("name_off", ctypes.c_uint32),
@@ -241,6 +269,16 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_program__name": (_S, [_P]),
     "bpf_program__pin": (_I, [_P, _S]),
     "bpf_program__set_autoload": (_I, [_P, ctypes.c_bool]),
+    "bpf_program__type": (_I, [_P]),
+    "bpf_program__section_name": (_S, [_P]),
+    "bpf_program__autoattach": (ctypes.c_bool, [_P]),
+    "bpf_program__attach": (_P, [_P]),
+    "bpf_link__destroy": (_I, [_P]),
+    "bpf_map__is_internal": (ctypes.c_bool, [_P]),
+    "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
+    "bpf_map_get_next_key": (_I, [_I, _P, _P]),
+    "btf__load_from_kernel_by_id": (_P, [_U32]),
+    "btf__free": (None, [_P]),
     "bpf_obj_get": (_I, [_S]),
     "bpf_obj_pin": (_I, [_I, _S]),
     "bpf_map_lookup_elem": (_I, [_I, _P, _P]),
@@ -546,6 +584,45 @@ def map_update(
     _check_int(rc, "bpf_map_update_elem", _fd_target(fd, name))
 
 
+def map_create(
+    map_type: int,
+    name: str,
+    key_size: int,
+    value_size: int,
+    max_entries: int,
+    *,
+    map_flags: int = 0,
+) -> Fd:
+    """Creates a map without an object (``bpf_map_create``); the caller owns the fd."""
+    opts = _MapCreateOpts()
+    opts.sz = ctypes.sizeof(opts)
+    opts.map_flags = map_flags
+    fd = _lib().bpf_map_create(
+        map_type, name.encode(), key_size, value_size, max_entries, ctypes.byref(opts)
+    )
+    return Fd(_check_int(fd, "bpf_map_create", name), name)
+
+
+def map_keys(fd: FdLike, key_size: int, *, name: str | None = None) -> Iterator[bytes]:
+    """Every key of a map, in the kernel's iteration order.
+
+    A key deleted while iterating makes the kernel restart from the first
+    key (hash maps): a scrape may then see an entry twice, never loop forever
+    because the number of steps is bounded by the caller reading values.
+    """
+    key = ctypes.create_string_buffer(key_size)
+    nxt = ctypes.create_string_buffer(key_size)
+    cur: ctypes.Array[ctypes.c_char] | None = None
+    while True:
+        rc = _lib().bpf_map_get_next_key(_num(fd), cur, nxt)
+        if rc == -_errno.ENOENT:
+            return
+        _check_int(rc, "bpf_map_get_next_key", _fd_target(fd, name))
+        yield nxt.raw
+        ctypes.memmove(key, nxt, key_size)
+        cur = key
+
+
 def percpu_value_stride(value_size: int) -> int:
     """Per-CPU values are laid out 8-byte aligned, one per possible CPU."""
     return (value_size + 7) & ~7
@@ -582,6 +659,15 @@ class BtfArray:
 
 
 @dataclass(frozen=True)
+class DatasecVar:
+    """One variable of a BTF_KIND_DATASEC (a global of ``.bss``, ``.data``...)."""
+
+    var_type_id: int  # the BTF_KIND_VAR; its size_or_type is the variable's type
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
 class BtfType:
     """One decoded ``struct btf_type`` plus the kind-specific data we use."""
 
@@ -598,18 +684,25 @@ class BtfType:
     int_offset: int = 0
     members: tuple[BtfMember, ...] = ()
     array: BtfArray | None = None
+    datasec: tuple[DatasecVar, ...] = ()
 
 
 class Btf:
     """The BTF of an open :class:`BpfObject`; owned (and freed) by the object."""
 
-    def __init__(self, owner: BpfObject, ptr: int) -> None:
+    def __init__(self, owner: BpfObject | None, ptr: int) -> None:
         self._owner = owner
         self._ptr = ptr
 
     def _p(self) -> int:
+        assert self._owner is not None
         self._owner._require_open("btf")
         return self._ptr
+
+    @property
+    def where(self) -> str:
+        """Where this BTF comes from, for error messages."""
+        return str(self._owner.path) if self._owner is not None else "BTF"
 
     def type_cnt(self) -> int:
         """Number of type ids, including the void type 0."""
@@ -620,7 +713,7 @@ class Btf:
         rc = int(_lib().btf__find_by_name_kind(self._p(), name.encode(), kind))
         if rc == -_errno.ENOENT:
             return None
-        return _check_int(rc, "btf__find_by_name_kind", f"{self._owner.path}:{name}", obj=True)
+        return _check_int(rc, "btf__find_by_name_kind", f"{self.where}:{name}", obj=True)
 
     def name_by_offset(self, offset: int) -> str:
         raw = _lib().btf__name_by_offset(self._p(), offset)
@@ -628,19 +721,19 @@ class Btf:
 
     def resolve_size(self, type_id: int) -> int:
         rc = int(_lib().btf__resolve_size(self._p(), type_id))
-        return _check_int(rc, "btf__resolve_size", f"{self._owner.path}:type {type_id}", obj=True)
+        return _check_int(rc, "btf__resolve_size", f"{self.where}:type {type_id}", obj=True)
 
     def resolve_type(self, type_id: int) -> int:
         """Strips typedef/const/volatile/restrict/type_tag off ``type_id``."""
         rc = int(_lib().btf__resolve_type(self._p(), type_id))
-        return _check_int(rc, "btf__resolve_type", f"{self._owner.path}:type {type_id}", obj=True)
+        return _check_int(rc, "btf__resolve_type", f"{self.where}:type {type_id}", obj=True)
 
     def type_by_id(self, type_id: int) -> BtfType:
         ptr = _lib().btf__type_by_id(self._p(), type_id)
         if not ptr:
             _raise(
                 "btf__type_by_id",
-                f"{self._owner.path}:type {type_id}",
+                f"{self.where}:type {type_id}",
                 ctypes.get_errno() or _errno.EINVAL,
                 obj=True,
             )
@@ -680,7 +773,53 @@ class Btf:
                     bit_off, bf_size = m.offset, 0
                 members.append(BtfMember(self.name_by_offset(m.name_off), m.type, bit_off, bf_size))
             return dataclasses.replace(base, members=tuple(members))
+        if kind == BTF_KIND_DATASEC:
+            # struct btf_var_secinfo {u32 type; u32 offset; u32 size;}
+            raw = (ctypes.c_uint32 * (3 * vlen)).from_address(tail)
+            secs = tuple(
+                DatasecVar(raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]) for i in range(vlen)
+            )
+            return dataclasses.replace(base, datasec=secs)
         return base
+
+
+class KernelBtf(Btf):
+    """BTF loaded from the kernel by id (a loaded map's ``btf_id``); owns its memory."""
+
+    def __init__(self, ptr: int, btf_id: int) -> None:
+        super().__init__(None, ptr)
+        self.btf_id = btf_id
+        self._closed = False
+
+    @classmethod
+    def load(cls, btf_id: int) -> KernelBtf:
+        ptr = _lib().btf__load_from_kernel_by_id(btf_id)
+        return cls(_check_ptr(ptr, "btf__load_from_kernel_by_id", f"btf id {btf_id}"), btf_id)
+
+    def _p(self) -> int:
+        if self._closed:
+            raise KernelError("use btf", f"btf id {self.btf_id}", _errno.EBADF, "freed")
+        return self._ptr
+
+    @property
+    def where(self) -> str:
+        return f"kernel BTF id {self.btf_id}"
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _lib().btf__free(self._ptr)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------
@@ -745,6 +884,11 @@ class BpfMap(_Member):
     @property
     def value_size(self) -> int:
         return int(_lib().bpf_map__value_size(self._p("bpf_map__value_size")))
+
+    @property
+    def is_internal(self) -> bool:
+        """A map libbpf made for global data (.bss, .data, .rodata, .kconfig)."""
+        return bool(_lib().bpf_map__is_internal(self._p("bpf_map__is_internal")))
 
     def set_max_entries(self, n: int) -> None:
         """Resizes the map; only before the object is loaded (EBUSY after)."""
@@ -811,6 +955,55 @@ class BpfProgram(_Member):
 
     def test_run(self, ctx: bytes | None = None) -> int:
         return prog_test_run(self.fd, ctx, name=self.name)
+
+    @property
+    def type(self) -> int:
+        return int(_lib().bpf_program__type(self._p("bpf_program__type")))
+
+    @property
+    def section(self) -> str:
+        raw = _lib().bpf_program__section_name(self._p("bpf_program__section_name"))
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    @property
+    def autoattach(self) -> bool:
+        """False when the object asked libbpf not to auto-attach this program."""
+        return bool(_lib().bpf_program__autoattach(self._p("bpf_program__autoattach")))
+
+    def attach(self) -> BpfLink | None:
+        """Attaches at the point its section names (libbpf auto-attach).
+
+        None when the section has no attach point libbpf knows (``syscall``,
+        a bare ``kprobe``...): libbpf answers EOPNOTSUPP, which is no error
+        here. The link keeps the program attached until it is destroyed.
+        """
+        ptr = _lib().bpf_program__attach(self._p("bpf_program__attach"))
+        if not ptr:
+            err = ctypes.get_errno()
+            if err == _errno.EOPNOTSUPP:
+                return None
+            _raise("bpf_program__attach", f"{self.name} ({self.section})", err, obj=False)
+        return BpfLink(ptr, self.name)
+
+
+class BpfLink:
+    """An attachment of a program; :meth:`destroy` detaches it."""
+
+    def __init__(self, ptr: int, program: str) -> None:
+        self._ptr: int | None = ptr
+        self.program = program
+
+    @property
+    def active(self) -> bool:
+        return self._ptr is not None
+
+    def destroy(self) -> None:
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            _lib().bpf_link__destroy(ptr)
+
+    def __repr__(self) -> str:
+        return f"BpfLink({self.program!r}, {'attached' if self.active else 'destroyed'})"
 
 
 class BpfObject:

@@ -27,7 +27,7 @@ from ringbridge.api.app import create_app
 from ringbridge.api.server import make_server as make_uvicorn_server
 from ringbridge.api.state import Runtime
 from ringbridge.core.ring import encode_batch
-from ringbridge.kernel.bpfobj import KernelCounters
+from ringbridge.kernel.bpfobj import KernelCounters, LoadedRingbridge
 from ringbridge.settings import Settings
 
 SAMPLE = struct.Struct("<IIQ")  # struct ringbridge_sample {u32 kind; u32 flags; u64 value}
@@ -99,7 +99,9 @@ class Server:
         return rt
 
     def counters(self) -> KernelCounters:
-        return self.runtime.loaded.read_counters()
+        loaded = self.runtime.loaded
+        assert isinstance(loaded, LoadedRingbridge), "not the built-in consumer"
+        return loaded.read_counters()
 
     def drain(self) -> int:
         """Run the on-demand drain program once (the kernel consumes the ring)."""

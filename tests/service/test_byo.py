@@ -1,0 +1,236 @@
+"""Bring your own BPF object: `ringbridge serve` flags only, real kernel, a child server.
+
+Objects: the example (bpf/examples/ops.bpf.c: add/multiply/set-slot protocol,
+a raw-tracepoint drain and a syscall drain program) and a selftest-style
+object (bpf/selftests/user_ringbuf_msg.bpf.c: the upstream message protocol,
+maps left at max_entries 0). Kernel state is read from the pinned maps.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ringbridge.core.ring import encode_batch
+from ringbridge.errors import ConfigError, ServiceError
+from ringbridge.kernel.objplan import plan_object
+from ringbridge.launch import served
+from tests.byo_helpers import (
+    EXAMPLE_OBJ,
+    INC32,
+    INC64,
+    MUL32,
+    MUL64,
+    OPS_ADD,
+    OPS_MUL,
+    SELFTEST_OBJ,
+    SELFTEST_VARIANT_OBJ,
+    TWO_RINGS_OBJ,
+    ensure_built,
+    ops_msg,
+    ops_set,
+    read_globals,
+    read_hash,
+    selftest_msg,
+    trigger_syscall,
+    wrap64,
+)
+
+pytestmark = pytest.mark.kernel
+
+OCTET = {"content-type": "application/octet-stream"}
+SELFTEST_ARGS = ["--ring-size", "64K", "--map-size", "kernel_ringbuf=4K"]
+EXAMPLE_ARGS = ["--ring-size", "64K", "--map-size", "slots=64"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built() -> None:
+    ensure_built()
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "serve.log"
+
+
+def _refused(args: list[str], log_path: Path) -> str:
+    """Starts `ringbridge serve ARGS`, expects it to refuse; returns its log."""
+    with pytest.raises(ServiceError), served(args, log_path):
+        pass
+    return log_path.read_text()
+
+
+def _post_binary(addr: str, payloads: list[bytes]) -> httpx.Response:
+    return httpx.post(
+        f"http://{addr}/v1/samples", content=encode_batch(payloads), headers=OCTET, timeout=10
+    )
+
+
+# --------------------------------------------------------------------------
+# Planning: refusals that name the map, program and flag (no load needed)
+# --------------------------------------------------------------------------
+
+
+def test_several_rings_need_ring_map() -> None:
+    with pytest.raises(
+        ConfigError, match=r"several user ring buffer maps \(ring_a, ring_b\).*--ring-map"
+    ):
+        plan_object(TWO_RINGS_OBJ, ring_size=65536)
+    plan = plan_object(TWO_RINGS_OBJ, ring_size=65536, ring_map="ring_b")
+    assert plan.ring_map == "ring_b"
+    assert plan.sizes == {"ring_b": 65536}
+
+
+def test_ring_map_must_be_a_user_ring() -> None:
+    with pytest.raises(
+        ConfigError, match=r"--ring-map kernel_ringbuf: .* not a BPF_MAP_TYPE_USER_RINGBUF"
+    ):
+        plan_object(SELFTEST_OBJ, ring_size=65536, ring_map="kernel_ringbuf")
+    with pytest.raises(ConfigError, match=r"--ring-map nope: .*no such map.*user_ringbuf"):
+        plan_object(SELFTEST_OBJ, ring_size=65536, ring_map="nope")
+
+
+def test_zero_sized_map_without_size_is_refused_naming_it() -> None:
+    with pytest.raises(
+        ConfigError, match=r"map 'kernel_ringbuf' .* max_entries 0 .*--map-size kernel_ringbuf=SIZE"
+    ):
+        plan_object(SELFTEST_OBJ, ring_size=65536)
+    with pytest.raises(ConfigError, match=r"--map-size kernel_ringbuf=5000: .*"):
+        plan_object(SELFTEST_OBJ, ring_size=65536, map_sizes={"kernel_ringbuf": 5000})
+    with pytest.raises(ConfigError, match=r"no map 'nosuch'"):
+        plan_object(SELFTEST_OBJ, ring_size=65536, map_sizes={"kernel_ringbuf": 4096, "nosuch": 1})
+    plan = plan_object(SELFTEST_OBJ, ring_size=65536, map_sizes={"kernel_ringbuf": 4096})
+    assert plan.sizes == {"user_ringbuf": 65536, "kernel_ringbuf": 4096}
+
+
+def test_drain_program_must_be_a_syscall_program() -> None:
+    with pytest.raises(ConfigError, match=r"--drain-program not_a_drain: .*not SEC\(\"syscall\"\)"):
+        plan_object(TWO_RINGS_OBJ, ring_size=65536, ring_map="ring_a", drain_program="not_a_drain")
+    with pytest.raises(ConfigError, match=r"--drain-program nope: .*no such program.*drain_a"):
+        plan_object(TWO_RINGS_OBJ, ring_size=65536, ring_map="ring_a", drain_program="nope")
+
+
+def test_serve_refuses_a_bad_object_config_with_one_line(pin_dir: Path, log_path: Path) -> None:
+    log = _refused(["--bpf-object", str(SELFTEST_OBJ), "--pin-dir", str(pin_dir)], log_path)
+    assert "--map-size kernel_ringbuf=SIZE" in log
+    assert not pin_dir.exists()
+    args = ["--bpf-object", str(EXAMPLE_OBJ), "--pin-dir", str(pin_dir), *EXAMPLE_ARGS]
+    log = _refused([*args, "--drain", "kick"], log_path)
+    assert "--drain kick with your own BPF object needs --drain-program" in log
+
+
+# --------------------------------------------------------------------------
+# The selftest-style object: maps at max_entries 0, a drain attached on its own
+# --------------------------------------------------------------------------
+
+
+def test_selftest_object_binary_protocol(pin_dir: Path, log_path: Path) -> None:
+    ops = [(INC64, 5), (MUL64, 3), (INC32, -1), (MUL32, 7), (INC64, 1 << 40), (MUL32, -2)]
+    expected = 0
+    for op, v in ops:
+        expected = wrap64(expected + v if op in (INC64, INC32) else expected * v)
+    args = ["--bpf-object", str(SELFTEST_OBJ), "--pin-dir", str(pin_dir), *SELFTEST_ARGS]
+    with served(args, log_path) as addr:
+        r = _post_binary(addr, [selftest_msg(op, v) for op, v in ops])
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == len(ops)
+        stats = httpx.get(f"http://{addr}/v1/stats").json()
+        assert stats["kernel"]["attached"] == ["test_user_ringbuf_protocol"]
+        assert stats["config"]["drain"] == "external"
+        # Nothing drains until the program the object attached itself runs.
+        assert read_globals(SELFTEST_OBJ, pin_dir)["msgs_read"] == 0
+        trigger_syscall("prctl")
+        g = read_globals(SELFTEST_OBJ, pin_dir)
+        assert g["msgs_read"] == len(ops)
+        assert g["kern_mutated"] == expected
+        assert g["bad_msgs"] == 0
+        assert g["last_drain_ret"] == len(ops)
+    # The pins keep the state: a restart with the same object re-uses them.
+    with served(args, log_path) as addr:
+        assert _post_binary(addr, [selftest_msg(INC64, 10)]).status_code == 200
+        trigger_syscall("prctl")
+        g = read_globals(SELFTEST_OBJ, pin_dir)
+        assert g["kern_mutated"] == wrap64(expected + 10)
+        assert g["msgs_read"] == len(ops) + 1
+
+
+def test_no_attach_leaves_programs_loaded_only(pin_dir: Path, log_path: Path) -> None:
+    args = [
+        "--bpf-object",
+        str(SELFTEST_OBJ),
+        "--pin-dir",
+        str(pin_dir),
+        *SELFTEST_ARGS,
+        "--no-attach",
+    ]
+    with served(args, log_path) as addr:
+        assert _post_binary(addr, [selftest_msg(INC64, 5)]).status_code == 200
+        trigger_syscall("prctl")
+        stats = httpx.get(f"http://{addr}/v1/stats").json()
+        assert stats["kernel"]["attached"] == []
+        assert stats["ring"]["producer_pos"] - stats["ring"]["consumer_pos"] == 24
+        assert read_globals(SELFTEST_OBJ, pin_dir)["msgs_read"] == 0
+
+
+def test_changed_object_against_old_pins_refuses_start(pin_dir: Path, log_path: Path) -> None:
+    args = ["--pin-dir", str(pin_dir), *SELFTEST_ARGS]
+    with served(["--bpf-object", str(SELFTEST_OBJ), *args], log_path) as addr:
+        assert _post_binary(addr, [selftest_msg(INC64, 5)]).status_code == 200
+        trigger_syscall("prctl")
+    # Same maps, same sizes, same names: only the program differs.
+    log = _refused(["--bpf-object", str(SELFTEST_VARIANT_OBJ), *args], log_path)
+    assert "made from another BPF object" in log
+    assert f"ringbridge unpin --pin-dir {pin_dir}" in log
+    # The old state is untouched, and the original object still starts on it.
+    assert read_globals(SELFTEST_OBJ, pin_dir)["kern_mutated"] == 5
+    with served(["--bpf-object", str(SELFTEST_OBJ), *args], log_path):
+        pass
+
+
+# --------------------------------------------------------------------------
+# The example object: kick mode through its syscall drain program
+# --------------------------------------------------------------------------
+
+
+def test_example_object_kick_drain(pin_dir: Path, log_path: Path) -> None:
+    args = [
+        "--bpf-object",
+        str(EXAMPLE_OBJ),
+        "--pin-dir",
+        str(pin_dir),
+        *EXAMPLE_ARGS,
+        "--drain-program",
+        "ops_drain",
+    ]
+    payloads = [
+        ops_msg(OPS_ADD, 41, tag=1),
+        ops_msg(OPS_MUL, -3, tag=2),
+        ops_set("alpha", 7, tag=3),
+        ops_set("beta", 1 << 63, tag=4),
+        ops_msg(OPS_ADD, 2, tag=5),
+    ]
+    with served(args, log_path) as addr:
+        r = httpx.post(
+            f"http://{addr}/v1/samples?wait=consumed",
+            content=encode_batch(payloads),
+            headers=OCTET,
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "consumed"
+        assert httpx.get(f"http://{addr}/v1/stats").json()["config"]["drain"] == "kick"
+        g = read_globals(EXAMPLE_OBJ, pin_dir)
+        assert g["acc"] == (1 + 41) * -3 + 2
+        assert g["ops_applied"] == 5
+        assert g["ops_rejected"] == 0
+        assert g["last_tag"] == 5
+        assert g["ops_abi_version"] == 1
+        slots = read_hash(pin_dir / "slots", 16, 8)
+        assert {k.rstrip(b"\0"): struct.unpack("<Q", v)[0] for k, v in slots.items()} == {
+            b"alpha": 7,
+            b"beta": 1 << 63,
+        }
