@@ -98,10 +98,15 @@ class Server:
         assert rt is not None, "server is not running"
         return rt
 
-    def counters(self) -> KernelCounters:
+    @property
+    def builtin(self) -> LoadedRingbridge:
+        """The loaded built-in consumer (every server here runs it)."""
         loaded = self.runtime.loaded
         assert isinstance(loaded, LoadedRingbridge), "not the built-in consumer"
-        return loaded.read_counters()
+        return loaded
+
+    def counters(self) -> KernelCounters:
+        return self.builtin.read_counters()
 
     def drain(self) -> int:
         """Run the on-demand drain program once (the kernel consumes the ring)."""

@@ -18,8 +18,7 @@ import pytest
 from ringbridge.core.ring import encode_batch
 from ringbridge.errors import ConfigError, ServiceError
 from ringbridge.kernel.objplan import plan_object
-from ringbridge.launch import served
-from tests.byo_helpers import (
+from tests.support.byo import (
     EXAMPLE_OBJ,
     INC32,
     INC64,
@@ -39,6 +38,7 @@ from tests.byo_helpers import (
     trigger_syscall,
     wrap64,
 )
+from tests.support.launch import served
 
 pytestmark = pytest.mark.kernel
 

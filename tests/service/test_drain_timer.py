@@ -16,7 +16,7 @@ def test_a_commit_rearms_a_backed_off_timer(make_server: ServerFactory) -> None:
     # 100 us while busy; up to 10 s while idle -- so only the producer's
     # re-arm can get a sample consumed soon after a quiet spell.
     srv = make_server(ring_size=1 << 20, drain_period_us=100, drain_idle_period_us=10_000_000)
-    loaded = srv.runtime.loaded
+    loaded = srv.builtin
     deadline = time.monotonic() + 10
     # 12 empty drains in a row: the period has reached 100 us * 2**11 = 205 ms.
     while loaded.timer_idle_drains() < 12:

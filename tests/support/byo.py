@@ -17,7 +17,7 @@ from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.globals import DATA_SECTIONS, global_vars, section_of
 from ringbridge.kernel.objplan import pin_name
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"
 EXAMPLE_OBJ = BUILD / "examples" / "ops.bpf.o"
 SELFTEST_OBJ = BUILD / "selftests" / "user_ringbuf_msg.bpf.o"
