@@ -9,7 +9,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev
+# wrk: the benchmark's HTTP load generator (its quick mode runs in the test suite).
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev wrk
 # Extra flags for `make serve`, e.g. make serve ARGS="--port 9000 --drain kick"
 ARGS ?=
 PYTEST_ARGS ?=
@@ -65,8 +66,13 @@ lint: venv build/typing/ringbridge
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Writes bench/results.{md,json,png}; BENCH_ARGS=--update-readme also rewrites
+# README.md's table, BENCH_ARGS=--quick is the smoke run the tests do.
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python -m bench.run
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	$(MAKE) -s -C bpf OUT=../build clean

@@ -1,68 +1,68 @@
-"""Side-by-side throughput of every way into the ring, in one run (DESIGN §5).
+"""ringbridge's benchmark: every way into the ring, against the C producer, in one run.
 
-For each sample size (16, 64, 256 B by default), on the same ring size and
-the same on-demand drain program (``ringbridge_drain``, the "kick" trigger):
+    make bench                                   # 3 interleaved rounds, ~5 min
+    .venv/bin/python -m bench.run --quick        # a smoke run (CI), ~1 min
+    .venv/bin/python -m bench.run --update-readme   # also rewrite README's table
 
-(a) C baseline: ``build/c_producer`` -- libbpf ``user_ring_buffer__reserve``/
-    ``submit`` per sample, draining through BPF_PROG_TEST_RUN on ENOSPC;
-(b) Python direct: :class:`UserRingBuffer` in this process -- each batch goes
-    through ``validate_binary_batch`` then ``commit_batch_nowait`` (one copy,
-    one producer_pos publish), draining with ``LoadedRingbridge.drain()`` when
-    the ring is full;
-(c) HTTP: ``ringbridge serve --drain kick`` as a subprocess, binary batches
-    POSTed with httpx by a few concurrent clients (``wait=committed``);
-(d) WebSocket: the same server, binary frames pipelined on one connection;
-(e) HTTP JSON: the same clients POSTing ``application/json`` bodies
-    ``{"samples": [{"kind", "flags", "value"}, ...]}`` -- struct samples, which
-    are 16 B, so for larger sample sizes ``{"data": "<base64>"}`` samples of
-    that size instead (the same payload bytes as the binary rows);
-(f) WebSocket JSON: the same samples as text frames ``{"id": i, "samples": [...]}``,
-    pipelined like (d).
+What runs (DESIGN §5: a ratio against the in-process C producer, never a
+timed test):
 
-Network bodies and frames are all built before timing starts: client-side
-encoding is not what is measured. JSON batches hold as many samples as the
-binary batches (``--batch-bytes`` of ring records), well within the server's
-``--max-batch-bytes``.
+- C libbpf producer (``build/c_producer``: ``user_ring_buffer__reserve`` /
+  ``submit`` per sample, draining with the on-demand program when full) and
+  the in-process Python batch path, on a ring loaded by the benchmark;
+- ``ringbridge serve --drain kick`` (the same drain program, run after each
+  commit) under ``wrk`` (HTTP, ``bench/post.lua``) and ``build/ws_client``
+  (WebSocket, pre-masked frames): binary record batches, typed JSON, batch
+  sizes 1 / 100 / 1000 samples and the 256 KiB / 64 KiB bodies and frames of
+  the targets, 1 and 16 clients, 64 B and 4096 B samples;
+- a bare FastAPI endpoint under the same uvicorn setup (``bench/bare_app.py``):
+  the yardstick of the one-sample POST;
+- latency: one client, one batch in flight, ``wait=committed`` and
+  ``wait=consumed``, on the kick server and on a default (timer drain) server;
+- the cost of waiting: server CPU while a batch waits for a full ring
+  (nothing drains), and of idling: a default server's CPU, context switches
+  and timer drains per second with no traffic.
 
-Every path ends when the kernel has consumed all its samples (the kernel's
-own counters must rise by exactly N: content checked, not only timed).
-Samples carry ``struct ringbridge_sample`` (kind cycling, value = index) and
-zero padding up to the sample size. Results go to ``bench/results.md``.
+Every case runs once per round, rounds interleaved (all cases, then all
+again), so that the machine's noise spreads over all of them; the tables show
+the median of the rounds and the spread (min-max). Throughput counts what the
+kernel's own counters consumed. CPU is user + system time of the server
+process (all threads; the kick drain runs there) and of the load generator.
 
-    .venv/bin/python bench/run.py            # ~1-2 minutes
-    .venv/bin/python bench/run.py --quick    # smaller N, a smoke run
+Results: ``results.json`` (every run), ``results.md`` (the generated block
+between its markers; the rest of the file is kept), ``results.png`` (with
+matplotlib: ``pip install -e '.[bench]'``), in ``--out-dir`` (default
+``bench/``; a temporary directory with ``--quick``). The README's table is
+only rewritten with ``--update-readme``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import json
 import os
 import platform
-import shutil
-import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-import msgspec  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
 
+from bench import loadgen, payloads, procs, report  # noqa: E402
 from ringbridge.codec import validate_binary_batch  # noqa: E402
-from ringbridge.core import ring as core  # noqa: E402
 from ringbridge.errors import RingFullError  # noqa: E402
 from ringbridge.kernel.bpfobj import (  # noqa: E402
     LoadedRingbridge,
@@ -71,482 +71,551 @@ from ringbridge.kernel.bpfobj import (  # noqa: E402
     unpin,
 )
 from ringbridge.kernel.ringbuf import UserRingBuffer  # noqa: E402
-from tests.support.launch import served  # noqa: E402
 
-SAMPLE = struct.Struct("<IIQ")
-C_PRODUCER = REPO / "build" / "c_producer"
+BUILD = REPO / "build"
+C_PRODUCER = BUILD / "c_producer"
+WS_CLIENT = BUILD / "ws_client"
 BPFFS = Path("/sys/fs/bpf")
-README = REPO / "README.md"
-README_START = "<!-- bench:start -->"
-README_END = "<!-- bench:end -->"
+RING_SIZE = 8 << 20
+MAX_BATCH_BYTES = 1 << 20
+OCTET = "application/octet-stream"
+JSON = "application/json"
 
 
 @dataclass(frozen=True)
-class Config:
-    sizes: tuple[int, ...]
-    ring_size: int
-    batch_bytes: int
-    clients: int
-    window: int
-    # Samples per run at 16 B: the in-process paths and the network paths.
-    n_local: int
-    n_net: int
-    n_json: int
-    repeats: int
+class Case:
+    """One row: a path, a server, a sample size, a batch size, a client count."""
+
+    key: str
+    path: str  # C libbpf | Python direct | HTTP binary | WS binary | HTTP JSON | WS JSON | ...
+    server: str  # kick | timer | bare | local
+    size: int  # sample bytes (16 for JSON struct samples)
+    batch: int  # samples per body / frame
+    clients: int = 1
+    window: int = 16  # WS batches in flight per connection
+    wait: str = "committed"
+    group: str = "throughput"  # or "latency"
 
     @property
-    def max_batch_bytes(self) -> int:
-        """The service's ``--max-batch-bytes`` (body, frame and ring-bytes limit)."""
-        return max(self.batch_bytes, 1 << 20)
+    def label(self) -> str:
+        if self.path in ("C libbpf", "Python direct"):
+            return f"{self.path}, {self.size} B"
+        what = f"{self.path}, {self.size} B x {self.batch}"
+        who = f"{self.clients} conn" + ("s" if self.clients > 1 else "")
+        if self.path.startswith("WS"):
+            who += f", window {self.window}"
+        extra = f", wait={self.wait}" if self.group == "latency" else ""
+        server = "" if self.server in ("kick", "local", "bare") else f" [{self.server} drain]"
+        return f"{what} ({who}{extra}){server}"
 
 
-@dataclass(frozen=True)
-class Result:
-    path: str
-    size: int
+@dataclass
+class Run:
+    key: str
+    round: int
     samples: int
     seconds: float
+    requests: int = 0
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    latency_p50_us: float | None = None
+    latency_p99_us: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
         return self.samples / self.seconds
 
 
-#: Distinct batch bytes built per sample size; longer runs cycle through them
-#: (building records in Python is slower than the paths being measured).
-POOL_BYTES = 32 << 20
+# -- the matrix -------------------------------------------------------------------------
 
-#: JSON samples per run at 16 B (fewer at larger sizes, as for the other paths):
-#: the service decodes JSON at ~1-2 M samples/s, so this keeps each run ~1 s.
-N_JSON = 1_000_000
+T_WS, T_HTTP, T_JSON, T_ONE, T_BARE = (
+    report.T_WS,
+    report.T_HTTP,
+    report.T_JSON,
+    report.T_ONE,
+    report.T_BARE,
+)
 
 
-def make_batches(size: int, n: int, batch_bytes: int) -> list[bytes]:
-    """``n`` samples of ``size`` bytes as record batches of <= ``batch_bytes``."""
-    per = max(1, batch_bytes // core.record_size(size))
-    pad = bytes(size - SAMPLE.size)
-
-    def batch(start: int, count: int) -> bytes:
-        return core.encode_batch(
-            SAMPLE.pack(i % 256, 0, i) + pad for i in range(start, start + count)
+def cases(quick: bool) -> list[Case]:
+    b64k = payloads.samples_for_bytes(64, 64 << 10)
+    b256k = payloads.samples_for_bytes(64, 256 << 10)
+    out = [
+        Case("c-64B", "C libbpf", "local", 64, 0),
+        Case(T_WS, "WS binary", "kick", 64, b64k, 1),
+        Case(T_HTTP, "HTTP binary", "kick", 64, b256k, 4),
+        Case(T_JSON, "HTTP JSON", "kick", 16, 1000, 4),
+        Case(T_ONE, "HTTP JSON", "kick", 16, 1, 16),
+        Case(T_BARE, "bare FastAPI", "bare", 16, 1, 16),
+        Case(
+            "lat-http-bin-100-consumed-timer",
+            "HTTP binary",
+            "timer",
+            64,
+            100,
+            1,
+            wait="consumed",
+            group="latency",
+        ),
+    ]
+    if quick:
+        return out
+    out += [
+        Case("c-16B", "C libbpf", "local", 16, 0),
+        Case("c-4096B", "C libbpf", "local", 4096, 0),
+    ]
+    out.append(Case("py-64B", "Python direct", "local", 64, 0))
+    for batch in (1, 100, 1000):
+        for clients in (1, 16):
+            out += [
+                Case(f"http-bin-64B-{batch}-c{clients}", "HTTP binary", "kick", 64, batch, clients),
+                Case(f"ws-bin-64B-{batch}-c{clients}", "WS binary", "kick", 64, batch, clients),
+            ]
+            if (batch, clients) != (1, 16):
+                out.append(
+                    Case(f"http-json-{batch}-c{clients}", "HTTP JSON", "kick", 16, batch, clients)
+                )
+    out += [
+        Case("ws-json-100", "WS JSON", "kick", 16, 100, 1),
+        Case("ws-json-1000", "WS JSON", "kick", 16, 1000, 1),
+        Case("bare-1-c1", "bare FastAPI", "bare", 16, 1, 1),
+        Case("http-bin-4096B-64-c4", "HTTP binary", "kick", 4096, 64, 4),
+        Case("ws-bin-4096B-15", "WS binary", "kick", 4096, 15, 1),
+    ]
+    for server in ("kick", "timer"):
+        for wait in ("committed", "consumed"):
+            if (server, wait) != ("timer", "consumed"):
+                out.append(
+                    Case(
+                        f"lat-http-bin-100-{wait}-{server}",
+                        "HTTP binary",
+                        server,
+                        64,
+                        100,
+                        1,
+                        wait=wait,
+                        group="latency",
+                    )
+                )
+            out.append(
+                Case(
+                    f"lat-http-json-100-{wait}-{server}",
+                    "HTTP JSON",
+                    server,
+                    16,
+                    100,
+                    1,
+                    wait=wait,
+                    group="latency",
+                )
+            )
+        out.append(
+            Case(
+                f"lat-ws-bin-100-{server}",
+                "WS binary",
+                server,
+                64,
+                100,
+                1,
+                window=1,
+                group="latency",
+            )
         )
-
-    full, rest = divmod(n, per)
-    pool = [batch(i * per, per) for i in range(min(full, max(1, POOL_BYTES // batch_bytes)))]
-    out = [pool[i % len(pool)] for i in range(full)] if pool else []
-    if rest:
-        out.append(batch(full * per, rest))
     return out
 
 
-def sample_payload(i: int, size: int) -> bytes:
-    """Payload of sample ``i``: the same bytes on every path."""
-    return SAMPLE.pack(i % 256, 0, i) + bytes(size - SAMPLE.size)
+# -- in-process paths ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JsonBatches:
-    """Pre-encoded JSON batches: HTTP bodies and WebSocket text frames (id = index)."""
-
-    form: str  # "struct samples" or "base64 data"
-    bodies: list[bytes]
-    frames: list[str]
-    samples: int
+def c_samples(size: int, quick: bool) -> int:
+    n = 8_000_000 if size <= 64 else 500_000
+    return n // 20 if quick else n
 
 
-def make_json_batches(size: int, n: int, batch_bytes: int, max_batch_bytes: int) -> JsonBatches:
-    """``n`` samples as JSON batches holding as many samples as the binary batches.
-
-    16-byte samples are struct samples ``{"kind", "flags", "value"}``; larger
-    ones ``{"data": "<base64>"}`` with the payload of :func:`sample_payload`.
-    Every body and frame is checked against the server's ``max_batch_bytes``.
-    """
-    per = max(1, batch_bytes // core.record_size(size))
-    struct_form = size == SAMPLE.size
-    enc = msgspec.json.Encoder().encode
-
-    def samples(start: int, count: int) -> bytes:
-        """The JSON array of samples ``start .. start + count - 1``."""
-        if struct_form:
-            items: list[dict[str, object]] = [
-                {"kind": i % 256, "flags": 0, "value": i} for i in range(start, start + count)
-            ]
-        else:
-            items = [
-                {"data": base64.b64encode(sample_payload(i, size)).decode()}
-                for i in range(start, start + count)
-            ]
-        return enc(items)
-
-    full, rest = divmod(n, per)
-    arrays: list[bytes] = []
-    pool: list[bytes] = []
-    for i in range(full):
-        if len(pool) < max(1, POOL_BYTES // batch_bytes):
-            pool.append(samples(i * per, per))
-        arrays.append(pool[i % len(pool)])
-    if rest:
-        arrays.append(samples(full * per, rest))
-    bodies = [b'{"samples":' + a + b"}" for a in arrays]
-    frames = [f'{{"id":{i},"samples":{a.decode()}}}' for i, a in enumerate(arrays)]
-    biggest = max(len(f) for f in frames)  # a frame is its body plus the id
-    if biggest > max_batch_bytes:
-        raise RuntimeError(
-            f"JSON batch of {biggest} bytes exceeds the server's max_batch_bytes "
-            f"({max_batch_bytes}); lower --batch-bytes"
-        )
-    form = "struct samples" if struct_form else "base64 data"
-    return JsonBatches(form, bodies, frames, n)
-
-
-def kernel_samples(loaded: LoadedRingbridge) -> int:
-    return loaded.read_counters().samples
-
-
-# -- (a) C baseline ------------------------------------------------------------------
-
-
-def run_c(pin_dir: Path, loaded: LoadedRingbridge, size: int, n: int) -> Result:
-    before = kernel_samples(loaded)
+def run_c(local: LoadedRingbridge, pins: Path, case: Case, quick: bool) -> Run:
+    n = c_samples(case.size, quick)
+    before = local.read_counters().samples
     out = subprocess.run(
-        [str(C_PRODUCER), "--pin-dir", str(pin_dir), "--samples", str(n), "--size", str(size)],
+        [str(C_PRODUCER), f"--pin-dir={pins}", f"--samples={n}", f"--size={case.size}"],
         capture_output=True,
         text=True,
         check=False,
     )
     if out.returncode != 0:
         raise RuntimeError(f"c_producer failed ({out.returncode}): {out.stderr.strip()}")
-    report = json.loads(out.stdout)
-    got = kernel_samples(loaded) - before
+    got = local.read_counters().samples - before
     if got != n:
         raise RuntimeError(f"C producer: kernel consumed {got} samples, expected {n}")
-    return Result("C libbpf (in-process)", size, n, float(report["seconds"]))
+    return Run(case.key, 0, n, float(json.loads(out.stdout)["seconds"]))
 
 
-# -- (b) Python direct ----------------------------------------------------------------
-
-
-def run_python(loaded: LoadedRingbridge, ring_size: int, size: int, batches: list[bytes]) -> Result:
-    n = sum(sum(1 for _ in core.iter_records(b)) for b in batches)
-    before = kernel_samples(loaded)
-    with UserRingBuffer(loaded.ring_fd, ring_size) as rb:
+def run_python(local: LoadedRingbridge, case: Case, quick: bool) -> Run:
+    per = payloads.samples_for_bytes(case.size, 256 << 10)
+    batches = payloads.binary_batches(case.size, per)
+    rounds = max(1, c_samples(case.size, quick) // (per * len(batches)))
+    n = rounds * per * len(batches)
+    before = local.read_counters().samples
+    with UserRingBuffer(local.ring_fd, RING_SIZE) as rb:
         t0 = time.perf_counter()
-        for b in batches:
-            batch = validate_binary_batch(b, ring_size=ring_size, max_sample_bytes=size)
-            while True:
-                try:
-                    rb.commit_batch_nowait(batch.records, batch.count)
-                    break
-                except RingFullError:
-                    loaded.drain()
-        while loaded.drain() > 0:
+        for _ in range(rounds):
+            for b in batches:
+                batch = validate_binary_batch(b, ring_size=RING_SIZE, max_sample_bytes=case.size)
+                while True:
+                    try:
+                        rb.commit_batch_nowait(batch.records, batch.count)
+                        break
+                    except RingFullError:
+                        local.drain()
+        while local.drain() > 0:
             pass
         seconds = time.perf_counter() - t0
-    got = kernel_samples(loaded) - before
+    got = local.read_counters().samples - before
     if got != n:
         raise RuntimeError(f"Python direct: kernel consumed {got} samples, expected {n}")
-    return Result("Python UserRingBuffer batch", size, n, seconds)
+    return Run(case.key, 0, n, seconds)
 
 
-# -- (c), (d) the service -------------------------------------------------------------
+# -- the service ------------------------------------------------------------------------
+
+
+def stats(addr: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{addr}/v1/stats", timeout=10) as r:
+        doc: dict[str, Any] = json.loads(r.read())
+    return doc
+
+
+def _counts(addr: str) -> tuple[int, int]:
+    """(samples committed by the producer, samples consumed by the kernel)."""
+    s = stats(addr)
+    return int(s["producer"]["samples_committed"]), int(s["kernel"]["samples"])
+
+
+def _until_consumed(addr: str, timeout: float = 30.0) -> int:
+    """Until the kernel has consumed all the producer committed and no batch is
+    still in the queue; returns the kernel's sample count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = stats(addr)
+        committed, consumed = int(s["producer"]["samples_committed"]), int(s["kernel"]["samples"])
+        if committed == consumed and s["producer"]["queue"]["items"] == 0:
+            return consumed
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kernel consumed {consumed} of {committed} within {timeout} s")
+        time.sleep(0.002)
+
+
+@dataclass
+class Inputs:
+    """Files of bodies and frames per case, written once before the first round."""
+
+    dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def body(self, case: Case) -> Path:
+        if case.key not in self.files:
+            path = self.dir / f"{case.key}.body"
+            if case.path.startswith("WS"):
+                text = case.path == "WS JSON"
+                batches = (
+                    payloads.json_frames(case.batch)
+                    if text
+                    else payloads.binary_batches(case.size, case.batch)
+                )
+                loadgen.write_ws_batches(path, batches, text)
+            elif case.path == "HTTP binary":
+                path.write_bytes(payloads.binary_batch(case.size, case.batch))
+            else:
+                path.write_bytes(payloads.json_body(case.batch))
+            self.files[case.key] = path
+        return self.files[case.key]
+
+
+def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> Run:
+    body = inputs.body(case)
+    counted = case.server != "bare"
+    _, before = _counts(srv.addr) if counted else (0, 0)
+    cpu0 = procs.cpu_seconds(srv.pid)
+    t0 = time.perf_counter()
+    if case.path.startswith("WS"):
+        load = loadgen.run_ws(
+            WS_CLIENT,
+            srv.addr,
+            body,
+            connections=case.clients,
+            window=case.window,
+            seconds=seconds,
+        )
+    else:
+        url = f"http://{srv.addr}/v1/samples?wait={case.wait}&timeout=30"
+        load = loadgen.run_wrk(
+            url,
+            body,
+            OCTET if case.path == "HTTP binary" else JSON,
+            connections=case.clients,
+            seconds=seconds,
+        )
+    t_load = time.perf_counter()
+    if counted:
+        samples = _until_consumed(srv.addr) - before
+        tail = time.perf_counter() - t_load
+    else:
+        samples, tail = load.requests * case.batch, 0.0
+    cpu = procs.cpu_seconds(srv.pid) - cpu0
+    wall = time.perf_counter() - t0
+    if load.accepted is not None and load.accepted != samples:
+        raise RuntimeError(f"{case.key}: {load.accepted} samples acked, kernel consumed {samples}")
+    if load.accepted is None and counted:
+        low, high = load.requests * case.batch, (load.requests + case.clients) * case.batch
+        if not low <= samples <= high:
+            raise RuntimeError(
+                f"{case.key}: kernel consumed {samples} samples, {load.requests} answered "
+                f"requests of {case.batch} make {low} (at most {high} with those in flight)"
+            )
+    seconds_measured = load.seconds + tail
+    return Run(
+        case.key,
+        0,
+        samples,
+        seconds_measured,
+        requests=load.requests,
+        # The server idles while a generator starts: its CPU over the whole wall
+        # time is its CPU over the measured time.
+        server_cpu_s=cpu * min(1.0, seconds_measured / wall) if wall > 0 else cpu,
+        client_cpu_s=load.client_cpu_s,
+        latency_p50_us=load.latency_p50_us,
+        latency_p99_us=load.latency_p99_us,
+    )
+
+
+def ringbridge_cmd(pins: Path, drain: str, ring_size: int = RING_SIZE) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ringbridge",
+        "serve",
+        "--port=0",
+        f"--pin-dir={pins}",
+        f"--ring-size={ring_size}",
+        f"--drain={drain}",
+        f"--max-batch-bytes={MAX_BATCH_BYTES}",
+    ]
+
+
+def bare_cmd() -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.bare_app:app",
+        "--port=0",
+        "--http=httptools",
+        "--loop=uvloop",
+        "--no-access-log",
+        "--workers=1",
+        "--log-level=info",
+    ]
+
+
+_QUIET = {"RINGBRIDGE_ACCESS_LOG": "false"}
+
+
+# -- idle and blocked --------------------------------------------------------------------
+
+
+def measure_idle(srv: procs.Server, seconds: float) -> dict[str, float]:
+    """A default (timer drain) server with no traffic: what it costs per second."""
+    s0, c0, x0, t0 = (
+        stats(srv.addr),
+        procs.cpu_seconds(srv.pid),
+        procs.context_switches(srv.pid),
+        time.perf_counter(),
+    )
+    time.sleep(seconds)
+    s1, c1, x1, t1 = (
+        stats(srv.addr),
+        procs.cpu_seconds(srv.pid),
+        procs.context_switches(srv.pid),
+        time.perf_counter(),
+    )
+    dt = t1 - t0
+    return {
+        "cpu_percent": 100 * (c1 - c0) / dt,
+        # The /v1/stats calls themselves cost two switches or so.
+        "process_wakeups_per_s": (x1 - x0) / dt,
+        "timer_drains_per_s": (s1["kernel"]["drain_calls"] - s0["kernel"]["drain_calls"]) / dt,
+    }
+
+
+def measure_blocked(tmp: Path, seconds: float) -> dict[str, float]:
+    """Server CPU while a batch waits for space in a full ring nothing drains."""
+    ring = 1 << 20
+    pins = BPFFS / f"ringbridge-bench-blocked-{uuid.uuid4().hex[:8]}"
+    half = payloads.binary_batch(64, payloads.samples_for_bytes(64, ring // 2))
+    try:
+        with procs.spawned(
+            "blocked",
+            ringbridge_cmd(pins, "external", ring),
+            tmp / "blocked.log",
+            cwd=REPO,
+            env=_QUIET,
+        ) as srv:
+
+            def post(timeout: float) -> int:
+                req = urllib.request.Request(
+                    f"http://{srv.addr}/v1/samples?timeout={timeout}",
+                    data=half,
+                    headers={"Content-Type": OCTET},
+                    method="POST",
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=timeout + 30) as r:
+                        return int(r.status)
+                except urllib.error.HTTPError as exc:
+                    return int(exc.code)
+
+            for _ in range(2):
+                if post(5) != 200:
+                    raise RuntimeError("blocked: could not fill the ring")
+            waiter = threading.Thread(target=post, args=(seconds + 30,), daemon=True)
+            waiter.start()
+            deadline = time.monotonic() + 10
+            while stats(srv.addr)["producer"]["ring_full_waits"] < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("blocked: the third batch never waited for space")
+                time.sleep(0.01)
+            c0, x0, t0 = (
+                procs.cpu_seconds(srv.pid),
+                procs.context_switches(srv.pid),
+                time.perf_counter(),
+            )
+            time.sleep(seconds)
+            c1, x1, t1 = (
+                procs.cpu_seconds(srv.pid),
+                procs.context_switches(srv.pid),
+                time.perf_counter(),
+            )
+            # The server stops with the batch still waiting: it gets 503 stopping.
+        waiter.join(timeout=60)
+    finally:
+        unpin(pins)
+    return {
+        "cpu_percent": 100 * (c1 - c0) / (t1 - t0),
+        "process_wakeups_per_s": (x1 - x0) / (t1 - t0),
+    }
+
+
+# -- main ---------------------------------------------------------------------------------
 
 
 @contextmanager
-def service(pin_dir: Path, cfg: Config, log_path: Path) -> Iterator[str]:
-    """``ringbridge serve --drain kick`` on a free loopback port; yields host:port."""
-    args = [
-        f"--pin-dir={pin_dir}",
-        f"--ring-size={cfg.ring_size}",
-        "--drain=kick",
-        f"--max-batch-bytes={max(cfg.batch_bytes, 1 << 20)}",
-        f"--ws-window={cfg.window}",
-    ]
-    # One log line per request would skew the HTTP rows.
-    with served(args, log_path, env={"RINGBRIDGE_ACCESS_LOG": "false"}) as addr:
-        yield addr
-
-
-async def _kernel_samples_http(client: httpx.AsyncClient, addr: str) -> int:
-    r = await client.get(f"http://{addr}/v1/stats")
-    r.raise_for_status()
-    return int(r.json()["kernel"]["samples"])
-
-
-async def _until_consumed(client: httpx.AsyncClient, addr: str, target: int) -> None:
-    """Until the kernel's sample counter reaches ``target``; past it is an error."""
-    deadline = time.monotonic() + 30
-    while (got := await _kernel_samples_http(client, addr)) < target:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"kernel did not consume {target} samples within 30 s")
-        await asyncio.sleep(0.001)
-    if got != target:
-        raise RuntimeError(f"kernel sample counter is {got}, expected exactly {target}")
-
-
-def _count(batches: list[bytes]) -> int:
-    return sum(sum(1 for _ in core.iter_records(b)) for b in batches)
-
-
-async def _http(addr: str, batches: list[bytes], n: int, clients: int, media: str) -> float:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        base = await _kernel_samples_http(client, addr)
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for b in batches:
-            queue.put_nowait(b)
-        accepted = 0
-
-        async def worker() -> None:
-            nonlocal accepted
-            while not queue.empty():
-                body = queue.get_nowait()
-                r = await client.post(
-                    f"http://{addr}/v1/samples",
-                    content=body,
-                    headers={"Content-Type": media},
-                )
-                if r.status_code != 200:
-                    raise RuntimeError(f"POST /v1/samples: HTTP {r.status_code}: {r.text}")
-                accepted += int(r.json()["accepted"])
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        await _until_consumed(client, addr, base + n)
-        seconds = time.perf_counter() - t0
-    if accepted != n:
-        raise RuntimeError(f"HTTP: {accepted} samples accepted, expected {n}")
-    return seconds
-
-
-async def _ws(addr: str, frames: list[bytes] | list[str], n: int, window: int) -> float:
-    """Binary frames (id = frame number) or text frames carrying ``"id": i``."""
-    async with httpx.AsyncClient(timeout=60) as client:
-        base = await _kernel_samples_http(client, addr)
-        async with connect(f"ws://{addr}/v1/stream", compression=None) as ws:
-            slots = asyncio.Semaphore(window)
-            accepted = 0
-
-            async def send() -> None:
-                for f in frames:
-                    await slots.acquire()
-                    await ws.send(f)
-
-            t0 = time.perf_counter()
-            sender = asyncio.create_task(send())
-            for i in range(len(frames)):
-                ack = json.loads(await ws.recv())
-                slots.release()
-                if ack.get("id") != i or "error" in ack:
-                    raise RuntimeError(f"WebSocket batch {i}: unexpected ack {ack}")
-                accepted += int(ack["accepted"])
-            await sender
-            await _until_consumed(client, addr, base + n)
-            seconds = time.perf_counter() - t0
-    if accepted != n:
-        raise RuntimeError(f"WebSocket: {accepted} samples accepted, expected {n}")
-    return seconds
-
-
-def run_http(addr: str, size: int, batches: list[bytes], clients: int) -> Result:
-    n = _count(batches)
-    seconds = asyncio.run(_http(addr, batches, n, clients, "application/octet-stream"))
-    return Result(f"HTTP POST binary ({clients} clients)", size, n, seconds)
-
-
-def run_ws(addr: str, size: int, batches: list[bytes], window: int) -> Result:
-    n = _count(batches)
-    seconds = asyncio.run(_ws(addr, batches, n, window))
-    return Result(f"WebSocket binary (window {window})", size, n, seconds)
-
-
-def run_http_json(addr: str, size: int, jb: JsonBatches, clients: int) -> Result:
-    seconds = asyncio.run(_http(addr, jb.bodies, jb.samples, clients, "application/json"))
-    return Result(f"HTTP POST JSON ({jb.form}, {clients} clients)", size, jb.samples, seconds)
-
-
-def run_ws_json(addr: str, size: int, jb: JsonBatches, window: int) -> Result:
-    seconds = asyncio.run(_ws(addr, jb.frames, jb.samples, window))
-    return Result(
-        f"WebSocket JSON text frames ({jb.form}, window {window})", size, jb.samples, seconds
-    )
-
-
-# -- report ---------------------------------------------------------------------------
-
-
-def render(results: list[Result], cfg: Config, elapsed: float) -> str:
-    cpu = os.cpu_count()
-    lines = [
-        "# ringbridge benchmark",
-        "",
-        f"Generated by `bench/run.py` on {time.strftime('%Y-%m-%d %H:%M:%S %Z')} in "
-        f"{elapsed:.0f} s: Linux {platform.release()}, {cpu} CPUs, "
-        f"Python {platform.python_version()}.",
-        "",
-        f"Same ring ({cfg.ring_size // 1024} KiB), same sample sizes and the same drain "
-        "program for every path: the pinned on-demand `ringbridge_drain` (kick). The C "
-        "producer and the in-process Python path drain when the ring is full; the "
-        "service kicks after each committed batch. Timing stops when the kernel's own "
-        "sample counter has risen by exactly N (content is counted, not assumed).",
-        f"Network paths send batches of up to {cfg.batch_bytes // 1024} KiB of ring "
-        "records: binary bodies/frames in the record format, or JSON holding the same "
-        'number of samples -- struct samples `{"kind", "flags", "value"}` at '
-        f'{SAMPLE.size} B (the struct\'s size), `{{"data": "<base64>"}}` samples above '
-        f"it (the server's body/frame limit is {cfg.max_batch_bytes // 1024} KiB). "
-        "All bodies and frames are encoded before timing starts. "
-        f"HTTP uses {cfg.clients} concurrent keep-alive clients, the "
-        f"WebSocket one connection with {cfg.window} batches in flight. Client and server "
-        f"share the machine's CPUs. Each cell is the median of {cfg.repeats} run(s).",
-        "",
-        render_table(results),
-    ]
-    return "\n".join(lines)
-
-
-def render_table(results: list[Result]) -> str:
-    """The markdown table (ending with a newline), as in results.md and README.md."""
-    lines = [
-        "| sample size | path | samples | samples/s | MB/s (payload) | vs C |",
-        "|---:|---|---:|---:|---:|---:|",
-    ]
-    base = {r.size: r.rate for r in results if r.path.startswith("C ")}
-    for r in results:
-        ratio = r.rate / base[r.size] if r.size in base else float("nan")
-        lines.append(
-            f"| {r.size} B | {r.path} | {r.samples:,} | {r.rate / 1e6:.2f} M | "
-            f"{r.rate * r.size / 1e6:,.0f} | {ratio:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _readme_block(text: str, path: Path) -> tuple[int, int]:
-    """Line indices of the start and end markers; raises if not exactly one pair."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == README_START]
-    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
-    if len(starts) != 1 or len(ends) != 1 or starts[0] >= ends[0]:
-        raise SystemExit(
-            f"bench: {path} needs exactly one {README_START!r} line followed by one "
-            f"{README_END!r} line (found {len(starts)} start, {len(ends)} end marker(s))"
-        )
-    return starts[0], ends[0]
-
-
-def update_readme(path: Path, table: str) -> None:
-    """Replaces the lines between the bench markers with ``table``; keeps the markers."""
-    text = path.read_text()
-    start, end = _readme_block(text, path)
-    lines = text.splitlines(keepends=True)
-    path.write_text("".join(lines[: start + 1]) + table + "".join(lines[end:]))
+def pinned_dir(tag: str) -> Iterator[Path]:
+    path = BPFFS / f"ringbridge-bench-{tag}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield path
+    finally:
+        unpin(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--sizes", default="16,64,256", help="sample sizes in bytes (>= 16)")
-    ap.add_argument("--ring-size", type=int, default=8 << 20)
-    ap.add_argument("--batch-bytes", type=int, default=256 << 10)
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--window", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is kept")
-    ap.add_argument("--quick", action="store_true", help="small N, one run: a smoke test")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.md")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few rows, one short round: a smoke run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
+    ap.add_argument("--seconds", type=int, default=2, help="seconds per network run")
+    ap.add_argument("--only", default="", help="run only cases whose key contains this")
     ap.add_argument(
-        "--readme",
-        type=Path,
-        default=README,
-        help=f"file whose {README_START} .. {README_END} block gets the table",
+        "--out-dir", type=Path, default=None, help="default: bench/ (quick: a temp dir)"
     )
+    ap.add_argument("--update-readme", action="store_true", help="rewrite README.md's table")
     args = ap.parse_args(argv)
-    # Missing markers fail now, not after minutes of benchmarking.
-    _readme_block(args.readme.read_text(), args.readme)
-    sizes = tuple(int(s) for s in args.sizes.split(","))
-    if any(s < SAMPLE.size for s in sizes):
-        ap.error(f"sample sizes must be >= {SAMPLE.size} (struct ringbridge_sample)")
-    cfg = Config(
-        sizes=sizes,
-        ring_size=args.ring_size,
-        batch_bytes=args.batch_bytes,
-        clients=args.clients,
-        window=args.window,
-        n_local=200_000 if args.quick else 8_000_000,
-        n_net=50_000 if args.quick else 4_000_000,
-        n_json=20_000 if args.quick else N_JSON,
-        repeats=1 if args.quick else args.repeats,
+    rounds = 1 if args.quick else args.rounds
+    seconds = 1 if args.quick else args.seconds
+    out_dir = args.out_dir or (
+        Path(tempfile.mkdtemp(prefix="ringbridge-bench-quick-")) if args.quick else REPO / "bench"
     )
-    if not C_PRODUCER.exists():
-        subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
-
-    root = BPFFS / f"ringbridge-bench-{uuid.uuid4().hex[:8]}"
-    local_pins, svc_pins = root / "local", root / "service"
-    results: list[Result] = []
-    t_start = time.perf_counter()
-    steps: list[tuple[str, int, Callable[[], Result]]] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.update_readme:
+        report.check_readme(REPO / "README.md")
+    for tool in (C_PRODUCER, WS_CLIENT):
+        if not tool.exists():
+            subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
+    loadgen.wrk_binary()
+    all_cases = [c for c in cases(args.quick) if args.only in c.key]
+    servers_needed = {c.server for c in all_cases} | {"timer"}
+    runs: list[Run] = []
+    extra: dict[str, dict[str, float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="ringbridge-bench-"))
+    t_start = time.perf_counter()
     ok = False
     try:
-        loaded = load_default(default_object_path(), local_pins, cfg.ring_size)
-        with loaded, service(svc_pins, cfg, tmp / "serve.log") as addr:
-            for size in sizes:
-                # Fewer samples for bigger sizes (at most 8x fewer): similar run times.
-                scale = max(SAMPLE.size / size, 1 / 8)
-                n_local = max(1000, int(cfg.n_local * scale))
-                n_net = max(1000, int(cfg.n_net * scale))
-                n_json = max(1000, int(cfg.n_json * scale))
-                local_batches = make_batches(size, n_local, cfg.batch_bytes)
-                net_batches = make_batches(size, n_net, cfg.batch_bytes)
-                json_batches = make_json_batches(size, n_json, cfg.batch_bytes, cfg.max_batch_bytes)
+        with ExitStack() as stack:
+            local_pins = stack.enter_context(pinned_dir("local"))
+            local = stack.enter_context(load_default(default_object_path(), local_pins, RING_SIZE))
+            local.set_budget(0)
+            srv: dict[str, procs.Server] = {}
+            for name in sorted(servers_needed - {"local"}):
+                if name == "bare":
+                    cmd, env = bare_cmd(), None
+                else:
+                    cmd, env = ringbridge_cmd(stack.enter_context(pinned_dir(name)), name), _QUIET
+                srv[name] = stack.enter_context(
+                    procs.spawned(name, cmd, tmp / f"{name}.log", cwd=REPO, env=env)
+                )
+            inputs = Inputs(tmp)
+            for c in all_cases:
+                if c.server not in ("local",):
+                    inputs.body(c)
+            time.sleep(1.0)  # let the servers settle after start-up
+            extra["idle"] = measure_idle(srv["timer"], 2.0 if args.quick else 5.0)
 
-                def c_step(s: int = size, n: int = n_local) -> Result:
-                    return run_c(local_pins, loaded, s, n)
+            def step(c: Case) -> Run:
+                if c.path == "C libbpf":
+                    return run_c(local, local_pins, c, args.quick)
+                if c.path == "Python direct":
+                    return run_python(local, c, args.quick)
+                return run_network(srv[c.server], c, inputs, seconds)
 
-                def py_step(s: int = size, b: list[bytes] = local_batches) -> Result:
-                    return run_python(loaded, cfg.ring_size, s, b)
-
-                def http_step(s: int = size, b: list[bytes] = net_batches) -> Result:
-                    return run_http(addr, s, b, cfg.clients)
-
-                def ws_step(s: int = size, b: list[bytes] = net_batches) -> Result:
-                    return run_ws(addr, s, b, cfg.window)
-
-                def http_json_step(s: int = size, j: JsonBatches = json_batches) -> Result:
-                    return run_http_json(addr, s, j, cfg.clients)
-
-                def ws_json_step(s: int = size, j: JsonBatches = json_batches) -> Result:
-                    return run_ws_json(addr, s, j, cfg.window)
-
-                steps += [
-                    ("C", size, c_step),
-                    ("Python", size, py_step),
-                    ("HTTP", size, http_step),
-                    ("WebSocket", size, ws_step),
-                    ("HTTP JSON", size, http_json_step),
-                    ("WebSocket JSON", size, ws_json_step),
-                ]
-            with tqdm(total=len(steps) * cfg.repeats, unit="run", file=sys.stderr) as bar:
-                for name, size, step in steps:
-                    bar.set_description(f"{name} {size} B")
-                    runs = []
-                    for _ in range(cfg.repeats):
-                        runs.append(step())
+            with tqdm(total=len(all_cases) * rounds, unit="run", file=sys.stderr) as bar:
+                for r in range(rounds):
+                    for c in all_cases:
+                        bar.set_description(f"round {r + 1}/{rounds}: {c.key}")
+                        run = step(c)
+                        run.round = r
+                        runs.append(run)
                         bar.update()
-                    results.append(sorted(runs, key=lambda r: r.rate)[len(runs) // 2])
+            extra["blocked"] = measure_blocked(tmp, 1.0 if args.quick else 3.0)
+            extra["peak_rss_mib"] = {
+                name: procs.peak_rss_bytes(s.pid) / (1 << 20) for name, s in srv.items()
+            }
         ok = True
     finally:
-        for d in (local_pins, svc_pins):
-            unpin(d)
-        try:
-            root.rmdir()
-        except OSError as exc:
-            print(f"bench: could not remove {root}: {exc}", file=sys.stderr)
-        if ok:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"bench: service log kept in {tmp / 'serve.log'}", file=sys.stderr)
-    text = render(results, cfg, time.perf_counter() - t_start)
-    args.out.write_text(text)
-    # The same results, rendered once more by the same function: one run, two files.
-    update_readme(args.readme, render_table(results))
-    print(text)
+        if not ok:
+            print(f"bench: server logs kept in {tmp}", file=sys.stderr)
+    meta = {
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "elapsed_s": round(time.perf_counter() - t_start, 1),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "rounds": rounds,
+        "seconds_per_run": seconds,
+        "quick": args.quick,
+        "ring_size": RING_SIZE,
+    }
+    doc = {
+        "meta": meta,
+        "cases": [asdict(c) | {"label": c.label} for c in all_cases],
+        "runs": [asdict(r) | {"rate": r.rate} for r in runs],
+        "extra": extra,
+    }
+    (out_dir / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
+    summary = report.summarize(doc)
+    report.write_markdown(out_dir / "results.md", doc, summary)
+    png = report.plot(out_dir / "results.png", doc, summary)
+    if args.update_readme:
+        report.update_readme(REPO / "README.md", report.readme_block(doc, summary))
+    print(report.targets_table(summary, doc))
+    print(f"bench: results in {out_dir}" + ("" if png else " (no plot: matplotlib missing)"))
     return 0
 
 
