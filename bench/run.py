@@ -298,7 +298,7 @@ def _until_consumed(addr: str, timeout: float = 30.0) -> int:
     while True:
         s = stats(addr)
         committed, consumed = int(s["producer"]["samples_committed"]), int(s["kernel"]["samples"])
-        if committed == consumed and s["producer"]["queue"]["items"] == 0:
+        if committed == consumed and s["producer"]["queued_batches"] == 0:
             return consumed
         if time.monotonic() > deadline:
             raise RuntimeError(f"kernel consumed {consumed} of {committed} within {timeout} s")
