@@ -32,6 +32,7 @@ from ringbridge.core import ring as core
 from ringbridge.errors import ConfigError, KernelError, PinError
 from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.libc import libc
+from ringbridge.kernel.pinmeta import META_PIN, PinMeta, object_digest, remove_pin_set
 
 __all__ = [
     "BPF_FS_MAGIC",
@@ -97,6 +98,7 @@ class RingbridgePins:
     drain: Path
     arm_timer: Path
     disarm_timer: Path
+    meta: Path  # identity record: which object made the set (pinmeta)
 
     @classmethod
     def under(cls, pin_dir: Path) -> RingbridgePins:
@@ -110,6 +112,7 @@ class RingbridgePins:
             drain=d / DRAIN_PROG,
             arm_timer=d / ARM_PROG,
             disarm_timer=d / DISARM_PROG,
+            meta=d / META_PIN,
         )
 
     def maps(self) -> tuple[Path, ...]:
@@ -119,7 +122,7 @@ class RingbridgePins:
         return (self.drain, self.arm_timer, self.disarm_timer)
 
     def all(self) -> tuple[Path, ...]:
-        return self.maps() + self.programs()
+        return (*self.maps(), *self.programs(), self.meta)
 
     def names(self) -> frozenset[str]:
         return frozenset(p.name for p in self.all())
@@ -397,7 +400,7 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
         present = {p.name for p in pin_dir.iterdir()}
         if present:
             if present == pins.names():
-                return _reopen(pins, ring_size)
+                return _reopen(pins, ring_size, obj_path)
             ours = sorted(present & pins.names())
             foreign = sorted(present - pins.names())
             if foreign:
@@ -414,7 +417,14 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
     return _load_and_pin(obj_path, pins, ring_size)
 
 
-def _reopen(pins: RingbridgePins, ring_size: int) -> LoadedRingbridge:
+def _reopen(pins: RingbridgePins, ring_size: int, obj_path: Path) -> LoadedRingbridge:
+    # First: pins of another build must not run against this one's layouts
+    # (or the other way round); they are refused before anything is opened.
+    meta = PinMeta.open(pins.meta)
+    try:
+        meta.check(object_digest(obj_path), obj_path)
+    finally:
+        meta.close()
     opened: list[lb.Fd] = []
 
     def get(path: Path) -> lb.Fd:
@@ -537,6 +547,7 @@ def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> Loade
                 m.pin(staging.dir / name)
             for name, prog in progs.items():
                 prog.pin(staging.dir / name)
+            PinMeta.create(object_digest(obj_path), staging.meta).close()
             # The object's own fds die with it: keep duplicates.
             fds = {n: lb.Fd(os.dup(m.fd), n) for n, m in maps.items()}
             opened.extend(fds.values())
@@ -572,9 +583,15 @@ def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> Loade
 def unpin(pin_dir: Path) -> list[Path]:
     """Removes our pins under ``pin_dir`` (only our names), then the dir if empty.
 
+    For a user object's pin set (identity record, no built-in ring) every
+    entry goes: ringbridge made that dir whole.
+
     Returns what was removed. Objects still held open elsewhere (a running
     service) stay alive until their last fd closes.
     """
+    if (pin_dir / META_PIN).exists() and not (pin_dir / RING_MAP).exists():
+        # A pin set made for a user's object: every entry is ours.
+        return remove_pin_set(pin_dir)
     pins = RingbridgePins.under(pin_dir)
     removed: list[Path] = []
     for path in pins.all():

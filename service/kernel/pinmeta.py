@@ -18,6 +18,7 @@ bpffs holds only BPF objects (no regular files), hence a map for the record.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import mmap
@@ -28,7 +29,7 @@ from typing import Final
 from ringbridge.errors import KernelError, PinError
 from ringbridge.kernel import libbpf as lb
 
-__all__ = ["META_PIN", "PinMeta", "object_digest", "unpin_hint"]
+__all__ = ["META_PIN", "PinMeta", "object_digest", "remove_pin_set", "unpin_hint"]
 
 META_PIN: Final = "ringbridge_meta"
 _MAGIC: Final = b"ringbridge-pins\0"
@@ -146,3 +147,34 @@ class PinMeta:
             self._map.close()
             self._map = None
         self.fd.close()
+
+
+def remove_pin_set(pin_dir: Path) -> list[Path]:
+    """Removes a pin set made for a user's object (every entry, then the dir).
+
+    Only for a dir holding the identity record: ringbridge made it whole
+    (staged, then renamed into place), so every entry in it is ours.
+    Returns what was removed.
+    """
+    removed: list[Path] = []
+    if not (pin_dir / META_PIN).exists():
+        return removed
+    for entry in sorted(pin_dir.iterdir(), key=lambda p: p.name == META_PIN):
+        # The identity record goes last: a removal cut short still leaves a
+        # dir recognisably ours, which a second unpin can finish.
+        try:
+            entry.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise PinError(f"cannot remove pin {entry}: {exc}") from exc
+        removed.append(entry)
+    with contextlib.suppress(FileNotFoundError):
+        try:
+            pin_dir.rmdir()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise PinError(f"cannot remove pin dir {pin_dir}: {exc}") from exc
+        else:
+            removed.append(pin_dir)
+    return removed

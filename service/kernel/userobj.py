@@ -30,9 +30,14 @@ from typing import Self
 from ringbridge.errors import ConfigError, KernelError, PinError
 from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.objplan import ObjectPlan
-from ringbridge.kernel.pinmeta import META_PIN, PinMeta, object_digest, unpin_hint
+from ringbridge.kernel.pinmeta import (
+    META_PIN,
+    PinMeta,
+    object_digest,
+    unpin_hint,
+)
 
-__all__ = ["LoadedObject", "load_object", "remove_pin_dir"]
+__all__ = ["LoadedObject", "load_object"]
 
 log = logging.getLogger("ringbridge.kernel")
 
@@ -211,34 +216,20 @@ def _attach(plan: ObjectPlan, obj: lb.BpfObject) -> list[lb.BpfLink]:
     return links
 
 
+def _remove_staging(staging: Path) -> None:
+    # Our own half-made set (no identity record yet, or a dead load's).
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        staging.rmdir()
+
+
 def _staging_dir(pin_dir: Path) -> Path:
     # No dots: bpffs refuses names containing "." (reserved).
     return pin_dir.parent / f"{pin_dir.name}-staging-{os.getpid()}"
-
-
-def remove_pin_dir(pin_dir: Path) -> list[Path]:
-    """Removes every entry of a ringbridge-made pin dir, then the dir; returns what went."""
-    removed: list[Path] = []
-    if not pin_dir.is_dir():
-        return removed
-    for entry in sorted(pin_dir.iterdir()):
-        try:
-            entry.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise PinError(f"cannot remove pin {entry}: {exc}") from exc
-        removed.append(entry)
-    try:
-        pin_dir.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise PinError(f"cannot remove pin dir {pin_dir}: {exc}") from exc
-    else:
-        removed.append(pin_dir)
-    return removed
 
 
 def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> LoadedObject:
@@ -267,7 +258,7 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
             try:
                 pin_dir.parent.mkdir(parents=True, exist_ok=True)
                 staging = _staging_dir(pin_dir)
-                remove_pin_dir(staging)
+                _remove_staging(staging)
                 staging.mkdir()
             except OSError as exc:
                 raise PinError(f"cannot create a staging dir next to {pin_dir}: {exc}") from exc
@@ -294,7 +285,7 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
             obj.close()
         if staging is not None:
             with contextlib.suppress(PinError):
-                remove_pin_dir(staging)
+                _remove_staging(staging)
         raise
     log.info(
         "BPF object loaded",

@@ -27,6 +27,7 @@ ALL_NAMES = {
     "ringbridge_drain",
     "ringbridge_arm_timer",
     "ringbridge_disarm_timer",
+    "ringbridge_meta",
 }
 
 pytestmark = pytest.mark.kernel
@@ -370,3 +371,19 @@ def test_next_seq_is_kept_with_the_pins(bpf_object_path: Path, pin_dir: Path) ->
     with load_default(bpf_object_path, pin_dir, 4096) as lr:
         assert lr.reused
         assert lr.load_seq() == 12345
+
+
+def test_pins_of_another_build_refuse_to_reopen(
+    bpf_object_path: Path, pin_dir: Path, tmp_path: Path
+) -> None:
+    """Pins made from one build are not re-opened for another: the identity record differs."""
+    with load_default(bpf_object_path, pin_dir, RING):
+        pass
+    rebuilt = tmp_path / "ringbridge.bpf.o"
+    # Same ELF, one byte more: any change of the file is another object.
+    rebuilt.write_bytes(bpf_object_path.read_bytes() + b"\0")
+    with pytest.raises(PinError, match=r"made from another BPF object.*ringbridge unpin --pin-dir"):
+        load_default(rebuilt, pin_dir, RING)
+    assert {p.name for p in pin_dir.iterdir()} == ALL_NAMES  # untouched
+    with load_default(bpf_object_path, pin_dir, RING) as rb:
+        assert rb.reused

@@ -9,6 +9,8 @@ maps left at max_entries 0). Kernel state is read from the pinned maps.
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,6 +191,21 @@ def test_changed_object_against_old_pins_refuses_start(pin_dir: Path, log_path: 
     assert read_globals(SELFTEST_OBJ, pin_dir)["kern_mutated"] == 5
     with served(["--bpf-object", str(SELFTEST_OBJ), *args], log_path):
         pass
+    # The hint works as written: unpin removes the whole set, then the
+    # changed object starts afresh.
+    out = subprocess.run(
+        [sys.executable, "-m", "ringbridge", "unpin", "--pin-dir", str(pin_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"removed {pin_dir / 'ringbridge_meta'}" in out.stdout
+    assert not pin_dir.exists()
+    with served(["--bpf-object", str(SELFTEST_VARIANT_OBJ), *args], log_path) as addr:
+        assert _post_binary(addr, [selftest_msg(INC64, 5)]).status_code == 200
+        trigger_syscall("prctl")
+        assert read_globals(SELFTEST_VARIANT_OBJ, pin_dir)["kern_mutated"] == 10
 
 
 # --------------------------------------------------------------------------
