@@ -62,7 +62,7 @@ if str(REPO) not in sys.path:
 from tqdm import tqdm  # noqa: E402
 
 from bench import loadgen, payloads, procs, report  # noqa: E402
-from ringbridge.codec import validate_binary_batch  # noqa: E402
+from ringbridge.schema import validate_binary_batch  # noqa: E402
 from ringbridge.errors import RingFullError  # noqa: E402
 from ringbridge.kernel.bpfobj import (  # noqa: E402
     LoadedRingbridge,

@@ -269,7 +269,7 @@ def frames_from_jsonl(path: Path, batch_samples: int, batch_bytes: int) -> list[
 
 def frames_from_binary(path: Path, batch_bytes: int) -> list[Frame]:
     """A file in ring record format -> binary frames cut at record boundaries."""
-    from .codec import validate_binary_batch
+    from .schema import validate_binary_batch
 
     buf = path.read_bytes()
     try:

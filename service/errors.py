@@ -16,7 +16,7 @@ committed but not consumed in time is an ``Ack`` with ``state="committed"``
     ├── ProtocolError                    the input: ring record format (core, no I/O)
     │   ├── InvalidBatchError            (422) bad record in a batch; .index
     │   └── RecordTooLargeError          (413) can never fit the ring / a limit
-    ├── SampleError                      (422) the input: bad sample in a JSON batch; .index
+    ├── SampleError                      (422) the input: bad sample in a JSON batch; .index, .path
     ├── RequestError                     the request itself, before its batch is looked at
     │   ├── UnauthorizedError            (401) no bearer token
     │   ├── ForbiddenError               (403) wrong bearer token
@@ -36,6 +36,7 @@ committed but not consumed in time is an ``Ack`` with ``state="committed"``
     │   ├── BpfObjectError               open/load/find in a BPF object
     │   └── PinError                     bpffs pin dir missing/foreign/mismatched
     └── ConfigError                      (500) invalid settings
+        └── SchemaError                  a BTF type that samples cannot be made of
 """
 
 from __future__ import annotations
@@ -86,15 +87,20 @@ class RecordTooLargeError(ProtocolError):
 
 
 class SampleError(RingbridgeError):
-    """A JSON sample failed validation; ``index`` is its position in the batch."""
+    """A JSON sample failed validation; ``index`` is its position in the batch.
+
+    ``path`` names the value at fault in the request's own terms
+    (``samples[3].hdr.ops[2]``) when it is known; the message then starts with it.
+    """
 
     status_hint = 422
     code = "invalid_sample"
 
-    def __init__(self, message: str, index: int = -1) -> None:
-        where = f"sample {index}: " if index >= 0 else ""
+    def __init__(self, message: str, index: int = -1, path: str | None = None) -> None:
+        where = f"{path}: " if path else f"sample {index}: " if index >= 0 else ""
         super().__init__(f"{where}{message}")
         self.index = index
+        self.path = path
         self.reason = message
 
 
@@ -209,6 +215,13 @@ class ConfigError(RingbridgeError):
     """Settings are invalid or inconsistent."""
 
     code = "config"
+
+
+class SchemaError(ConfigError):
+    """A BTF type cannot be used as the sample type (missing, or a member with no
+    JSON form); the message names the type, the member path and why."""
+
+    code = "schema"
 
 
 class ServiceError(RingbridgeError):

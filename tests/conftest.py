@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ringbridge.artifacts import PACKAGE_DIR
-from ringbridge.codec import SampleCodec
+from ringbridge.schema import SampleCodec
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"

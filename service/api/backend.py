@@ -18,13 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from ..codec import DEFAULT_SAMPLE_STRUCT, SampleCodec
 from ..errors import ConfigError, RingbridgeError
 from ..kernel import bpfobj
 from ..kernel import libbpf as lb
-from ..kernel.btf import StructLayout
 from ..kernel.objplan import plan_object
 from ..kernel.userobj import LoadedObject, load_object
+from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec
 from ..settings import DrainMode, Settings
 
 __all__ = ["Loaded", "build_codec", "drain_mode", "is_builtin_object", "load", "object_path"]
@@ -115,9 +114,9 @@ def build_codec(settings: Settings, loaded: Loaded) -> SampleCodec:
     """
     path = object_path(settings)
     if isinstance(loaded, bpfobj.LoadedRingbridge):
-        return SampleCodec.from_object(path, settings.sample_type or DEFAULT_SAMPLE_STRUCT)
+        return SampleCodec.from_object(path, settings.sample_type or DEFAULT_SAMPLE_TYPE)
     if settings.sample_type is None:
-        return SampleCodec(StructLayout(name="", size=0, fields=()))
+        return SampleCodec.raw_only()
     try:
         return SampleCodec.from_object(path, settings.sample_type)
     except RingbridgeError as exc:

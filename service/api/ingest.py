@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .. import codec
+from .. import schema
 from ..errors import (
     ClientGoneError,
     RecordTooLargeError,
@@ -107,8 +107,8 @@ async def watch_disconnect(receive: Receive) -> None:
 
 
 def _decode_now(
-    s: Settings, sample_codec: codec.SampleCodec, media: str, body: bytes
-) -> codec.EncodedBatch:
+    s: Settings, sample_codec: schema.SampleCodec, media: str, body: bytes
+) -> schema.EncodedBatch:
     if media in JSON_TYPES:
         batch = sample_codec.decode_json_batch(
             body,
@@ -117,14 +117,14 @@ def _decode_now(
             max_samples=sample_codec.max_samples(s.max_batch_bytes),
         )
     else:
-        batch = codec.validate_binary_batch(
+        batch = schema.validate_binary_batch(
             body, ring_size=s.ring_size, max_sample_bytes=s.max_sample_bytes
         )
     check_batch_size(batch, s.max_batch_bytes)
     return batch
 
 
-def check_batch_size(batch: codec.EncodedBatch, limit: int) -> None:
+def check_batch_size(batch: schema.EncodedBatch, limit: int) -> None:
     if batch.nbytes > limit:
         # JSON may encode to more ring bytes than its own size (small structs).
         raise RecordTooLargeError(
@@ -133,8 +133,8 @@ def check_batch_size(batch: codec.EncodedBatch, limit: int) -> None:
 
 
 async def decode(
-    s: Settings, sample_codec: codec.SampleCodec, media: str, body: bytes
-) -> codec.EncodedBatch:
+    s: Settings, sample_codec: schema.SampleCodec, media: str, body: bytes
+) -> schema.EncodedBatch:
     """A validated batch from a body of ``media`` (as returned by :func:`media_type`)."""
     if len(body) > THREAD_DECODE_BYTES:
         return await asyncio.to_thread(_decode_now, s, sample_codec, media, body)

@@ -4,7 +4,7 @@ The sample route is thin: admission, body, decoding and the producer's
 submit are :mod:`ringbridge.api.ingest` and :mod:`ringbridge.producer`. It
 reads the raw body (no FastAPI body model: stdlib json then pydantic is the
 slowest decoder measured) only after the batch was admitted, and hands it to
-:mod:`ringbridge.codec`, which validates the whole batch before anything is
+:mod:`ringbridge.schema`, which validates the whole batch before anything is
 queued. Errors are :class:`~ringbridge.errors.RingbridgeError` subclasses;
 :func:`install_error_handlers` renders every one of them as
 ``{"error": {"code", "message", "index"}}`` with its ``status_hint``.

@@ -14,12 +14,12 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from ..codec import SampleCodec
 from ..errors import RingbridgeError, StoppingError
 from ..kernel.bpfobj import LoadedRingbridge
 from ..kernel.ringbuf import UserRingBuffer
 from ..kernel.userobj import LoadedObject
 from ..producer.task import Producer
+from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 
 

@@ -48,7 +48,7 @@ import msgspec
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from ..codec import EncodedBatch, frame_id_of, validate_binary_batch
+from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
 from ..errors import (
     InvalidBatchError,
     RecordTooLargeError,

@@ -685,6 +685,8 @@ class BtfType:
     members: tuple[BtfMember, ...] = ()
     array: BtfArray | None = None
     datasec: tuple[DatasecVar, ...] = ()
+    # ENUM/ENUM64: (enumerator name, value), signed when ``kflag`` is set.
+    enumerators: tuple[tuple[str, int], ...] = ()
 
 
 class Btf:
@@ -780,7 +782,25 @@ class Btf:
                 DatasecVar(raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]) for i in range(vlen)
             )
             return dataclasses.replace(base, datasec=secs)
+        if kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+            return dataclasses.replace(base, enumerators=self._enumerators(tail, kind, vlen, kflag))
         return base
+
+    def _enumerators(
+        self, tail: int, kind: int, vlen: int, signed: bool
+    ) -> tuple[tuple[str, int], ...]:
+        # struct btf_enum {u32 name_off; s32 val} / btf_enum64 {name_off; lo32; hi32}.
+        words = 2 if kind == BTF_KIND_ENUM else 3
+        raw = (ctypes.c_uint32 * (words * vlen)).from_address(tail)
+        bits = 32 if kind == BTF_KIND_ENUM else 64
+        out = []
+        for i in range(vlen):
+            name_off, lo = raw[i * words], raw[i * words + 1]
+            value = lo if kind == BTF_KIND_ENUM else lo | raw[i * words + 2] << 32
+            if signed and value >= 1 << (bits - 1):
+                value -= 1 << bits
+            out.append((self.name_by_offset(name_off), value))
+        return tuple(out)
 
 
 class KernelBtf(Btf):

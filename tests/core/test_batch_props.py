@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ringbridge import codec as codec_mod
-from ringbridge.codec import SampleCodec, validate_binary_batch
 from ringbridge.core import ring as core
 from ringbridge.errors import ProtocolError, RecordTooLargeError, SampleError
+from ringbridge.schema import SampleCodec, validate_binary_batch
+from ringbridge.schema import binary as codec_mod
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = struct.Struct("<IIQ")
@@ -182,7 +182,9 @@ def test_first_bad_sample_is_reported(
     with pytest.raises(SampleError) as ei:
         default_codec.decode_json_batch(raw, ring_size=RING, max_sample_bytes=64)
     assert ei.value.index == i
-    assert repr(key) in ei.value.reason
+    # The path names the sample and the field (or the message the unknown key).
+    assert ei.value.path is not None and ei.value.path.startswith(f"samples[{i}]")
+    assert key in str(ei.value)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,0 +1,25 @@
+"""The schema layer: what a sample is, and how client input becomes ring records.
+
+* :mod:`.model` -- the BTF type model (pure data);
+* :mod:`.btf` -- reads it from a BTF handle through the libbpf ctypes layer;
+* :mod:`.compiler` + :mod:`.kinds` -- one decoder/packer per BTF kind,
+  compiled into a node tree that decodes JSON, packs the exact C layout,
+  reads bytes back and writes the JSON Schema;
+* :mod:`.jsoncodec` -- JSON batches and WebSocket frames -> records
+  (:class:`SampleCodec`, the one entry the API layer uses);
+* :mod:`.binary` -- binary batches, validated as they are.
+
+It sits above the kernel binding (it reads BTF through it) and below the API.
+"""
+
+from .batch import EncodedBatch, frame_id_of
+from .binary import validate_binary_batch
+from .jsoncodec import DEFAULT_SAMPLE_TYPE, SampleCodec
+
+__all__ = [
+    "DEFAULT_SAMPLE_TYPE",
+    "EncodedBatch",
+    "SampleCodec",
+    "frame_id_of",
+    "validate_binary_batch",
+]

@@ -1,0 +1,1 @@
+"""One decoder/packer per BTF kind; :mod:`ringbridge.schema.compiler` registers them."""
