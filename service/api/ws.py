@@ -48,7 +48,6 @@ import msgspec
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
 from ..errors import (
     InvalidBatchError,
     RecordTooLargeError,
@@ -58,6 +57,7 @@ from ..errors import (
 )
 from ..producer.admission import Credit
 from ..producer.task import Ack
+from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
 from .auth import check_token
 from .ingest import THREAD_DECODE_BYTES, check_batch_size
 from .state import Runtime, error_payload, error_response, runtime_of
