@@ -247,7 +247,11 @@ class SampleCodec:
         typed = self.node.json_schema()
         if not self.accepts_raw:
             return {**head, **typed}
-        return {**head, "title": f"one sample: {self.node.ctype} or raw bytes", "oneOf": [typed, raw]}
+        return {
+            **head,
+            "title": f"one sample: {self.node.ctype} or raw bytes",
+            "oneOf": [typed, raw],
+        }
 
     def max_samples(self, max_batch_bytes: int) -> int:
         """The most samples a batch of ``max_batch_bytes`` ring bytes can hold.
