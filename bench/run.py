@@ -62,7 +62,6 @@ if str(REPO) not in sys.path:
 from tqdm import tqdm  # noqa: E402
 
 from bench import loadgen, payloads, procs, report  # noqa: E402
-from ringbridge.schema import validate_binary_batch  # noqa: E402
 from ringbridge.errors import RingFullError  # noqa: E402
 from ringbridge.kernel.bpfobj import (  # noqa: E402
     LoadedRingbridge,
@@ -71,6 +70,7 @@ from ringbridge.kernel.bpfobj import (  # noqa: E402
     unpin,
 )
 from ringbridge.kernel.ringbuf import UserRingBuffer  # noqa: E402
+from ringbridge.schema import validate_binary_batch  # noqa: E402
 
 BUILD = REPO / "build"
 C_PRODUCER = BUILD / "c_producer"
