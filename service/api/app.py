@@ -208,6 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_error = None
     app.state.metrics = metrics.ServiceMetrics(lambda: app.state.runtime)
     routes.install_error_handlers(app)
+    routes.install_openapi(app)
     app.include_router(routes.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)

@@ -13,6 +13,7 @@ queued. Errors are :class:`~ringbridge.errors.RingbridgeError` subclasses;
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -87,8 +88,9 @@ _SAMPLES_BODY = {
                                     },
                                     {
                                         "type": "object",
-                                        "description": "fields of the sample struct "
-                                        "(from the BPF object's BTF); missing fields are 0",
+                                        "description": "members of the sample type "
+                                        "(from the BPF object's BTF; GET /v1/schema has "
+                                        "its JSON Schema); missing members are 0",
                                     },
                                 ]
                             },
@@ -179,6 +181,42 @@ async def post_samples(
         media_type="application/json",
         status_code=status,
     )
+
+
+@router.get(
+    "/v1/schema",
+    summary="JSON Schema of one sample of a JSON batch (the sample type, from BTF)",
+    dependencies=[Depends(require_token)],
+)
+async def get_schema(request: Request) -> dict[str, Any]:
+    return runtime_of(request.app).codec.json_schema()
+
+
+def install_openapi(app: FastAPI) -> None:
+    """OpenAPI shows the sample type's JSON Schema for the JSON body of POST /v1/samples.
+
+    The sample type is known once the object is loaded (at startup), so the
+    document is completed on first request after that; before, the generic
+    body is served and not cached.
+    """
+    generic = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = generic()
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        if rt is None:
+            app.openapi_schema = None  # complete it once the sample type is known
+            return doc
+        doc = copy.deepcopy(doc)
+        sample = {k: v for k, v in rt.codec.json_schema().items() if k != "$schema"}
+        body = doc["paths"]["/v1/samples"]["post"]["requestBody"]["content"]
+        body["application/json"]["schema"]["properties"]["samples"]["items"] = sample
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @router.get(

@@ -7,19 +7,27 @@
   reads bytes back and writes the JSON Schema;
 * :mod:`.jsoncodec` -- JSON batches and WebSocket frames -> records
   (:class:`SampleCodec`, the one entry the API layer uses);
-* :mod:`.binary` -- binary batches, validated as they are.
+* :mod:`.binary` -- binary batches, validated as they are;
+* :mod:`.decoder` -- bytes -> values of any BTF type (map keys and values).
+
+Entry points: ``SampleCodec.from_object(path, type_name)``,
+``SampleCodec.from_btf(btf, type_name, where=...)`` (any BTF handle, e.g. a
+loaded map's kernel BTF), ``SampleCodec.raw_only()`` (no sample type), and
+``TypeDecoder.from_btf(btf, type_id)`` for reading map keys and values.
 
 It sits above the kernel binding (it reads BTF through it) and below the API.
 """
 
 from .batch import EncodedBatch, frame_id_of
 from .binary import validate_binary_batch
+from .decoder import TypeDecoder
 from .jsoncodec import DEFAULT_SAMPLE_TYPE, SampleCodec
 
 __all__ = [
     "DEFAULT_SAMPLE_TYPE",
     "EncodedBatch",
     "SampleCodec",
+    "TypeDecoder",
     "frame_id_of",
     "validate_binary_batch",
 ]
