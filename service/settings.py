@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -259,10 +259,28 @@ class Settings(BaseSettings):
         description="give up every capability once the ring is loaded, mapped and locked",
     )
 
+    # The fields given (flags, env, file) before the validator derived others.
+    _given: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def with_ring_size(self, ring_size: int) -> Settings:
+        """The same settings for a ring of ``ring_size`` (a pinned ring's own size).
+
+        Limits derived from the ring size are derived again; limits given
+        explicitly are checked against the new size.
+        """
+        data = {name: getattr(self, name) for name in self._given}
+        if "token_file" in data:
+            data.pop("token", None)
+        data["ring_size"] = ring_size
+        return Settings(**data)
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         # ConfigError (not ValueError) so that it propagates as is: the CLI
         # and the app report one error type for every bad configuration.
+        self._given = frozenset(self.model_fields_set)
+        if self.ring_pin is not None:
+            self._check_ring_pin()
         core.check_ring_size(self.ring_size, mmap.PAGESIZE)
         if self.token_file is not None:
             if self.token is not None:
@@ -315,6 +333,28 @@ class Settings(BaseSettings):
                 "or --allow-unauthenticated"
             )
         return self
+
+    def _check_ring_pin(self) -> None:
+        if self.bpf_object is not None:
+            raise ConfigError("ring_pin and bpf_object are both set: --ring-pin loads no object")
+        given = self.model_fields_set
+        clash = [
+            flag
+            for name, flag in (
+                ("ring_map", "--ring-map"),
+                ("map_size", "--map-size"),
+                ("drain_program", "--drain-program"),
+                ("export_map", "--export-map"),
+            )
+            if name in given and getattr(self, name)
+        ]
+        if "drain" in given and self.drain != "external":
+            clash.append(f"--drain {self.drain}")
+        if clash:
+            raise ConfigError(
+                f"{', '.join(clash)}: not with --ring-pin, which loads no object "
+                "(the loader that pinned the ring drains it)"
+            )
 
     @property
     def admission_limit(self) -> int:

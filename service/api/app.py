@@ -37,6 +37,7 @@ from fastapi import FastAPI
 from ..errors import RingbridgeError
 from ..kernel.bpfobj import LoadedRingbridge, lock_producer
 from ..kernel.drainer import NativeDrainer
+from ..kernel.pinnedring import PinnedRing
 from ..kernel.privileges import drop_all_capabilities
 from ..kernel.ringbuf import UserRingBuffer
 from ..producer.kick import DrainTrigger, Kicker, TimerWaker
@@ -87,9 +88,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 loaded, mode = await asyncio.to_thread(backend.load, settings)
             stack.callback(loaded.close)
             builtin = isinstance(loaded, LoadedRingbridge)
-            lock = lock_producer(settings.pin_dir)
-            stack.callback(lock.close)
+            if isinstance(loaded, PinnedRing):
+                # Its size is the pin's; limits follow it (it holds its own lock).
+                if loaded.ring_size != settings.ring_size:
+                    settings = settings.with_ring_size(loaded.ring_size)
+            else:
+                lock = lock_producer(settings.pin_dir)
+                stack.callback(lock.close)
             codec = backend.build_codec(settings, loaded)
+            exports = backend.build_exports(settings, loaded)
             ring = UserRingBuffer(
                 loaded.ring_fd,
                 settings.ring_size,
@@ -123,7 +130,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
                 stack.push_async_callback(quiesce_timer)
             trigger: DrainTrigger | None = None
-            if mode == "kick":
+            if isinstance(loaded, PinnedRing):
+                pass  # always "external": the loader that pinned it drains
+            elif mode == "kick":
                 # After the privilege drop: the worker thread starts with none.
                 drainer = NativeDrainer(loaded.drain_prog_fd, *ring.position_addresses())
                 # Unwound before ring.close: the worker reads the ring's mapping.
@@ -146,7 +155,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 admission_bytes=settings.admission_limit,
                 kick=trigger,
                 on_commit=m.observe_commit,
-                seq_store=loaded,
+                # A pinned ring has no place of ours to keep the next seq.
+                seq_store=None if isinstance(loaded, PinnedRing) else loaded,
             )
             producer.start()
             stack.push_async_callback(producer.stop, settings.shutdown_grace)
@@ -157,6 +167,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 producer=producer,
                 codec=codec,
                 drain=mode,
+                exports=exports,
                 rejections=Rejections(),
                 watch=ConsumerWatch(settings.ready_stall_seconds),
             )
@@ -170,6 +181,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 "ringbridge started",
                 extra={
                     "pin_dir": str(settings.pin_dir),
+                    "ring_pin": str(settings.ring_pin) if settings.ring_pin else None,
                     "pins_reused": loaded.reused,
                     "ring_size": settings.ring_size,
                     "object": str(backend.object_path(settings)),

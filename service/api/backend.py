@@ -5,7 +5,9 @@
   :mod:`ringbridge.kernel.bpfobj`, with its counters, timer and kick;
 - a user's object (``--bpf-object``): planned by
   :mod:`ringbridge.kernel.objplan`, loaded, pinned and attached by
-  :mod:`ringbridge.kernel.userobj`.
+  :mod:`ringbridge.kernel.userobj`;
+- a ring another loader pinned (``--ring-pin``): opened and locked by
+  :mod:`ringbridge.kernel.pinnedring`; nothing loaded, the drain external.
 
 The drain mode of a user's object follows from what it brings: ``kick`` or
 ``timer`` need ``--drain-program`` (the service runs it after each commit, or
@@ -18,17 +20,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from prometheus_client.registry import Collector
+
 from ..errors import ConfigError, RingbridgeError
 from ..kernel import bpfobj
 from ..kernel import libbpf as lb
 from ..kernel.objplan import plan_object
+from ..kernel.pinnedring import PinnedRing, open_ring_pin
 from ..kernel.userobj import LoadedObject, load_object
 from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec
 from ..settings import DrainMode, Settings
 
-__all__ = ["Loaded", "build_codec", "drain_mode", "is_builtin_object", "load", "object_path"]
+__all__ = [
+    "Loaded",
+    "build_codec",
+    "build_exports",
+    "drain_mode",
+    "is_builtin_object",
+    "load",
+    "object_path",
+]
 
-Loaded = bpfobj.LoadedRingbridge | LoadedObject
+Loaded = bpfobj.LoadedRingbridge | LoadedObject | PinnedRing
 
 _BUILTIN_MAPS: Final = (bpfobj.RING_MAP, bpfobj.COUNTERS_MAP, bpfobj.CTL_MAP, bpfobj.TIMER_MAP)
 _BUILTIN_PROGS: Final = (bpfobj.DRAIN_PROG, bpfobj.ARM_PROG, bpfobj.DISARM_PROG)
@@ -90,6 +103,13 @@ def drain_mode(settings: Settings, builtin: bool) -> DrainMode:
 
 def load(settings: Settings) -> tuple[Loaded, DrainMode]:
     """Loads (or re-opens from pins) the kernel side the settings describe."""
+    if settings.ring_pin is not None:
+        ring = open_ring_pin(
+            settings.ring_pin,
+            settings.ring_size,
+            size_given="ring_size" in settings.model_fields_set,
+        )
+        return ring, "external"
     path = object_path(settings)
     if settings.bpf_object is None or is_builtin_object(path):
         _check_builtin_settings(settings)
@@ -112,6 +132,13 @@ def build_codec(settings: Settings, loaded: Loaded) -> SampleCodec:
     Without ``--sample-type`` a user's object takes binary batches and
     ``{"data": "<base64>"}`` samples only.
     """
+    if isinstance(loaded, PinnedRing):
+        if settings.sample_type is None:
+            return SampleCodec.raw_only()
+        with loaded.btf() as btf:
+            return SampleCodec.from_btf(
+                btf, settings.sample_type, where=f"BTF of the ring pinned at {loaded.path}"
+            )
     path = object_path(settings)
     if isinstance(loaded, bpfobj.LoadedRingbridge):
         return SampleCodec.from_object(path, settings.sample_type or DEFAULT_SAMPLE_TYPE)
@@ -121,3 +148,10 @@ def build_codec(settings: Settings, loaded: Loaded) -> SampleCodec:
         return SampleCodec.from_object(path, settings.sample_type)
     except RingbridgeError as exc:
         raise ConfigError(f"--sample-type {settings.sample_type}: {exc.message}") from exc
+
+
+def build_exports(settings: Settings, loaded: Loaded) -> list[Collector]:
+    """``--export-map`` maps and (``--export-globals``) the globals of a user's object."""
+    if not isinstance(loaded, LoadedObject):
+        return []
+    return []

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..kernel.bpfobj import KernelCounters, LoadedRingbridge
+from ..kernel.pinnedring import PinnedRing
 from ..producer.task import Ack
 from .state import Runtime
 
@@ -103,6 +104,8 @@ class RingbridgeCollector(Collector):
             yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
             yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)
         yield from self._kernel(rt)
+        for export in rt.exports:
+            yield from export.collect()
 
     def _kernel(self, rt: Runtime) -> Iterator[Metric]:
         # A user's object has no counters of ours (its maps are exported
@@ -185,6 +188,8 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
             "kind_overflow": kc.kind_overflow,
             "kinds": {str(k): {"samples": c, "value": v} for k, c, v in _kinds(kc)},
         }
+    elif isinstance(rt.loaded, PinnedRing):
+        kernel = {"ring_pin": str(rt.loaded.path), "map_id": rt.loaded.info.id}
     else:
         kernel = {
             "object": str(rt.loaded.plan.path),

@@ -13,9 +13,11 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from prometheus_client.registry import Collector
 
 from ..errors import RingbridgeError, StoppingError
 from ..kernel.bpfobj import LoadedRingbridge
+from ..kernel.pinnedring import PinnedRing
 from ..kernel.ringbuf import UserRingBuffer
 from ..kernel.userobj import LoadedObject
 from ..producer.task import Producer
@@ -91,7 +93,7 @@ class StreamRegistry:
 @dataclass
 class Runtime:
     settings: Settings
-    loaded: LoadedRingbridge | LoadedObject
+    loaded: LoadedRingbridge | LoadedObject | PinnedRing
     ring: UserRingBuffer
     producer: Producer
     codec: SampleCodec
@@ -99,6 +101,8 @@ class Runtime:
     rejections: Rejections
     watch: ConsumerWatch
     streams: StreamRegistry = field(default_factory=StreamRegistry)
+    # A user object's exported maps and globals (see ringbridge.api.exported).
+    exports: list[Collector] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 
 

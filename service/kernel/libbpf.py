@@ -81,6 +81,8 @@ __all__ = [
     "num_possible_cpus",
     "obj_get",
     "obj_pin",
+    "prog_by_id",
+    "prog_ids",
     "prog_info",
     "prog_test_run",
 ]
@@ -172,7 +174,7 @@ class _MapInfo(ctypes.Structure):
 
 
 class _ProgInfoHead(ctypes.Structure):
-    # Only the head of struct bpf_prog_info, up to `name`: the kernel copies
+    # Only the head of struct bpf_prog_info, up to `btf_id`: the kernel copies
     # min(its size, ours), so a prefix is a valid request.
     _fields_ = [
         ("type", ctypes.c_uint32),
@@ -187,6 +189,15 @@ class _ProgInfoHead(ctypes.Structure):
         ("nr_map_ids", ctypes.c_uint32),
         ("map_ids", ctypes.c_uint64),
         ("name", ctypes.c_char * _BPF_OBJ_NAME_LEN),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
     ]
 
 
@@ -278,6 +289,8 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_map_get_next_key": (_I, [_I, _P, _P]),
     "btf__load_from_kernel_by_id": (_P, [_U32]),
+    "bpf_prog_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
+    "bpf_prog_get_fd_by_id": (_I, [_U32]),
     "btf__free": (None, [_P]),
     "bpf_obj_get": (_I, [_S]),
     "bpf_obj_pin": (_I, [_I, _S]),
@@ -495,6 +508,8 @@ class ProgInfo:
     id: int
     name: str
     tag: bytes
+    btf_id: int = 0
+    map_ids: tuple[int, ...] = ()
 
 
 def num_possible_cpus() -> int:
@@ -537,15 +552,45 @@ def map_info(fd: FdLike, *, name: str | None = None) -> MapInfo:
     )
 
 
-def prog_info(fd: FdLike, *, name: str | None = None) -> ProgInfo:
+def prog_info(fd: FdLike, *, name: str | None = None, map_ids: bool = False) -> ProgInfo:
+    """The program's info; with ``map_ids``, also the ids of the maps it uses."""
     info = _ProgInfoHead()
     _get_info(fd, info, "bpf_prog_get_info_by_fd", name)
+    ids: tuple[int, ...] = ()
+    if map_ids and info.nr_map_ids:
+        # Second call with a buffer for the ids the first one counted.
+        buf = (ctypes.c_uint32 * info.nr_map_ids)()
+        again = _ProgInfoHead()
+        again.nr_map_ids = info.nr_map_ids
+        again.map_ids = ctypes.addressof(buf)
+        _get_info(fd, again, "bpf_prog_get_info_by_fd", name)
+        ids = tuple(buf[: min(again.nr_map_ids, info.nr_map_ids)])
     return ProgInfo(
         type=info.type,
         id=info.id,
         name=info.name.decode("utf-8", "replace"),
         tag=bytes(info.tag),
+        btf_id=info.btf_id,
+        map_ids=ids,
     )
+
+
+def prog_ids() -> Iterator[int]:
+    """Ids of every loaded BPF program (needs CAP_SYS_ADMIN)."""
+    cur = _U32(0)
+    nxt = _U32(0)
+    while True:
+        rc = _lib().bpf_prog_get_next_id(cur.value, ctypes.byref(nxt))
+        if rc == -_errno.ENOENT:
+            return
+        _check_int(rc, "bpf_prog_get_next_id", f"after id {cur.value}")
+        yield nxt.value
+        cur.value = nxt.value
+
+
+def prog_by_id(prog_id: int) -> Fd:
+    fd = _lib().bpf_prog_get_fd_by_id(prog_id)
+    return Fd(_check_int(fd, "bpf_prog_get_fd_by_id", f"program id {prog_id}"), f"prog {prog_id}")
 
 
 def prog_test_run(prog_fd: FdLike, ctx: bytes | None = None, *, name: str | None = None) -> int:

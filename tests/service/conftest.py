@@ -110,7 +110,7 @@ class Server:
 
     def drain(self) -> int:
         """Run the on-demand drain program once (the kernel consumes the ring)."""
-        return self.runtime.loaded.drain()
+        return self.builtin.drain()
 
     def producer_pos(self) -> int:
         return self.runtime.ring.producer_pos

@@ -19,6 +19,7 @@ import pytest
 
 from ringbridge.core.ring import encode_batch
 from ringbridge.errors import ConfigError, ServiceError
+from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.objplan import plan_object
 from tests.support.byo import (
     EXAMPLE_OBJ,
@@ -251,3 +252,69 @@ def test_example_object_kick_drain(pin_dir: Path, log_path: Path) -> None:
             b"alpha": 7,
             b"beta": 1 << 63,
         }
+
+
+# --------------------------------------------------------------------------
+# --ring-pin: a ring another loader (bpftool here) loaded and pinned
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def foreign_pins(pin_dir: Path) -> Iterator[Path]:
+    """two_rings.bpf.o loaded by bpftool: maps under pin_dir/maps, programs under progs."""
+    pin_dir.mkdir(parents=True)
+    subprocess.run(
+        [
+            "bpftool",
+            "prog",
+            "loadall",
+            str(TWO_RINGS_OBJ),
+            str(pin_dir / "progs"),
+            "pinmaps",
+            str(pin_dir / "maps"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    yield pin_dir
+
+
+def test_ring_pin_feeds_a_ring_another_loader_pinned(foreign_pins: Path, log_path: Path) -> None:
+    ring = foreign_pins / "maps" / "ring_a"
+    payloads = [bytes([i]) * (i + 1) for i in range(10)]
+    # No --ring-size: the service takes the pinned ring's size (64 KiB) and its limits follow.
+    with served(
+        ["--ring-pin", str(ring), "--pin-dir", str(foreign_pins / "unused")], log_path
+    ) as addr:
+        stats = httpx.get(f"http://{addr}/v1/stats").json()
+        assert stats["config"]["ring_size"] == 65536
+        assert stats["config"]["max_batch_bytes"] <= 65536
+        assert stats["config"]["drain"] == "external"
+        assert stats["kernel"]["ring_pin"] == str(ring)
+        r = _post_binary(addr, payloads)
+        assert r.status_code == 200, r.text
+        # The other loader's program drains it: every record reaches the kernel.
+        with lb.obj_get(foreign_pins / "progs" / "drain_a") as prog:
+            assert lb.prog_test_run(prog) == len(payloads)
+        stats = httpx.get(f"http://{addr}/v1/stats").json()
+        assert stats["ring"]["consumer_pos"] == stats["ring"]["producer_pos"] > 0
+        # One producer per ring: a second service is refused.
+        log2 = _refused(["--ring-pin", str(ring)], log_path.with_name("second.log"))
+        assert "another ringbridge producer holds this ring" in log2
+    assert not (foreign_pins / "unused").exists()  # nothing of ours pinned
+
+
+def test_ring_pin_refusals(foreign_pins: Path, log_path: Path) -> None:
+    ring = foreign_pins / "maps" / "ring_a"
+    log = _refused(["--ring-pin", str(ring), "--ring-size", "128K"], log_path)
+    assert "the pinned ring has 65536 bytes but --ring-size 131072 was given" in log
+    log = _refused(["--ring-pin", str(foreign_pins / "progs" / "drain_a")], log_path)
+    assert "the pin is not a BPF map" in log
+    out = subprocess.run(
+        [sys.executable, "-m", "ringbridge", "serve", "--ring-pin", str(ring), "--drain", "kick"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "--drain kick: not with --ring-pin" in out.stderr

@@ -1,0 +1,136 @@
+"""Feed a user ring another loader pinned (bpfman, a Go agent...): no object of ours.
+
+The service opens the pin, checks it is a user ring buffer, locks it (one
+producer per ring: ``flock`` on the directory holding the pin -- a ring map
+pin itself cannot be opened as a file -- so one ringbridge per directory of
+pins) and maps it. Nothing is loaded, attached or pinned, and the drain is
+the other loader's business.
+
+The sample type's BTF comes from the kernel: the map's own BTF when its
+loader created it with one, else the BTF of a loaded program that uses the
+map (libbpf creates ring buffer maps without BTF, but every program of the
+object carries the object's BTF, sample struct included).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from ringbridge.errors import ConfigError, KernelError, PinError
+from ringbridge.kernel import libbpf as lb
+
+__all__ = ["PinnedRing", "open_ring_pin"]
+
+
+class PinnedRing:
+    """An open user ring pinned by someone else, locked for our producer."""
+
+    reused = True
+
+    def __init__(self, path: Path, fd: lb.Fd, info: lb.MapInfo, lock: int) -> None:
+        self.path = path
+        self._fd = fd
+        self.info = info
+        self._lock = lock
+
+    @property
+    def ring_fd(self) -> int:
+        return self._fd.fd
+
+    @property
+    def ring_size(self) -> int:
+        return self.info.max_entries
+
+    @property
+    def closed(self) -> bool:
+        return self._fd.closed
+
+    def btf(self) -> lb.KernelBtf:
+        """The BTF that describes this ring's samples (see the module doc)."""
+        if self.info.btf_id:
+            return lb.KernelBtf.load(self.info.btf_id)
+        for prog_id in lb.prog_ids():
+            try:
+                with lb.prog_by_id(prog_id) as fd:
+                    info = lb.prog_info(fd, map_ids=True)
+            except KernelError:
+                continue  # unloaded meanwhile
+            if self.info.id in info.map_ids and info.btf_id:
+                return lb.KernelBtf.load(info.btf_id)
+        raise ConfigError(
+            f"--sample-type: the ring pinned at {self.path} has no BTF, and no loaded "
+            "program that uses it carries any (build the loader's object with clang -g)"
+        )
+
+    def close(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+        self._fd.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PinnedRing({str(self.path)!r}, {self.ring_size} bytes)"
+
+
+def open_ring_pin(path: Path, ring_size: int, *, size_given: bool) -> PinnedRing:
+    """Opens and locks the user ring pinned at ``path``.
+
+    Its size is the pinned map's; a ``--ring-size`` given explicitly must match.
+    """
+    try:
+        fd = lb.obj_get(path)
+    except KernelError as exc:
+        raise PinError(f"--ring-pin {path}: cannot open the pin: {exc.message}") from exc
+    lock = -1
+    try:
+        # Info by fd answers for programs and links too: fdinfo says what it is.
+        fdinfo = Path(f"/proc/self/fdinfo/{fd.fd}").read_text()
+        if "map_type:" not in fdinfo:
+            raise PinError(f"--ring-pin {path}: the pin is not a BPF map (a program or link?)")
+        info = lb.map_info(fd, name=str(path))
+        if info.type != lb.BPF_MAP_TYPE_USER_RINGBUF:
+            raise PinError(
+                f"--ring-pin {path}: map {info.name!r} has type {info.type}, "
+                "not BPF_MAP_TYPE_USER_RINGBUF"
+            )
+        if size_given and info.max_entries != ring_size:
+            raise ConfigError(
+                f"--ring-pin {path}: the pinned ring has {info.max_entries} bytes but "
+                f"--ring-size {ring_size} was given; drop --ring-size or set it to "
+                f"{info.max_entries}"
+            )
+        try:
+            lock = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PinError(
+                f"--ring-pin {path}: another ringbridge producer holds this ring "
+                f"(or another ring pinned in {path.parent}); a user ring buffer takes "
+                "one producer only"
+            ) from None
+        except OSError as exc:
+            raise PinError(
+                f"--ring-pin {path}: cannot lock the pin: {os.strerror(exc.errno or errno.EIO)}"
+            ) from exc
+    except BaseException:
+        if lock >= 0:
+            os.close(lock)
+        fd.close()
+        raise
+    return PinnedRing(path, fd, info, lock)
