@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Two user ring buffers and a syscall program that is not a drain: the
- * object the ring/drain selection tests refuse without --ring-map.
+ * Two user ring buffers and a raw tracepoint program that is not a drain:
+ * the object the ring/drain selection tests refuse without --ring-map. Also
+ * the "other loader's" object of the --ring-pin tests (bpftool loads and
+ * pins it), with a sample type in its BTF.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -17,6 +19,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
 	__uint(max_entries, 64 * 1024);
 } ring_b SEC(".maps");
+
+struct pinned_sample {
+	__u32 id;
+	__s16 delta;
+	char name[6];
+};
+
+struct pinned_sample pinned_sample_btf_anchor;
 
 static long count(struct bpf_dynptr *dynptr, void *ctx)
 {

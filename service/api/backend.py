@@ -154,4 +154,6 @@ def build_exports(settings: Settings, loaded: Loaded) -> list[Collector]:
     """``--export-map`` maps and (``--export-globals``) the globals of a user's object."""
     if not isinstance(loaded, LoadedObject):
         return []
-    return []
+    from .exported import build_exporters
+
+    return list(build_exporters(loaded, settings.export_map, globals_=settings.export_globals))

@@ -144,8 +144,8 @@ def test_selftest_object_binary_protocol(pin_dir: Path, log_path: Path) -> None:
         stats = httpx.get(f"http://{addr}/v1/stats").json()
         assert stats["kernel"]["attached"] == ["test_user_ringbuf_protocol"]
         assert stats["config"]["drain"] == "external"
-        # Nothing drains until the program the object attached itself runs.
-        assert read_globals(SELFTEST_OBJ, pin_dir)["msgs_read"] == 0
+        # The program the object attached drains on prctl(2) -- ours, or any
+        # other process's, so only the state after our call is checked.
         trigger_syscall("prctl")
         g = read_globals(SELFTEST_OBJ, pin_dir)
         assert g["msgs_read"] == len(ops)
@@ -318,3 +318,151 @@ def test_ring_pin_refusals(foreign_pins: Path, log_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "--drain kick: not with --ring-pin" in out.stderr
+
+
+def test_ring_pin_sample_type_from_the_loaders_btf(foreign_pins: Path, log_path: Path) -> None:
+    """The ring map has no BTF (libbpf makes ring maps without): the program's BTF serves."""
+    ring = foreign_pins / "maps" / "ring_a"
+    args = ["--ring-pin", str(ring), "--sample-type", "pinned_sample"]
+    with served(args, log_path) as addr:
+        r = httpx.post(
+            f"http://{addr}/v1/samples",
+            json={"samples": [{"id": 7, "delta": -2, "name": "abc"}, {"id": 1}]},
+        )
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"http://{addr}/v1/samples", json={"samples": [{"id": 1, "delta": 40000}]})
+        assert r.status_code == 422
+        assert r.json()["error"]["message"].startswith("samples[0].delta")
+        with lb.obj_get(foreign_pins / "progs" / "drain_a") as prog:
+            assert lb.prog_test_run(prog) == 2
+        stats = httpx.get(f"http://{addr}/v1/stats").json()
+        # Two records of the 12-byte struct (16 bytes with the header): 2 * 24.
+        assert stats["ring"]["producer_pos"] == 2 * 24
+
+
+# --------------------------------------------------------------------------
+# Typed JSON from the object's BTF, and the metrics export, on the example
+# --------------------------------------------------------------------------
+
+
+def _metrics(addr: str) -> dict[str, float]:
+    """``name{labels}`` -> value of every exported map and global sample."""
+    out = {}
+    for line in httpx.get(f"http://{addr}/metrics").text.splitlines():
+        if line.startswith(("ringbridge_map_", "ringbridge_global_")):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_example_typed_json_binary_and_exports(pin_dir: Path, log_path: Path) -> None:
+    args = [
+        "--bpf-object", str(EXAMPLE_OBJ), "--pin-dir", str(pin_dir), *EXAMPLE_ARGS,
+        "--drain-program", "ops_drain", "--sample-type", "ops_msg",
+        "--export-map", "slots", "--export-map", "op_stats",
+    ]  # fmt: skip
+    with served(args, log_path) as addr:
+        url = f"http://{addr}/v1/samples?wait=consumed"
+        typed = [
+            {"op": "OPS_ADD", "add": 41, "tag": 1},
+            {"op": "OPS_MUL", "mul": -3, "tag": 2},
+            {"op": "OPS_SET", "set": {"name": "alpha", "value": 7}, "tag": 3},
+            {"op": 0, "add": 5, "tag": 4},  # an enum by value
+        ]
+        r = httpx.post(url, json={"samples": typed}, timeout=10)
+        assert r.status_code == 200, r.text
+        # Binary samples in the same layout, after the JSON ones.
+        binary = [ops_msg(OPS_MUL, 2, tag=5), ops_set("beta", 1 << 40, tag=6)]
+        r = httpx.post(url, content=encode_batch(binary), headers=OCTET, timeout=10)
+        assert r.status_code == 200, r.text
+
+        acc = ((1 + 41) * -3 + 5) * 2
+        g = read_globals(EXAMPLE_OBJ, pin_dir)
+        assert (g["acc"], g["ops_applied"], g["ops_rejected"], g["last_tag"]) == (acc, 6, 0, 6)
+        slots = read_hash(pin_dir / "slots", 16, 8)
+        assert {k.rstrip(b"\0"): struct.unpack("<Q", v)[0] for k, v in slots.items()} == {
+            b"alpha": 7,
+            b"beta": 1 << 40,
+        }
+
+        # Hostile typed input: 422 with the path, nothing of the batch committed.
+        before = httpx.get(f"http://{addr}/v1/stats").json()["ring"]["producer_pos"]
+        bad = [
+            ({"op": "OPS_DIVIDE"}, "samples[1].op"),
+            ({"op": "OPS_ADD", "add": 1, "mul": 2}, "samples[1]"),
+            ({"op": "OPS_SET", "set": {"name": "x" * 17}}, "samples[1].set.name"),
+            ({"op": "OPS_SET", "set": {"name": "ok", "value": -1}}, "samples[1].set.value"),
+            ({"op": "OPS_ADD", "tag": 1 << 32}, "samples[1].tag"),
+        ]
+        for sample, path in bad:
+            r = httpx.post(url, json={"samples": [typed[0], sample]})
+            assert r.status_code == 422, (sample, r.text)
+            err = r.json()["error"]
+            assert err["index"] == 1
+            assert err["message"].startswith(path), (path, err["message"])
+        assert httpx.get(f"http://{addr}/v1/stats").json()["ring"]["producer_pos"] == before
+
+        m = _metrics(addr)
+        assert m['ringbridge_global_acc{section=".data"}'] == acc
+        assert m['ringbridge_global_ops_applied{section=".bss"}'] == 6
+        assert m['ringbridge_global_last_tag{section=".bss"}'] == 6
+        assert m['ringbridge_global_ops_abi_version{section=".rodata"}'] == 1
+        assert m['ringbridge_map_slots{name="alpha"}'] == 7
+        assert m['ringbridge_map_slots{name="beta"}'] == 1 << 40
+        # Per-CPU values summed; the key (the op) is the label.
+        assert m['ringbridge_map_op_stats_count{key="0"}'] == 2  # two adds
+        assert m['ringbridge_map_op_stats_count{key="1"}'] == 2  # two multiplies
+        assert m['ringbridge_map_op_stats_count{key="2"}'] == 2  # two sets
+        assert m['ringbridge_map_op_stats_operand_sum{key="0"}'] == 41 + 5
+        assert m['ringbridge_map_op_stats_operand_sum{key="1"}'] == -3 + 2
+        assert m['ringbridge_map_op_stats_operand_sum{key="2"}'] == 7 + (1 << 40)
+        # Globals that are not integers (the BTF anchor struct) are not exported.
+        assert not [k for k in m if "btf_anchor" in k]
+
+
+def test_example_timer_drain_and_self_attached_drain(pin_dir: Path, log_path: Path) -> None:
+    base = ["--bpf-object", str(EXAMPLE_OBJ), "--pin-dir", str(pin_dir), *EXAMPLE_ARGS]
+    timer = [*base, "--drain", "timer", "--drain-program", "ops_drain", "--sample-type", "ops_msg"]
+    with served(timer, log_path) as addr:
+        r = httpx.post(
+            f"http://{addr}/v1/samples?wait=consumed&timeout=10",
+            json={"samples": [{"op": "OPS_ADD", "add": 9}]},
+            timeout=15,
+        )
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"http://{addr}/v1/stats").json()["config"]["drain"] == "timer"
+        assert read_globals(EXAMPLE_OBJ, pin_dir)["acc"] == 10
+    # External: the raw tracepoint program the object attached drains on getpgid(2).
+    with served([*base, "--drain", "external", "--sample-type", "ops_msg"], log_path) as addr:
+        r = httpx.post(f"http://{addr}/v1/samples", json={"samples": [{"op": "OPS_MUL", "mul": 4}]})
+        assert r.status_code == 200, r.text
+        trigger_syscall("getpgid")
+        assert read_globals(EXAMPLE_OBJ, pin_dir)["acc"] == 40
+
+
+def test_selftest_object_typed_json(pin_dir: Path, log_path: Path) -> None:
+    args = ["--bpf-object", str(SELFTEST_OBJ), "--pin-dir", str(pin_dir), *SELFTEST_ARGS,
+            "--sample-type", "test_msg"]  # fmt: skip
+    samples = [
+        {"msg_op": "TEST_MSG_OP_INC64", "operand_64": 1 << 33},
+        {"msg_op": "TEST_MSG_OP_MUL32", "operand_32": -5},
+        {"msg_op": "TEST_MSG_OP_INC32", "operand_32": 7},
+    ]
+    with served(args, log_path) as addr:
+        r = httpx.post(f"http://{addr}/v1/samples", json={"samples": samples})
+        assert r.status_code == 200, r.text
+        r = httpx.post(
+            f"http://{addr}/v1/samples",
+            json={"samples": [{"msg_op": "TEST_MSG_OP_INC32", "operand_32": 1 << 31}]},
+        )
+        assert r.status_code == 422
+        assert r.json()["error"]["message"].startswith("samples[0].operand_32")
+        trigger_syscall("prctl")
+        g = read_globals(SELFTEST_OBJ, pin_dir)
+        assert g["kern_mutated"] == wrap64((1 << 33) * -5 + 7)
+        assert g["msgs_read"] == 3
+        m = _metrics(addr)
+        assert m['ringbridge_global_msgs_read{section=".bss"}'] == 3
+        assert m['ringbridge_global_kern_mutated{section=".bss"}'] == float(
+            wrap64((1 << 33) * -5 + 7)
+        )

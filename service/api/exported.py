@@ -1,0 +1,277 @@
+"""A user object's maps and globals on ``/metrics``, the ebpf_exporter way.
+
+For every ``--export-map NAME`` each entry of the map becomes samples, read
+at scrape time:
+
+- the **key**'s fields become labels: a struct key gives one label per
+  integer, enum or ``char[]`` member (nested members joined with ``_``), a
+  plain integer key one label ``key``; enums show their enumerator name,
+  ``char[]`` the string up to its NUL;
+- the **value**'s integer (and float, bool, enum) fields become samples of
+  one gauge each, ``ringbridge_map_<map>_<field>`` (nested fields joined with
+  ``_``; a scalar value is ``ringbridge_map_<map>``); elements of arrays get
+  an ``index`` label. Per-CPU maps are summed over CPUs.
+
+The object's global-variable sections (``.bss``, ``.data``, ``.rodata``)
+export each integer variable as ``ringbridge_global_<name>`` with a
+``section`` label (integer arrays with an ``index`` label).
+
+Types come from the object's BTF through the schema layer's model, so the
+export follows the C declarations without configuration. Everything is a
+gauge: whether a number only grows is the program's business. A map is read
+up to :data:`MAX_ENTRIES` keys per scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..errors import ConfigError, RingbridgeError
+from ..kernel import libbpf as lb
+from ..kernel.globals import DATA_SECTIONS, global_vars, section_of
+from ..kernel.userobj import LoadedObject
+from ..schema import model
+from ..schema.btf import read_type
+
+__all__ = ["MAX_ENTRIES", "MapExporter", "build_exporters"]
+
+log = logging.getLogger("ringbridge.export")
+
+#: Keys read per map per scrape: a runaway hash map must not stall /metrics.
+MAX_ENTRIES: Final = 65536
+
+_PERCPU_TYPES: Final = frozenset({5, 6, 10, 21})  # PERCPU_HASH/ARRAY, LRU_PERCPU_HASH, ...
+_FLOATS: Final = {2: "<e", 4: "<f", 8: "<d"}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One number (or string) inside a key or value."""
+
+    path: tuple[str, ...]  # member names, anonymous members left out
+    index: tuple[int, ...]  # array indices on the way
+    bit_offset: int
+    bits: int
+    kind: str  # "int", "enum", "float", "string"
+    signed: bool = False
+    enum: tuple[tuple[str, int], ...] = ()
+
+    def read(self, raw: bytes) -> int | float | str:
+        start = self.bit_offset // 8
+        if self.kind == "string":
+            chunk = raw[start : start + self.bits // 8]
+            return chunk.split(b"\0", 1)[0].decode("utf-8", "replace")
+        if self.kind == "float":
+            return float(struct.unpack_from(_FLOATS[self.bits // 8], raw, start)[0])
+        if self.bit_offset % 8 or self.bits % 8:
+            # A bitfield: shift it out of the little-endian bytes around it.
+            nbytes = (self.bit_offset % 8 + self.bits + 7) // 8
+            word = int.from_bytes(raw[start : start + nbytes], "little")
+            v = (word >> (self.bit_offset % 8)) & ((1 << self.bits) - 1)
+            if self.signed and v >> (self.bits - 1):
+                v -= 1 << self.bits
+            return v
+        return int.from_bytes(raw[start : start + self.bits // 8], "little", signed=self.signed)
+
+    def label(self, raw: bytes) -> str:
+        v = self.read(raw)
+        if self.kind == "enum":
+            for name, value in self.enum:
+                if value == v:
+                    return name
+        return str(v)
+
+
+def leaves(t: model.Type, path: tuple[str, ...] = (), bit_offset: int = 0) -> list[Leaf]:
+    """The readable numbers of ``t`` laid out from ``bit_offset`` (pointers etc. skipped)."""
+    return list(_leaves(t, path, (), bit_offset))
+
+
+def _leaves(
+    t: model.Type, path: tuple[str, ...], index: tuple[int, ...], bit_offset: int
+) -> Iterator[Leaf]:
+    if isinstance(t, model.Int):
+        yield Leaf(path, index, bit_offset, t.size * 8, "int", t.signed)
+    elif isinstance(t, model.Enum):
+        yield Leaf(path, index, bit_offset, t.size * 8, "enum", t.signed, t.values)
+    elif isinstance(t, model.Float):
+        if t.size in _FLOATS:
+            yield Leaf(path, index, bit_offset, t.size * 8, "float")
+    elif isinstance(t, model.Array):
+        if isinstance(t.elem, model.Int) and t.elem.is_char:
+            yield Leaf(path, index, bit_offset, t.count * 8, "string")
+            return
+        step = t.elem.size * 8
+        for i in range(t.count):
+            yield from _leaves(t.elem, path, (*index, i), bit_offset + i * step)
+    elif isinstance(t, model.Composite):
+        for m in t.members:
+            sub = (*path, m.name) if m.name else path
+            if m.bits:
+                signed = isinstance(m.type, model.Int | model.Enum) and m.type.signed
+                yield Leaf(sub, index, bit_offset + m.bit_offset, m.bits, "int", signed)
+            else:
+                yield from _leaves(m.type, sub, index, bit_offset + m.bit_offset)
+    # Opaque (pointers, functions...): nothing to export.
+
+
+def _metric_name(prefix: str, path: tuple[str, ...]) -> str:
+    name = "_".join((prefix, *path))
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+class MapExporter(Collector):
+    """Reads one map at scrape time and renders its gauges."""
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        info: lb.MapInfo,
+        key: list[Leaf],
+        value: list[Leaf],
+        *,
+        prefix: str,
+        doc: str,
+        extra_labels: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self._fd = fd
+        self._info = info
+        self._percpu = info.type in _PERCPU_TYPES
+        self._key = key
+        self._value = [v for v in value if v.kind != "string"]
+        self._prefix = prefix
+        self._doc = doc
+        self._extra = extra_labels or {}
+        self._key_labels = [("_".join(k.path) or "key") for k in key]
+        self._warned = False
+
+    def _entries(self) -> Iterator[tuple[bytes, list[bytes]]]:
+        info = self._info
+        keys: Iterable[bytes]
+        keys = lb.map_keys(self._fd, info.key_size, name=self.name)
+        for n, key in enumerate(keys):
+            if n >= MAX_ENTRIES:
+                if not self._warned:
+                    log.warning("map export truncated", extra={"map": self.name, "max": n})
+                    self._warned = True
+                return
+            try:
+                if self._percpu:
+                    values = lb.lookup_percpu(self._fd, key, info.value_size, name=self.name)
+                else:
+                    values = [lb.map_lookup(self._fd, key, info.value_size, name=self.name)]
+            except RingbridgeError:
+                continue  # deleted between get_next_key and lookup
+            yield key, values
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        extra_names = list(self._extra)
+        extra_values = list(self._extra.values())
+        for key, values in self._entries():
+            key_values = [k.label(key) for k in self._key]
+            for leaf in self._value:
+                mname = _metric_name(self._prefix, leaf.path)
+                fam = families.get(mname)
+                labels = [*extra_names, *self._key_labels]
+                if leaf.index:
+                    labels.append("index")
+                if fam is None:
+                    fam = families[mname] = GaugeMetricFamily(mname, self._doc, labels=labels)
+                total: float = 0
+                for raw in values:
+                    v = leaf.read(raw)
+                    assert not isinstance(v, str)
+                    total += v
+                lv = [*extra_values, *key_values]
+                if leaf.index:
+                    lv.append("_".join(map(str, leaf.index)))
+                fam.add_metric(lv, total)
+        yield from families.values()
+
+
+def _map_exporter(loaded: LoadedObject, btf: lb.Btf, name: str) -> MapExporter:
+    try:
+        m = loaded.map(name)
+    except RingbridgeError as exc:
+        maps = ", ".join(s.name for s in loaded.plan.maps if not s.internal)
+        raise ConfigError(f"--export-map {name}: the object has no such map ({maps})") from exc
+    if name == loaded.plan.ring_map or m.type in (lb.BPF_MAP_TYPE_RINGBUF,):
+        raise ConfigError(f"--export-map {name}: a ring buffer has no entries to export")
+    info = lb.map_info(m.fd, name=name)
+    if info.btf_value_type_id == 0:
+        raise ConfigError(
+            f"--export-map {name}: the map has no BTF for its value (declare it with "
+            "__type(key, ...) / __type(value, ...) and build with clang -g)"
+        )
+    value = leaves(read_type(btf, info.btf_value_type_id))
+    if info.btf_key_type_id:
+        key = leaves(read_type(btf, info.btf_key_type_id))
+    else:
+        key = [Leaf((), (), 0, info.key_size * 8, "int")] if info.key_size <= 8 else []
+    if not [v for v in value if v.kind != "string"]:
+        raise ConfigError(f"--export-map {name}: the value has no numbers to export")
+    return MapExporter(
+        name,
+        m.fd,
+        info,
+        key,
+        value,
+        prefix=f"ringbridge_map_{name}",
+        doc=f"BPF map {name} (one gauge per value field; key fields as labels).",
+    )
+
+
+def _global_exporters(loaded: LoadedObject, btf: lb.Btf) -> list[MapExporter]:
+    out = []
+    for spec in loaded.plan.maps:
+        section = section_of(spec.name)
+        if not spec.internal or section not in DATA_SECTIONS:
+            continue
+        m = loaded.map(spec.name)
+        info = lb.map_info(m.fd, name=spec.name)
+        value: list[Leaf] = []
+        for var in global_vars(btf, section):
+            t = read_type(btf, var.type_id)
+            # Integer variables (and arrays of them): structs stay in their maps.
+            if isinstance(t, model.Int | model.Enum) or (
+                isinstance(t, model.Array) and isinstance(t.elem, model.Int | model.Enum)
+            ):
+                value.extend(
+                    leaf for leaf in leaves(t, (var.name,), var.offset * 8) if leaf.kind != "string"
+                )
+        if not value:
+            continue
+        out.append(
+            MapExporter(
+                spec.name,
+                m.fd,
+                info,
+                [],
+                value,
+                prefix="ringbridge_global",
+                doc=f"BPF global variable ({section}).",
+                extra_labels={"section": section},
+            )
+        )
+    return out
+
+
+def build_exporters(
+    loaded: LoadedObject, export_maps: Iterable[str], *, globals_: bool
+) -> list[MapExporter]:
+    """The exporters for ``--export-map`` names (checked now: ConfigError) and the globals."""
+    btf = loaded.btf()
+    out = [_map_exporter(loaded, btf, name) for name in export_maps]
+    if globals_:
+        out.extend(_global_exporters(loaded, btf))
+    return out
