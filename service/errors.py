@@ -35,8 +35,16 @@ committed but not consumed in time is an ``Ack`` with ``state="committed"``
     │   │                                      .op, .target, .errno
     │   ├── BpfObjectError               open/load/find in a BPF object
     │   └── PinError                     bpffs pin dir missing/foreign/mismatched
-    └── ConfigError                      (500) invalid settings
-        └── SchemaError                  a BTF type that samples cannot be made of
+    │       └── ProducerLockedError      another producer holds the pin dir's lock
+    ├── ConfigError                      (500) invalid settings
+    │   ├── SchemaError                  a BTF type that samples cannot be made of
+    │   └── ListenError                  cannot listen on --host/--port
+    └── ClientError                      the client side (ringbridge.client, push, stats)
+        ├── ServerUnreachableError       no connection to the server; nothing was sent
+        ├── RejectedError                the server answered with an error; .status,
+        │                                .code, .index, .retry_after, .retryable
+        └── OutcomeUnknownError          the connection failed after the batch was sent:
+                                         it may have been committed; not retried
 """
 
 from __future__ import annotations
@@ -166,6 +174,12 @@ class PinError(RingbridgeError):
     code = "pin"
 
 
+class ProducerLockedError(PinError):
+    """Another producer (a running service) holds the pin dir's producer lock."""
+
+    code = "producer_locked"
+
+
 class RequestError(RingbridgeError):
     """The HTTP request is refused before its body is looked at."""
 
@@ -224,6 +238,12 @@ class SchemaError(ConfigError):
     code = "schema"
 
 
+class ListenError(ConfigError):
+    """The listening socket cannot be bound (address in use, not local, privileged port)."""
+
+    code = "listen"
+
+
 class ServiceError(RingbridgeError):
     """The service cannot take the batch now (capacity or lifecycle); retry later."""
 
@@ -244,3 +264,59 @@ class StoppingError(ServiceError):
     """The service is shutting down and takes no new batches."""
 
     code = "stopping"
+
+
+class ClientError(RingbridgeError):
+    """Raised by the client side: the server could not be reached or refused."""
+
+    code = "client"
+
+
+class ServerUnreachableError(ClientError):
+    """No connection to the server (refused, DNS, TLS, timeout): nothing was sent."""
+
+    code = "unreachable"
+
+    def __init__(self, url: str, reason: str, hint: str = "") -> None:
+        super().__init__(f"cannot connect to {url}: {reason}{f' ({hint})' if hint else ''}")
+        self.url = url
+        self.reason = reason
+
+
+class RejectedError(ClientError):
+    """The server answered a request, batch or handshake with an error.
+
+    ``status`` is the HTTP status (for a WebSocket error ack, the status the
+    same error gets over HTTP: 422, 413, 503...). ``retryable`` is true only
+    when the server guarantees that nothing of the batch was committed and
+    asks to come back (503 with ``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        index: int | None = None,
+        retry_after: float | None = None,
+        batch: object = None,
+    ) -> None:
+        where = f"batch {batch!r}: " if batch is not None else ""
+        super().__init__(f"{where}HTTP {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.reason = message
+        self.index = index
+        self.retry_after = retry_after
+        self.batch = batch
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 503
+
+
+class OutcomeUnknownError(ClientError):
+    """The batch was sent but no answer came: it may be committed. Not retried."""
+
+    code = "outcome_unknown"

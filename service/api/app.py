@@ -35,7 +35,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from ..errors import RingbridgeError
-from ..kernel.bpfobj import LoadedRingbridge, lock_producer
+from ..kernel.bpfobj import LoadedRingbridge, lock_producer, unpin
 from ..kernel.drainer import NativeDrainer
 from ..kernel.pinnedring import PinnedRing
 from ..kernel.privileges import drop_all_capabilities
@@ -86,6 +86,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 loaded, mode = backend.load(settings)
             else:
                 loaded, mode = await asyncio.to_thread(backend.load, settings)
+            if isinstance(loaded, LoadedRingbridge) and not loaded.reused:
+                # Pins this start created go again if the start fails: a
+                # failed start leaves the pin dir as it found it.
+                def forget_new_pins() -> None:
+                    if not started:
+                        unpin(settings.pin_dir)
+
+                stack.callback(forget_new_pins)
             stack.callback(loaded.close)
             builtin = isinstance(loaded, LoadedRingbridge)
             if isinstance(loaded, PinnedRing):

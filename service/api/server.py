@@ -11,6 +11,7 @@ instead of a dropped connection; frames beyond that are closed with 1009.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import socket
@@ -19,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from ..errors import RingbridgeError
+from ..errors import ListenError, RingbridgeError
 from ..logs import configure_logging
 from ..settings import Settings
 from .app import create_app
@@ -103,6 +104,17 @@ class RingbridgeServer(uvicorn.Server):
         self._app = app
         self._stopping: asyncio.Task[None] | None = None
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:
+            # uvicorn announces only the sockets it bound itself; say where we
+            # listen in the same words (scripts and the test launcher read it).
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info(
+                "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
+            )
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         rt = getattr(self._app.state, "runtime", None)
         if isinstance(rt, Runtime) and self._stopping is None:
@@ -138,19 +150,58 @@ class _KnownStartupFailure(logging.Filter):
         return not str(record.msg).startswith("Traceback") or log.isEnabledFor(logging.DEBUG)
 
 
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there (another ringbridge?): stop it or "
+    "choose another --port",
+    errno.EADDRNOTAVAIL: "no local interface has that address: check --host",
+    errno.EACCES: "ports below 1024 need CAP_NET_BIND_SERVICE: choose a port >= 1024",
+}
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket, bound before anything is loaded or pinned.
+
+    Binding first means a start that cannot listen (port in use) fails before
+    it creates pins, maps a ring or arms a timer.
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        hint = _LISTEN_HINTS.get(exc.errno or 0, "")
+        raise ListenError(
+            f"cannot listen on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc}{'; ' + hint if hint else ''}"
+        ) from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
     try:
+        sock = bind(settings)
+    except RingbridgeError as exc:
+        log.error("startup failed", extra={"error": exc.message, "code": exc.code})
+        return STARTUP_FAILURE
+    try:
         server = make_server(settings)
     except RingbridgeError as exc:
+        sock.close()
         log.error("cannot start", extra={"error": exc.message, "code": exc.code})
         return STARTUP_FAILURE
     quiet = _KnownStartupFailure(server._app)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         logging.getLogger("uvicorn.error").removeFilter(quiet)
     # uvicorn returns normally also when the lifespan startup failed (it has
     # logged why); `started` tells the two apart.

@@ -29,7 +29,7 @@ from typing import Final, Self
 
 from ringbridge.artifacts import build_artifact
 from ringbridge.core import ring as core
-from ringbridge.errors import ConfigError, KernelError, PinError
+from ringbridge.errors import ConfigError, KernelError, PinError, ProducerLockedError
 from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.libc import libc
 from ringbridge.kernel.pinmeta import META_PIN, PinMeta, object_digest, remove_pin_set
@@ -631,7 +631,7 @@ def lock_producer(pin_dir: Path) -> lb.Fd:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise PinError(
+        raise ProducerLockedError(
             f"another ringbridge producer holds the ring pinned under {pin_dir}; "
             "a user ring buffer takes one producer only: stop it or use another --pin-dir"
         ) from None

@@ -1,0 +1,36 @@
+"""The Python client of a ringbridge service: ``Client`` (blocking) and ``AsyncClient``.
+
+::
+
+    from ringbridge import Client, Sample
+
+    with Client("http://127.0.0.1:8470", token=None) as c:
+        ack = c.send([{"kind": 1, "value": 5}, Sample(kind=2, value=7)], wait="consumed")
+        with c.stream(window=16) as s:
+            futures = [s.send([Sample(3, i)]) for i in range(100)]
+        print([f.result().first_seq for f in futures])
+
+This subpackage talks to the service over the network only: it imports
+neither the kernel, producer nor API layers (only the shared error
+hierarchy and the pure ring record format), so it is cheap to import and
+usable on hosts without libbpf.
+"""
+
+from .acks import Ack
+from .clients import AsyncClient, Client
+from .samples import Sample, SampleLike, Wait
+from .stream import AsyncStream, Stream
+from .urls import DEFAULT_URL, ServerURL
+
+__all__ = [
+    "DEFAULT_URL",
+    "Ack",
+    "AsyncClient",
+    "AsyncStream",
+    "Client",
+    "Sample",
+    "SampleLike",
+    "ServerURL",
+    "Stream",
+    "Wait",
+]
