@@ -77,6 +77,9 @@ _SAMPLES_BODY = {
                     "properties": {
                         "samples": {
                             "type": "array",
+                            # An empty batch is refused (422), so the schema
+                            # says so too.
+                            "minItems": 1,
                             "items": {
                                 "oneOf": [
                                     {

@@ -58,6 +58,7 @@ from ..errors import (
 from ..producer.admission import Credit
 from ..producer.task import Ack
 from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
+from ..schema.jsoncodec import frame_id_from
 from .auth import check_token
 from .ingest import THREAD_DECODE_BYTES, check_batch_size
 from .state import Runtime, error_payload, error_response, runtime_of
@@ -151,7 +152,6 @@ class _Stream:
             )
         else:
             raise InvalidBatchError("frame carries neither text nor bytes")
-        check_batch_size(batch, s.max_batch_bytes)
         return fid, batch
 
     def _decode_any(self, message: Mapping[str, Any], frame_no: int) -> tuple[Any, EncodedBatch]:
@@ -188,7 +188,8 @@ class _Stream:
                 return
             frame_no = self.frames
             self.frames += 1
-            is_text = message.get("text") is not None
+            text: str | None = message.get("text")
+            is_text = text is not None
             fid: Any = None if is_text else frame_no
             item: _Pending
             try:
@@ -198,6 +199,7 @@ class _Stream:
                 else:
                     fid, batch = self._decode_any(message, frame_no)
                 del message
+                check_batch_size(batch, self.rt.settings.max_batch_bytes)
                 credit = self.read_credit.split(
                     batch.nbytes, loop.time() + self.rt.settings.submit_timeout
                 )
@@ -208,7 +210,11 @@ class _Stream:
             except RingbridgeError as exc:
                 self.rt.rejections.add(exc.code)
                 if is_text and fid is None:
+                    # Refused before or while decoding: the codec salvaged
+                    # the id, or it is read back here (frames over the limit).
                     fid = frame_id_of(exc)
+                    if fid is None and text is not None:
+                        fid = frame_id_from(text)
                 item = (fid, exc)
             self.pending.put_nowait(item)
 

@@ -45,6 +45,7 @@ from ringbridge.errors import RecordTooLargeError, RingbridgeError, SampleError
 from . import btf as btf_reader
 from .batch import EncodedBatch, set_frame_id
 from .compiler import compile_type
+from .jsonkeys import check_duplicate_keys, id_member
 from .kinds.array import ArrayNode
 from .kinds.base import Node, PackError
 from .kinds.chars import CharArrayNode
@@ -347,6 +348,7 @@ class SampleCodec:
         if max_samples is not None:
             _check_sample_count(body, max_samples, self._objects_per_sample)
         try:
+            check_duplicate_keys(body)
             return self._decode_checked(body, frame=frame, ring_size=ring_size, limit=limit)
         except UnicodeDecodeError as exc:
             # msgspec checks UTF-8 in strings but lets a bad key through to
@@ -613,7 +615,13 @@ def _salvage_id(data: str | bytes) -> Any:
     try:
         return _ID_ONLY.decode(data).id
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
+        # Another part of the frame defeats the decoder: read the id alone.
+        return id_member(data)
+
+
+def frame_id_from(data: str | bytes) -> Any:
+    """The ``id`` of a text frame refused before decoding (None if it has none)."""
+    return _salvage_id(data)
 
 
 # A JSON string literal; removing them leaves only structure and scalars.
