@@ -151,7 +151,8 @@ def test_selftest_object_binary_protocol(pin_dir: Path, log_path: Path) -> None:
         assert g["msgs_read"] == len(ops)
         assert g["kern_mutated"] == expected
         assert g["bad_msgs"] == 0
-        assert g["last_drain_ret"] == len(ops)
+        # Any process's prctl(2) may have drained first; the last drain then found none.
+        assert g["last_drain_ret"] in (0, len(ops))
     # The pins keep the state: a restart with the same object re-uses them.
     with served(args, log_path) as addr:
         assert _post_binary(addr, [selftest_msg(INC64, 10)]).status_code == 200
