@@ -17,6 +17,7 @@ committed but not consumed in time is an ``Ack`` with ``state="committed"``
     │   ├── InvalidBatchError            (422) bad record in a batch; .index
     │   └── RecordTooLargeError          (413) can never fit the ring / a limit
     ├── SampleError                      (422) the input: bad sample in a JSON batch; .index, .path
+    │   └── MalformedJSONError           (422) the body or frame is not JSON at all
     ├── RequestError                     the request itself, before its batch is looked at
     │   ├── UnauthorizedError            (401) no bearer token
     │   ├── ForbiddenError               (403) wrong bearer token
@@ -110,6 +111,12 @@ class SampleError(RingbridgeError):
         self.index = index
         self.path = path
         self.reason = message
+
+
+class MalformedJSONError(SampleError):
+    """The body or text frame is not JSON (syntax, UTF-8, nesting): no sample to blame."""
+
+    code = "malformed_json"
 
 
 class RingError(RingbridgeError):

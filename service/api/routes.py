@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import RingbridgeError
 from ..producer.task import WaitFor
@@ -325,5 +326,24 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own refusals (404 no such route, 405 wrong method) in
+        # the same {"error": ...} shape as ours, headers (Allow) kept.
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        if exc.status_code == 404:
+            message = f"no route {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return JSONResponse(
+            {"error": {"code": code, "message": message, "index": None}},
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
     app.add_exception_handler(RingbridgeError, on_ringbridge_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -6,10 +6,15 @@ Protocol (documented in the README):
   batch in record format whose id is its 0-based frame number on the
   connection (every frame, text or binary, takes a number);
 - the server answers every batch, in the order received:
-  ``{"id", "accepted", "first_seq", "last_seq"}`` or
+  ``{"id", "accepted", "first_seq", "last_seq", "state"}`` or
   ``{"id", "error": {"code", "message", "index"}}`` -- with the frame's own
   id in every case, whatever failed. A bad batch gets an error ack and the
-  stream stays open.
+  stream stays open;
+- ``?wait=consumed`` at the handshake (as on ``POST /v1/samples``): each ack
+  waits until the kernel's consumer passed its batch, up to ``?timeout=``
+  seconds (default ``submit_timeout``) after the commit; ``state`` says which
+  it was. Acks stay in order: a later batch is never consumed before an
+  earlier one anyway.
 
 Admission: accepting the connection takes one frame's worth of credit (the
 server reads at most one frame ahead per connection); no credit refuses the
@@ -51,12 +56,13 @@ from starlette.websockets import WebSocketDisconnect
 from ..errors import (
     InvalidBatchError,
     RecordTooLargeError,
+    RequestError,
     RingbridgeError,
     SampleError,
     StoppingError,
 )
 from ..producer.admission import Credit
-from ..producer.task import Ack
+from ..producer.task import Ack, WaitFor
 from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
 from ..schema.jsoncodec import frame_id_from
 from .auth import check_token
@@ -84,11 +90,38 @@ def _retrieve(fut: asyncio.Future[Ack]) -> None:
         fut.exception()
 
 
+def _handshake_wait(ws: WebSocket, rt: Runtime) -> tuple[WaitFor, float]:
+    """``wait`` and ``timeout`` from the handshake's query string, as on HTTP."""
+    given = ws.query_params.get("wait", "committed")
+    if given not in ("committed", "consumed"):
+        raise RequestError(f"wait={given!r}: use wait=committed or wait=consumed")
+    wait: WaitFor = "consumed" if given == "consumed" else "committed"
+    raw = ws.query_params.get("timeout")
+    if raw is None:
+        return wait, rt.settings.submit_timeout
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:
+        raise RequestError(f"timeout={raw!r}: give a positive number of seconds")
+    return wait, min(timeout, rt.settings.max_timeout)
+
+
 class _Stream:
-    def __init__(self, ws: WebSocket, rt: Runtime, read_credit: Credit) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        rt: Runtime,
+        read_credit: Credit,
+        wait: WaitFor = "committed",
+        consume_timeout: float = 0.0,
+    ) -> None:
         self.ws = ws
         self.rt = rt
         self.read_credit = read_credit
+        self.wait = wait
+        self.consume_timeout = consume_timeout
         self.window = asyncio.Semaphore(rt.settings.ws_window)
         self.pending: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self.frames = 0
@@ -237,11 +270,14 @@ class _Stream:
                     self.rt.rejections.add(exc.code)
                     msg = {"id": fid, "error": error_payload(exc)}
                 else:
+                    if self.wait == "consumed":
+                        ack = await self.rt.producer.wait_consumed(ack, self.consume_timeout)
                     msg = {
                         "id": fid,
                         "accepted": ack.count,
                         "first_seq": ack.first_seq,
                         "last_seq": ack.last_seq,
+                        "state": ack.state,
                     }
             await self.ws.send_text(_encode(msg).decode())
             self.window.release()
@@ -256,6 +292,7 @@ async def stream(ws: WebSocket) -> None:
         return
     try:
         check_token(ws, rt.settings.token)
+        wait, consume_timeout = _handshake_wait(ws, rt)
         if rt.streams.stopping:
             raise StoppingError("the service is stopping and takes no new streams")
         # One frame's worth, before any frame is read; no deadline of its own.
@@ -269,7 +306,7 @@ async def stream(ws: WebSocket) -> None:
         return
     try:
         await ws.accept()
-        s = _Stream(ws, rt, credit)
+        s = _Stream(ws, rt, credit, wait, consume_timeout)
         rt.streams.add(s)
         try:
             await s.run()

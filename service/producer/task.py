@@ -327,6 +327,11 @@ class Producer:
             else:
                 self._failed[exc.code] += 1
 
+    async def wait_consumed(self, ack: Ack, timeout: float) -> Ack:
+        """``ack`` as ``"consumed"`` once the kernel's consumer passed it, within
+        ``timeout`` seconds; else ``ack`` as it is (``"committed"``)."""
+        return await self._wait_consumed(ack, timeout, None)
+
     async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
         # Also ends when the producer has stopped (after its grace) or the
         # client went away: the answer is then the committed ack.

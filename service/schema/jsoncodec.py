@@ -40,7 +40,12 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ringbridge.core import ring as core
-from ringbridge.errors import RecordTooLargeError, RingbridgeError, SampleError
+from ringbridge.errors import (
+    MalformedJSONError,
+    RecordTooLargeError,
+    RingbridgeError,
+    SampleError,
+)
 
 from . import btf as btf_reader
 from .batch import EncodedBatch, set_frame_id
@@ -354,9 +359,9 @@ class SampleCodec:
             # msgspec checks UTF-8 in strings but lets a bad key through to
             # Python's codec; either way the body is not JSON (RFC 8259 §8.1).
             reason = exc.reason
-            raise SampleError(f"invalid JSON: a string is not UTF-8 ({reason})", -1) from None
+            raise MalformedJSONError(f"invalid JSON: a string is not UTF-8 ({reason})") from None
         except RecursionError:
-            raise SampleError("invalid JSON: nested too deeply", -1) from None
+            raise MalformedJSONError("invalid JSON: nested too deeply") from None
 
     def _decode_checked(
         self, body: bytes | str, *, frame: bool, ring_size: int, limit: int
@@ -462,7 +467,7 @@ class SampleCodec:
                 self._check_prefix(body, k, frame=frame, ring_size=ring_size, limit=limit)
             raise self._sample_error(exc) from None
         except msgspec.DecodeError as exc:
-            raise SampleError(f"invalid JSON: {_lower_first(str(exc))}", -1) from None
+            raise MalformedJSONError(f"invalid JSON: {_lower_first(str(exc))}") from None
         return (obj.id if frame else None), self._encode_exact(obj.samples, ring_size, limit)
 
     def _check_prefix(

@@ -197,3 +197,11 @@ async def test_async_stream_refused_at_the_handshake_says_why(make_server: objec
             async with c.stream():
                 pass
     assert (e.value.status, e.value.reason) == (403, "invalid token")
+
+
+def test_stream_with_wait_consumed_acks_consumed_batches(server: Server) -> None:
+    with Client(server.url) as c, c.stream(window=4, wait="consumed") as s:
+        futures = [s.send([Sample(9, i)]) for i in range(10)]
+    acks = [f.result() for f in futures]
+    assert all(a.state == "consumed" for a in acks)
+    assert [a.first_seq for a in acks] == list(range(10))

@@ -44,7 +44,13 @@ async def test_text_and_binary_batches_reach_the_kernel_acked_in_order(server: S
     assert [a["id"] for a in acks] == sent_ids
     seq = 0
     for n, a in enumerate(acks):
-        assert a == {"id": sent_ids[n], "accepted": n + 1, "first_seq": seq, "last_seq": seq + n}
+        assert a == {
+            "id": sent_ids[n],
+            "accepted": n + 1,
+            "first_seq": seq,
+            "last_seq": seq + n,
+            "state": "committed",
+        }
         seq += n + 1
     await asyncio.to_thread(server.wait_kernel, tally)
 
@@ -153,4 +159,37 @@ async def test_ws_auth(make_server: ServerFactory) -> None:
     async with connect(srv.ws_url, additional_headers={"Authorization": "Bearer tok"}) as ws:
         await ws.send(binary_batch([(1, 1)]))
         ack = json.loads(await ws.recv())
-    assert ack == {"id": 0, "accepted": 1, "first_seq": 0, "last_seq": 0}
+    assert ack == {"id": 0, "accepted": 1, "first_seq": 0, "last_seq": 0, "state": "committed"}
+
+
+async def test_wait_consumed_at_the_handshake_acks_once_the_kernel_consumed(
+    stalled_server: Server,
+) -> None:
+    """As ``?wait=consumed`` over HTTP: the ack waits for the kernel, ``state`` tells."""
+    srv = stalled_server  # drain=external: nothing consumes unless the test drains
+    async with connect(srv.ws_url + "?wait=consumed&timeout=5") as ws:
+        await ws.send(binary_batch([(4, 1), (4, 2)]))
+        await ws.send(json.dumps({"id": "j", "samples": [{"kind": 4, "value": 3}]}))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.5)  # committed, not consumed: no ack yet
+        assert srv.producer_pos() > 0
+        assert await asyncio.to_thread(srv.drain) == 3
+        acks = await _acks(ws, 2)
+    assert [(a["id"], a["state"], a["first_seq"]) for a in acks] == [
+        (0, "consumed", 0),
+        ("j", "consumed", 2),
+    ]
+    # Not consumed within the timeout: the committed ack, never an error.
+    async with connect(srv.ws_url + "?wait=consumed&timeout=0.3") as ws:
+        await ws.send(binary_batch([(4, 4)]))
+        (ack,) = await _acks(ws, 1)
+    assert (ack["state"], ack["first_seq"]) == ("committed", 3)
+
+
+async def test_a_bad_wait_is_refused_at_the_handshake(server: Server) -> None:
+    with pytest.raises(websockets.InvalidStatus) as e:
+        async with connect(server.ws_url + "?wait=later"):
+            pass
+    assert e.value.response.status_code == 400
+    body = json.loads(e.value.response.body or b"{}")
+    assert body["error"]["code"] == "bad_request" and "wait=" in body["error"]["message"]
