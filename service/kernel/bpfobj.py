@@ -21,6 +21,7 @@ import errno
 import fcntl
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "load_default",
     "lock_producer",
     "open_pinned_drain",
+    "producer_lock_path",
     "unpin",
 ]
 
@@ -532,7 +534,8 @@ def _load_and_pin(obj_path: Path, pins: RingbridgePins, ring_size: int) -> Loade
     _remove_stale_staging(pins.dir)
     staging = RingbridgePins.under(_staging_dir(pins.dir, os.getpid()))
     try:
-        staging.dir.mkdir()
+        # 0700: another local user must not fill it or hold it open.
+        staging.dir.mkdir(mode=0o700)
     except OSError as exc:
         raise PinError(f"cannot create staging dir {staging.dir}: {exc}") from exc
 
@@ -611,7 +614,50 @@ def unpin(pin_dir: Path) -> list[Path]:
             raise PinError(f"cannot remove pin dir {pin_dir}: {exc}") from exc
     else:
         removed.append(pin_dir)
+        # The producer lock goes with its pin dir (a holder keeps its fd).
+        with contextlib.suppress(OSError):
+            producer_lock_path(pin_dir).rmdir()
     return removed
+
+
+def producer_lock_path(pin_dir: Path) -> Path:
+    """The producer lock of ``pin_dir``: a private directory next to it on bpffs."""
+    # bpffs refuses names with dots.
+    return pin_dir.with_name(f"{pin_dir.name}_producer_lock")
+
+
+def _private_dir_fd(path: Path) -> int:
+    """An fd of directory ``path``, created 0700; one others could open is replaced.
+
+    Anybody who can open a directory can ``flock`` it, and a lock held through
+    an fd opened while the directory was accessible outlives any chmod. So a
+    lock directory that is not ours alone (another owner, group/other bits, a
+    symlink, not a directory) is removed and created afresh: a stale fd keeps
+    its lock on the old inode, which no longer matters.
+    """
+    for _ in range(3):
+        try:
+            os.mkdir(path, 0o700)  # umask can only take bits away
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PinError(f"cannot create producer lock {path}: {exc}") from exc
+        try:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                st = os.fstat(fd)
+                if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077 == 0:
+                    return fd
+                os.close(fd)
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            continue  # raced with another starter: try again
+        except OSError as exc:
+            raise PinError(f"cannot replace producer lock {path} (not private): {exc}") from exc
+    raise PinError(f"producer lock {path} keeps being replaced by someone else")
 
 
 def lock_producer(pin_dir: Path) -> lb.Fd:
@@ -619,14 +665,23 @@ def lock_producer(pin_dir: Path) -> lb.Fd:
 
     A user ring buffer has exactly one producer by contract: two processes
     advancing producer_pos would overwrite each other's records and can
-    poison the ring. ``flock`` on the pin directory (bpffs supports it; the
-    lock is per inode, so it also holds across containers sharing the host's
-    bpffs) is released by the kernel when the holder exits, even on a crash.
+    poison the ring. The lock is ``flock`` on a directory only this user can
+    open (:func:`producer_lock_path`, mode 0700, on bpffs next to the pin dir:
+    the lock is per inode, so it also holds across containers sharing the
+    host's bpffs), released by the kernel when the holder exits, even on a
+    crash. Another local user can neither take it nor keep a restart from
+    taking it. The pin dir itself is made 0700 when it is ours and was not.
     """
     try:
-        fd = os.open(pin_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.stat(pin_dir)
     except OSError as exc:
         raise PinError(f"cannot open pin dir {pin_dir} to lock it: {exc}") from exc
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        # Made by an older version, or by hand: nobody else needs to look in.
+        with contextlib.suppress(OSError):
+            os.chmod(pin_dir, 0o700)
+    path = producer_lock_path(pin_dir)
+    fd = _private_dir_fd(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -637,7 +692,7 @@ def lock_producer(pin_dir: Path) -> lb.Fd:
         ) from None
     except OSError as exc:
         os.close(fd)
-        raise PinError(f"cannot lock pin dir {pin_dir}: {exc}") from exc
+        raise PinError(f"cannot lock {path}: {exc}") from exc
     return lb.Fd(fd, f"{pin_dir} (producer lock)")
 
 

@@ -259,7 +259,7 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
                 pin_dir.parent.mkdir(parents=True, exist_ok=True)
                 staging = _staging_dir(pin_dir)
                 _remove_staging(staging)
-                staging.mkdir()
+                staging.mkdir(mode=0o700)  # nobody else fills it or holds it open
             except OSError as exc:
                 raise PinError(f"cannot create a staging dir next to {pin_dir}: {exc}") from exc
             obj = _open_sized(plan, staging)
