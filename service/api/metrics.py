@@ -142,13 +142,33 @@ class RingbridgeCollector(Collector):
             "ringbridge_kernel_kind_samples", "Samples by kind.", labels=["kind"]
         )
         value = CounterMetricFamily(
-            "ringbridge_kernel_kind_value", "Sum of `value` by kind (mod 2**64).", labels=["kind"]
+            "ringbridge_kernel_kind_value",
+            "Sum of `value` by kind (mod 2**64); a float, exact up to 2**53: "
+            "see ringbridge_kernel_kind_value_high/_low for the exact sum.",
+            labels=["kind"],
+        )
+        # Prometheus values are float64: a u64 sum above 2**53 loses its low
+        # bits. Its two 32-bit halves are exact: sum = high * 2**32 + low.
+        high = GaugeMetricFamily(
+            "ringbridge_kernel_kind_value_high",
+            "Upper 32 bits of the per-kind `value` sum (exact).",
+            labels=["kind"],
+        )
+        low = GaugeMetricFamily(
+            "ringbridge_kernel_kind_value_low",
+            "Lower 32 bits of the per-kind `value` sum (exact).",
+            labels=["kind"],
         )
         for kind, c, v in _kinds(kc):
-            count.add_metric([str(kind)], c)
-            value.add_metric([str(kind)], v)
+            label = [str(kind)]
+            count.add_metric(label, c)
+            value.add_metric(label, v)
+            high.add_metric(label, v >> 32)
+            low.add_metric(label, v & 0xFFFFFFFF)
         yield count
         yield value
+        yield high
+        yield low
 
 
 class ServiceMetrics:

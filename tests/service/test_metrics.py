@@ -13,6 +13,8 @@ from .conftest import Server, Tally, binary_batch
 
 pytestmark = pytest.mark.kernel
 
+OCTET = {"content-type": "application/octet-stream"}
+
 REQUIRED = {
     "ringbridge_samples_committed_total",
     "ringbridge_bytes_committed_total",
@@ -117,3 +119,30 @@ def test_two_apps_in_one_process_have_separate_registries(server: Server) -> Non
     assert other.state.metrics.registry is not server.app.state.metrics.registry
     # Not started: its collector has no runtime and exports nothing of it.
     assert b"ringbridge_samples_committed_total" not in other.state.metrics.render()
+
+
+def test_per_kind_sums_above_2_53_are_exact_on_metrics(
+    server: Server, client: httpx.Client
+) -> None:
+    # Sums a float64 cannot hold.
+    big = [(11, 2**60 + 1), (11, 2**53 + 4), (12, 2**63 + 7), (12, 2**62 + 2**40 + 9)]
+    r = client.post("/v1/samples", content=binary_batch(big), headers=OCTET)
+    assert r.status_code == 200, r.text
+    t = Tally()
+    t.add_all(big)
+    server.wait_kernel(t)
+    m = scrape(client)
+
+    def exact(kind: int) -> int:
+        labels = (("kind", str(kind)),)
+        high = m[("ringbridge_kernel_kind_value_high", labels)]
+        low = m[("ringbridge_kernel_kind_value_low", labels)]
+        assert high == int(high) and low == int(low)
+        return int(high) * 2**32 + int(low)
+
+    assert exact(11) == 2**60 + 2**53 + 5
+    assert exact(12) == 2**63 + 2**62 + 2**40 + 16
+    # The plain counter is a float: it cannot say the same.
+    assert m[("ringbridge_kernel_kind_value_total", (("kind", "11"),))] != 2**60 + 2**53 + 5
+    stats = client.get("/v1/stats").json()["kernel"]["kinds"]
+    assert stats["11"]["value"] == 2**60 + 2**53 + 5

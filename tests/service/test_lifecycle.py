@@ -1,0 +1,196 @@
+"""Shutdown, liveness and readiness, and memory a WebSocket client cannot grow.
+
+- A stopping server stops reading frames, writes the ack of every batch it
+  took (committed, or refused ``stopping``), then closes with 1012.
+- ``/healthz`` fails once the producer task died; ``/readyz`` follows admission.
+- Pings from a client that never reads its pongs do not pile up in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from ringbridge.api.server import RingbridgeWSProtocol
+
+from .conftest import SMALL_RING, ServerFactory, Tally, binary_batch
+
+pytestmark = pytest.mark.kernel
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+async def test_shutdown_acks_every_committed_batch_before_closing_1012(
+    make_server: ServerFactory,
+) -> None:
+    # A stalled ring: 9 of the 7200-byte batches fit, the 10th waits for
+    # space, more wait in line; the window lets 16 be in flight.
+    srv = make_server(
+        ring_size=SMALL_RING, drain="external", ws_window=16, submit_timeout=30, shutdown_grace=1.0
+    )
+    frames = 40
+    sent: dict[int, list[tuple[int, int]]] = {}
+    acks: list[dict[str, Any]] = []
+    close_code: int | None = None
+    p = srv.runtime.producer
+    async with connect(srv.ws_url, max_queue=None) as ws:
+        for n in range(frames):
+            sent[n] = [(n % 5, n * 1000 + i) for i in range(300)]
+            await ws.send(binary_batch(sent[n]))
+        await asyncio.to_thread(
+            wait_until,
+            lambda: p.statistics().batches_committed == 9 and p.statistics().queued_batches >= 6,
+            10.0,
+            "the ring to fill and batches to wait",
+        )
+        loaded = srv.builtin
+        # What uvicorn does on SIGTERM (handle_exit): should_exit, then shutdown.
+        stopper = asyncio.create_task(asyncio.to_thread(srv.stop))
+        # The kernel consumes during the shutdown grace: waiting batches
+        # commit then, and their acks must still reach us.
+        await asyncio.to_thread(
+            wait_until, lambda: p.statistics().stopping, 10.0, "the shutdown to begin"
+        )
+        drained = await asyncio.to_thread(loaded.drain)
+        assert drained == 9 * 300
+        try:
+            while True:
+                acks.append(json.loads(await asyncio.wait_for(ws.recv(), 15)))
+        except ConnectionClosed as exc:
+            close_code = exc.rcvd.code if exc.rcvd is not None else None
+        await stopper
+    assert close_code == 1012
+    committed = p.statistics().samples_committed
+    assert committed > 9 * 300, "nothing committed during the shutdown grace"
+    # Acks in order, one per frame read, none missing before the close.
+    assert [a["id"] for a in acks] == list(range(len(acks)))
+    ok = [a for a in acks if "error" not in a]
+    assert sum(a["accepted"] for a in ok) == committed, "a committed batch was never acked"
+    assert all(a["error"]["code"] == "stopping" for a in acks if "error" in a)
+    assert len(acks) > len(ok), "batches waiting at shutdown were not answered"
+    # What the ring holds is exactly what was acked: restarted on the same
+    # pins, the kernel consumes those samples and no others.
+    t = Tally()
+    for a in ok:
+        t.add_all(sent[a["id"]])
+    again = make_server(ring_size=SMALL_RING, drain="external")
+    assert again.drain() == committed - drained
+    await asyncio.to_thread(again.wait_kernel, t)
+
+
+def test_healthz_fails_once_the_producer_task_died(make_server: ServerFactory) -> None:
+    srv = make_server(ring_size=SMALL_RING)
+    ring = srv.runtime.ring
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated bug in the producer")
+
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.get("/healthz").status_code == 200
+        # A bug (not a RingbridgeError) in the commit path kills the task.
+        ring.commit_batch_nowait = boom  # type: ignore[method-assign]
+        r = c.post("/v1/samples", json={"samples": [{"kind": 1}]})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "closed"
+        h = c.get("/healthz")
+        assert h.status_code == 503 and "producer task died" in h.json()["reason"]
+        assert c.get("/readyz").json()["checks"]["producer_running"] is False
+        # And every later batch is refused at once, not left waiting.
+        r = c.post("/v1/samples", json={"samples": [{"kind": 1}]})
+        assert r.status_code == 503
+
+
+async def test_readyz_follows_admission(make_server: ServerFactory) -> None:
+    # The budget is one WebSocket frame buffer: an open stream spends it.
+    srv = make_server(ring_size=SMALL_RING, max_batch_bytes=4096, admission_bytes=4096 + 65536)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+        r = await c.get("/readyz")
+        assert r.status_code == 200 and r.json()["checks"]["admission_open"] is True
+        async with connect(srv.ws_url):
+            r = await c.get("/readyz")
+            assert r.status_code == 503
+            checks = r.json()["checks"]
+            assert checks["admission_open"] is False and checks["admission_free_bytes"] == 0
+            assert checks["producer_running"] is True
+        await asyncio.to_thread(
+            wait_until, lambda: srv.runtime.producer.admission.in_use == 0, 10.0, "credit back"
+        )
+        assert (await c.get("/readyz")).status_code == 200
+
+
+def _ws_connections(srv: Any) -> list[RingbridgeWSProtocol]:
+    return [c for c in srv.server.server_state.connections if isinstance(c, RingbridgeWSProtocol)]
+
+
+def test_pings_from_a_client_that_never_reads_do_not_grow_memory(
+    make_server: ServerFactory,
+) -> None:
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    srv = make_server(ring_size=SMALL_RING)
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    # A small receive buffer: the kernel absorbs little, the rest would queue
+    # in the server's transport.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client = ClientProtocol(parse_uri(srv.ws_url))
+    client.send_request(client.connect())
+    for chunk in client.data_to_send():
+        sock.sendall(chunk)
+    while client.state is not State.OPEN:
+        client.receive_data(sock.recv(65536))
+        client.events_received()
+    assert client.state is State.OPEN
+    wait_until(lambda: len(_ws_connections(srv)) == 1, what="the server side of the socket")
+    conn = _ws_connections(srv)[0]
+    payload = b"p" * 125
+    ping = Frame(Opcode.PING, payload)
+    sent = 0
+    stop = threading.Event()
+    peak = 0
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, conn.transport.get_write_buffer_size())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        # 20 MB of pings; never a read on our side.
+        for _ in range(160):
+            for _ in range(1000):
+                client.send_frame(ping)
+            data = b"".join(client.data_to_send())
+            sock.sendall(data)
+            sent += len(data)
+        wait_until(lambda: conn.transport.get_write_buffer_size() < 1 << 20, what="bounded")
+    finally:
+        stop.set()
+        watcher.join()
+        sock.close()
+    assert sent > 20_000_000
+    # Without the bound, ~20 MB of pongs would queue in the transport.
+    assert peak < 1 << 20, f"write buffer reached {peak} bytes"
+    assert getattr(conn, "pongs_dropped", 0) > 0
+    # The server itself is fine.
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.post("/v1/samples", json={"samples": [{"kind": 1}]}).status_code == 200
