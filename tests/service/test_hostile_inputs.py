@@ -19,24 +19,25 @@ JSON = {"content-type": "application/json"}
 
 
 @pytest.mark.parametrize(
-    ("body", "index"),
+    ("body", "code", "index"),
     [
-        (b'{"samples":[{"kind":1}],"k\xffy":1}', None),
-        (b'{"samples":[{"kind":1},{"data":"\xff\xfe"}]}', 1),
-        (b'{"samples":[{"kind":1}],"\xed\xa0\x80":1}', None),
-        (b'{"samples":[{"kind":1},{"kind":2,"kind":3}]}', 1),
-        (b'{"samples":[{"kind":1}],"samples":[{"kind":4}]}', None),
-        (b'{"samples":[{"kind":' + b"[" * 5000 + b"]" * 5000 + b"}]}", None),
+        # Not JSON text at all (invalid UTF-8 outside any sample): malformed.
+        (b'{"samples":[{"kind":1}],"k\xffy":1}', "malformed_json", None),
+        (b'{"samples":[{"kind":1},{"data":"\xff\xfe"}]}', "invalid_sample", 1),
+        (b'{"samples":[{"kind":1}],"\xed\xa0\x80":1}', "malformed_json", None),
+        (b'{"samples":[{"kind":1},{"kind":2,"kind":3}]}', "invalid_sample", 1),
+        (b'{"samples":[{"kind":1}],"samples":[{"kind":4}]}', "invalid_sample", None),
+        (b'{"samples":[{"kind":' + b"[" * 5000 + b"]" * 5000 + b"}]}", "invalid_sample", None),
     ],
 )
 def test_bad_json_is_a_4xx_and_commits_nothing(
-    server: Server, body: bytes, index: int | None
+    server: Server, body: bytes, code: str, index: int | None
 ) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         r = c.post("/v1/samples", content=body, headers=JSON)
         assert 400 <= r.status_code < 500, r.text
         err = r.json()["error"]
-        assert err["code"] == "invalid_sample" and err["message"]
+        assert err["code"] == code and err["message"]
         assert err["index"] == index
         assert server.producer_pos() == 0
         # The server is fine afterwards.
