@@ -208,6 +208,13 @@ class ForbiddenError(RequestError):
     code = "forbidden"
 
 
+class InvalidRequestError(RequestError):
+    """A query parameter is missing its form (``wait``, ``timeout``)."""
+
+    status_hint = 422
+    code = "invalid_request"
+
+
 class RequestTimeoutError(RequestError):
     """The body did not arrive before the batch's deadline (a slow or stalled client)."""
 

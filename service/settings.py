@@ -53,7 +53,6 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
-
 def _items(value: Any) -> list[str]:
     """A repeated flag's list, or one comma-separated string (an environment variable)."""
     if isinstance(value, str):
@@ -199,7 +198,7 @@ class Settings(BaseSettings):
     )
     drain_program: str | None = Field(
         default=None,
-        description="the object's SEC(\"syscall\") program that drains the ring on demand "
+        description='the object\'s SEC("syscall") program that drains the ring on demand '
         "(for --drain timer|kick with your own object)",
     )
     attach: bool = Field(

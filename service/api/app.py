@@ -45,6 +45,7 @@ from ..producer.task import Producer
 from ..producer.ticker import DrainTicker
 from ..settings import Settings
 from . import backend, metrics, routes, ws
+from .fastpath import RingbridgeApp
 from .state import ConsumerWatch, Rejections, Runtime
 
 log = logging.getLogger("ringbridge.app")
@@ -214,10 +215,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> RingbridgeApp:
     """The ASGI app for ``settings`` (default: from ``RINGBRIDGE_*`` variables)."""
     settings = settings if settings is not None else Settings()
-    app = FastAPI(
+    # FastAPI, except POST /v1/samples, served by the raw handler (fastpath).
+    app = RingbridgeApp(
         title="ringbridge",
         summary="HTTP and WebSocket ingestion into a Linux BPF user ring buffer",
         version="0.1.0",

@@ -22,9 +22,14 @@ from .state import runtime_of
 
 def check_token(conn: HTTPConnection, token: str | None) -> None:
     """Raise 401/403 unless ``conn`` carries ``token`` (no-op when ``token`` is None)."""
+    if token is not None:
+        check_authorization(conn.headers.get("authorization"), token)
+
+
+def check_authorization(header: str | None, token: str | None) -> None:
+    """Raise 401/403 unless the ``Authorization`` header value carries ``token``."""
     if token is None:
         return
-    header = conn.headers.get("authorization")
     if header is None:
         raise UnauthorizedError("missing Authorization: Bearer <token> header")
     scheme, _, given = header.partition(" ")

@@ -13,6 +13,10 @@ FastAPI route, the WebSocket stream and a raw ASGI handler share them:
    bodies), then ``credit.resize(batch.nbytes)``;
 5. ``producer.submit(batch, credit, gone=watch_disconnect(receive))`` -- the
    batch is given up (never committed) if the client disconnects first.
+
+:func:`ingest_http` is those steps for one HTTP request, shared by the
+FastAPI route (which documents it) and the raw ASGI handler that serves it
+(:mod:`ringbridge.api.fastpath`); :func:`ack_json` renders its answer.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from ..errors import (
     UnsupportedMediaTypeError,
 )
 from ..producer.admission import Credit
+from ..producer.task import Ack, WaitFor
 from ..settings import Settings
+from .state import Runtime
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -139,3 +145,51 @@ async def decode(
     if len(body) > THREAD_DECODE_BYTES:
         return await asyncio.to_thread(_decode_now, s, sample_codec, media, body)
     return _decode_now(s, sample_codec, media, body)
+
+
+def request_timeout(rt: Runtime, timeout: float | None) -> float:
+    """The request's ``?timeout=`` (or the default), capped by ``max_timeout``."""
+    if timeout is None:
+        return rt.settings.submit_timeout
+    return min(timeout, rt.settings.max_timeout)
+
+
+async def ingest_http(
+    rt: Runtime,
+    content_type: str | None,
+    content_length: str | None,
+    receive: Receive,
+    wait: WaitFor,
+    timeout: float | None,
+) -> Ack:
+    """One ``POST /v1/samples``: admit, read, decode, submit; the ack or a RingbridgeError."""
+    limit = rt.settings.max_batch_bytes
+    media = media_type(content_type)
+    credit = rt.producer.admit(reservation(content_length, limit), request_timeout(rt, timeout))
+    try:
+        body = await read_body(receive, credit, credit.nbytes)
+        batch = await decode(rt.settings, rt.codec, media, body)
+        del body
+        credit.resize(batch.nbytes)
+        gone = asyncio.ensure_future(watch_disconnect(receive))
+        try:
+            return await rt.producer.submit(batch, credit, wait=wait, gone=gone)
+        finally:
+            gone.cancel()
+    finally:
+        credit.release()
+
+
+def ack_json(ack: Ack) -> bytes:
+    """``{"accepted", "first_seq", "last_seq", "state"}`` as bytes, without a JSON encoder."""
+    return b'{"accepted":%d,"first_seq":%d,"last_seq":%d,"state":"%s"}' % (
+        ack.count,
+        ack.first_seq,
+        ack.last_seq,
+        ack.state.encode(),
+    )
+
+
+def ack_status(ack: Ack, wait: WaitFor) -> int:
+    """200, or 202 when ``wait=consumed`` ran out with the batch only committed."""
+    return 202 if ack.state != wait else 200

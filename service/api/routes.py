@@ -12,7 +12,6 @@ queued. Errors are :class:`~ringbridge.errors.RingbridgeError` subclasses;
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from typing import Annotated, Any, Literal
 
@@ -114,12 +113,6 @@ router = APIRouter()
 _encode = msgspec.json.Encoder().encode
 
 
-def _timeout(rt: Runtime, timeout: float | None) -> float:
-    if timeout is None:
-        return rt.settings.submit_timeout
-    return min(timeout, rt.settings.max_timeout)
-
-
 @router.post(
     "/v1/samples",
     summary="Commit a batch of samples to the kernel ring",
@@ -150,40 +143,22 @@ async def post_samples(
         ),
     ] = None,
 ) -> Response:
+    # Served by the raw ASGI handler (ringbridge.api.fastpath) ahead of FastAPI's
+    # routing; this route documents it and runs the same steps if reached.
     rt = runtime_of(request.app)
     headers = request.headers
-    limit = rt.settings.max_batch_bytes
-    # Everything refusable from the headers is refused before the body is read.
-    media = ingest.media_type(headers.get("content-type"))
-    credit = rt.producer.admit(
-        ingest.reservation(headers.get("content-length"), limit), _timeout(rt, timeout)
+    ack = await ingest.ingest_http(
+        rt,
+        headers.get("content-type"),
+        headers.get("content-length"),
+        request.receive,
+        wait,
+        timeout,
     )
-    try:
-        body = await ingest.read_body(request.receive, credit, credit.nbytes)
-        batch = await ingest.decode(rt.settings, rt.codec, media, body)
-        del body
-        credit.resize(batch.nbytes)
-        gone = asyncio.ensure_future(ingest.watch_disconnect(request.receive))
-        try:
-            ack = await rt.producer.submit(batch, credit, wait=wait, gone=gone)
-        finally:
-            gone.cancel()
-    finally:
-        credit.release()
-    # Committed but not (yet) consumed: 202 with the ack, never a 5xx -- a
-    # client retrying a 5xx would commit the batch twice.
-    status = 202 if ack.state != wait else 200
     return Response(
-        _encode(
-            {
-                "accepted": ack.count,
-                "first_seq": ack.first_seq,
-                "last_seq": ack.last_seq,
-                "state": ack.state,
-            }
-        ),
+        ingest.ack_json(ack),
         media_type="application/json",
-        status_code=status,
+        status_code=ingest.ack_status(ack, wait),
     )
 
 
