@@ -4,8 +4,8 @@ The producer calls :meth:`DrainTrigger.request` after every commit and
 before it waits for space; ``request`` never blocks and is cheap when there
 is nothing to do.
 
-- :class:`Kicker` (``kick`` mode): the on-demand drain program runs on the
-  native drain worker (:class:`~ringbridge.kernel.drainer.NativeDrainer`),
+- :class:`Kicker` (``kick`` mode): once per event-loop pass with commits,
+  the on-demand drain program runs on the native drain worker (:class:`~ringbridge.kernel.drainer.NativeDrainer`),
   one long-lived thread outside the GIL. Requests made while a drain runs
   fold into one more run after it, and a drain that consumed something while
   bytes are still pending (the program's per-run bound was hit) is followed
@@ -61,10 +61,21 @@ class Kicker:
         self._drainer = drainer
         self._closed = False
         self._errors_logged = 0
+        self._due = False
 
     def request(self) -> None:
-        if self._closed:
+        """Kick once this event-loop pass ends: the batches the producer
+        commits in the same pass share one kick (one eventfd write, one
+        wake-up of the worker) instead of one each."""
+        if self._closed or self._due:
             return
+        self._due = True
+        asyncio.get_running_loop().call_soon(self._kick)
+
+    def _kick(self) -> None:
+        if not self._due:
+            return
+        self._due = False
         self._drainer.kick()
         self._log_new_errors()
 
@@ -86,6 +97,7 @@ class Kicker:
         if self._closed:
             return
         self._closed = True
+        self._kick()  # a kick still due runs before the worker stops
         await asyncio.to_thread(self._drainer.close)
         self._log_new_errors()
 

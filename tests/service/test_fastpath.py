@@ -1,0 +1,88 @@
+"""POST /v1/samples through the raw ASGI handler and the body-collecting protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ringbridge.api.fastpath import parse_query
+from ringbridge.api.server import _BodyChunks
+from ringbridge.errors import InvalidRequestError
+
+from .conftest import Server, Tally, binary_batch
+
+
+def test_query_defaults_and_values() -> None:
+    assert parse_query(b"") == ("committed", None)
+    assert parse_query(b"wait=consumed&timeout=2.5") == ("consumed", 2.5)
+    assert parse_query(b"other=1&wait=committed") == ("committed", None)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"wait=maybe",
+        b"wait=",
+        b"timeout=0",
+        b"timeout=-1",
+        b"timeout=x",
+        b"timeout=nan",
+        b"timeout=inf",
+    ],
+)
+def test_bad_query_is_invalid_request(query: bytes) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        parse_query(query)
+    assert info.value.status_hint == 422 and info.value.code == "invalid_request"
+    assert "query." in info.value.message
+
+
+def test_body_chunks_join_once_and_pass_one_chunk_through() -> None:
+    one = _BodyChunks()
+    chunk = b"x" * 100
+    one += chunk
+    assert len(one) == 100 and bytes(one) is chunk  # no copy for a single chunk
+    many = _BodyChunks()
+    for part in (b"ab", b"", b"cde"):
+        many += part
+    assert len(many) == 5 and bytes(many) == b"abcde"
+    assert bytes(_BodyChunks()) == b""
+
+
+@pytest.mark.kernel
+def test_a_body_in_many_chunks_arrives_whole(server: Server) -> None:
+    samples = [(3, i) for i in range(2000)]
+    body = binary_batch(samples)
+    step = 997  # odd-sized pieces: records straddle chunk borders
+
+    def pieces() -> Iterator[bytes]:
+        for i in range(0, len(body), step):
+            yield body[i : i + step]
+
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.post(
+            "/v1/samples", content=pieces(), headers={"content-type": "application/octet-stream"}
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["accepted"] == 2000
+        # The same route through FastAPI's routing answers the other methods.
+        assert c.get("/v1/samples").status_code == 405
+    t = Tally()
+    t.add_all(samples)
+    server.wait_kernel(t)
+
+
+@pytest.mark.kernel
+def test_errors_of_the_raw_handler_are_counted_and_shaped(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.post("/v1/samples", params={"timeout": "nan"}, json={"samples": [{}]})
+        assert r.status_code == 422
+        assert r.json()["error"]["code"] == "invalid_request"
+        r = c.post("/v1/samples", content=b"x", headers={"content-type": "text/plain"})
+        assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    rejected = server.runtime.rejections.by_reason
+    assert rejected["invalid_request"] == 1 and rejected["unsupported_media_type"] == 1
+    assert server.runtime.producer.statistics().samples_committed == 0
