@@ -5,8 +5,9 @@ before it waits for space; ``request`` never blocks and is cheap when there
 is nothing to do.
 
 - :class:`Kicker` (``kick`` mode): once per event-loop pass with commits,
-  the on-demand drain program runs on the native drain worker (:class:`~ringbridge.kernel.drainer.NativeDrainer`),
-  one long-lived thread outside the GIL. Requests made while a drain runs
+  the on-demand drain program runs on the native drain worker
+  (:class:`~ringbridge.kernel.drainer.NativeDrainer`), one long-lived thread
+  outside the GIL. Requests made while a drain runs
   fold into one more run after it, and a drain that consumed something while
   bytes are still pending (the program's per-run bound was hit) is followed
   by another, so a producer waiting for space is never left without one.
