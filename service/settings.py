@@ -234,6 +234,10 @@ class Settings(BaseSettings):
     token_file: Path | None = Field(
         default=None, description="file holding the bearer token (a Secret, a docker secret)"
     )
+    protect_metrics: bool = Field(
+        default=False,
+        description="require the token on /metrics, /docs and /openapi.json too",
+    )
     allow_unauthenticated: bool = Field(
         default=False, description="allow a non-loopback listener without a token"
     )
@@ -322,6 +326,10 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"drain_idle_period_us ({self.drain_idle_period_us}) is shorter than "
                 f"drain_period_us ({self.drain_period_us}): the idle timer only ever slows down"
+            )
+        if self.protect_metrics and self.token is None:
+            raise ConfigError(
+                "protect_metrics needs a token (--token or --token-file) to protect them with"
             )
         if self.token is not None and not self.token.strip():
             raise ConfigError("token is empty; unset it to disable authentication")

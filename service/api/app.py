@@ -37,6 +37,7 @@ from fastapi import FastAPI
 from ..errors import RingbridgeError
 from ..kernel.bpfobj import LoadedRingbridge, lock_producer, unpin
 from ..kernel.drainer import NativeDrainer
+from ..kernel.environment import startup_hint
 from ..kernel.pinnedring import PinnedRing
 from ..kernel.privileges import drop_all_capabilities
 from ..kernel.ringbuf import UserRingBuffer
@@ -44,7 +45,7 @@ from ..producer.kick import DrainTrigger, Kicker, TimerWaker
 from ..producer.task import Producer
 from ..producer.ticker import DrainTicker
 from ..settings import Settings
-from . import backend, metrics, routes, ws
+from . import backend, docs, metrics, routes, ws
 from .fastpath import RingbridgeApp
 from .state import ConsumerWatch, Rejections, Runtime
 
@@ -211,7 +212,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # producer, a mismatched ring...); server.run keeps uvicorn from
         # repeating it as a traceback.
         app.state.startup_error = exc
-        log.error("startup failed", extra={"error": exc.message, "code": exc.code})
+        extra = {"error": exc.message, "code": exc.code}
+        hint = startup_hint(exc)
+        if hint is not None:
+            extra["hint"] = hint
+        log.error("startup failed", extra=extra)
         raise
 
 
@@ -219,11 +224,16 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
     """The ASGI app for ``settings`` (default: from ``RINGBRIDGE_*`` variables)."""
     settings = settings if settings is not None else Settings()
     # FastAPI, except POST /v1/samples, served by the raw handler (fastpath).
+    protect = settings.protect_metrics
     app = RingbridgeApp(
         title="ringbridge",
         summary="HTTP and WebSocket ingestion into a Linux BPF user ring buffer",
         version="0.1.0",
         lifespan=_lifespan,
+        # Protected docs are served by docs.install_protected_docs instead.
+        docs_url=None if protect else "/docs",
+        redoc_url=None if protect else "/redoc",
+        openapi_url=None if protect else "/openapi.json",
     )
     app.state.settings = settings
     app.state.runtime = None
@@ -231,6 +241,8 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
     app.state.metrics = metrics.ServiceMetrics(lambda: app.state.runtime)
     routes.install_error_handlers(app)
     routes.install_openapi(app)
+    if protect:
+        docs.install_protected_docs(app)
     app.include_router(routes.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)

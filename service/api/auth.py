@@ -5,8 +5,10 @@ settings refuse a non-loopback listener without a token unless told
 otherwise). With a token, ``POST /v1/samples``, ``GET /v1/stats`` and
 ``WS /v1/stream`` need ``Authorization: Bearer <token>``: a missing or
 malformed header is 401, a wrong token 403. ``/healthz``, ``/readyz`` and
-``/metrics`` stay open on purpose: probes and Prometheus scrapers rarely
+``/metrics`` stay open by default: probes and Prometheus scrapers rarely
 carry credentials, and those routes neither write nor reveal sample data.
+``protect_metrics`` puts ``/metrics``, ``/docs`` and ``/openapi.json`` behind
+the token too (Prometheus sends it with ``authorization: {credentials: ...}``).
 """
 
 from __future__ import annotations
@@ -43,3 +45,14 @@ def check_authorization(header: str | None, token: str | None) -> None:
 async def require_token(request: Request) -> None:
     """FastAPI dependency for the protected HTTP routes."""
     check_token(request, runtime_of(request.app).settings.token)
+
+
+async def require_token_if_protected(request: Request) -> None:
+    """Dependency of ``/metrics`` and the docs: the token only with ``protect_metrics``.
+
+    Reads the app's settings, not the runtime: these routes answer while the
+    service starts or stops too.
+    """
+    settings = request.app.state.settings
+    if settings.protect_metrics:
+        check_token(request, settings.token)

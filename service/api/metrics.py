@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from ..kernel.bpfobj import KernelCounters, LoadedRingbridge
 from ..kernel.pinnedring import PinnedRing
 from ..producer.task import Ack
+from .auth import require_token_if_protected
 from .state import Runtime
 
 # Commit latency spans from tens of microseconds (ring has room) to the
@@ -239,6 +240,7 @@ router = APIRouter()
 @router.get(
     "/metrics",
     summary="Prometheus metrics (service, ring and kernel counters)",
+    dependencies=[Depends(require_token_if_protected)],
     responses={200: {"content": {"text/plain": {}}}},
 )
 async def metrics(request: Request) -> Response:

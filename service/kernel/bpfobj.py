@@ -32,6 +32,7 @@ from ringbridge.artifacts import build_artifact
 from ringbridge.core import ring as core
 from ringbridge.errors import ConfigError, KernelError, PinError, ProducerLockedError
 from ringbridge.kernel import libbpf as lb
+from ringbridge.kernel.environment import bpffs_hint
 from ringbridge.kernel.libc import libc
 from ringbridge.kernel.pinmeta import META_PIN, PinMeta, object_digest, remove_pin_set
 
@@ -393,8 +394,7 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
     pins = RingbridgePins.under(pin_dir)
     if not is_bpffs(pin_dir):
         raise PinError(
-            f"pin dir {pin_dir} is not on a BPF filesystem; mount one "
-            "(`mount -t bpf bpf /sys/fs/bpf`) and use a directory below it"
+            f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}"
         )
     if pin_dir.exists():
         if not pin_dir.is_dir():

@@ -235,11 +235,11 @@ def _staging_dir(pin_dir: Path) -> Path:
 def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> LoadedObject:
     """Loads the planned object with its maps pinned under ``pin_dir`` (see the module doc)."""
     from ringbridge.kernel.bpfobj import is_bpffs  # the bpffs check is shared
+    from ringbridge.kernel.environment import bpffs_hint
 
     if not is_bpffs(pin_dir):
         raise PinError(
-            f"pin dir {pin_dir} is not on a BPF filesystem; mount one "
-            "(`mount -t bpf bpf /sys/fs/bpf`) and use a directory below it"
+            f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}"
         )
     digest = object_digest(plan.path)
     if pin_dir.exists() and not pin_dir.is_dir():

@@ -1,0 +1,80 @@
+"""Where the service runs, to say how to fix a start that failed *there*.
+
+A missing bpffs or a missing capability has a different fix on a host
+(``mount -t bpf``, run as root) than in a container (mount the host's bpffs
+into it, add capabilities to the container). These helpers only look
+(``/proc``, marker files); they change nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from ..errors import KernelError, RingbridgeError
+
+#: Capabilities loading and pinning needs, by bit number (linux/capability.h).
+#: CAP_SYS_ADMIN is for bpffs pinning and, before Linux 5.8, for bpf() itself.
+NEEDED_CAPS = {"CAP_BPF": 39, "CAP_PERFMON": 38, "CAP_SYS_ADMIN": 21}
+
+
+def in_container(root: Path = Path("/")) -> bool:
+    """Best effort: Docker/Podman marker files, or a Kubernetes pod's environment."""
+    if (root / ".dockerenv").exists() or (root / "run/.containerenv").exists():
+        return True
+    if "KUBERNETES_SERVICE_HOST" in os.environ:
+        return True
+    try:
+        cgroup = (root / "proc/1/cgroup").read_text()
+    except OSError:
+        return False
+    return any(word in cgroup for word in ("docker", "kubepods", "containerd", "libpod"))
+
+
+def missing_capabilities(status: Path = Path("/proc/self/status")) -> list[str]:
+    """Names of :data:`NEEDED_CAPS` not in this process's effective set."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:"):
+                eff = int(line.split(":", 1)[1].strip(), 16)
+                return [name for name, bit in NEEDED_CAPS.items() if not eff >> bit & 1]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+def bpffs_hint(container: bool | None = None) -> str:
+    """How to get a bpffs to pin on, here."""
+    if container if container is not None else in_container():
+        return (
+            "inside a container, mount the host's bpffs into it: "
+            "`docker run -v /sys/fs/bpf:/sys/fs/bpf ...` (Kubernetes: a hostPath volume "
+            "for /sys/fs/bpf), and use a pin dir below it"
+        )
+    return "mount one (`mount -t bpf bpf /sys/fs/bpf`) and use a directory below it"
+
+
+def capabilities_hint(missing: list[str], container: bool | None = None) -> str:
+    """How to give the service the capabilities it lacks, here."""
+    names = ", ".join(missing) if missing else ", ".join(NEEDED_CAPS)
+    what = f"missing capabilities: {names}" if missing else f"it needs {names}"
+    if container if container is not None else in_container():
+        flags = " ".join(f"--cap-add {n.removeprefix('CAP_')}" for n in missing or NEEDED_CAPS)
+        how = (
+            f"run the container with `{flags} --security-opt seccomp=unconfined` "
+            "(or --privileged)"
+        )
+    else:
+        how = (
+            "run as root, or grant them (`setcap` on the interpreter, "
+            "systemd AmbientCapabilities=)"
+        )
+    return f"{what} to load and pin BPF objects; {how}"
+
+
+def startup_hint(exc: RingbridgeError) -> str | None:
+    """What to do about a failed start, or None when the error already says it."""
+    if isinstance(exc, KernelError) and exc.errno in (errno.EPERM, errno.EACCES):
+        return capabilities_hint(missing_capabilities())
+    return None
