@@ -361,7 +361,9 @@ class SampleCodec:
             reason = exc.reason
             raise MalformedJSONError(f"invalid JSON: a string is not UTF-8 ({reason})") from None
         except RecursionError:
-            raise MalformedJSONError("invalid JSON: nested too deeply") from None
+            # Valid JSON over our nesting limit: a limit, not malformed text
+            # (as the duplicate-key scan's depth check says).
+            raise SampleError("invalid JSON: nested too deeply", -1) from None
 
     def _decode_checked(
         self, body: bytes | str, *, frame: bool, ring_size: int, limit: int
