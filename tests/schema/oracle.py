@@ -46,7 +46,7 @@ class Every(C.Structure):
         ("u64", C.c_uint64),
         ("s64", C.c_int64),
         ("flag", C.c_bool),
-        ("c", C.c_char),
+        ("c", C.c_int8),  # plain char: a signed byte on the hosts we run on
         ("cv", C.c_uint32),
         ("op", C.c_uint32),
         ("neg", C.c_int32),

@@ -38,9 +38,7 @@ def test_scalars_typedefs_and_qualifiers(types_btf: Any) -> None:
 
 def test_enums_keep_names_values_and_sign(types_btf: Any) -> None:
     m = members(find_type(types_btf, "every"))
-    assert m["op"].type == model.Enum(
-        "op", 4, False, (("OP_ADD", 1), ("OP_MUL", 2), ("OP_SET", 3))
-    )
+    assert m["op"].type == model.Enum("op", 4, False, (("OP_ADD", 1), ("OP_MUL", 2), ("OP_SET", 3)))
     neg = m["neg"].type
     assert isinstance(neg, model.Enum) and neg.signed
     assert neg.values == (("NEG_MIN", -5), ("NEG_ZERO", 0))
