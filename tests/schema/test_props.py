@@ -92,6 +92,13 @@ def fill(obj: Any, value: dict[str, Any], node: CompositeNode) -> None:
     for name, v in value.items():
         slot = node.by_name[name]
         attr = _RENAMED.get(name, name)
+        if isinstance(slot.node, CharArrayNode):
+            # ctypes assigns char arrays as C strings (stops at a NUL): copy
+            # the bytes into the field's memory instead.
+            raw = v.encode() if isinstance(v, str) else base64.b64decode(v["base64"])
+            at = ctypes.addressof(obj) + getattr(type(obj), attr).offset
+            ctypes.memmove(at, raw, len(raw))
+            continue
         setattr(obj, attr, c_value(getattr(obj, attr), v, slot.node))
 
 
@@ -100,8 +107,6 @@ def c_value(current: Any, v: Any, node: Node) -> Any:
         return node.base.to_int(v) if isinstance(node.base, EnumNode) else v
     if isinstance(node, EnumNode):
         return node.to_int(v)
-    if isinstance(node, CharArrayNode):
-        return v.encode() if isinstance(v, str) else base64.b64decode(v["base64"])
     if isinstance(node, CompositeNode):
         fill(current, v, node)
         return current
