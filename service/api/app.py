@@ -88,7 +88,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 loaded, mode = backend.load(settings)
             else:
                 loaded, mode = await asyncio.to_thread(backend.load, settings)
-            if isinstance(loaded, LoadedRingbridge) and not loaded.reused:
+            if not isinstance(loaded, PinnedRing) and not loaded.reused:
                 # Pins this start created go again if the start fails: a
                 # failed start leaves the pin dir as it found it.
                 def forget_new_pins() -> None:

@@ -594,7 +594,11 @@ def unpin(pin_dir: Path) -> list[Path]:
     """
     if (pin_dir / META_PIN).exists() and not (pin_dir / RING_MAP).exists():
         # A pin set made for a user's object: every entry is ours.
-        return remove_pin_set(pin_dir)
+        gone = remove_pin_set(pin_dir)
+        if pin_dir in gone:
+            with contextlib.suppress(OSError):
+                producer_lock_path(pin_dir).rmdir()
+        return gone
     pins = RingbridgePins.under(pin_dir)
     removed: list[Path] = []
     for path in pins.all():

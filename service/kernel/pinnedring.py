@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ringbridge.errors import ConfigError, KernelError, PinError
+from ringbridge.errors import ConfigError, KernelError, PinError, ProducerLockedError
 from ringbridge.kernel import libbpf as lb
 
 __all__ = ["PinnedRing", "open_ring_pin"]
@@ -119,7 +119,7 @@ def open_ring_pin(path: Path, ring_size: int, *, size_given: bool) -> PinnedRing
             lock = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise PinError(
+            raise ProducerLockedError(
                 f"--ring-pin {path}: another ringbridge producer holds this ring "
                 f"(or another ring pinned in {path.parent}); a user ring buffer takes "
                 "one producer only"

@@ -20,6 +20,7 @@ import pytest
 from ringbridge.core.ring import encode_batch
 from ringbridge.errors import ConfigError, ServiceError
 from ringbridge.kernel import libbpf as lb
+from ringbridge.kernel.bpfobj import producer_lock_path
 from ringbridge.kernel.objplan import plan_object
 from tests.support.byo import (
     EXAMPLE_OBJ,
@@ -124,6 +125,10 @@ def test_serve_refuses_a_bad_object_config_with_one_line(pin_dir: Path, log_path
     args = ["--bpf-object", str(EXAMPLE_OBJ), "--pin-dir", str(pin_dir), *EXAMPLE_ARGS]
     log = _refused([*args, "--drain", "kick"], log_path)
     assert "--drain kick with your own BPF object needs --drain-program" in log
+    # Refused after the load (an --export-map the object lacks): the pins it made go again.
+    log = _refused([*args, "--export-map", "nosuch"], log_path)
+    assert "--export-map nosuch: the object has no such map" in log
+    assert not pin_dir.exists()
 
 
 # --------------------------------------------------------------------------
@@ -204,6 +209,7 @@ def test_changed_object_against_old_pins_refuses_start(pin_dir: Path, log_path: 
     assert out.returncode == 0, out.stderr
     assert f"removed {pin_dir / 'ringbridge_meta'}" in out.stdout
     assert not pin_dir.exists()
+    assert not producer_lock_path(pin_dir).exists()
     with served(["--bpf-object", str(SELFTEST_VARIANT_OBJ), *args], log_path) as addr:
         assert _post_binary(addr, [selftest_msg(INC64, 5)]).status_code == 200
         trigger_syscall("prctl")
