@@ -10,7 +10,7 @@
  * "kick" drain), and once more at the end. Prints one JSON line.
  *
  * It does not use user_ring_buffer__reserve_blocking(): with a timeout it
- * spins on a level-triggered EPOLLOUT (DESIGN §2b), and we drain ourselves.
+ * spins on a level-triggered EPOLLOUT (~100% of a core), and we drain ourselves.
  *
  * Usage: c_producer --pin-dir DIR --samples N --size B
  */

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.run --quick        # a smoke run (CI), ~1 min
     .venv/bin/python -m bench.run --update-readme   # also rewrite README's table
 
-What runs (DESIGN §5: a ratio against the in-process C producer, never a
+What runs (speed is a ratio against the in-process C producer, never a
 timed test):
 
 - C libbpf producer (``build/c_producer``: ``user_ring_buffer__reserve`` /

@@ -10,12 +10,13 @@
  * and tests/core/test_batch_props.py checks with hypothesis that both agree on
  * random and mutated batches.
  *
- * Checks, in the reference's order (the kernel's rules, DESIGN §2): batch not
- * empty, batch no larger than the ring; per record: a whole header, no
- * BUSY/DISCARD bit, pad word zero, length within the limit, payload and
- * padding inside the batch, zero padding bytes. A length that is not a
- * multiple of 8 always ends in a truncated header or an overrun, so it is
- * reported with the index of the record at fault.
+ * Checks, in the reference's order (the kernel's rules in
+ * __bpf_user_ringbuf_peek): batch not empty, batch no larger than the ring;
+ * per record: a whole header, no BUSY/DISCARD bit, pad word zero, length
+ * within the limit, payload and padding inside the batch, zero padding
+ * bytes. A length that is not a multiple of 8 always ends in a truncated
+ * header or an overrun, so it is reported with the index of the record at
+ * fault.
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -273,7 +273,7 @@ async def readyz(request: Request) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error body, whatever raised it, has the shape of DESIGN §4."""
+    """Every error body, whatever raised it, is ``{"error": {"code", "message", "index"}}``."""
 
     async def on_ringbridge_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RingbridgeError)

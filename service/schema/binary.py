@@ -113,7 +113,7 @@ def native_verdict(records: bytes, *, ring_size: int, max_sample_bytes: int) -> 
 def validate_binary_batch(
     body: bytes | bytearray | memoryview, *, ring_size: int, max_sample_bytes: int
 ) -> EncodedBatch:
-    """A body already in record format, checked as a whole (DESIGN §4).
+    """A body already in record format, checked as a whole (nothing of a bad batch is queued).
 
     Raises InvalidBatchError (422) or RecordTooLargeError (413) naming the
     first bad record; what it returns is copied into the ring byte for byte.

@@ -1,4 +1,4 @@
-"""GET /metrics and GET /v1/stats: the names of issue 3, values that match what was sent."""
+"""GET /metrics and GET /v1/stats: the documented names, values that match what was sent."""
 
 from __future__ import annotations
 

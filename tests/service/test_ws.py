@@ -193,3 +193,19 @@ async def test_a_bad_wait_is_refused_at_the_handshake(server: Server) -> None:
     assert e.value.response.status_code == 400
     body = json.loads(e.value.response.body or b"{}")
     assert body["error"]["code"] == "bad_request" and "wait=" in body["error"]["message"]
+
+
+async def test_close_codes_of_frames_the_protocol_refuses(make_server: ServerFactory) -> None:
+    """1007 for a text frame that is not UTF-8, 1009 beyond max_batch_bytes + 64 KiB."""
+    srv = make_server(ring_size=SMALL_RING, max_batch_bytes=4096)
+    async with connect(srv.ws_url) as ws:
+        await ws.send(b'{"id": 1, "samples": [{"data": "\xff"}]}', text=True)
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == 1007
+    async with connect(srv.ws_url, max_size=None) as ws:
+        await ws.send(bytes(4096 + 64 * 1024 + 8))
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == 1009
+    assert srv.producer_pos() == 0
