@@ -303,9 +303,7 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "btf__find_by_name_kind": (ctypes.c_int32, [_P, _S, _U32]),
     "btf__type_by_id": (ctypes.POINTER(_BtfType), [_P, _U32]),
     "btf__name_by_offset": (_S, [_P, _U32]),
-    "btf__resolve_size": (ctypes.c_int64, [_P, _U32]),
     "btf__resolve_type": (_I, [_P, _U32]),
-    "btf__type_cnt": (_U32, [_P]),
 }
 
 _lock = threading.Lock()
@@ -751,10 +749,6 @@ class Btf:
         """Where this BTF comes from, for error messages."""
         return str(self._owner.path) if self._owner is not None else "BTF"
 
-    def type_cnt(self) -> int:
-        """Number of type ids, including the void type 0."""
-        return int(_lib().btf__type_cnt(self._p()))
-
     def find_by_name_kind(self, name: str, kind: int) -> int | None:
         """Type id of ``name`` of ``kind``, or None when absent."""
         rc = int(_lib().btf__find_by_name_kind(self._p(), name.encode(), kind))
@@ -765,10 +759,6 @@ class Btf:
     def name_by_offset(self, offset: int) -> str:
         raw = _lib().btf__name_by_offset(self._p(), offset)
         return raw.decode("utf-8", "replace") if raw else ""
-
-    def resolve_size(self, type_id: int) -> int:
-        rc = int(_lib().btf__resolve_size(self._p(), type_id))
-        return _check_int(rc, "btf__resolve_size", f"{self.where}:type {type_id}", obj=True)
 
     def resolve_type(self, type_id: int) -> int:
         """Strips typedef/const/volatile/restrict/type_tag off ``type_id``."""

@@ -258,12 +258,10 @@ def test_pin_twice_fails_with_eexist(loaded: lb.BpfObject, pin_dir: Path) -> Non
 def test_btf_access(bpf_object_path: Path) -> None:
     with lb.BpfObject.open(bpf_object_path) as obj:
         btf = obj.btf()
-        assert btf.type_cnt() > 1
         tid = btf.find_by_name_kind("ringbridge_sample", lb.BTF_KIND_STRUCT)
         assert tid is not None
         t = btf.type_by_id(tid)
         assert (t.name, t.size_or_type) == ("ringbridge_sample", 16)
         assert [m.name for m in t.members] == ["kind", "flags", "value"]
         assert [m.bit_offset for m in t.members] == [0, 32, 64]
-        assert btf.resolve_size(t.members[2].type_id) == 8
         assert btf.find_by_name_kind("no_such_struct", lb.BTF_KIND_STRUCT) is None
