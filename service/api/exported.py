@@ -19,7 +19,9 @@ export each integer variable as ``ringbridge_global_<name>`` with a
 Types come from the object's BTF through the schema layer's model, so the
 export follows the C declarations without configuration. Everything is a
 gauge: whether a number only grows is the program's business. A map is read
-up to :data:`MAX_ENTRIES` keys per scrape.
+up to :data:`MAX_ENTRIES` keys per scrape. Prometheus values are floats (exact
+up to 2**53); ``GET /v1/stats`` lists the same samples with exact integers
+under ``exported``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..kernel.userobj import LoadedObject
 from ..schema import model
 from ..schema.btf import read_type
 
-__all__ = ["MAX_ENTRIES", "MapExporter", "build_exporters"]
+__all__ = ["MAX_ENTRIES", "MapExporter", "Sample", "build_exporters", "exact_samples"]
 
 log = logging.getLogger("ringbridge.export")
 
@@ -127,6 +129,13 @@ def _metric_name(prefix: str, path: tuple[str, ...]) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: int | float
+
+
 class MapExporter(Collector):
     """Reads one map at scrape time and renders its gauges."""
 
@@ -173,29 +182,31 @@ class MapExporter(Collector):
                 continue  # deleted between get_next_key and lookup
             yield key, values
 
-    def collect(self) -> Iterator[Metric]:
-        families: dict[str, GaugeMetricFamily] = {}
-        extra_names = list(self._extra)
-        extra_values = list(self._extra.values())
+    def samples(self) -> Iterator[Sample]:
+        """Every sample now, with exact values (ints stay ints, per-CPU summed)."""
+        extra = dict(self._extra)
         for key, values in self._entries():
-            key_values = [k.label(key) for k in self._key]
+            key_labels = dict(zip(self._key_labels, (k.label(key) for k in self._key), strict=True))
             for leaf in self._value:
-                mname = _metric_name(self._prefix, leaf.path)
-                fam = families.get(mname)
-                labels = [*extra_names, *self._key_labels]
-                if leaf.index:
-                    labels.append("index")
-                if fam is None:
-                    fam = families[mname] = GaugeMetricFamily(mname, self._doc, labels=labels)
-                total: float = 0
+                total: int | float = 0
                 for raw in values:
                     v = leaf.read(raw)
                     assert not isinstance(v, str)
                     total += v
-                lv = [*extra_values, *key_values]
+                labels = {**extra, **key_labels}
                 if leaf.index:
-                    lv.append("_".join(map(str, leaf.index)))
-                fam.add_metric(lv, total)
+                    labels["index"] = "_".join(map(str, leaf.index))
+                yield Sample(_metric_name(self._prefix, leaf.path), labels, total)
+
+    def collect(self) -> Iterator[Metric]:
+        # Prometheus values are floats: exact up to 2**53 (/v1/stats has exact ones).
+        families: dict[str, GaugeMetricFamily] = {}
+        for sample in self.samples():
+            fam = families.get(sample.name)
+            if fam is None:
+                fam = GaugeMetricFamily(sample.name, self._doc, labels=list(sample.labels))
+                families[sample.name] = fam
+            fam.add_metric(list(sample.labels.values()), sample.value)
         yield from families.values()
 
 
@@ -274,4 +285,13 @@ def build_exporters(
     out = [_map_exporter(loaded, btf, name) for name in export_maps]
     if globals_:
         out.extend(_global_exporters(loaded, btf))
+    return out
+
+
+def exact_samples(exporters: Iterable[Collector]) -> list[dict[str, object]]:
+    """``[{"name", "labels", "value"}]`` of every exporter, values exact (``/v1/stats``)."""
+    out: list[dict[str, object]] = []
+    for e in exporters:
+        if isinstance(e, MapExporter):
+            out.extend({"name": s.name, "labels": s.labels, "value": s.value} for s in e.samples())
     return out

@@ -31,6 +31,7 @@ from ..kernel.bpfobj import KernelCounters, LoadedRingbridge
 from ..kernel.pinnedring import PinnedRing
 from ..producer.task import Ack
 from .auth import require_token_if_protected
+from .exported import exact_samples
 from .state import Runtime
 
 # No ``*_created`` series: a gauge of the histogram's creation time per
@@ -235,6 +236,7 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
         "rejected": dict(rt.rejections.by_reason),
         "ring": asdict(ring),
         "kernel": kernel,
+        "exported": exact_samples(rt.exports),
         "config": {
             "drain": rt.drain,
             "ring_size": rt.settings.ring_size,

@@ -379,17 +379,22 @@ def test_example_typed_json_binary_and_exports(pin_dir: Path, log_path: Path) ->
         r = httpx.post(url, json={"samples": typed}, timeout=10)
         assert r.status_code == 200, r.text
         # Binary samples in the same layout, after the JSON ones.
-        binary = [ops_msg(OPS_MUL, 2, tag=5), ops_set("beta", 1 << 40, tag=6)]
+        binary = [
+            ops_msg(OPS_MUL, 2, tag=5),
+            ops_set("beta", 1 << 40, tag=6),
+            ops_set("gamma", (1 << 63) + 1, tag=7),
+        ]
         r = httpx.post(url, content=encode_batch(binary), headers=OCTET, timeout=10)
         assert r.status_code == 200, r.text
 
         acc = ((1 + 41) * -3 + 5) * 2
         g = read_globals(EXAMPLE_OBJ, pin_dir)
-        assert (g["acc"], g["ops_applied"], g["ops_rejected"], g["last_tag"]) == (acc, 6, 0, 6)
+        assert (g["acc"], g["ops_applied"], g["ops_rejected"], g["last_tag"]) == (acc, 7, 0, 7)
         slots = read_hash(pin_dir / "slots", 16, 8)
         assert {k.rstrip(b"\0"): struct.unpack("<Q", v)[0] for k, v in slots.items()} == {
             b"alpha": 7,
             b"beta": 1 << 40,
+            b"gamma": (1 << 63) + 1,
         }
 
         # Hostile typed input: 422 with the path, nothing of the batch committed.
@@ -411,18 +416,26 @@ def test_example_typed_json_binary_and_exports(pin_dir: Path, log_path: Path) ->
 
         m = _metrics(addr)
         assert m['ringbridge_global_acc{section=".data"}'] == acc
-        assert m['ringbridge_global_ops_applied{section=".bss"}'] == 6
-        assert m['ringbridge_global_last_tag{section=".bss"}'] == 6
+        assert m['ringbridge_global_ops_applied{section=".bss"}'] == 7
+        assert m['ringbridge_global_last_tag{section=".bss"}'] == 7
         assert m['ringbridge_global_ops_abi_version{section=".rodata"}'] == 1
         assert m['ringbridge_map_slots{name="alpha"}'] == 7
         assert m['ringbridge_map_slots{name="beta"}'] == 1 << 40
         # Per-CPU values summed; the key (the op) is the label.
         assert m['ringbridge_map_op_stats_count{key="0"}'] == 2  # two adds
         assert m['ringbridge_map_op_stats_count{key="1"}'] == 2  # two multiplies
-        assert m['ringbridge_map_op_stats_count{key="2"}'] == 2  # two sets
+        assert m['ringbridge_map_op_stats_count{key="2"}'] == 3  # three sets
         assert m['ringbridge_map_op_stats_operand_sum{key="0"}'] == 41 + 5
         assert m['ringbridge_map_op_stats_operand_sum{key="1"}'] == -3 + 2
-        assert m['ringbridge_map_op_stats_operand_sum{key="2"}'] == 7 + (1 << 40)
+        # operand_sum is an s64: 7 + 2**40 + 2**63 + 1 wraps negative.
+        set_sum = wrap64(7 + (1 << 40) + (1 << 63) + 1, signed=True)
+        assert m['ringbridge_map_op_stats_operand_sum{key="2"}'] == float(set_sum)
+        # /v1/stats has the exact integers a float cannot hold.
+        exported = httpx.get(f"http://{addr}/v1/stats").json()["exported"]
+        exact = {(e["name"], tuple(sorted(e["labels"].items()))): e["value"] for e in exported}
+        assert exact[("ringbridge_map_slots", (("name", "gamma"),))] == (1 << 63) + 1
+        assert exact[("ringbridge_map_op_stats_operand_sum", (("key", "2"),))] == set_sum
+        assert exact[("ringbridge_global_acc", (("section", ".data"),))] == acc
         # Globals that are not integers (the BTF anchor struct) are not exported.
         assert not [k for k in m if "btf_anchor" in k]
 
@@ -473,3 +486,26 @@ def test_selftest_object_typed_json(pin_dir: Path, log_path: Path) -> None:
         assert m['ringbridge_global_kern_mutated{section=".bss"}'] == float(
             wrap64((1 << 33) * -5 + 7)
         )
+
+
+def test_example_with_dropped_privileges(pin_dir: Path, log_path: Path) -> None:
+    """Loaded, attached and mapped first; then no capability is left, and it still serves."""
+    args = ["--bpf-object", str(EXAMPLE_OBJ), "--pin-dir", str(pin_dir), *EXAMPLE_ARGS,
+            "--drain-program", "ops_drain", "--sample-type", "ops_msg",
+            "--export-map", "slots", "--drop-privileges"]  # fmt: skip
+    with served(args, log_path) as addr:
+        r = httpx.post(
+            f"http://{addr}/v1/samples?wait=consumed",
+            json={
+                "samples": [
+                    {"op": "OPS_ADD", "add": 2},
+                    {"op": "OPS_SET", "set": {"name": "z", "value": 3}},
+                ]
+            },
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        m = _metrics(addr)
+        assert m['ringbridge_global_acc{section=".data"}'] == 3
+        assert m['ringbridge_map_slots{name="z"}'] == 3
+    assert "dropped all capabilities" in log_path.read_text()
