@@ -79,9 +79,7 @@ def read_input(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def frames_from_jsonl(
-    data: bytes, name: str, batch_samples: int, batch_bytes: int
-) -> list[Frame]:
+def frames_from_jsonl(data: bytes, name: str, batch_samples: int, batch_bytes: int) -> list[Frame]:
     """JSON lines -> text frames ``{"id": n, "samples": [...]}``.
 
     Each line must be one JSON object (a sample); it is checked here so that a

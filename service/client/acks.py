@@ -96,7 +96,5 @@ def ws_ack(raw: bytes | str) -> tuple[Any, Ack | RejectedError]:
         code = str(err.get("code", "error"))
         status = 503 if code in RETRYABLE_CODES else _WS_STATUS.get(code, 422)
         index = err.get("index") if isinstance(err.get("index"), int) else None
-        return fid, RejectedError(
-            status, code, str(err.get("message", "")), index=index, batch=fid
-        )
+        return fid, RejectedError(status, code, str(err.get("message", "")), index=index, batch=fid)
     return fid, ack_from(body, fid)

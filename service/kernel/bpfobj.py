@@ -393,9 +393,7 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
     core.check_ring_size(ring_size, mmap.PAGESIZE)
     pins = RingbridgePins.under(pin_dir)
     if not is_bpffs(pin_dir):
-        raise PinError(
-            f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}"
-        )
+        raise PinError(f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}")
     if pin_dir.exists():
         if not pin_dir.is_dir():
             raise PinError(f"pin dir {pin_dir} exists and is not a directory")

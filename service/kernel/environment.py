@@ -62,13 +62,11 @@ def capabilities_hint(missing: list[str], container: bool | None = None) -> str:
     if container if container is not None else in_container():
         flags = " ".join(f"--cap-add {n.removeprefix('CAP_')}" for n in missing or NEEDED_CAPS)
         how = (
-            f"run the container with `{flags} --security-opt seccomp=unconfined` "
-            "(or --privileged)"
+            f"run the container with `{flags} --security-opt seccomp=unconfined` (or --privileged)"
         )
     else:
         how = (
-            "run as root, or grant them (`setcap` on the interpreter, "
-            "systemd AmbientCapabilities=)"
+            "run as root, or grant them (`setcap` on the interpreter, systemd AmbientCapabilities=)"
         )
     return f"{what} to load and pin BPF objects; {how}"
 

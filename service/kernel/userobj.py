@@ -238,9 +238,7 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
     from ringbridge.kernel.environment import bpffs_hint
 
     if not is_bpffs(pin_dir):
-        raise PinError(
-            f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}"
-        )
+        raise PinError(f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}")
     digest = object_digest(plan.path)
     if pin_dir.exists() and not pin_dir.is_dir():
         raise PinError(f"pin dir {pin_dir} exists and is not a directory")
