@@ -194,13 +194,32 @@ def _open_sized(plan: ObjectPlan, pin_to: Path) -> lb.BpfObject:
     return obj
 
 
+def _attach_hint(section: str) -> str:
+    kind = section.split("/", 1)[0]
+    hints = {
+        "tp": "tracepoints need tracefs (mount -t tracefs tracefs /sys/kernel/tracing)",
+        "tracepoint": "tracepoints need tracefs (mount -t tracefs tracefs /sys/kernel/tracing)",
+        "kprobe": "kprobes need CONFIG_KPROBES and the function to exist",
+        "kretprobe": "kprobes need CONFIG_KPROBES and the function to exist",
+        "fentry": "fentry/fexit need BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
+        "fexit": "fentry/fexit need BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
+    }
+    why = hints.get(kind, "see the ringbridge.libbpf log for libbpf's reason")
+    return f"{why}; raw_tp/tp_btf attach without either; --no-attach loads only"
+
+
 def _attach(plan: ObjectPlan, obj: lb.BpfObject) -> list[lb.BpfLink]:
     links: list[lb.BpfLink] = []
     try:
         for spec in plan.programs:
             if spec.type == lb.BPF_PROG_TYPE_SYSCALL or not spec.autoattach:
                 continue
-            link = obj.program(spec.name).attach()
+            try:
+                link = obj.program(spec.name).attach()
+            except KernelError as exc:
+                raise KernelError(
+                    "attach", f"{spec.name} ({spec.section})", exc.errno, _attach_hint(spec.section)
+                ) from exc
             if link is None:
                 log.info(
                     "program has no attach point; loaded only",
