@@ -34,6 +34,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from .. import __version__
 from ..errors import RingbridgeError
 from ..kernel.bpfobj import LoadedRingbridge, lock_producer, unpin
 from ..kernel.drainer import NativeDrainer
@@ -228,7 +229,7 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
     app = RingbridgeApp(
         title="ringbridge",
         summary="HTTP and WebSocket ingestion into a Linux BPF user ring buffer",
-        version="0.1.0",
+        version=__version__,
         lifespan=_lifespan,
         # Protected docs are served by docs.install_protected_docs instead.
         docs_url=None if protect else "/docs",

@@ -91,6 +91,15 @@ def _closed_error(number: int, exc: BaseException) -> OutcomeUnknownError:
     )
 
 
+def _send_error(number: int, exc: BaseException) -> ClientError:
+    from websockets.exceptions import ConnectionClosed
+
+    if isinstance(exc, ConnectionClosed):
+        # websockets refuses before writing anything: the frame was not sent.
+        return ClientError(f"batch {number} not sent: the connection is closed ({exc})")
+    return OutcomeUnknownError(f"batch {number}: sending failed ({exc}); it may have arrived")
+
+
 def _ack_for(number: int, raw: Frame) -> Ack:
     fid, result = ws_ack(raw)
     if isinstance(fid, int) and fid != number:
@@ -174,7 +183,11 @@ class AsyncStream:
         self.sent += 1
         fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._inflight.append((number, fut))
-        await self._ws.send(frame)
+        try:
+            await self._ws.send(frame)
+        except Exception as exc:
+            fut.cancel()
+            raise _send_error(number, exc) from exc
         return fut
 
     async def flush(self) -> None:
@@ -207,9 +220,13 @@ class AsyncStream:
                     raise ClientError(f"an ack for no batch: {raw!r:.200}")
                 number, fut = self._inflight.popleft()
                 try:
-                    fut.set_result(_ack_for(number, raw))
+                    ack = _ack_for(number, raw)
                 except RejectedError as exc:
-                    fut.set_exception(exc)
+                    if not fut.done():  # cancelled when its send failed
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(ack)
                 self._slots.release()
         except (ConnectionClosed, ClientError, OSError) as exc:
             self._closed = exc
@@ -303,7 +320,11 @@ class Stream:
             number = self.sent
             self.sent += 1
             self._inflight.append((number, fut))
-        self._ws.send(frame)
+        try:
+            self._ws.send(frame)
+        except Exception as exc:
+            fut.cancel()
+            raise _send_error(number, exc) from exc
         return fut
 
     def flush(self) -> None:
@@ -341,9 +362,13 @@ class Stream:
                         raise ClientError(f"an ack for no batch: {raw!r:.200}")
                     number, fut = self._inflight.popleft()
                 try:
-                    fut.set_result(_ack_for(number, raw))
+                    ack = _ack_for(number, raw)
                 except RejectedError as exc:
-                    fut.set_exception(exc)
+                    if not fut.done():  # cancelled when its send failed
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(ack)
                 self._slots.release()
         except (ConnectionClosed, ClientError, OSError) as exc:
             with self._lock:

@@ -19,7 +19,12 @@ from concurrent.futures import Future
 import pytest
 
 from ringbridge import Ack, AsyncClient, Client, Sample
-from ringbridge.errors import OutcomeUnknownError, RejectedError, ServerUnreachableError
+from ringbridge.errors import (
+    ClientError,
+    OutcomeUnknownError,
+    RejectedError,
+    ServerUnreachableError,
+)
 
 from .conftest import Server, Tally, sample
 
@@ -205,3 +210,20 @@ def test_stream_with_wait_consumed_acks_consumed_batches(server: Server) -> None
     acks = [f.result() for f in futures]
     assert all(a.state == "consumed" for a in acks)
     assert [a.first_seq for a in acks] == list(range(10))
+
+
+def test_a_stream_ended_by_a_shutdown_acks_what_it_took_then_refuses_more(
+    server: Server,
+) -> None:
+    with Client(server.url) as c:
+        s = c.stream(window=8)
+        futures = [s.send([Sample(2, i)]) for i in range(5)]
+        assert [f.result(timeout=10).first_seq for f in futures] == list(range(5))
+        server.stop()  # stops reading, acks what it took, closes with 1012
+        deadline = time.monotonic() + 10
+        with pytest.raises(ClientError) as e:
+            while time.monotonic() < deadline:
+                s.send([Sample(2, 99)]).result(timeout=10)
+                time.sleep(0.05)
+        s.close()
+    assert "1012" in e.value.message or "closed" in e.value.message
