@@ -305,3 +305,19 @@ def test_binary_batch_over_the_ring_is_413() -> None:
     records = core.encode_batch([bytes(1000)] * 5)
     with pytest.raises(RecordTooLargeError, match="ring of 4096"):
         validate_binary_batch(records, ring_size=4096, max_sample_bytes=LIMIT)
+
+
+# -- no sample type -------------------------------------------------------------
+
+
+def test_raw_only_codec_takes_data_samples_and_names_the_flag() -> None:
+    c = SampleCodec.raw_only()
+    assert not c.typed and c.accepts_raw
+    out = decode(c, body({"data": b64(b"abc")}))
+    assert out.records == core.encode_batch([b"abc"])
+    for sample in ({}, {"kind": 1}):
+        err = sample_error(c, body({"data": b64(b"x")}, sample))
+        assert isinstance(err, SampleError)
+        assert (err.index, err.path) == (1, "samples[1]")
+        assert "--sample-type" in err.reason
+    assert c.json_schema()["required"] == ["data"]
