@@ -1,48 +1,56 @@
-# syntax=docker/dockerfile:1
-# ringbridge: BPF objects built from source in a builder stage; the runtime
-# image holds Python, libbpf and the built objects. Run on a privileged host:
-#   docker run --privileged --pid=host -v /sys/fs/bpf:/sys/fs/bpf \
-#     -e RINGBRIDGE_TOKEN=... -p 8470:8470 ringbridge
-# Least privilege instead of --privileged: --cap-add BPF --cap-add PERFMON
-# --cap-add SYS_ADMIN (bpffs pinning) --cap-add IPC_LOCK, plus
-# --security-opt seccomp=unconfined (the bpf() syscall is blocked by the default profile).
+# ringbridge image. Build it with `make image` (tags ringbridge:<version> and
+# ringbridge:latest): the Python wheels come from build/wheelhouse, which
+# `make image` fills on the host, so this build needs no package index and no
+# certificates -- only the base image and its apt mirror. No `# syntax=` line:
+# the legacy builder (Docker 20.10 without BuildKit) builds this file as is.
+#
+# Few layers on purpose: with the vfs storage driver (CI, some VMs) every
+# layer is a full copy of the file system.
+#
+# The service starts as root to load and pin the BPF objects, then gives up
+# every capability and runs as the `ringbridge` user (RINGBRIDGE_USER).
+# Run flags per Docker version are in the README ("Docker").
 
-ARG DEBIAN_RELEASE=bookworm
+ARG BASE_IMAGE=debian:bookworm-slim
 
-FROM debian:${DEBIAN_RELEASE}-slim AS build
+# Builder: clang and a C compiler, for the BPF object and the native helpers
+# that the ringbridge wheel carries as package data (its build runs
+# `make -C bpf package`), and a venv with ringbridge and its dependencies
+# from the wheelhouse. Everything the runtime needs ends up in /opt/ringbridge.
+FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      clang llvm libbpf-dev gcc libc6-dev make linux-libc-dev \
-      python3 python3-venv \
+      clang libbpf-dev gcc libc6-dev make linux-libc-dev python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY bpf/ bpf/
-COPY bench/c_producer.c bench/c_producer.c
-RUN make -C bpf OUT=/src/build
-COPY pyproject.toml README.md ./
-COPY service/ service/
+# .dockerignore lets through only bpf/, service/ (without a host-built _bpf/),
+# setup.py, pyproject.toml, README.md and build/wheelhouse/.
+COPY . /src/
 RUN python3 -m venv /opt/ringbridge \
- && /opt/ringbridge/bin/pip install --no-cache-dir /src
+ && /opt/ringbridge/bin/pip install --no-index --find-links /src/build/wheelhouse \
+      --no-cache-dir --disable-pip-version-check /src \
+ && /opt/ringbridge/bin/pip uninstall -y -q --disable-pip-version-check pip
 
-FROM debian:${DEBIAN_RELEASE}-slim
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libbpf1 python3 ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /opt/ringbridge /opt/ringbridge
-COPY --from=build /src/build/ringbridge.bpf.o /src/build/libringbridge_native.so \
-     /src/build/libringbridge_validate.so /src/build/libringbridge_drainer.so \
-     /usr/lib/ringbridge/
+# Runtime: Python, libbpf and the built objects; no compiler. The metadata
+# comes first: those steps are then cached and cheap (each one is a commit
+# of the file system so far).
+FROM ${BASE_IMAGE}
 ENV PATH=/opt/ringbridge/bin:$PATH \
-    RINGBRIDGE_BPF_OBJECT=/usr/lib/ringbridge/ringbridge.bpf.o \
-    RINGBRIDGE_NATIVE_LIB=/usr/lib/ringbridge/libringbridge_native.so \
-    RINGBRIDGE_VALIDATE_LIB=/usr/lib/ringbridge/libringbridge_validate.so \
-    RINGBRIDGE_DRAINER_LIB=/usr/lib/ringbridge/libringbridge_drainer.so \
+    PYTHONDONTWRITEBYTECODE=1 \
     RINGBRIDGE_HOST=0.0.0.0 \
     RINGBRIDGE_PORT=8470 \
     RINGBRIDGE_PIN_DIR=/sys/fs/bpf/ringbridge \
-    RINGBRIDGE_DROP_PRIVILEGES=true
+    RINGBRIDGE_USER=ringbridge
 EXPOSE 8470
-HEALTHCHECK --interval=10s --timeout=3s CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8470/healthz', timeout=2)"]
+# Reads RINGBRIDGE_PORT / RINGBRIDGE_HOST / RINGBRIDGE_CONFIG as the service does.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python3", "-m", "ringbridge.healthcheck"]
 ENTRYPOINT ["ringbridge"]
 CMD ["serve"]
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libbpf1 python3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10470 ringbridge \
+ && useradd --uid 10470 --gid 10470 --no-create-home --no-log-init \
+      --home-dir /nonexistent --shell /usr/sbin/nologin ringbridge
+COPY --from=build /opt/ringbridge /opt/ringbridge

@@ -11,11 +11,19 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # wrk: the benchmark's HTTP load generator (its quick mode runs in the test suite).
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev wrk
+# `make image`: the image's base, extra `docker build` flags (e.g. --network host),
+# and the wheelhouse the build installs from (filled here with the host's pip).
+BASE_IMAGE ?= debian:bookworm-slim
+DOCKER ?= docker
+DOCKER_BUILD_FLAGS ?=
+IMAGE ?= ringbridge
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEELHOUSE := build/wheelhouse
 # Extra flags for `make serve`, e.g. make serve ARGS="--port 9000 --drain kick"
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup deps venv bpf bpffs serve test lint bench clean
+.PHONY: setup deps venv bpf bpffs serve test lint bench clean wheelhouse image base-image
 
 setup: deps venv bpf bpffs
 
@@ -62,6 +70,15 @@ lint: venv build/typing/ringbridge
 	$(BIN)/ruff check service tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/hadolint --ignore DL3008 Dockerfile
+	$(BIN)/yamllint --strict .yamllint deploy
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+	@# The compose file through Compose's own parser, when a Compose is installed
+	@# (Debian's docker.io has no compose plugin; docker-compose is its own package).
+	@if $(DOCKER) compose version >/dev/null 2>&1; then \
+	  $(DOCKER) compose -f deploy/compose.yaml config -q; \
+	elif command -v docker-compose >/dev/null; then \
+	  docker-compose -f deploy/compose.yaml config -q; \
+	else echo "lint: no docker compose here; deploy/compose.yaml checked by yamllint only"; fi
 
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -73,6 +90,33 @@ bench: setup
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
 	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Every wheel the image needs, resolved and fetched by the host's pip (its index,
+# proxy and certificates), plus the build backend for ringbridge itself; the
+# image builds ringbridge from source. The wheels are for the host's Python,
+# which must be the image's minor version (IMAGE_PYTHON: 3.11 on bookworm).
+IMAGE_PYTHON ?= 3.11
+wheelhouse: venv
+	@have=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	[ "$$have" = "$(IMAGE_PYTHON)" ] || { echo "image: the host's Python is $$have but the" \
+	  "image's is $(IMAGE_PYTHON): its wheels would not install (set IMAGE_PYTHON)" >&2; exit 1; }
+	@echo "image: filling $(WHEELHOUSE) with the host's pip"
+	@rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	@# pip's chatter is shown only when it fails.
+	@out=$$($(BIN)/python -m pip wheel -q --disable-pip-version-check -w $(WHEELHOUSE) . 2>&1) \
+	  || { echo "$$out" >&2; exit 1; }
+	@out=$$($(BIN)/python -m pip download -q --disable-pip-version-check -d $(WHEELHOUSE) \
+	  'setuptools>=77' wheel 2>&1) || { echo "$$out" >&2; exit 1; }
+	@rm -f $(WHEELHOUSE)/ringbridge-*.whl
+
+image: wheelhouse
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+
+# A Debian 12 base image made locally (debootstrap), for hosts that reach no
+# image registry: then `make image BASE_IMAGE=ringbridge-base:bookworm`.
+base-image:
+	@BASE_IMAGE=ringbridge-base:bookworm .ci/docker-engine base >/dev/null
 
 clean:
 	$(MAKE) -s -C bpf OUT=../build clean

@@ -36,6 +36,7 @@ from pydantic_settings import (
 
 from .core import ring as core
 from .errors import ConfigError
+from .kernel.privileges import resolve_user
 from .units import parse_size
 
 MiB = 1024 * 1024
@@ -261,6 +262,13 @@ class Settings(BaseSettings):
         default=False,
         description="give up every capability once the ring is loaded, mapped and locked",
     )
+    user: str | None = Field(
+        default=None,
+        description=(
+            "after start-up run as this user: a name, uid or uid:gid "
+            "(implies drop_privileges; the held fds keep working)"
+        ),
+    )
 
     # The fields given (flags, env, file) before the validator derived others.
     _given: frozenset[str] = PrivateAttr(default=frozenset())
@@ -331,6 +339,10 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "protect_metrics needs a token (--token or --token-file) to protect them with"
             )
+        if self.user is not None:
+            # Resolved now so that an unknown user stops the service before
+            # it loads or pins anything.
+            resolve_user(self.user)
         if self.token is not None and not self.token.strip():
             raise ConfigError("token is empty; unset it to disable authentication")
         if self.token is None and not is_loopback(self.host) and not self.allow_unauthenticated:

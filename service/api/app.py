@@ -14,7 +14,8 @@ Startup, in order (each step undone in reverse if a later one fails):
    sets the per-call budget (the producer runs the drain program after each
    commit), ``external`` disarms a timer a previous run may have left armed;
 5. with ``drop_privileges``, give up every capability (the fds suffice from
-   here on, Linux >= 5.19);
+   here on, Linux >= 5.19); with ``user``, also switch to that unprivileged
+   uid/gid;
 6. start the producer task.
 
 Shutdown follows uvicorn: it stops accepting connections and waits for
@@ -27,8 +28,14 @@ and frees the ring, then the loaded object, last.
 from __future__ import annotations
 
 import asyncio
+
+# asyncio.to_thread (the threaded load, drain tickers) imports its executor
+# lazily, on first use. Import it now: after a switch to --user the
+# interpreter's own files may be out of reach (one under a root-only home).
+import concurrent.futures.thread  # noqa: F401
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -40,7 +47,7 @@ from ..kernel.bpfobj import LoadedRingbridge, lock_producer, unpin
 from ..kernel.drainer import NativeDrainer
 from ..kernel.environment import startup_hint
 from ..kernel.pinnedring import PinnedRing
-from ..kernel.privileges import drop_all_capabilities
+from ..kernel.privileges import drop_all_capabilities, resolve_user
 from ..kernel.ringbuf import UserRingBuffer
 from ..producer.kick import DrainTrigger, Kicker, TimerWaker
 from ..producer.task import Producer
@@ -85,7 +92,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # Capabilities are per thread: when they are to be dropped, load on
             # the loop's own thread so that no privileged worker thread exists.
-            if settings.drop_privileges:
+            drop = settings.drop_privileges or settings.user is not None
+            if drop:
                 loaded, mode = backend.load(settings)
             else:
                 loaded, mode = await asyncio.to_thread(backend.load, settings)
@@ -120,11 +128,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
             if isinstance(loaded, LoadedRingbridge):
                 _setup_drain(settings, loaded)
-            if settings.drop_privileges:
+            if drop:
                 # Everything privileged is done: loading, pinning, locking, the
                 # ring's mmap. What remains runs on the fds alone.
-                drop_all_capabilities()
-                log.info("dropped all capabilities")
+                user = resolve_user(settings.user) if settings.user is not None else None
+                drop_all_capabilities(user)
+                log.info(
+                    "dropped all capabilities",
+                    extra={"uid": os.getuid(), "gid": os.getgid()},
+                )
             if isinstance(loaded, LoadedRingbridge) and mode == "timer":
                 builtin_loaded = loaded
 
@@ -231,9 +243,11 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
         summary="HTTP and WebSocket ingestion into a Linux BPF user ring buffer",
         version=__version__,
         lifespan=_lifespan,
-        # Protected docs are served by docs.install_protected_docs instead.
-        docs_url=None if protect else "/docs",
-        redoc_url=None if protect else "/redoc",
+        # /docs is served with local assets (docs.install_docs), and with
+        # protect_metrics /openapi.json too, behind the token; ReDoc would
+        # need a CDN.
+        docs_url=None,
+        redoc_url=None,
         openapi_url=None if protect else "/openapi.json",
     )
     app.state.settings = settings
@@ -242,8 +256,7 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
     app.state.metrics = metrics.ServiceMetrics(lambda: app.state.runtime)
     routes.install_error_handlers(app)
     routes.install_openapi(app)
-    if protect:
-        docs.install_protected_docs(app)
+    docs.install_docs(app, protect=protect)
     app.include_router(routes.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)

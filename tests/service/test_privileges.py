@@ -1,10 +1,12 @@
-"""``--drop-privileges``: the service runs on its fds alone, with no capability.
+"""``--drop-privileges`` and ``--user``: the service runs on its fds alone.
 
 A real ``ringbridge serve`` child process (capabilities are per process and
 thread, so not the in-process test server): after start-up its capability
-sets are empty and no_new_privs is set, yet batches still reach the kernel
-(kick drains through BPF_PROG_TEST_RUN on the held fd), kernel counters are
-still read for /metrics, and shutdown still disarms and frees cleanly.
+sets are empty and no_new_privs is set -- and with ``--user`` every uid and
+gid is the unprivileged user's -- yet batches still reach the kernel (kick
+drains through BPF_PROG_TEST_RUN on the held fd; the timer drains on its
+own), kernel counters are still read for /metrics, and shutdown still
+disarms the timer and frees cleanly.
 """
 
 from __future__ import annotations
@@ -16,11 +18,35 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ringbridge.errors import ConfigError
 from ringbridge.kernel.bpfobj import load_default
-from ringbridge.kernel.privileges import capability_sets
+from ringbridge.kernel.privileges import Credentials, capability_sets, resolve_user
 from tests.support.launch import served
 
 pytestmark = pytest.mark.kernel
+
+
+def _ids(pid: int) -> tuple[list[int], list[int], str]:
+    """Real/effective/saved/fs uids and gids, and supplementary groups, of ``pid``."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return (
+        [int(x) for x in fields["Uid"].split()],
+        [int(x) for x in fields["Gid"].split()],
+        fields["Groups"].strip(),
+    )
+
+
+def _wait_kind(c: httpx.Client, kind: int, samples: int) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    kinds: dict[str, dict[str, int]] = {}
+    while time.monotonic() < deadline:
+        kinds = c.get("/v1/stats").json()["kernel"]["kinds"]
+        if kinds.get(str(kind), {}).get("samples") == samples:
+            break
+        time.sleep(0.05)
+    return kinds.get(str(kind), {})
 
 
 def _server_pid(log: Path) -> int:
@@ -55,6 +81,71 @@ def test_service_works_after_dropping_every_capability(
     # The pins it made with its privileges are intact for the next start.
     with load_default(bpf_object_path, pin_dir, 1 << 20) as lr:
         assert lr.reused and lr.read_counters().kind_value[6] == 660
+
+
+@pytest.mark.parametrize("drain", ["kick", "timer"])
+def test_service_works_as_an_unprivileged_user(
+    bpf_object_path: Path, pin_dir: Path, tmp_path: Path, drain: str
+) -> None:
+    log = tmp_path / "serve.log"
+    args = [f"--pin-dir={pin_dir}", "--ring-size=1M", f"--drain={drain}", "--user=65534:65534"]
+    with served(args, log) as addr:
+        pid = _server_pid(log)
+        uids, gids, groups = _ids(pid)
+        assert uids == [65534] * 4 and gids == [65534] * 4 and groups == ""
+        caps = capability_sets(Path(f"/proc/{pid}/status"))
+        assert caps["CapEff"] == caps["CapPrm"] == caps["CapInh"] == caps["CapAmb"] == 0
+        assert caps["NoNewPrivs"] == 1
+        with httpx.Client(base_url=f"http://{addr}", timeout=30) as c:
+            # Commit (mmap through the held fd) and the drain (kick: the
+            # syscall program run through its fd; timer: the kernel's own).
+            for first in (0, 10):
+                r = c.post("/v1/samples", json={"samples": [{"kind": 7, "value": 3}] * 10})
+                assert r.status_code == 200, r.text
+                assert r.json()["first_seq"] == first
+            assert _wait_kind(c, 7, 20) == {"samples": 20, "value": 60}
+            # Counter reads through the held map fds.
+            assert 'ringbridge_kernel_kind_value_total{kind="7"} 60.0' in c.get("/metrics").text
+            assert c.get("/readyz").status_code == 200
+    text = log.read_text()
+    assert "dropped all capabilities" in text and "uid=65534" in text, text
+    assert "ringbridge stopped" in text and "Traceback" not in text, text
+    with load_default(bpf_object_path, pin_dir, 1 << 20) as lr:
+        assert lr.reused and lr.load_seq() == 20
+        before = lr.read_counters().drain_calls
+        time.sleep(0.3)
+        # The timer was disarmed at shutdown by the unprivileged process: no
+        # drain runs any more (a 100 µs timer would have run thousands).
+        assert lr.read_counters().drain_calls == before
+
+
+def test_user_resolution() -> None:
+    assert resolve_user("nobody") == Credentials(65534, 65534, "nobody")
+    assert resolve_user("65534") == Credentials(65534, 65534, "nobody")
+    assert resolve_user("4242:4343") == Credentials(4242, 4343, None)
+    assert resolve_user("4242") == Credentials(4242, 4242, None)
+    with pytest.raises(ConfigError, match="no user named 'no-such-user-x'"):
+        resolve_user("no-such-user-x")
+    with pytest.raises(ConfigError, match="is root"):
+        resolve_user("root")
+    with pytest.raises(ConfigError, match="is root"):
+        resolve_user("1000:0")
+    with pytest.raises(ConfigError, match="expected a name"):
+        resolve_user("1000:")
+
+
+def test_unknown_user_stops_the_service_before_it_loads(pin_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "ringbridge", "serve", f"--pin-dir={pin_dir}",
+         "--user=no-such-user-x"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode != 0
+    assert "no user named 'no-such-user-x'" in r.stderr
+    assert not pin_dir.exists()
 
 
 def test_our_own_capabilities_are_readable() -> None:

@@ -1,0 +1,127 @@
+"""The deployment files agree with each other and with the image.
+
+Schema validity is ``make lint``'s job (kubernetes-validate, yamllint,
+compose config); these check what a schema cannot: the two DaemonSet
+variants differ only in privilege, every image name matches the version
+``make image`` builds, the token never travels in argv, ports and probes
+line up.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import REPO
+
+K8S = REPO / "deploy" / "kubernetes"
+_version = re.search(
+    r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE
+)
+assert _version is not None
+VERSION = _version.group(1)
+IMAGE = f"ringbridge:{VERSION}"
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def pod_spec(ds: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = ds["spec"]["template"]["spec"]
+    return spec
+
+
+def service_container(ds: dict[str, Any]) -> dict[str, Any]:
+    (c,) = [c for c in pod_spec(ds)["containers"] if c["name"] == "ringbridge"]
+    container: dict[str, Any] = c
+    return container
+
+
+def env(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in c.get("env", [])}
+
+
+def test_variants_differ_only_in_the_service_containers_privilege() -> None:
+    least = load(K8S / "daemonset.yaml")
+    privileged = load(K8S / "daemonset-privileged.yaml")
+    caps = service_container(least)["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"] and "BPF" in caps["add"] and "SYS_ADMIN" not in caps["add"]
+    assert service_container(privileged)["securityContext"]["privileged"] is True
+    a, b = copy.deepcopy(least), copy.deepcopy(privileged)
+    del service_container(a)["securityContext"], service_container(b)["securityContext"]
+    assert a == b
+
+
+def test_every_image_name_is_the_one_make_image_builds() -> None:
+    for path in (K8S / "daemonset.yaml", K8S / "daemonset-privileged.yaml"):
+        spec = pod_spec(load(path))
+        images = {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
+        assert images == {IMAGE}, path
+    compose = load(REPO / "deploy" / "compose.yaml")
+    assert compose["services"]["ringbridge"]["image"] == "ringbridge:latest"
+    readme = (REPO / "README.md").read_text()
+    assert IMAGE in readme and "make image" in readme
+    tags = set(re.findall(r"\bringbridge:([\w.-]+)", readme))
+    assert tags <= {VERSION, "latest"}, tags
+    assert "docker build" not in readme  # the build goes through make image (the wheelhouse)
+
+
+def test_token_from_a_file_never_argv() -> None:
+    for path in (K8S / "daemonset.yaml", K8S / "daemonset-privileged.yaml"):
+        spec = pod_spec(load(path))
+        c = service_container(load(path))
+        argv = " ".join(c.get("command", []) + c.get("args", []))
+        assert "token" not in argv.lower()
+        assert "RINGBRIDGE_TOKEN" not in env(c)
+        token_file = env(c)["RINGBRIDGE_TOKEN_FILE"]
+        (mount,) = [m for m in c["volumeMounts"] if token_file.startswith(m["mountPath"] + "/")]
+        (vol,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert vol["secret"]["secretName"] == "ringbridge-token"
+        assert token_file.rsplit("/", 1)[1] in ("token",)
+    svc = load(REPO / "deploy" / "compose.yaml")["services"]["ringbridge"]
+    assert svc["environment"]["RINGBRIDGE_TOKEN_FILE"] == "/run/secrets/ringbridge-token"
+    assert svc["secrets"] == ["ringbridge-token"]
+    assert "command" not in svc
+
+
+def test_ports_probes_and_bpffs_line_up() -> None:
+    for path in (K8S / "daemonset.yaml", K8S / "daemonset-privileged.yaml"):
+        ds = load(path)
+        c = service_container(ds)
+        (port,) = c["ports"]
+        assert str(port["containerPort"]) == env(c)["RINGBRIDGE_PORT"]
+        notes = ds["spec"]["template"]["metadata"]["annotations"]
+        assert notes["prometheus.io/port"] == str(port["containerPort"])
+        assert notes["prometheus.io/path"] == "/metrics"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert env(c)["RINGBRIDGE_PIN_DIR"].startswith("/sys/fs/bpf/")
+        spec = pod_spec(ds)
+        (init,) = spec["initContainers"]
+        assert init["securityContext"]["privileged"] is True
+        assert init["volumeMounts"][0]["mountPropagation"] == "Bidirectional"
+        assert "mount -t bpf" in " ".join(init["command"])
+        bpffs = next(m for m in c["volumeMounts"] if m["mountPath"] == "/sys/fs/bpf")
+        assert bpffs["mountPropagation"] == "HostToContainer"
+    svc = load(K8S / "service.yaml")
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    compose = load(REPO / "deploy" / "compose.yaml")["services"]["ringbridge"]
+    (published,) = compose["ports"]
+    assert published.startswith("${RINGBRIDGE_BIND:-127.0.0.1}:")  # loopback by default
+    (vol,) = compose["volumes"]
+    assert vol["source"] == vol["target"] == "/sys/fs/bpf"
+    assert vol["bind"]["propagation"] == "rshared"
+
+
+def test_dockerfile_has_no_syntax_line_and_a_port_following_healthcheck() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    assert "8470/healthz" not in text
+    assert 'CMD ["python3", "-m", "ringbridge.healthcheck"]' in text
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:1] == ["*"] and "!service/" in ignore
