@@ -170,11 +170,22 @@ def wait_kernel(pin_dir: Path, obj: Path, kind: int, want: tuple[int, int]) -> N
     assert kernel_kind(pin_dir, obj, kind) == want
 
 
-def test_container_life(
-    container: tuple[str, int], pin_dir: Path, bpf_object_path: Path
-) -> None:
+def image_object(name: str, dest: Path) -> Path:
+    """The BPF object the image built and serves (pins accept only their own object)."""
+    inside = docker(
+        "exec", name, "python3", "-c",
+        "from ringbridge.kernel.bpfobj import default_object_path; "
+        "print(default_object_path())",
+    )
+    assert inside.startswith("/opt/ringbridge/"), inside  # the wheel's package data
+    docker("cp", f"{name}:{inside}", str(dest))
+    return dest
+
+
+def test_container_life(container: tuple[str, int], pin_dir: Path, tmp_path: Path) -> None:
     name, port = container
     wait_health(name)
+    bpf_object_path = image_object(name, tmp_path / "ringbridge.bpf.o")
 
     # Auth: the token came from the mounted file.
     assert post(port, [{"kind": 9, "value": 1}], None).status_code == 401

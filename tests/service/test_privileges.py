@@ -11,7 +11,10 @@ disarms the timer and frees cleanly.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -47,6 +50,35 @@ def _wait_kind(c: httpx.Client, kind: int, samples: int) -> dict[str, int]:
             break
         time.sleep(0.05)
     return kinds.get(str(kind), {})
+
+
+def _readable_by_others(path: Path) -> bool:
+    """Whether a user with no relation to the owner can read ``path`` (a directory)."""
+    path = path.resolve()
+    dirs = [path, *path.parents]
+    return all(d.stat().st_mode & 0o001 for d in dirs) and bool(path.stat().st_mode & 0o004)
+
+
+def _python_for_other_users() -> tuple[str, ...]:
+    """How to run ``ringbridge`` with an interpreter an unprivileged uid can read.
+
+    After ``--user`` the service can import nothing from a Python it may not
+    read (a pyenv build under a 0700 /root is common on CI hosts). The image's
+    Python is /usr/lib's; here, this interpreter if others can read its
+    stdlib, else the system Python of the same version with this venv's
+    site-packages (the compiled wheels are for that version).
+    """
+    if _readable_by_others(Path(os.__file__).parent):
+        return (sys.executable, "-m", "ringbridge")
+    system = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+    if not system.exists() or not _readable_by_others(system.parent):
+        pytest.skip(f"no Python {sys.version_info[:2]} readable by an unprivileged user")
+    site_dir = Path(sysconfig.get_paths()["purelib"])
+    boot = (
+        "import site, sys; site.addsitedir(sys.argv.pop(1)); "
+        "from ringbridge.cli import main; sys.exit(main())"
+    )
+    return (str(system), "-c", boot, str(site_dir))
 
 
 def _server_pid(log: Path) -> int:
@@ -89,7 +121,7 @@ def test_service_works_as_an_unprivileged_user(
 ) -> None:
     log = tmp_path / "serve.log"
     args = [f"--pin-dir={pin_dir}", "--ring-size=1M", f"--drain={drain}", "--user=65534:65534"]
-    with served(args, log) as addr:
+    with served(args, log, command=_python_for_other_users()) as addr:
         pid = _server_pid(log)
         uids, gids, groups = _ids(pid)
         assert uids == [65534] * 4 and gids == [65534] * 4 and groups == ""
@@ -109,6 +141,7 @@ def test_service_works_as_an_unprivileged_user(
             assert c.get("/readyz").status_code == 200
     text = log.read_text()
     assert "dropped all capabilities" in text and "uid=65534" in text, text
+    assert "not readable by the service user" not in text, text
     assert "ringbridge stopped" in text and "Traceback" not in text, text
     with load_default(bpf_object_path, pin_dir, 1 << 20) as lr:
         assert lr.reused and lr.load_seq() == 20
