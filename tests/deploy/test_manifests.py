@@ -125,3 +125,19 @@ def test_dockerfile_has_no_syntax_line_and_a_port_following_healthcheck() -> Non
     assert 'CMD ["python3", "-m", "ringbridge.healthcheck"]' in text
     ignore = (REPO / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:1] == ["*"] and "!service/" in ignore
+
+
+def test_every_setting_named_in_a_manifest_exists() -> None:
+    # pydantic-settings ignores an unknown RINGBRIDGE_* variable: a renamed
+    # setting would silently stop applying.
+    from ringbridge.settings import Settings
+
+    named: dict[str, str] = {}
+    for path in (K8S / "daemonset.yaml", K8S / "daemonset-privileged.yaml"):
+        named.update(env(service_container(load(path))))
+    named.update(load(REPO / "deploy" / "compose.yaml")["services"]["ringbridge"]["environment"])
+    dockerfile = (REPO / "Dockerfile").read_text()
+    named.update(dict.fromkeys(re.findall(r"\b(RINGBRIDGE_[A-Z_]+)=", dockerfile), ""))
+    fields = {f"RINGBRIDGE_{name.upper()}" for name in Settings.model_fields}
+    assert set(named) - fields == set()
+    assert "RINGBRIDGE_ADMISSION_BYTES" in named and "RINGBRIDGE_USER" in named
