@@ -73,9 +73,6 @@ class ObjectPlan:
                 return m
         raise KeyError(name)
 
-    def final_size(self, m: MapSpec) -> int:
-        return self.sizes.get(m.name, m.max_entries)
-
 
 def _names(items: Iterable[MapSpec | ProgSpec]) -> str:
     names = [i.name for i in items]

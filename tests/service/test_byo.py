@@ -8,6 +8,7 @@ maps left at max_entries 0). Kernel state is read from the pinned maps.
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -413,6 +414,12 @@ def test_example_typed_json_binary_and_exports(pin_dir: Path, log_path: Path) ->
             assert err["index"] == 1
             assert err["message"].startswith(path), (path, err["message"])
         assert httpx.get(f"http://{addr}/v1/stats").json()["ring"]["producer_pos"] == before
+
+        # The JSON Schema of one sample follows the object's BTF.
+        schema = httpx.get(f"http://{addr}/v1/schema").json()
+        struct_schema = next(o for o in schema["oneOf"] if o["title"] == "struct ops_msg")
+        assert set(struct_schema["properties"]) == {"op", "tag", "add", "mul", "set"}
+        assert "OPS_SET" in json.dumps(struct_schema["properties"]["op"])
 
         m = _metrics(addr)
         assert m['ringbridge_global_acc{section=".data"}'] == acc
