@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -589,7 +590,9 @@ def main(argv: list[str] | None = None) -> int:
             }
         ok = True
     finally:
-        if not ok:
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
             print(f"bench: server logs kept in {tmp}", file=sys.stderr)
     meta = {
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
