@@ -71,15 +71,22 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def default_pin_dir() -> Path:
-    """The pin dir ``serve`` uses when not told otherwise: $RINGBRIDGE_PIN_DIR or its default."""
-    env = os.environ.get(PIN_DIR_ENV)
-    if env:
-        return Path(env)
+    """The pin dir ``serve`` would use: from $RINGBRIDGE_PIN_DIR, the settings file
+    ($RINGBRIDGE_CONFIG) or the default, read the way ``serve`` reads them."""
+    from ..errors import RingbridgeError
     from ..settings import Settings
 
-    default = Settings.model_fields["pin_dir"].default
-    assert isinstance(default, Path)
-    return default
+    try:
+        return Settings.load().pin_dir
+    except (RingbridgeError, ValueError):
+        # Settings that serve would refuse for another reason (a public host
+        # without a token...) still name a pin dir; take it from where it is.
+        env = os.environ.get(PIN_DIR_ENV)
+        if env:
+            return Path(env)
+        default = Settings.model_fields["pin_dir"].default
+        assert isinstance(default, Path)
+        return default
 
 
 def add_pin_dir_flag(parser: argparse.ArgumentParser) -> None:

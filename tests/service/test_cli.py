@@ -29,6 +29,7 @@ import pytest
 
 import ringbridge
 from ringbridge import cli
+from ringbridge.cli import common as cli_common
 from ringbridge.cli import push as cli_push
 from ringbridge.cli.stats import render_stats
 from ringbridge.client import ServerURL
@@ -571,3 +572,18 @@ def test_a_start_that_cannot_listen_leaves_no_pins(pin_dir: Path) -> None:
     assert "Traceback" not in r.stderr
     assert not pin_dir.exists()
     assert not pin_dir.parent.exists() or not any(pin_dir.parent.iterdir())
+
+
+def test_pin_commands_read_the_pin_dir_from_serves_settings_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "ringbridge.toml"
+    conf.write_text('pin-dir = "/sys/fs/bpf/from-config"\n')
+    monkeypatch.delenv("RINGBRIDGE_PIN_DIR", raising=False)
+    monkeypatch.setenv("RINGBRIDGE_CONFIG", str(conf))
+    assert cli_common.default_pin_dir() == Path("/sys/fs/bpf/from-config")
+    monkeypatch.setenv("RINGBRIDGE_PIN_DIR", "/sys/fs/bpf/from-env")
+    assert cli_common.default_pin_dir() == Path("/sys/fs/bpf/from-env")  # env beats the file
+    # Settings serve would refuse for another reason still name their pin dir.
+    monkeypatch.setenv("RINGBRIDGE_HOST", "0.0.0.0")
+    assert cli_common.default_pin_dir() == Path("/sys/fs/bpf/from-env")
