@@ -232,7 +232,7 @@ class AsyncStream:
             self._closed = exc
         else:
             self._closed = ClientError(
-                f"closed by the server (code {self._ws.close_code}: {self._ws.close_reason})"
+                f"connection closed (code {self._ws.close_code}: {self._ws.close_reason})"
             )
         self._fail_inflight(self._closed)
 
@@ -376,6 +376,6 @@ class Stream:
         else:
             with self._lock:
                 self._closed = ClientError(
-                    f"closed by the server (code {self._ws.close_code}: {self._ws.close_reason})"
+                    f"connection closed (code {self._ws.close_code}: {self._ws.close_reason})"
                 )
         self._fail_inflight(self._closed)
