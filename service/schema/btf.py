@@ -128,9 +128,14 @@ class _Reader:
         return model.Enum(t.name, t.size_or_type, signed, values)
 
     @staticmethod
-    def _int(t: lb.BtfType) -> model.Int:
+    def _int(t: lb.BtfType) -> model.Int | model.Opaque:
         enc = t.int_encoding
         size = t.size_or_type
+        if t.int_offset or t.int_bits != size * 8:
+            # The pre-kind_flag way to describe a bitfield (in the INT type
+            # itself); compilers no longer emit it, and nothing here packs it.
+            what = f"{t.int_bits}-bit integer at bit {t.int_offset} (old bitfield encoding)"
+            return model.Opaque(what, t.name, size)
         if enc & lb.BTF_INT_BOOL:
             return model.Int(t.name, size, False, is_bool=True)
         signed = bool(enc & lb.BTF_INT_SIGNED)

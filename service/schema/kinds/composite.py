@@ -46,7 +46,10 @@ class CompositeNode(Node):
         self.slots = tuple(slots)
         self.by_name = {s.name: s for s in slots}
         self._has_unions = unions > 0
-        self._plan = tuple((s.offset, s.node, s.name) for s in slots)
+        # (offset, bound pack, name) per slot, and the slots inside unions:
+        # the per-sample loops touch nothing else.
+        self._plan = tuple((s.offset, s.node.pack, s.name) for s in slots)
+        self._in_unions = tuple((i, s.groups, s.name) for i, s in enumerate(slots) if s.groups)
         get: Callable[[Any], Any]
         attrs = [s.attr for s in slots]
         if len(attrs) >= 2:
@@ -109,23 +112,26 @@ class CompositeNode(Node):
         vals = self.values(value)
         if self._has_unions:
             self.check_unions(vals)
-        for v, (moff, node, name) in zip(vals, self._plan, strict=True):
-            if v is not UNSET:
-                try:
-                    node.pack(buf, off + moff, v)
-                except PackError as exc:
-                    raise exc.push(f".{name}") from None
+        plan = self._plan
+        for i, v in enumerate(vals):
+            if v is UNSET:
+                continue
+            moff, pack, name = plan[i]
+            try:
+                pack(buf, off + moff, v)
+            except PackError as exc:
+                raise exc.push(f".{name}") from None
 
     def check_unions(self, vals: tuple[Any, ...]) -> None:
         chosen: dict[int, tuple[int, str]] = {}
-        for v, s in zip(vals, self.slots, strict=True):
-            if v is UNSET:
+        for i, groups, name in self._in_unions:
+            if vals[i] is UNSET:
                 continue
-            for uid, member in s.groups:
-                seen = chosen.setdefault(uid, (member, s.name))
+            for uid, member in groups:
+                seen = chosen.setdefault(uid, (member, name))
                 if seen[0] != member:
                     raise PackError(
-                        f"{seen[1]!r} and {s.name!r} are members of one union: give at most one"
+                        f"{seen[1]!r} and {name!r} are members of one union: give at most one"
                     )
 
     def unpack(self, buf: ReadBuffer, off: int) -> Any:
