@@ -516,3 +516,14 @@ def test_example_with_dropped_privileges(pin_dir: Path, log_path: Path) -> None:
         assert m['ringbridge_global_acc{section=".data"}'] == 3
         assert m['ringbridge_map_slots{name="z"}'] == 3
     assert "dropped all capabilities" in log_path.read_text()
+
+
+def test_pinned_sizes_must_match(pin_dir: Path, log_path: Path) -> None:
+    args = ["--bpf-object", str(SELFTEST_OBJ), "--pin-dir", str(pin_dir)]
+    with served([*args, *SELFTEST_ARGS], log_path):
+        pass
+    log = _refused([*args, "--ring-size", "128K", "--map-size", "kernel_ringbuf=4K"], log_path)
+    assert "map 'user_ringbuf' pinned under" in log
+    assert "set --ring-size to 65536" in log
+    log = _refused([*args, "--ring-size", "64K", "--map-size", "kernel_ringbuf=8K"], log_path)
+    assert "set --map-size kernel_ringbuf=SIZE to 4096" in log
