@@ -226,8 +226,19 @@ class Settings(BaseSettings):
     )
     max_sample_bytes: Size = Field(default=65536, description="max bytes of one sample")
     max_batch_bytes: Size = Field(default=4 * MiB, description="max body / frame / batch bytes")
-    submit_timeout: float = Field(default=5.0, gt=0, description="default wait for ring space, s")
+    submit_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="default ?timeout=: how long a batch may wait, from admission, behind "
+        "other batches and for ring space before it is refused (503), s",
+    )
     max_timeout: float = Field(default=300.0, gt=0, description="upper bound of ?timeout=, s")
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="time a client has to send its whole body once admitted, else 408; "
+        "bounds how long a slow client holds admission credit, s",
+    )
     token: str | None = Field(
         default=None,
         description="bearer token clients must send (prefer token_file: argv is public)",

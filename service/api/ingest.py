@@ -8,7 +8,8 @@ FastAPI route, the WebSocket stream and a raw ASGI handler share them:
    batch limit itself for a chunked body;
 2. ``producer.admit(nbytes, timeout)`` -- the credit, or an immediate 503
    (:class:`~ringbridge.errors.OverloadedError`) with the body left unread;
-3. :func:`read_body` -- the body, within the credit's bytes and deadline;
+3. :func:`read_body` -- the body, within the credit's bytes and the body
+   timeout (a slow client must not hold credit for long: 408);
 4. :func:`decode` -- validation into ring records (a worker thread for big
    bodies), then ``credit.resize(batch.nbytes)``;
 5. ``producer.submit(batch, credit, gone=watch_disconnect(receive))`` -- the
@@ -32,7 +33,6 @@ from ..errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
-from ..producer.admission import Credit
 from ..producer.task import Ack, WaitFor
 from ..settings import Settings
 from .state import Runtime
@@ -74,17 +74,19 @@ def reservation(content_length: str | None, limit: int) -> int:
     return n
 
 
-async def read_body(receive: Receive, credit: Credit, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
     """The request body, refused (413) as soon as it outgrows ``limit``.
 
     ``limit`` is the credit's size: a body that lied about its length is not
-    read past what was admitted. The credit's deadline bounds the whole read
-    (408): a client trickling its body does not hold credit for ever.
+    read past what was admitted. ``timeout`` (``body_timeout``) bounds the
+    whole read (408): a client trickling its body does not hold credit for
+    long. It is not the batch's ``?timeout=``: a server slow to get to the
+    body (busy) must not answer that the client was slow.
     """
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout_at(credit.deadline):
+        async with asyncio.timeout(timeout):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -99,7 +101,7 @@ async def read_body(receive: Receive, credit: Credit, limit: int) -> bytes:
                     break
     except TimeoutError:
         raise RequestTimeoutError(
-            f"body not received within the request's timeout ({size} bytes so far)"
+            f"body not received within {timeout:g}s of admission ({size} bytes so far)"
         ) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -167,7 +169,7 @@ async def ingest_http(
     media = media_type(content_type)
     credit = rt.producer.admit(reservation(content_length, limit), request_timeout(rt, timeout))
     try:
-        body = await read_body(receive, credit, credit.nbytes)
+        body = await read_body(receive, credit.nbytes, rt.settings.body_timeout)
         batch = await decode(rt.settings, rt.codec, media, body)
         del body
         credit.resize(batch.nbytes)

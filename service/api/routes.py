@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import RingbridgeError
 from ..producer.task import WaitFor
+from ..schema.kinds.base import BASE64_PATTERN
 from . import ingest
 from .auth import require_token
 from .metrics import stats_snapshot
@@ -57,7 +58,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "body, batch or a sample over the limits (or larger than the ring)"),
         (415, "Content-Type is neither application/json nor application/octet-stream"),
         (422, "invalid batch: `index` names the first bad sample"),
-        (408, "the body did not arrive within the timeout"),
+        (408, "the body did not arrive within body_timeout of admission"),
         (
             503,
             "no admission credit (overloaded), not committed within the timeout, or "
@@ -65,6 +66,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         ),
     )
 }
+
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {s: _ERRORS[s] for s in (401, 403)}
 
 _SAMPLES_BODY = {
     "requestBody": {
@@ -74,6 +77,7 @@ _SAMPLES_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["samples"],
+                    "additionalProperties": False,
                     "properties": {
                         "samples": {
                             "type": "array",
@@ -86,7 +90,11 @@ _SAMPLES_BODY = {
                                         "type": "object",
                                         "required": ["data"],
                                         "properties": {
-                                            "data": {"type": "string", "format": "byte"}
+                                            "data": {
+                                                "type": "string",
+                                                "format": "byte",
+                                                "pattern": BASE64_PATTERN,
+                                            }
                                         },
                                     },
                                     {
@@ -166,6 +174,7 @@ async def post_samples(
     "/v1/schema",
     summary="JSON Schema of one sample of a JSON batch (the sample type, from BTF)",
     dependencies=[Depends(require_token)],
+    responses=_AUTH_ERRORS,
 )
 async def get_schema(request: Request) -> dict[str, Any]:
     return runtime_of(request.app).codec.json_schema()
@@ -202,6 +211,7 @@ def install_openapi(app: FastAPI) -> None:
     "/v1/stats",
     summary="Service, ring and kernel counters as JSON",
     dependencies=[Depends(require_token)],
+    responses=_AUTH_ERRORS,
 )
 async def get_stats(request: Request) -> dict[str, Any]:
     return stats_snapshot(runtime_of(request.app))

@@ -174,14 +174,20 @@ class RingbridgeHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
 
+#: Unsent bytes above which a ping gets no pong (the peer is not reading).
+PONG_BUFFER_LIMIT = 64 * 1024
+#: First byte of a server's pong frame (FIN, opcode 0xA, unmasked).
+_PONG_HEAD = b"\x8a"
+
+
 class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with two bounds it lacks.
 
     - Pongs: uvicorn answers every ping at once into the transport's write
       buffer, so a client that pings without reading grows the server's
-      memory without limit. While the transport is over its high-water mark
-      (the peer is not reading) pings go unanswered; RFC 6455 §5.5.3 lets an
-      endpoint answer only the most recent ping.
+      memory without limit. While more than ``PONG_BUFFER_LIMIT`` bytes wait
+      in the transport (the peer is not reading) pings go unanswered; RFC
+      6455 §5.5.3 lets an endpoint answer only the most recent ping.
     - Shutdown: uvicorn closes every WebSocket at once, dropping the acks of
       batches already committed. Here an open stream is left to the app,
       which stops reading, writes those acks and closes with 1012 itself
@@ -229,12 +235,19 @@ class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
         if output and not self.transport.is_closing():
             self.transport.write(b"".join(output))
 
+    pongs_dropped = 0
+
     def handle_ping(self) -> None:
-        pong = b"".join(self.conn.data_to_send())
-        if self.writable.is_set():
-            self.transport.write(pong)
-        else:
-            self.pongs_dropped = getattr(self, "pongs_dropped", 0) + 1
+        # The protocol queued the pong behind whatever was already waiting
+        # (acks batched by send()): one serialized frame per chunk. Only
+        # pongs may be dropped, never another frame.
+        out = self.conn.data_to_send()
+        if self.transport.get_write_buffer_size() > PONG_BUFFER_LIMIT:
+            kept = [chunk for chunk in out if chunk[:1] != _PONG_HEAD]
+            self.pongs_dropped += len(out) - len(kept)
+            out = kept
+        if out:
+            self.transport.write(b"".join(out))
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent and not self.transport.is_closing():

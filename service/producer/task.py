@@ -311,8 +311,8 @@ class Producer:
             self._give_up(
                 sub,
                 RingTimeoutError(
-                    "batch not committed within its timeout (counted from admission): the "
-                    f"ring stayed full; {len(self._line)} batches in line"
+                    "batch not committed within its timeout (counted from admission); "
+                    f"{len(self._line)} batches in line"
                 ),
             )
         ack = fut.result()
@@ -406,7 +406,9 @@ class Producer:
         if b is None or sub.future.done():
             return  # given up while in line: counted where it was given up
         if loop.time() >= sub.credit.deadline:
-            self._fail(sub, RingTimeoutError("batch waited in line past its deadline"))
+            self._fail(
+                sub, RingTimeoutError("batch not committed within its timeout: it waited in line")
+            )
             return
         try:
             try:

@@ -53,7 +53,7 @@ from .batch import EncodedBatch, set_frame_id
 from .compiler import compile_type
 from .jsonkeys import check_duplicate_keys, id_member
 from .kinds.array import ArrayNode
-from .kinds.base import Node, PackError
+from .kinds.base import BASE64_PATTERN, Node, PackError
 from .kinds.chars import CharArrayNode
 from .kinds.composite import CompositeNode
 from .kinds.enum import EnumNode
@@ -247,6 +247,7 @@ class SampleCodec:
                 _DATA: {
                     "type": "string",
                     "contentEncoding": "base64",
+                    "pattern": BASE64_PATTERN,
                     "description": "the payload bytes as they are",
                 }
             },

@@ -9,6 +9,7 @@ handed over with ``sockets=``), so there is no free-port race.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -32,6 +33,27 @@ from ringbridge.settings import Settings
 
 SAMPLE = struct.Struct("<IIQ")  # struct ringbridge_sample {u32 kind; u32 flags; u64 value}
 SMALL_RING = 64 * 1024
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` until it holds (tests synchronise on state, not on sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+async def eventually(
+    cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """``wait_until`` for async tests: yields to the loop between polls."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 def sample(kind: int, value: int, flags: int = 0, extra: bytes = b"") -> bytes:

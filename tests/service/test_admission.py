@@ -12,14 +12,13 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from .conftest import Server, ServerFactory, Tally, binary_batch
+from .conftest import Server, ServerFactory, Tally, binary_batch, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -27,14 +26,6 @@ OCTET = {"content-type": "application/octet-stream"}
 FILL_PART = [(1, i) for i in range(320)]  # 7680 bytes; 8 of them leave 4 KiB of the ring
 FILLED = 8 * len(FILL_PART)
 WAITER = [(2, i) for i in range(300)]  # 7200 bytes: waits for ring space
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _post(url: str, samples: list[tuple[int, int]], timeout: float) -> httpx.Response:
@@ -188,11 +179,11 @@ def test_a_batch_whose_client_left_is_not_committed(make_server: ServerFactory) 
     assert kc.kind_count[8] == 1
 
 
-def test_slow_body_gets_408_when_its_timeout_passes(make_server: ServerFactory) -> None:
-    srv = _stalled(make_server)
+def test_slow_body_gets_408_when_the_body_timeout_passes(make_server: ServerFactory) -> None:
+    srv = _stalled(make_server, body_timeout=0.5)
     s = _raw_request(
         srv.port,
-        "POST /v1/samples?timeout=0.5 HTTP/1.1\r\nHost: x\r\n"
+        "POST /v1/samples HTTP/1.1\r\nHost: x\r\n"
         "Content-Type: application/octet-stream\r\nContent-Length: 4096\r\n\r\n",
     )
     s.sendall(b"\0" * 100)  # and then nothing

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Server, Tally, binary_batch
+from .conftest import Server, Tally, binary_batch, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -82,14 +82,15 @@ def test_waiting_batch_commits_when_space_comes_and_is_not_overtaken(
             with httpx.Client(base_url=srv.url, timeout=30) as own:
                 results[name] = _post(own, samples, 10)
 
+        p = srv.runtime.producer
         big = threading.Thread(target=send, args=("big", BIG))
         big.start()
-        time.sleep(0.3)
+        wait_until(lambda: p.statistics().ring_full_waits == 1, what="the big batch to wait")
         # 1 record fits the 4 KiB left, but it arrived after the big batch:
         # FIFO means it waits behind it.
         small = threading.Thread(target=send, args=("small", [(3, 33)]))
         small.start()
-        time.sleep(0.3)
+        wait_until(lambda: p.statistics().queued_batches == 1, what="the small batch in line")
         assert big.is_alive() and small.is_alive()
         assert srv.producer_pos() == pos, "a later batch overtook the waiting one"
         srv.drain()
@@ -113,7 +114,8 @@ def test_shutdown_answers_waiting_batches_with_503_stopping(stalled_server: Serv
 
         th = threading.Thread(target=send)
         th.start()
-        time.sleep(0.3)
+        p = srv.runtime.producer
+        wait_until(lambda: p.statistics().ring_full_waits == 1, what="the batch to wait")
         ring = srv.runtime.ring
         t0 = time.monotonic()
         srv.stop()

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch, sample
+from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch, sample, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -128,7 +128,8 @@ def test_wait_consumed_waits_for_the_kernel_and_times_out_without_it(
 
         th = threading.Thread(target=post)
         th.start()
-        time.sleep(0.5)
+        p = srv.runtime.producer
+        wait_until(lambda: p.statistics().samples_committed == 3, what="the batch committed")
         assert th.is_alive(), "wait=consumed answered although nothing consumed the ring"
         assert srv.drain() == 3
         th.join(10)
@@ -350,7 +351,9 @@ def test_health_and_readiness_follow_the_consumer(make_server: ServerFactory) ->
         # Bytes pending and the consumer not moving: ready until the stall
         # lasts ready_stall_seconds, then not ready.
         assert c.get("/readyz").status_code == 200
-        time.sleep(0.4)
+        t0 = time.monotonic()
+        wait_until(lambda: c.get("/readyz").status_code == 503, what="readyz to fail")
+        assert time.monotonic() - t0 >= 0.25, "not ready before the stall lasted"
         r = c.get("/readyz")
         assert r.status_code == 503
         checks = r.json()["checks"]

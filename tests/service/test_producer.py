@@ -19,7 +19,7 @@ from ringbridge.producer.admission import Admission, BatchLine
 from ringbridge.producer.kick import Kicker
 from ringbridge.producer.task import Ack, Producer
 
-from .conftest import SMALL_RING, sample
+from .conftest import SMALL_RING, eventually, sample
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,10 @@ async def test_stop_fails_waiting_and_queued_batches_and_commits_nothing_of_them
     pos = ring.producer_pos
     waiting = asyncio.create_task(submit(p, batch(100), 30))
     queued = asyncio.create_task(submit(p, batch(1), 30))
-    await asyncio.sleep(0.2)
+    await eventually(
+        lambda: p.statistics().ring_full_waits == 1 and p.statistics().queued_batches == 1,
+        what="one batch waiting for space, one in line",
+    )
     assert not waiting.done() and not queued.done()
     await p.stop(0.2)
     for t in (waiting, queued):
@@ -167,10 +170,11 @@ async def test_stop_lets_queued_batches_commit_within_the_grace(
     p.start()
     await submit(p, batch(2700), 5)
     waiting = asyncio.create_task(submit(p, batch(100), 30))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: p.statistics().ring_full_waits == 1, what="the batch to wait")
 
     async def consume_later() -> None:
-        await asyncio.sleep(0.2)
+        # The kernel consumes once the stop has begun: the grace lets it commit.
+        await eventually(lambda: p.statistics().stopping, what="the stop to begin")
         await asyncio.to_thread(loaded.drain)
 
     drainer = asyncio.create_task(consume_later())
@@ -189,7 +193,7 @@ async def test_a_batch_whose_submitter_gave_up_is_not_committed(
     await submit(p, batch(2700), 5)
     first = asyncio.create_task(submit(p, batch(100), 30))
     gone = asyncio.create_task(submit(p, batch(5, kind=9), 30))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: p.statistics().queued_batches == 1, what="the batch in line")
     gone.cancel()
     await asyncio.to_thread(loaded.drain)
     assert (await first).first_seq == 2700

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch
+from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch, eventually
 
 pytestmark = pytest.mark.kernel
 
@@ -110,11 +110,18 @@ async def test_window_stops_reading_and_nothing_is_lost(make_server: ServerFacto
                 await ws.send(binary_batch(samples))
 
         sender = asyncio.create_task(produce())
-        await asyncio.sleep(1.0)
+        p = srv.runtime.producer
         # The ring took 9 batches; with the consumer stalled the server read
         # at most `window` more frames: the rest wait in TCP buffers, not
         # in the server's memory.
-        stats = srv.runtime.producer.statistics()
+        await eventually(
+            lambda: (
+                p.statistics().batches_committed == 9
+                and p.statistics().queued_batches == window - 1
+            ),
+            what="the ring full and the window in line",
+        )
+        stats = p.statistics()
         committed = stats.batches_committed
         assert committed == 9
         # One batch waits for ring space in the producer, window - 1 queue.

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta
 
-from .base import Buffer, Node, PackError, ReadBuffer
+from .base import BASE64_PATTERN, Buffer, Node, PackError, ReadBuffer
 
 __all__ = ["ArrayNode"]
 
@@ -39,7 +39,12 @@ class ArrayNode(Node):
         items = {"type": "array", "items": self.elem.json_schema(), "maxItems": self.count}
         if not self._bytes:
             return {"title": self.ctype, **items}
-        b64 = {"type": "string", "contentEncoding": "base64", "description": "raw bytes"}
+        b64 = {
+            "type": "string",
+            "contentEncoding": "base64",
+            "pattern": BASE64_PATTERN,
+            "description": "raw bytes",
+        }
         return {"title": self.ctype, "oneOf": [items, b64]}
 
     def pack(self, buf: Buffer, off: int, value: Any) -> None:

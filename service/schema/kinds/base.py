@@ -13,6 +13,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+#: Base64 as the decoders take it (padded, standard alphabet): in the JSON
+#: Schema as a pattern, since generators and validators ignore
+#: ``contentEncoding``; without it the schema would allow any string.
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
 __all__ = ["Buffer", "Node", "PackError", "ReadBuffer", "Scalar"]
 
 Buffer = bytearray

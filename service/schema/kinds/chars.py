@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from .base import Buffer, Node, PackError, ReadBuffer
+from .base import BASE64_PATTERN, Buffer, Node, PackError, ReadBuffer
 
 __all__ = ["CharArrayNode"]
 
@@ -47,7 +47,13 @@ class CharArrayNode(Node):
                     "type": "object",
                     "required": ["base64"],
                     "additionalProperties": False,
-                    "properties": {"base64": {"type": "string", "contentEncoding": "base64"}},
+                    "properties": {
+                        "base64": {
+                            "type": "string",
+                            "contentEncoding": "base64",
+                            "pattern": BASE64_PATTERN,
+                        }
+                    },
                 },
             ],
         }
