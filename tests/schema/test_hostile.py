@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ringbridge.core import ring as core
 from ringbridge.errors import SampleError
 from ringbridge.schema import SampleCodec
 
@@ -97,3 +98,51 @@ def test_schema_is_a_valid_draft_2020_12_schema(every: SampleCodec) -> None:
     jsonschema.Draft202012Validator.check_schema(every.json_schema())
     raw = {"data": "AAEC"}
     jsonschema.Draft202012Validator(every.json_schema()).validate(raw)
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def _mangled(draw: st.DrawFn, codec: SampleCodec) -> dict[str, Any]:
+    """A valid sample with some members replaced by arbitrary JSON."""
+    sample: dict[str, Any] = draw(values(codec.node))
+    names = [s.name for s in codec.node.slots] + ["data", "zz"]
+    for name in draw(st.lists(st.sampled_from(names), max_size=3)):
+        sample[name] = draw(_json)
+    return sample
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_arbitrary_json_is_packed_or_refused_with_a_path(
+    every: SampleCodec, op_sample: SampleCodec, data: st.DataObject
+) -> None:
+    for codec in (every, op_sample):
+        good = data.draw(values(codec.node))
+        bad = data.draw(_mangled(codec))
+        body = json.dumps({"samples": [good, bad]}).encode()
+        try:
+            out = codec.decode_json_batch(body, ring_size=RING, max_sample_bytes=4096)
+        except SampleError as err:
+            assert err.index in (1, -1), str(err)
+            if err.index == 1:
+                assert err.path is not None and err.path.startswith("samples[1]"), str(err)
+        else:
+            assert out.count == 2
+            if "data" not in bad:
+                # Accepted: the second record is what the sample alone packs to.
+                one = core.encode_batch([codec.encode_sample(**bad)])
+                assert bytes(out.records).endswith(one)
