@@ -112,8 +112,9 @@ bench: setup
 	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Every wheel the image needs, resolved and fetched by the host's pip (its index,
-# proxy and certificates), plus the build backend for ringbridge itself; the
+# Every wheel the image needs, at the versions of constraints/lock.txt (the ones
+# the suite runs with), fetched by the host's pip (its index, proxy and
+# certificates), plus the build backend for ringbridge itself; the
 # image builds ringbridge from source. The wheels are for the host's Python,
 # which must be the image's minor version (IMAGE_PYTHON: 3.11 on bookworm).
 IMAGE_PYTHON ?= 3.11
@@ -124,7 +125,8 @@ wheelhouse: venv
 	@echo "image: filling $(WHEELHOUSE) with the host's pip"
 	@rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
 	@# pip's chatter is shown only when it fails.
-	@out=$$($(BIN)/python -m pip wheel -q --disable-pip-version-check -w $(WHEELHOUSE) . 2>&1) \
+	@out=$$($(BIN)/python -m pip wheel -q --disable-pip-version-check -c $(LOCK) \
+	  -w $(WHEELHOUSE) . 2>&1) \
 	  || { echo "$$out" >&2; exit 1; }
 	@out=$$($(BIN)/python -m pip download -q --disable-pip-version-check -d $(WHEELHOUSE) \
 	  'setuptools>=77' wheel 2>&1) || { echo "$$out" >&2; exit 1; }
