@@ -10,6 +10,7 @@ handed over with ``sockets=``), so there is no free-port race.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import threading
@@ -54,6 +55,23 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+def child_server_pid(pin_dir: Path) -> int:
+    """The pid of this process's child `ringbridge serve` on ``pin_dir``."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me and " serve " in cmd and str(pin_dir) in cmd:
+            return int(entry.name)
+    raise AssertionError("server process not found")
 
 
 def sample(kind: int, value: int, flags: int = 0, extra: bytes = b"") -> bytes:

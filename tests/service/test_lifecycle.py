@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +26,17 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from ringbridge.api.server import RingbridgeWSProtocol
+from ringbridge.kernel.bpfobj import open_pinned_drain
+from tests.support.launch import served
 
-from .conftest import SMALL_RING, ServerFactory, Tally, binary_batch, wait_until
+from .conftest import (
+    SMALL_RING,
+    ServerFactory,
+    Tally,
+    binary_batch,
+    child_server_pid,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -185,3 +197,55 @@ def test_pings_from_a_client_that_never_reads_do_not_grow_memory(
     # The server itself is fine.
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.post("/v1/samples", json={"samples": [{"kind": 1}]}).status_code == 200
+
+
+async def test_sigterm_to_a_serving_process_acks_every_committed_batch(
+    bpf_object_path: Path, pin_dir: Path, tmp_path: Path
+) -> None:
+    """The same as above through a real signal to a real `ringbridge serve`."""
+    args = [
+        f"--pin-dir={pin_dir}",
+        f"--bpf-object={bpf_object_path}",
+        "--ring-size=64K",
+        "--drain=external",
+        "--ws-window=16",
+        "--submit-timeout=30",
+        "--shutdown-grace=2",
+        "--no-access-log",
+    ]
+    sent: dict[int, list[tuple[int, int]]] = {}
+    acks: list[dict[str, Any]] = []
+    close_code: int | None = None
+    with served(args, tmp_path / "first.log") as addr:
+        pid = child_server_pid(pin_dir)
+        async with connect(f"ws://{addr}/v1/stream", max_queue=None) as ws:
+            for n in range(40):
+                sent[n] = [(n % 5, n * 1000 + i) for i in range(300)]
+                await ws.send(binary_batch(sent[n]))
+            for _ in range(9):  # the ring holds 9 of these batches
+                acks.append(json.loads(await asyncio.wait_for(ws.recv(), 15)))
+            os.kill(pid, signal.SIGTERM)
+            # The kernel consumes while the server stops: batches that were
+            # waiting commit during the grace, and must be acked too.
+            await asyncio.to_thread(open_pinned_drain, pin_dir)
+            try:
+                while True:
+                    acks.append(json.loads(await asyncio.wait_for(ws.recv(), 15)))
+            except ConnectionClosed as exc:
+                close_code = exc.rcvd.code if exc.rcvd is not None else None
+    assert close_code == 1012
+    assert [a["id"] for a in acks] == list(range(len(acks)))
+    ok = [a for a in acks if "error" not in a]
+    assert all(a["error"]["code"] == "stopping" for a in acks if "error" in a)
+    t = Tally()
+    for a in ok:
+        t.add_all(sent[a["id"]])
+    # Restarted on the same pins: what the kernel counted, once everything
+    # committed is consumed, is exactly what was acked.
+    with served(args, tmp_path / "second.log") as addr:
+        await asyncio.to_thread(open_pinned_drain, pin_dir)
+        async with httpx.AsyncClient(base_url=f"http://{addr}", timeout=30) as c:
+            kernel = (await c.get("/v1/stats")).json()["kernel"]
+    assert kernel["samples"] == t.total
+    kinds = {int(k): (v["samples"], v["value"]) for k, v in kernel["kinds"].items()}
+    assert kinds == {k: (t.count[k], t.value[k]) for k in t.count}

@@ -35,7 +35,7 @@ from websockets.asyncio.client import connect
 
 from tests.support.launch import served
 
-from .conftest import binary_batch
+from .conftest import binary_batch, child_server_pid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
@@ -145,22 +145,6 @@ async def _ws_client(ws_url: str, cid: int, end: float, t: Totals) -> None:
             return
 
 
-def _server_pid(pin_dir: Path) -> int:
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == me and " serve " in cmd and str(pin_dir) in cmd:
-            return int(entry.name)
-    raise AssertionError("server process not found")
-
-
 def _rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -187,7 +171,7 @@ async def test_220_mixed_clients_under_backpressure_lose_and_invent_nothing(
     with served(args, tmp_path / "server.log") as addr:
         url = f"http://{addr}"
         assert addr.startswith("127.0.0.1:")
-        pid = _server_pid(pin_dir)
+        pid = child_server_pid(pin_dir)
         rss0 = _rss(pid)
         peak = rss0
         end = time.monotonic() + DURATION
