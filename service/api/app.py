@@ -101,8 +101,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 # Pins this start created go again if the start fails: a
                 # failed start leaves the pin dir as it found it.
                 def forget_new_pins() -> None:
-                    if not started:
+                    if started:
+                        return
+                    try:
                         unpin(settings.pin_dir)
+                    except (RingbridgeError, OSError) as exc:
+                        # After a privilege drop the pins may no longer be ours to
+                        # remove; say so, and let the start's own error be the one
+                        # reported (raising here would replace it).
+                        log.warning(
+                            "failed start left its new pins behind",
+                            extra={
+                                "pin_dir": str(settings.pin_dir),
+                                "reason": str(exc),
+                                "fix": f"ringbridge unpin --pin-dir {settings.pin_dir}",
+                            },
+                        )
 
                 stack.callback(forget_new_pins)
             stack.callback(loaded.close)

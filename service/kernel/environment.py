@@ -14,9 +14,13 @@ from pathlib import Path
 
 from ..errors import KernelError, RingbridgeError
 
-#: Capabilities loading and pinning needs, by bit number (linux/capability.h).
-#: CAP_SYS_ADMIN is for bpffs pinning and, before Linux 5.8, for bpf() itself.
-NEEDED_CAPS = {"CAP_BPF": 39, "CAP_PERFMON": 38, "CAP_SYS_ADMIN": 21}
+#: Capabilities loading needs, by bit number (linux/capability.h): CAP_BPF for
+#: bpf() and CAP_PERFMON for what the programs read (pointer arithmetic,
+#: bpf_timer). The kernel accepts CAP_SYS_ADMIN in place of both
+#: (bpf_capable(), perfmon_capable()): the one choice on engines that do not
+#: know CAP_BPF (Docker 20.10). Pinning needs no capability, only bpffs access.
+NEEDED_CAPS = {"CAP_BPF": 39, "CAP_PERFMON": 38}
+CAP_SYS_ADMIN = 21
 
 
 def in_container(root: Path = Path("/")) -> bool:
@@ -38,6 +42,8 @@ def missing_capabilities(status: Path = Path("/proc/self/status")) -> list[str]:
         for line in status.read_text().splitlines():
             if line.startswith("CapEff:"):
                 eff = int(line.split(":", 1)[1].strip(), 16)
+                if eff >> CAP_SYS_ADMIN & 1:
+                    return []
                 return [name for name, bit in NEEDED_CAPS.items() if not eff >> bit & 1]
     except (OSError, ValueError):
         pass
@@ -60,13 +66,16 @@ def capabilities_hint(missing: list[str], container: bool | None = None) -> str:
     names = ", ".join(missing) if missing else ", ".join(NEEDED_CAPS)
     what = f"missing capabilities: {names}" if missing else f"it needs {names}"
     if container if container is not None else in_container():
-        flags = " ".join(f"--cap-add {n.removeprefix('CAP_')}" for n in missing or NEEDED_CAPS)
+        flags = " ".join(f"--cap-add {n.removeprefix('CAP_')}" for n in NEEDED_CAPS)
         how = (
-            f"run the container with `{flags} --security-opt seccomp=unconfined` (or --privileged)"
+            f"run the container with `{flags} --security-opt seccomp=unconfined`; "
+            "an engine that refuses those (Docker 20.10: unknown capability) needs "
+            "`--cap-add SYS_ADMIN` instead; or --privileged"
         )
     else:
         how = (
-            "run as root, or grant them (`setcap` on the interpreter, systemd AmbientCapabilities=)"
+            "run as root, or grant them (`setcap` on the interpreter, systemd "
+            "AmbientCapabilities=); CAP_SYS_ADMIN also stands in for both"
         )
     return f"{what} to load and pin BPF objects; {how}"
 

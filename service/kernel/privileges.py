@@ -1,6 +1,6 @@
 """Give up privilege once the kernel objects are open: capabilities, then root.
 
-Loading and pinning a BPF object needs CAP_BPF (and CAP_SYS_ADMIN for bpffs);
+Loading and pinning a BPF object needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN);
 using it afterwards does not: since Linux 5.19 the fds are the capability --
 map lookups, BPF_PROG_TEST_RUN of the drain and timer programs, and the ring's
 mmap all work for a process holding them, even with
