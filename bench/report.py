@@ -184,7 +184,11 @@ def throughput_table(rows: dict[str, Row]) -> str:
         lat = ""
         if row.p50_us is not None and row.p99_us is not None:
             lat = f"{row.p50_us.median / 1e3:.2f} / {row.p99_us.median / 1e3:.2f}"
-        rate = f"{row.rate.fmt(1e6)} M" if row.rate.median >= 1e5 else f"{row.rate.fmt(1e3, 1)} k"
+        rate = (
+            row.rate.fmt(1e6, unit=" M")
+            if row.rate.median >= 1e5
+            else row.rate.fmt(1e3, 1, unit=" k")
+        )
         lines.append(
             f"| {row.case['label']} | {rate} | {_cell(row.vs_c)} | "
             f"{_cell(row.req_rate, digits=0)} | {_cell(row.server_cpu, digits=0)} | "

@@ -16,11 +16,12 @@ import errno
 import logging
 import math
 import socket
+from collections import deque
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn._types import ASGISendEvent
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -181,7 +182,8 @@ _PONG_HEAD = b"\x8a"
 
 
 class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with two bounds it lacks.
+    """uvicorn's sans-I/O WebSocket protocol with two bounds it lacks, read
+    ahead within one frame buffer, and acks written once per loop pass.
 
     - Pongs: uvicorn answers every ping at once into the transport's write
       buffer, so a client that pings without reading grows the server's
@@ -196,6 +198,43 @@ class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
     """
 
     _flush_scheduled = False
+    _queued: deque[int] | None = None
+    _queued_bytes = 0
+
+    def send_receive_event_to_app(self) -> None:
+        """Keep reading while the frames waiting for the app fit one frame buffer.
+
+        uvicorn stops reading the socket after every message until the app
+        has taken it: one frame per read pause/resume round, which capped a
+        pipelining client at a fraction of what the app processes. Here the
+        socket stays read until the messages queued for the app reach
+        ``ws_max_size`` bytes -- the one frame buffer admission charged
+        this connection for -- so memory stays bounded as before.
+        """
+        if self._queued is None:
+            self._queued = deque()
+        size = sum(len(f) for f in self.frames)
+        was_paused = self.read_paused
+        before = self.queue.qsize()
+        super().send_receive_event_to_app()
+        if self.queue.qsize() == before:
+            return  # discarded (past close) or refused (bad UTF-8)
+        self._queued.append(size)
+        self._queued_bytes += size
+        if (
+            not was_paused
+            and self.read_paused
+            and self._queued_bytes < self.config.ws_max_size
+            and not self.transport.is_closing()
+        ):
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        message = await super().receive()
+        if message["type"] == "websocket.receive" and self._queued:
+            self._queued_bytes -= self._queued.popleft()
+        return message
 
     async def send(self, message: ASGISendEvent) -> None:
         """Data frames go out once per event-loop pass, not one write each.
