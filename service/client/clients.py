@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
+from ..closing import Closing
 from ..errors import ClientError, OutcomeUnknownError, RejectedError, ServerUnreachableError
 from .acks import Ack, ack_from, error_from_body
 from .samples import SampleLike, Wait, encode
@@ -96,23 +97,12 @@ class _Base:
         return isinstance(exc, RejectedError) and exc.retryable
 
 
-class Client(_Base):
+class Client(_Base, Closing):
     """Blocking client. ``with Client(url) as c: c.send([{"kind": 1, "value": 2}])``."""
 
     def __init__(self, url: str | None = None, **kw: Any) -> None:
         super().__init__(url, **kw)
         self._http = httpx.Client(headers=_headers(self.token), timeout=self.timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._http.close()

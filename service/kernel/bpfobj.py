@@ -25,8 +25,7 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from ringbridge.artifacts import build_artifact
 from ringbridge.core import ring as core
@@ -35,6 +34,8 @@ from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.environment import bpffs_hint
 from ringbridge.kernel.libc import libc
 from ringbridge.kernel.pinmeta import META_PIN, PinMeta, object_digest, remove_pin_set
+
+from ..closing import Closing
 
 __all__ = [
     "BPF_FS_MAGIC",
@@ -164,7 +165,7 @@ class KernelCounters:
         )
 
 
-class LoadedRingbridge:
+class LoadedRingbridge(Closing):
     """Open fds to a loaded (and pinned) default program set.
 
     Owns its fds; :meth:`close` releases them but leaves the pins, so the
@@ -307,17 +308,6 @@ class LoadedRingbridge:
             self._ctl_map = None
         for fd in (self._ring, self._counters, self._ctl, self._drain, self._arm, self._disarm):
             fd.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LoadedRingbridge({str(self.pins.dir)!r}, ring_size={self.ring_size})"

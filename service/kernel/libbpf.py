@@ -26,9 +26,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import ClassVar, Final, Self
+from typing import ClassVar, Final
 
+from ringbridge.closing import Closing
 from ringbridge.errors import BpfObjectError, KernelError
 from ringbridge.kernel.libc import libc as shared_libc
 
@@ -411,7 +411,7 @@ def _check_ptr(ptr: int | None, op: str, target: str, *, obj: bool = False) -> i
 # --------------------------------------------------------------------------
 
 
-class Fd:
+class Fd(Closing):
     """An owned file descriptor: closes once, usable as a context manager.
 
     There is deliberately no ``__del__``: a collected temporary would close a
@@ -452,17 +452,6 @@ class Fd:
 
     def dup(self) -> Fd:
         return Fd(os.dup(self.fd), self._what)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else str(self._fd)
@@ -838,7 +827,7 @@ class Btf:
         return tuple(out)
 
 
-class KernelBtf(Btf):
+class KernelBtf(Btf, Closing):
     """BTF loaded from the kernel by id (a loaded map's ``btf_id``); owns its memory."""
 
     def __init__(self, ptr: int, btf_id: int) -> None:
@@ -864,17 +853,6 @@ class KernelBtf(Btf):
         if not self._closed:
             self._closed = True
             _lib().btf__free(self._ptr)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------
@@ -1061,7 +1039,7 @@ class BpfLink:
         return f"BpfLink({self.program!r}, {'attached' if self.active else 'destroyed'})"
 
 
-class BpfObject:
+class BpfObject(Closing):
     """An opened (and maybe loaded) BPF ELF object.
 
     Closing frees every map and program libbpf holds for it; their fds close
@@ -1148,17 +1126,6 @@ class BpfObject:
         ptr, self._ptr = self._ptr, None
         if ptr is not None:
             _lib().bpf_object__close(ptr)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("loaded" if self._loaded else "open")

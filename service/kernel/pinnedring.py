@@ -18,16 +18,16 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from ringbridge.errors import ConfigError, KernelError, PinError, ProducerLockedError
 from ringbridge.kernel import libbpf as lb
 
+from ..closing import Closing
+
 __all__ = ["PinnedRing", "open_ring_pin"]
 
 
-class PinnedRing:
+class PinnedRing(Closing):
     """An open user ring pinned by someone else, locked for our producer."""
 
     reused = True
@@ -72,17 +72,6 @@ class PinnedRing:
             os.close(self._lock)
             self._lock = -1
         self._fd.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PinnedRing({str(self.path)!r}, {self.ring_size} bytes)"

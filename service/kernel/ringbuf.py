@@ -30,6 +30,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..closing import Closing
 from ..core import ring as core
 from ..errors import (
     InvalidBatchError,
@@ -112,7 +113,7 @@ class WaitingFlag:
         self._map.close()
 
 
-class UserRingBuffer:
+class UserRingBuffer(Closing):
     """Single producer over one ``BPF_MAP_TYPE_USER_RINGBUF``; idempotent close."""
 
     def __init__(
@@ -407,9 +408,3 @@ class UserRingBuffer:
         self._outstanding.clear()
         self._data.release()
         self._release()
-
-    def __enter__(self) -> UserRingBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

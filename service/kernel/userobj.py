@@ -24,8 +24,6 @@ import errno
 import logging
 import os
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from ringbridge.errors import ConfigError, KernelError, PinError
 from ringbridge.kernel import libbpf as lb
@@ -37,12 +35,14 @@ from ringbridge.kernel.pinmeta import (
     unpin_hint,
 )
 
+from ..closing import Closing
+
 __all__ = ["LoadedObject", "load_object"]
 
 log = logging.getLogger("ringbridge.kernel")
 
 
-class LoadedObject:
+class LoadedObject(Closing):
     """A loaded user object: its ring, its maps (pinned), its attached programs.
 
     The libbpf object stays open while serving: it owns the program fds the
@@ -120,17 +120,6 @@ class LoadedObject:
         self.meta.close()
         self._ring.close()
         self.obj.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LoadedObject({str(self.plan.path)!r}, pins={str(self.pin_dir)!r})"
