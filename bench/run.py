@@ -1,6 +1,6 @@
 """ringbridge's benchmark: every way into the ring, against the C producer, in one run.
 
-    make bench                                   # 3 interleaved rounds, ~5 min
+    make bench                                   # 3 interleaved rounds, ~4 min
     .venv/bin/python -m bench.run --quick        # a smoke run (CI), ~1 min
     .venv/bin/python -m bench.run --update-readme   # also rewrite README's table
 
