@@ -8,17 +8,14 @@ the process, the native drain worker included) and peak RSS from
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import launch
+
 _TICK = os.sysconf("SC_CLK_TCK")
-_RUNNING = re.compile(r"running on http://([\d.]+:\d+)")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -69,32 +66,11 @@ def spawned(
     env: Mapping[str, str] | None = None,
     start_timeout: float = 60.0,
 ) -> Iterator[Server]:
-    """Runs ``cmd`` (a uvicorn-based server on port 0) until the block ends (SIGTERM).
-
-    The address is read from uvicorn's "running on" line in the log file
-    (a file, not a pipe: nothing reads it while the server runs).
-    """
+    """Runs ``cmd`` (a uvicorn-based server on port 0) until the block ends (SIGTERM)."""
     child_env = dict(os.environ)
     child_env.pop("RINGBRIDGE_TOKEN", None)
     child_env.update(env or {})
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            list(cmd), stdout=subprocess.DEVNULL, stderr=log, cwd=cwd, env=child_env
-        )
-    try:
-        addr = None
-        deadline = time.monotonic() + start_timeout
-        while addr is None and time.monotonic() < deadline and proc.poll() is None:
-            m = _RUNNING.search(log_path.read_text())
-            addr = m.group(1) if m else None
-            time.sleep(0.05)
-        if addr is None:
-            raise RuntimeError(f"{name} server did not start:\n{log_path.read_text()}")
-        yield Server(name, addr, proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with launch.spawned(
+        cmd, log_path, cwd=cwd, env=child_env, start_timeout=start_timeout, stop_timeout=30
+    ) as (addr, pid):
+        yield Server(name, addr, pid)

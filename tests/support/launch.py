@@ -29,6 +29,45 @@ _RUNNING = re.compile(r"running on http://([\d.]+:\d+)")
 
 
 @contextmanager
+def spawned(
+    cmd: Sequence[str],
+    log_path: Path,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    start_timeout: float,
+    stop_timeout: float = 20.0,
+) -> Iterator[tuple[str, int]]:
+    """Runs ``cmd`` (a uvicorn server on port 0); yields ``(host:port, pid)``, SIGTERM on exit.
+
+    The address is read from uvicorn's "running on" line in the log file (a
+    file, not a pipe: an unread pipe would fill up with access lines and
+    block the server).
+    """
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            list(cmd), stdout=subprocess.DEVNULL, stderr=log, cwd=cwd, env=dict(env)
+        )
+    try:
+        addr = None
+        deadline = time.monotonic() + start_timeout
+        while addr is None and time.monotonic() < deadline and proc.poll() is None:
+            m = _RUNNING.search(log_path.read_text())
+            addr = m.group(1) if m else None
+            time.sleep(0.05)
+        if addr is None:
+            raise ServiceError(f"{cmd[0]} did not start:\n{log_path.read_text()}")
+        yield addr, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
 def served(
     args: Sequence[str],
     log_path: Path,
@@ -47,34 +86,17 @@ def served(
 
     The child's environment is ``base_env`` (default: this process's) minus
     ``RINGBRIDGE_TOKEN`` (auth only when asked for, by flag or ``env``), plus
-    ``env``. The log goes to a file, not a pipe:
-    an unread pipe would fill up with access lines and block the server.
+    ``env``.
     """
     inherited = os.environ if base_env is None else base_env
     child_env = {k: v for k, v in inherited.items() if k != "RINGBRIDGE_TOKEN"}
     child_env.update(env or {})
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [*command, "serve", "--port=0", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            cwd=cwd,
-            env=child_env,
-        )
-    try:
-        addr = None
-        deadline = time.monotonic() + start_timeout
-        while addr is None and time.monotonic() < deadline and proc.poll() is None:
-            m = _RUNNING.search(log_path.read_text())
-            addr = m.group(1) if m else None
-            time.sleep(0.05)
-        if addr is None:
-            raise ServiceError(f"ringbridge serve did not start:\n{log_path.read_text()}")
+    with spawned(
+        [*command, "serve", "--port=0", *args],
+        log_path,
+        cwd=cwd,
+        env=child_env,
+        start_timeout=start_timeout,
+        stop_timeout=stop_timeout,
+    ) as (addr, _pid):
         yield addr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=stop_timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
