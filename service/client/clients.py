@@ -28,7 +28,7 @@ import httpx
 from ..closing import Closing
 from ..errors import ClientError, OutcomeUnknownError, RejectedError, ServerUnreachableError
 from .acks import Ack, ack_from, error_from_body
-from .samples import SampleLike, Wait, encode
+from .samples import Body, SampleLike, Wait, encode
 from .urls import TOKEN_ENV, ServerURL, default_url, unreachable_hint
 
 if TYPE_CHECKING:
@@ -65,11 +65,29 @@ class _Base:
         self.backoff = backoff
         self.max_retry_wait = max_retry_wait
 
+    def _may_retry(self, attempt: int, exc: ClientError) -> bool:
+        return attempt < self.retries and self._safe_to_retry(exc)
+
     def _delay(self, attempt: int, exc: ClientError) -> float:
         if isinstance(exc, RejectedError) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_retry_wait)
         delay: float = self.backoff * 2**attempt
         return min(delay, self.max_retry_wait)
+
+    def _post_args(self, body: Body, wait: Wait, timeout: float | None) -> dict[str, Any]:
+        return {
+            "url": self.url.http("/v1/samples"),
+            "content": body.payload,
+            "headers": {"Content-Type": body.content_type},
+            "params": self._params(wait, timeout),
+            "timeout": self._read_timeout(timeout),
+        }
+
+    def _lost(self, exc: httpx.TransportError) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"POST {self.url.http('/v1/samples')}: {type(exc).__name__}: {exc} after "
+            "the batch was sent; it may have been committed, so it is not sent again"
+        )
 
     def _unreachable(self, exc: Exception) -> ServerUnreachableError:
         reason = str(exc) or type(exc).__name__
@@ -123,26 +141,17 @@ class Client(_Base, Closing):
         attempt = 0
         while True:
             try:
-                r = self._http.post(
-                    self.url.http("/v1/samples"),
-                    content=body.payload,
-                    headers={"Content-Type": body.content_type},
-                    params=self._params(wait, timeout),
-                    timeout=self._read_timeout(timeout),
-                )
+                r = self._http.post(**self._post_args(body, wait, timeout))
             except _NOT_SENT as exc:
                 err: ClientError = self._unreachable(exc)
             except httpx.TransportError as exc:
-                raise OutcomeUnknownError(
-                    f"POST {self.url.http('/v1/samples')}: {type(exc).__name__}: {exc} after "
-                    "the batch was sent; it may have been committed, so it is not sent again"
-                ) from exc
+                raise self._lost(exc) from exc
             else:
                 try:
                     return self._answer(r)
                 except RejectedError as exc:
                     err = exc
-            if attempt >= self.retries or not self._safe_to_retry(err):
+            if not self._may_retry(attempt, err):
                 raise err
             time.sleep(self._delay(attempt, err))
             attempt += 1
@@ -199,26 +208,17 @@ class AsyncClient(_Base):
         attempt = 0
         while True:
             try:
-                r = await self._http.post(
-                    self.url.http("/v1/samples"),
-                    content=body.payload,
-                    headers={"Content-Type": body.content_type},
-                    params=self._params(wait, timeout),
-                    timeout=self._read_timeout(timeout),
-                )
+                r = await self._http.post(**self._post_args(body, wait, timeout))
             except _NOT_SENT as exc:
                 err: ClientError = self._unreachable(exc)
             except httpx.TransportError as exc:
-                raise OutcomeUnknownError(
-                    f"POST {self.url.http('/v1/samples')}: {type(exc).__name__}: {exc} after "
-                    "the batch was sent; it may have been committed, so it is not sent again"
-                ) from exc
+                raise self._lost(exc) from exc
             else:
                 try:
                     return self._answer(r)
                 except RejectedError as exc:
                     err = exc
-            if attempt >= self.retries or not self._safe_to_retry(err):
+            if not self._may_retry(attempt, err):
                 raise err
             await asyncio.sleep(self._delay(attempt, err))
             attempt += 1

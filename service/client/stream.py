@@ -110,6 +110,23 @@ def _ack_for(number: int, raw: Frame) -> Ack:
     return result
 
 
+def _settle(
+    fut: asyncio.Future[Ack] | concurrent.futures.Future[Ack], number: int, raw: Frame
+) -> None:
+    """Resolves batch ``number``'s future with its ack, or its rejection as the exception.
+
+    An ack out of order (ClientError) propagates: the stream cannot go on.
+    """
+    try:
+        ack = _ack_for(number, raw)
+    except RejectedError as exc:
+        if not fut.done():  # cancelled when its send failed
+            fut.set_exception(exc)
+    else:
+        if not fut.done():
+            fut.set_result(ack)
+
+
 class AsyncStream:
     """``async with client.stream(window=16) as s: fut = await s.send([...])``."""
 
@@ -159,7 +176,7 @@ class AsyncStream:
                 err = _handshake_error(self.client, exc)
                 if err is None:
                     raise
-                if attempt >= self.client.retries or not self.client._safe_to_retry(err):
+                if not self.client._may_retry(attempt, err):
                     raise err from exc
                 await asyncio.sleep(self.client._delay(attempt, err))
                 attempt += 1
@@ -219,14 +236,7 @@ class AsyncStream:
                 if not self._inflight:
                     raise ClientError(f"an ack for no batch: {raw!r:.200}")
                 number, fut = self._inflight.popleft()
-                try:
-                    ack = _ack_for(number, raw)
-                except RejectedError as exc:
-                    if not fut.done():  # cancelled when its send failed
-                        fut.set_exception(exc)
-                else:
-                    if not fut.done():
-                        fut.set_result(ack)
+                _settle(fut, number, raw)
                 self._slots.release()
         except (ConnectionClosed, ClientError, OSError) as exc:
             self._closed = exc
@@ -293,7 +303,7 @@ class Stream:
                 err = _handshake_error(self.client, exc)
                 if err is None:
                     raise
-                if attempt >= self.client.retries or not self.client._safe_to_retry(err):
+                if not self.client._may_retry(attempt, err):
                     raise err from exc
                 time.sleep(self.client._delay(attempt, err))
                 attempt += 1
@@ -361,14 +371,7 @@ class Stream:
                     if not self._inflight:
                         raise ClientError(f"an ack for no batch: {raw!r:.200}")
                     number, fut = self._inflight.popleft()
-                try:
-                    ack = _ack_for(number, raw)
-                except RejectedError as exc:
-                    if not fut.done():  # cancelled when its send failed
-                        fut.set_exception(exc)
-                else:
-                    if not fut.done():
-                        fut.set_result(ack)
+                _settle(fut, number, raw)
                 self._slots.release()
         except (ConnectionClosed, ClientError, OSError) as exc:
             with self._lock:
