@@ -24,8 +24,16 @@ BUILD = REPO / "build"
 BPFFS = Path("/sys/fs/bpf")
 
 
+#: Marker -> the variable under which a test with it must not skip (set by .ci/run).
+REQUIRED_BY_ENV = {"kernel": "RINGBRIDGE_REQUIRE_KERNEL", "container": "RINGBRIDGE_REQUIRE_DOCKER"}
+
+
+def required(env_var: str) -> bool:
+    return os.environ.get(env_var, "") not in ("", "0")
+
+
 def require_kernel() -> bool:
-    return os.environ.get("RINGBRIDGE_REQUIRE_KERNEL", "") not in ("", "0")
+    return required(REQUIRED_BY_ENV["kernel"])
 
 
 def _kernel_unavailable_reason() -> str | None:
@@ -64,13 +72,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Under RINGBRIDGE_REQUIRE_KERNEL=1 any skip of a kernel test is a failure."""
+    """A skip of a test whose marker is in REQUIRED_BY_ENV fails while that variable is set."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and require_kernel() and item.get_closest_marker("kernel") is not None:
-        report.outcome = "failed"
-        reason = report.longrepr
-        report.longrepr = f"kernel test skipped under RINGBRIDGE_REQUIRE_KERNEL=1: {reason}"
+    if not report.skipped:
+        return
+    for marker, env_var in REQUIRED_BY_ENV.items():
+        if required(env_var) and item.get_closest_marker(marker) is not None:
+            report.outcome = "failed"
+            reason = report.longrepr
+            report.longrepr = f"{marker} test skipped under {env_var}=1: {reason}"
+            return
 
 
 @pytest.fixture(scope="session")

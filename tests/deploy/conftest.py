@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import REQUIRED_BY_ENV, required
+
 
 def require_docker() -> bool:
-    return os.environ.get("RINGBRIDGE_REQUIRE_DOCKER", "") not in ("", "0")
+    # A container test that skips under it fails (the hook in tests/conftest.py).
+    return required(REQUIRED_BY_ENV["container"])
 
 
 def _docker_unavailable_reason() -> str | None:
@@ -53,12 +55,3 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(reason)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Under RINGBRIDGE_REQUIRE_DOCKER=1 any skip of a container test is a failure."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and require_docker() and item.get_closest_marker("container") is not None:
-        report.outcome = "failed"
-        reason = report.longrepr
-        report.longrepr = f"container test skipped under RINGBRIDGE_REQUIRE_DOCKER=1: {reason}"
