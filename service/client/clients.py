@@ -105,6 +105,13 @@ class _Base:
             return ack_from(r.json())
         raise error_from_body(r.status_code, r.content, r.headers.get("retry-after"))
 
+    @staticmethod
+    def _stats(r: httpx.Response) -> dict[str, Any]:
+        if r.status_code != 200:
+            raise error_from_body(r.status_code, r.content, r.headers.get("retry-after"))
+        stats: dict[str, Any] = r.json()
+        return stats
+
     def _read_timeout(self, timeout: float | None) -> httpx.Timeout:
         return httpx.Timeout(self.timeout + (timeout or 0.0), connect=min(self.timeout, 10.0))
 
@@ -163,10 +170,7 @@ class Client(_Base, Closing):
             r = self._http.get(url)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
-        if r.status_code != 200:
-            raise error_from_body(r.status_code, r.content, r.headers.get("retry-after"))
-        stats: dict[str, Any] = r.json()
-        return stats
+        return self._stats(r)
 
     def stream(self, *, window: int = 16, wait: Wait = "committed") -> Stream:
         """An open :class:`~ringbridge.client.stream.Stream` over ``WS /v1/stream``."""
@@ -229,10 +233,7 @@ class AsyncClient(_Base):
             r = await self._http.get(url)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
-        if r.status_code != 200:
-            raise error_from_body(r.status_code, r.content, r.headers.get("retry-after"))
-        stats: dict[str, Any] = r.json()
-        return stats
+        return self._stats(r)
 
     def stream(self, *, window: int = 16, wait: Wait = "committed") -> AsyncStream:
         """``async with client.stream() as s:`` an :class:`AsyncStream` over ``WS /v1/stream``."""
