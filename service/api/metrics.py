@@ -6,7 +6,9 @@ live elsewhere -- the producer's, the ring's, and the BPF program's per-CPU
 counters -- are read at scrape time by a custom collector rather than
 mirrored into prometheus-client objects, so a scrape always shows the kernel's
 current numbers (summed over CPUs by ``LoadedRingbridge.read_counters``).
-Only the commit latency histogram is a live prometheus-client object.
+Only the commit latency histogram is a live prometheus-client object; the
+series of :mod:`ringbridge.api.opsmetrics` (health gauges, batch histograms,
+process and build) are added to the same registry.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from prometheus_client.registry import Collector
 
 from ..kernel.bpfobj import KernelCounters, LoadedRingbridge
 from ..kernel.pinnedring import PinnedRing
+from ..producer.observe import LATENCY_BUCKETS
 from ..producer.task import Ack
+from . import opsmetrics
 from .auth import require_token_if_protected
 from .exported import exact_samples
 from .state import Runtime
@@ -38,12 +42,6 @@ from .state import Runtime
 # scrape that dashboards do not use (prometheus-client's own opt-out).
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# Commit latency spans from tens of microseconds (ring has room) to the
-# submit timeout (ring full), hence the wide, log-spaced buckets.
-LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
 
 
 def _kinds(kc: KernelCounters) -> Iterator[tuple[int, int, int]]:
@@ -116,6 +114,7 @@ class RingbridgeCollector(Collector):
             yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
             yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)
         yield from self._kernel(rt)
+        yield from opsmetrics.collect(rt)
         for export in rt.exports:
             yield from export.collect()
 
@@ -197,6 +196,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(RingbridgeCollector(runtime))
+        opsmetrics.register(self.registry)
 
     def observe_commit(self, latency: float, ack: Ack) -> None:
         self.commit_latency.observe(latency)

@@ -20,6 +20,7 @@ from ..kernel.bpfobj import LoadedRingbridge
 from ..kernel.pinnedring import PinnedRing
 from ..kernel.ringbuf import UserRingBuffer
 from ..kernel.userobj import LoadedObject
+from ..producer.observe import BatchObserver
 from ..producer.task import Producer
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
@@ -103,6 +104,8 @@ class Runtime:
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     # A user object's exported maps and globals (see ringbridge.api.exported).
     exports: list[Collector] = field(default_factory=list)
+    # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).
+    batches: BatchObserver = field(default_factory=BatchObserver)
     started_at: float = field(default_factory=time.time)
 
 

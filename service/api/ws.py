@@ -62,6 +62,7 @@ from ..errors import (
     StoppingError,
 )
 from ..producer.admission import Credit
+from ..producer.observe import Arrival
 from ..producer.task import Ack, WaitFor
 from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
 from ..schema.jsoncodec import frame_id_from
@@ -78,7 +79,7 @@ CLOSE_TRY_AGAIN = 1013
 #: Close code after a shutdown finished the acks (RFC 6455 "service restart").
 CLOSE_RESTART = 1012
 
-_Pending = tuple[Any, "asyncio.Future[Ack] | RingbridgeError"]
+_Pending = tuple[Any, "asyncio.Future[Ack] | RingbridgeError", Arrival]
 _END = object()
 
 
@@ -223,6 +224,7 @@ class _Stream:
             self.frames += 1
             text: str | None = message.get("text")
             is_text = text is not None
+            arrival = Arrival.now("json" if is_text else "binary")
             fid: Any = None if is_text else frame_no
             item: _Pending
             try:
@@ -239,7 +241,7 @@ class _Stream:
                 fut = self.rt.producer.enqueue(batch, credit)
                 # If the connection dies first, nobody awaits this ack.
                 fut.add_done_callback(_retrieve)
-                item = (fid, fut)
+                item = (fid, fut, arrival)
             except RingbridgeError as exc:
                 self.rt.rejections.add(exc.code)
                 if is_text and fid is None:
@@ -248,7 +250,7 @@ class _Stream:
                     fid = frame_id_of(exc)
                     if fid is None and text is not None:
                         fid = frame_id_from(text)
-                item = (fid, exc)
+                item = (fid, exc, arrival)
             self.pending.put_nowait(item)
 
     async def _write(self) -> None:
@@ -257,7 +259,7 @@ class _Stream:
             if entry is _END:
                 return
             assert isinstance(entry, tuple)
-            fid, item = entry
+            fid, item, arrival = entry
             if isinstance(item, RingbridgeError):
                 msg: dict[str, Any] = {"id": fid, "error": error_payload(item)}
             else:
@@ -272,6 +274,7 @@ class _Stream:
                 else:
                     if self.wait == "consumed":
                         ack = await self.rt.producer.wait_consumed(ack, self.consume_timeout)
+                    self.rt.batches.acked("ws", arrival, ack, self.wait)
                     msg = {
                         "id": fid,
                         "accepted": ack.count,
