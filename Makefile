@@ -27,7 +27,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup deps venv bpf bpffs serve test test-floors lint bench clean wheelhouse image base-image \
-  promtool
+  promtool dashboard-png
 
 setup: deps venv bpf bpffs
 
@@ -91,20 +91,21 @@ serve: setup
 build/typing/ringbridge:
 	@mkdir -p build/typing && ln -sfn ../../service $@
 
-# promtool from Debian's prometheus package, taken out of the .deb rather than
-# installed: the package's postinst adds a user and starts a Prometheus server
-# on :9090, which a lint step has no business doing. `apt-get download` needs
-# no root; the index is refreshed only when the first try finds nothing.
+# promtool (and prometheus, for `make dashboard-png`) from Debian's prometheus
+# package, taken out of the .deb rather than installed: the package's postinst
+# adds a user and starts a Prometheus server on :9090, which a lint step has no
+# business doing. `apt-get download` needs no root; the index is refreshed
+# only when the first try finds nothing.
 PROMTOOL := build/tools/promtool
 promtool: $(PROMTOOL)
-$(PROMTOOL):
-	@echo "setup: extracting promtool from Debian's prometheus package"
+build/tools/promtool build/tools/prometheus:
+	@echo "setup: extracting $(@F) from Debian's prometheus package"
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
 	  { apt-get download prometheus >/dev/null 2>&1 || \
 	    { $(SUDO) apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; } || \
 	    { echo "setup: apt-get download prometheus failed" >&2; exit 1; }; } && \
-	  dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool && \
-	  install -D -m 0755 usr/bin/promtool "$(CURDIR)/$@"
+	  dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/$(@F) && \
+	  install -D -m 0755 usr/bin/$(@F) "$(CURDIR)/$@"
 	@$@ --version >/dev/null
 
 lint: deps venv build/typing/ringbridge $(PROMTOOL)
@@ -165,6 +166,13 @@ image: wheelhouse
 # image registry: then `make image BASE_IMAGE=ringbridge-base:bookworm`.
 base-image:
 	@BASE_IMAGE=ringbridge-base:bookworm .ci/docker-engine base >/dev/null
+
+# deploy/grafana/ringbridge.png: the dashboard's queries evaluated by a real
+# Prometheus scraping a real service under load, drawn with matplotlib.
+dashboard-png: setup build/tools/prometheus
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e '.[bench]'
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	$(MAKE) -s -C bpf OUT=../build clean
