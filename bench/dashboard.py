@@ -205,9 +205,12 @@ def draw(url: str, start: float, end: float, out: Path) -> None:
             if series:
                 t, s = series[0]
                 last = float(s["values"][-1][1])
-                text = legend(t["legendFormat"], s["metric"]) if t["legendFormat"] else f"{last:.4g}"
-                if p["fieldConfig"]["defaults"].get("unit") == "s" and not t["legendFormat"]:
+                if t["legendFormat"]:
+                    text = legend(t["legendFormat"], s["metric"])
+                elif p["fieldConfig"]["defaults"].get("unit") == "s":
                     text = f"{last:.0f} s"
+                else:
+                    text = f"{last:.4g}"
             ax.text(0.5, 0.45, text, ha="center", va="center", fontsize=20, color="#73bf69",
                     transform=ax.transAxes)  # fmt: skip
             continue
