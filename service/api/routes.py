@@ -1,38 +1,39 @@
-"""HTTP routes: ``POST /v1/samples``, ``GET /v1/stats``, ``/healthz``, ``/readyz``.
+"""HTTP routes: ``POST /v1/samples`` (documented), ``GET /v1/stats``, ``/healthz``, ``/readyz``.
 
-The sample route is thin: admission, body, decoding and the producer's
-submit are :mod:`ringbridge.api.ingest` and :mod:`ringbridge.producer`. It
-reads the raw body (no FastAPI body model: stdlib json then pydantic is the
-slowest decoder measured) only after the batch was admitted, and hands it to
-:mod:`ringbridge.schema`, which validates the whole batch before anything is
-queued. Errors are :class:`~ringbridge.errors.RingbridgeError` subclasses;
-:func:`install_error_handlers` renders every one of them as
-``{"error": {"code", "message", "index"}}`` with its ``status_hint``.
+``POST /v1/samples`` is served by its one handler,
+:func:`ringbridge.api.fastpath.post_samples`, ahead of FastAPI's routing;
+the route here describes it for OpenAPI -- its body, its query, its answers,
+each error status with the codes that the wire contract
+(:data:`ringbridge.wire.RULES`) gives it -- and hands over to that handler
+if it is reached. :func:`install_error_handlers` renders every other error
+(auth on the other routes, 404, 405) in the same ``{"error": {"code",
+"message", "index"}}`` shape.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
-import msgspec
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
-from ..errors import RingbridgeError
-from ..producer.task import WaitFor
+from .. import wire
+from ..errors import InvalidRequestError, RingbridgeError
 from ..schema.kinds.base import BASE64_PATTERN
-from . import ingest
+from . import fastpath, ingest
 from .auth import require_token
 from .metrics import stats_snapshot
-from .state import Runtime, error_response, runtime_of
+from .state import Runtime, runtime_of
 
 
 class SamplesAck(BaseModel):
-    """Documentation of the 200 body (the route renders it with msgspec)."""
+    """Documentation of the 200 body (:func:`ringbridge.wire.ack_json` writes it)."""
 
     accepted: int
     first_seq: int
@@ -50,26 +51,56 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in (
-        (401, "missing or malformed bearer token"),
-        (403, "wrong token"),
-        (413, "body, batch or a sample over the limits (or larger than the ring)"),
-        (415, "Content-Type is neither application/json nor application/octet-stream"),
-        (422, "invalid batch: `index` names the first bad sample"),
-        (408, "the body did not arrive within body_timeout of admission"),
-        (
-            503,
-            "no admission credit (overloaded), not committed within the timeout, or "
-            "stopping; Retry-After",
-        ),
-    )
-}
+def _error_docs(keep: Callable[[wire.Rule], bool]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: each status that ``keep`` selects, with its codes and causes."""
+    causes: dict[int, list[str]] = {}
+    retry: set[int] = set()
+    for code, r in wire.RULES.items():
+        if keep(r):
+            causes.setdefault(r.status, []).append(f"`{code}`: {r.doc}")
+            if r.retry:
+                retry.add(r.status)
+    docs: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(causes):
+        doc: dict[str, Any] = {"model": ErrorBody, "description": "\n\n".join(causes[status])}
+        if status in retry:
+            doc["headers"] = {
+                "Retry-After": {
+                    "description": "seconds to wait; nothing of the batch was committed, "
+                    "sending it again is safe",
+                    "schema": {"type": "integer"},
+                }
+            }
+        docs[status] = doc
+    return docs
 
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {s: _ERRORS[s] for s in (401, 403)}
+
+# What a batch can be refused with: the client's faults (4xx; not 499, which
+# nobody receives) and "retry later". Internal errors (500) are not a contract.
+_ERRORS = _error_docs(lambda r: r.retry or (400 <= r.status < 500 and r.status != 499))
+_AUTH_ERRORS = _error_docs(lambda r: r.status in (401, 403))
+
+_QUERY = [
+    {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "answer once the batch is committed, or once the kernel consumed it",
+        "schema": {"type": "string", "enum": list(wire.WAITS), "default": "committed"},
+    },
+    {
+        "name": "timeout",
+        "in": "query",
+        "required": False,
+        "description": "seconds the whole request may take from admission: reading the "
+        "body, waiting behind other batches, for ring space (and consumption); a finite "
+        "number greater than 0 (default and cap: the server's submit_timeout, max_timeout)",
+        "schema": {"type": "number", "exclusiveMinimum": 0},
+    },
+]
 
 _SAMPLES_BODY = {
+    "parameters": _QUERY,
     "requestBody": {
         "required": True,
         "content": {
@@ -114,17 +145,26 @@ _SAMPLES_BODY = {
                 "description": "records: u32 LE length, u32 zero, payload, zero pad to 8",
             },
         },
-    }
+    },
 }
 
 router = APIRouter()
-_encode = msgspec.json.Encoder().encode
+
+
+class _Handover(Response):
+    """Hands the request to :func:`fastpath.post_samples`, which answers it itself."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await fastpath.post_samples(self._app, scope, receive, send)
 
 
 @router.post(
     "/v1/samples",
     summary="Commit a batch of samples to the kernel ring",
-    dependencies=[Depends(require_token)],
     response_model=SamplesAck,
     responses={
         202: {
@@ -136,38 +176,10 @@ _encode = msgspec.json.Encoder().encode
     },
     openapi_extra=_SAMPLES_BODY,
 )
-async def post_samples(
-    request: Request,
-    wait: Annotated[
-        WaitFor,
-        Query(description="answer once the batch is committed, or once the kernel consumed it"),
-    ] = "committed",
-    timeout: Annotated[
-        float | None,
-        Query(
-            gt=0,
-            description="seconds the whole request may take from admission: reading the "
-            "body, waiting behind other batches, for ring space (and consumption)",
-        ),
-    ] = None,
-) -> Response:
-    # Served by the raw ASGI handler (ringbridge.api.fastpath) ahead of FastAPI's
-    # routing; this route documents it and runs the same steps if reached.
-    rt = runtime_of(request.app)
-    headers = request.headers
-    ack = await ingest.ingest_http(
-        rt,
-        headers.get("content-type"),
-        headers.get("content-length"),
-        request.receive,
-        wait,
-        timeout,
-    )
-    return Response(
-        ingest.ack_json(ack),
-        media_type="application/json",
-        status_code=ingest.ack_status(ack, wait),
-    )
+async def post_samples(request: Request) -> Response:
+    # Served by the raw ASGI handler ahead of FastAPI's routing; reached only
+    # under a root_path, and then handed to that same handler.
+    return _Handover(request.app)
 
 
 @router.get(
@@ -285,31 +297,19 @@ async def readyz(request: Request) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error body, whatever raised it, is ``{"error": {"code", "message", "index"}}``."""
 
+    def retry_after(request: Request) -> int:
+        return int(request.app.state.settings.retry_after)
+
     async def on_ringbridge_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RingbridgeError)
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is not None and request.url.path == "/v1/samples":
-            rt.rejections.add(exc.code)
-        retry = rt.settings.retry_after if rt is not None else 1
-        return error_response(exc, retry)
+        return ingest.error_response(exc, retry_after(request))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is not None and request.url.path == "/v1/samples":
-            rt.rejections.add("invalid_request")
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "invalid_request",
-                    "message": f"{where}: {first.get('msg', 'invalid request')}",
-                    "index": None,
-                }
-            },
-            status_code=422,
-        )
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        return ingest.error_response(InvalidRequestError(message), retry_after(request))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         # Starlette's own refusals (404 no such route, 405 wrong method) in
@@ -323,10 +323,11 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}"
         else:
             message = str(exc.detail)
-        return JSONResponse(
-            {"error": {"code": code, "message": message, "index": None}},
+        return Response(
+            wire.error_json(wire.ErrorInfo(code, message)),
             status_code=exc.status_code,
             headers=dict(exc.headers or {}),
+            media_type=ingest.JSON,
         )
 
     app.add_exception_handler(RingbridgeError, on_ringbridge_error)
