@@ -108,7 +108,7 @@ class Rule:
     retry: bool
     #: The close code of a WebSocket stream that ends for this cause.
     close: int
-    #: The cause, in one line (the error class's docstring), for the API docs.
+    #: The cause, in a sentence (the error class's docstring), for the API docs.
     doc: str
 
 
@@ -129,7 +129,8 @@ def _rules() -> dict[str, Rule]:
             close = CLOSE_TRY_AGAIN
         else:
             close = CLOSE_INTERNAL if status >= 500 else CLOSE_POLICY
-        doc = (cls.__doc__ or cls.__name__).strip().split("\n", 1)[0].replace("``", "`")
+        summary = (cls.__doc__ or cls.__name__).strip().split("\n\n", 1)[0]
+        doc = " ".join(summary.split()).replace("``", "`")
         rules[cls.code] = Rule(status, retry, close, doc)
     return rules
 

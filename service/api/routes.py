@@ -2,151 +2,30 @@
 
 ``POST /v1/samples`` is served by its one handler,
 :func:`ringbridge.api.fastpath.post_samples`, ahead of FastAPI's routing;
-the route here describes it for OpenAPI -- its body, its query, its answers,
-each error status with the codes that the wire contract
-(:data:`ringbridge.wire.RULES`) gives it -- and hands over to that handler
-if it is reached. :func:`install_error_handlers` renders every other error
-(auth on the other routes, 404, 405) in the same ``{"error": {"code",
-"message", "index"}}`` shape.
+the route here describes it for OpenAPI (:mod:`ringbridge.api.openapi`) and
+hands over to that handler if it is reached. :func:`install_error_handlers`
+renders every other error (auth on the other routes, 404, 405) in the same
+``{"error": {"code", "message", "index"}}`` shape.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from .. import wire
 from ..errors import InvalidRequestError, RingbridgeError
-from ..schema.kinds.base import BASE64_PATTERN
 from . import fastpath, ingest
 from .auth import require_token
 from .metrics import stats_snapshot
+from .openapi import AUTH_ERRORS, SAMPLES_ERRORS, SAMPLES_OPERATION, SamplesAck
 from .state import Runtime, runtime_of
-
-
-class SamplesAck(BaseModel):
-    """Documentation of the 200 body (:func:`ringbridge.wire.ack_json` writes it)."""
-
-    accepted: int
-    first_seq: int
-    last_seq: int
-    state: Literal["committed", "consumed"]
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    index: int | None = None
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-def _error_docs(keep: Callable[[wire.Rule], bool]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI responses: each status that ``keep`` selects, with its codes and causes."""
-    causes: dict[int, list[str]] = {}
-    retry: set[int] = set()
-    for code, r in wire.RULES.items():
-        if keep(r):
-            causes.setdefault(r.status, []).append(f"`{code}`: {r.doc}")
-            if r.retry:
-                retry.add(r.status)
-    docs: dict[int | str, dict[str, Any]] = {}
-    for status in sorted(causes):
-        doc: dict[str, Any] = {"model": ErrorBody, "description": "\n\n".join(causes[status])}
-        if status in retry:
-            doc["headers"] = {
-                "Retry-After": {
-                    "description": "seconds to wait; nothing of the batch was committed, "
-                    "sending it again is safe",
-                    "schema": {"type": "integer"},
-                }
-            }
-        docs[status] = doc
-    return docs
-
-
-# What a batch can be refused with: the client's faults (4xx; not 499, which
-# nobody receives) and "retry later". Internal errors (500) are not a contract.
-_ERRORS = _error_docs(lambda r: r.retry or (400 <= r.status < 500 and r.status != 499))
-_AUTH_ERRORS = _error_docs(lambda r: r.status in (401, 403))
-
-_QUERY = [
-    {
-        "name": "wait",
-        "in": "query",
-        "required": False,
-        "description": "answer once the batch is committed, or once the kernel consumed it",
-        "schema": {"type": "string", "enum": list(wire.WAITS), "default": "committed"},
-    },
-    {
-        "name": "timeout",
-        "in": "query",
-        "required": False,
-        "description": "seconds the whole request may take from admission: reading the "
-        "body, waiting behind other batches, for ring space (and consumption); a finite "
-        "number greater than 0 (default and cap: the server's submit_timeout, max_timeout)",
-        "schema": {"type": "number", "exclusiveMinimum": 0},
-    },
-]
-
-_SAMPLES_BODY = {
-    "parameters": _QUERY,
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["samples"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "samples": {
-                            "type": "array",
-                            # An empty batch is refused (422), so the schema
-                            # says so too.
-                            "minItems": 1,
-                            "items": {
-                                "oneOf": [
-                                    {
-                                        "type": "object",
-                                        "required": ["data"],
-                                        "properties": {
-                                            "data": {
-                                                "type": "string",
-                                                "format": "byte",
-                                                "pattern": BASE64_PATTERN,
-                                            }
-                                        },
-                                    },
-                                    {
-                                        "type": "object",
-                                        "description": "members of the sample type "
-                                        "(from the BPF object's BTF; GET /v1/schema has "
-                                        "its JSON Schema); missing members are 0",
-                                    },
-                                ]
-                            },
-                        }
-                    },
-                }
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "records: u32 LE length, u32 zero, payload, zero pad to 8",
-            },
-        },
-    },
-}
 
 router = APIRouter()
 
@@ -172,9 +51,9 @@ class _Handover(Response):
             "description": "wait=consumed timed out: committed (state) but not yet consumed; "
             "do not resend",
         },
-        **_ERRORS,
+        **SAMPLES_ERRORS,
     },
-    openapi_extra=_SAMPLES_BODY,
+    openapi_extra=SAMPLES_OPERATION,
 )
 async def post_samples(request: Request) -> Response:
     # Served by the raw ASGI handler ahead of FastAPI's routing; reached only
@@ -186,7 +65,7 @@ async def post_samples(request: Request) -> Response:
     "/v1/schema",
     summary="JSON Schema of one sample of a JSON batch (the sample type, from BTF)",
     dependencies=[Depends(require_token)],
-    responses=_AUTH_ERRORS,
+    responses=AUTH_ERRORS,
 )
 async def get_schema(request: Request) -> dict[str, Any]:
     return runtime_of(request.app).codec.json_schema()
@@ -223,7 +102,7 @@ def install_openapi(app: FastAPI) -> None:
     "/v1/stats",
     summary="Service, ring and kernel counters as JSON",
     dependencies=[Depends(require_token)],
-    responses=_AUTH_ERRORS,
+    responses=AUTH_ERRORS,
 )
 async def get_stats(request: Request) -> dict[str, Any]:
     return stats_snapshot(runtime_of(request.app))
