@@ -54,8 +54,9 @@ class _Handover(Response):
         **SAMPLES_ERRORS,
     },
     openapi_extra=SAMPLES_OPERATION,
+    operation_id="post_samples_v1_samples_post",
 )
-async def post_samples(request: Request) -> Response:
+async def samples_route(request: Request) -> Response:
     # Served by the raw ASGI handler ahead of FastAPI's routing; reached only
     # under a root_path, and then handed to that same handler.
     return _Handover(request.app)
