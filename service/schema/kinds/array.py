@@ -7,7 +7,6 @@ Plain ``char[N]`` is a string: see :mod:`ringbridge.schema.kinds.chars`.
 
 from __future__ import annotations
 
-import base64
 import struct
 from typing import Annotated, Any
 
@@ -72,9 +71,6 @@ class ArrayNode(Node):
 
     def child(self, key: str | int) -> Node | None:
         return self.elem if isinstance(key, int) else None
-
-    def unpack_b64(self, buf: ReadBuffer, off: int) -> str:
-        return base64.b64encode(bytes(buf[off : off + self.size])).decode()
 
 
 def _array_ctype(elem: str, count: int) -> str:
