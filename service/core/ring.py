@@ -247,4 +247,3 @@ def plan_recovery(
         pos += step
         n += 1
     return RecoveryPlan(busy_offsets=tuple(busy), records=n)
-

@@ -8,11 +8,12 @@ Plain ``char[N]`` is a string: see :mod:`ringbridge.schema.kinds.chars`.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from msgspec import Meta
 
-from .base import BASE64_PATTERN, Buffer, Node, PackError, ReadBuffer
+from .base import BASE64_PATTERN, Buffer, Node, PackError, ReadBuffer, Steps
 
 __all__ = ["ArrayNode"]
 
@@ -71,6 +72,12 @@ class ArrayNode(Node):
 
     def child(self, key: str | int) -> Node | None:
         return self.elem if isinstance(key, int) else None
+
+    def leaves(self, off: int) -> Iterator[tuple[Steps, int, Node]]:
+        step = self.elem.size
+        for i in range(self.count):
+            for steps, at, node in self.elem.leaves(off + i * step):
+                yield (i, *steps), at, node
 
 
 def _array_ctype(elem: str, count: int) -> str:

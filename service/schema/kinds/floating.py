@@ -47,6 +47,9 @@ class FloatNode(Node):
     def unpack(self, buf: ReadBuffer, off: int) -> Any:
         return self._struct.unpack_from(buf, off)[0]
 
+    def unpack_number(self, buf: ReadBuffer, off: int) -> float:
+        return float(self._struct.unpack_from(buf, off)[0])
+
 
 def compile_float(t: model.Float, where: str) -> FloatNode:
     if t.size not in _CODES:
