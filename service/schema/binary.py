@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ringbridge.core import ring as core
-from ringbridge.errors import InvalidBatchError
-from ringbridge.nativelib import VALIDATE
-
+from ..core import ring as core
+from ..errors import InvalidBatchError
+from ..nativelib import VALIDATE
 from .batch import EncodedBatch
 
 __all__ = [

@@ -13,8 +13,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from ringbridge.errors import SchemaError
-
+from ..errors import SchemaError
 from . import model
 from .kinds.array import ArrayNode
 from .kinds.base import Node, Scalar

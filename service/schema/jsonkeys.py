@@ -22,8 +22,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ringbridge.errors import SampleError
-from ringbridge.nativelib import VALIDATE
+from ..errors import SampleError
+from ..nativelib import VALIDATE
 
 __all__ = ["MAX_DEPTH", "check_duplicate_keys", "duplicate_key_exact", "id_member"]
 

@@ -7,8 +7,7 @@ from typing import Annotated, Any, Final
 
 from msgspec import Meta
 
-from ringbridge.errors import SchemaError
-
+from ...errors import SchemaError
 from .. import model
 from .base import Buffer, Node, PackError, ReadBuffer
 
