@@ -16,8 +16,10 @@ The object's global-variable sections (``.bss``, ``.data``, ``.rodata``)
 export each integer variable as ``ringbridge_global_<name>`` with a
 ``section`` label (integer arrays with an ``index`` label).
 
-Types come from the object's BTF through the schema layer's model, so the
-export follows the C declarations without configuration. Everything is a
+Types come from the object's BTF and bytes are read by the schema layer's
+decoder (:mod:`ringbridge.schema.decoder`: the nodes that pack samples), so
+the export follows the C declarations without configuration; members with
+nothing to read (pointers, long doubles) are left out. Everything is a
 gauge: whether a number only grows is the program's business. A map is read
 up to :data:`MAX_ENTRIES` keys per scrape. Prometheus values are floats (exact
 up to 2**53); ``GET /v1/stats`` lists the same samples with exact integers
