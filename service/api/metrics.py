@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from ..kernel.bpfobj import KernelCounters, LoadedRingbridge
 from ..kernel.pinnedring import PinnedRing
-from ..producer.task import Ack
+from ..wire import Ack
 from .auth import require_token_if_protected
 from .exported import exact_samples
 from .state import Runtime

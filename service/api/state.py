@@ -1,4 +1,4 @@
-"""What the API layer shares between routes: the running service and error rendering.
+"""What the API layer shares between routes: the running service.
 
 :class:`Runtime` is built by the lifespan in :mod:`ringbridge.api.app` and hung
 on ``app.state.runtime``; routes reach it through :func:`runtime_of`.
@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 from prometheus_client.registry import Collector
 
-from ..errors import RingbridgeError, StoppingError
+from ..errors import StoppingError
 from ..kernel.bpfobj import LoadedRingbridge
 from ..kernel.pinnedring import PinnedRing
 from ..kernel.ringbuf import UserRingBuffer
@@ -111,23 +110,3 @@ def runtime_of(app: FastAPI) -> Runtime:
     if rt is None:
         raise StoppingError("the service is not running (starting up or shut down)")
     return rt
-
-
-def error_payload(exc: RingbridgeError) -> dict[str, Any]:
-    """``{"code", "message", "index"}``; ``index`` is the first bad sample or None."""
-    index = getattr(exc, "index", -1)
-    body: dict[str, Any] = {
-        "code": exc.code,
-        "message": exc.message,
-        "index": index if isinstance(index, int) and index >= 0 else None,
-    }
-    return body
-
-
-def error_response(exc: RingbridgeError, retry_after: int) -> Response:
-    headers: dict[str, str] = {}
-    if exc.status_hint == 503:
-        headers["Retry-After"] = str(retry_after)
-    if exc.status_hint == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="ringbridge"'
-    return JSONResponse({"error": error_payload(exc)}, status_code=exc.status_hint, headers=headers)

@@ -18,16 +18,16 @@ loaded map's kernel BTF), ``SampleCodec.raw_only()`` (no sample type), and
 It sits above the kernel binding (it reads BTF through it) and below the API.
 """
 
-from .batch import EncodedBatch, frame_id_of
+from .batch import EncodedBatch
 from .binary import validate_binary_batch
 from .decoder import TypeDecoder
-from .jsoncodec import DEFAULT_SAMPLE_TYPE, SampleCodec
+from .jsoncodec import DEFAULT_SAMPLE_TYPE, SampleCodec, frame_id
 
 __all__ = [
     "DEFAULT_SAMPLE_TYPE",
     "EncodedBatch",
     "SampleCodec",
     "TypeDecoder",
-    "frame_id_of",
+    "frame_id",
     "validate_binary_batch",
 ]
