@@ -23,9 +23,10 @@ from fastapi import FastAPI
 
 from ..errors import InvalidRequestError, RingbridgeError, StoppingError
 from ..producer.task import WaitFor
+from ..runtime import Runtime
 from . import ingest
 from .auth import check_authorization
-from .state import Runtime, error_response
+from .state import error_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -34,8 +34,8 @@ from ..errors import (
     UnsupportedMediaTypeError,
 )
 from ..producer.task import Ack, WaitFor
+from ..runtime import Runtime
 from ..settings import Settings
-from .state import Runtime
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 

@@ -24,11 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import RingbridgeError
 from ..producer.task import WaitFor
+from ..runtime import Runtime
 from ..schema.kinds.base import BASE64_PATTERN
 from . import ingest
 from .auth import require_token
 from .metrics import stats_snapshot
-from .state import Runtime, error_response, runtime_of
+from .state import error_response, runtime_of
 
 
 class SamplesAck(BaseModel):
@@ -242,7 +243,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     checks: dict[str, Any] = {
-        "object_loaded": rt is not None and not rt.loaded.closed,
+        "object_loaded": rt is not None and not rt.backend.closed,
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
         "consumer_progressing": False,

@@ -63,11 +63,12 @@ from ..errors import (
 )
 from ..producer.admission import Credit
 from ..producer.task import Ack, WaitFor
+from ..runtime import Runtime
 from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
 from ..schema.jsoncodec import frame_id_from
 from .auth import check_token
 from .ingest import THREAD_DECODE_BYTES, check_batch_size
-from .state import Runtime, error_payload, error_response, runtime_of
+from .state import error_payload, error_response, runtime_of
 
 log = logging.getLogger("ringbridge.ws")
 router = APIRouter()
