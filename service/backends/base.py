@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client.registry import Collector
 
@@ -41,7 +41,7 @@ from ..producer.task import SeqStore
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 
-__all__ = ["Backend", "PinDirBackend", "SeqStore", "kick_trigger"]
+__all__ = ["Backend", "LoadedBackend", "PinDirBackend", "SeqStore", "kick_trigger"]
 
 log = logging.getLogger("ringbridge.backends")
 
@@ -124,11 +124,50 @@ def kick_trigger(prog_fd: int, ring: UserRingBuffer, stack: AsyncExitStack) -> K
     return Kicker(drainer)
 
 
-class PinDirBackend:
-    """What the kinds that pin under ``--pin-dir`` share: the lock and the forgetting."""
+class _Loaded(Protocol):
+    """What the kernel layer's loaded kinds share (``LoadedRingbridge``, ``LoadedObject``,
+    ``PinnedRing``)."""
 
-    def __init__(self, settings: Settings, drain: DrainMode, *, reused: bool) -> None:
+    @property
+    def ring_fd(self) -> int: ...
+    @property
+    def ring_size(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+L = TypeVar("L", bound=_Loaded)
+
+
+class LoadedBackend(Generic[L]):
+    """A backend over one loaded kernel-layer object: the ring and ``close`` are its."""
+
+    def __init__(self, settings: Settings, loaded: L) -> None:
         self.settings = settings
+        self.loaded = loaded
+
+    @property
+    def ring_fd(self) -> int:
+        return self.loaded.ring_fd
+
+    @property
+    def ring_size(self) -> int:
+        return self.loaded.ring_size
+
+    @property
+    def closed(self) -> bool:
+        return self.loaded.closed
+
+    def close(self) -> None:
+        self.loaded.close()
+
+
+class PinDirBackend(LoadedBackend[L]):
+    """The kinds that pin under ``--pin-dir``: the producer lock and the forgetting."""
+
+    def __init__(self, settings: Settings, loaded: L, drain: DrainMode, *, reused: bool) -> None:
+        super().__init__(settings, loaded)
         self.pin_dir: Path = settings.pin_dir
         self._drain = drain
         self._reused = reused

@@ -40,31 +40,19 @@ __all__ = ["BuiltinBackend", "KernelCountersCollector"]
 log = logging.getLogger("ringbridge.backends")
 
 
-class BuiltinBackend(PinDirBackend):
+class BuiltinBackend(PinDirBackend[LoadedRingbridge]):
     """The built-in consumer, loaded (or re-opened from its pins)."""
 
     kind = "builtin"
 
     def __init__(self, settings: Settings, obj_path: Path, drain: DrainMode) -> None:
         self.obj_path = obj_path
-        self.loaded: LoadedRingbridge = load_default(obj_path, settings.pin_dir, settings.ring_size)
-        super().__init__(settings, drain, reused=self.loaded.reused)
-
-    @property
-    def ring_fd(self) -> int:
-        return self.loaded.ring_fd
-
-    @property
-    def ring_size(self) -> int:
-        return self.loaded.ring_size
+        loaded = load_default(obj_path, settings.pin_dir, settings.ring_size)
+        super().__init__(settings, loaded, drain, reused=loaded.reused)
 
     @property
     def waiting_flag_fd(self) -> int | None:
         return self.loaded.ctl_fd
-
-    @property
-    def closed(self) -> bool:
-        return self.loaded.closed
 
     @property
     def seq_store(self) -> SeqStore | None:
@@ -137,9 +125,6 @@ class BuiltinBackend(PinDirBackend):
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.kind, "object": str(self.obj_path)}
-
-    def close(self) -> None:
-        self.loaded.close()
 
 
 class KernelCountersCollector(Collector):

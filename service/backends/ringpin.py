@@ -10,6 +10,7 @@ at 0 at every start.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.registry import Collector
@@ -17,18 +18,19 @@ from prometheus_client.registry import Collector
 from ..closing import Closing
 from ..errors import ConfigError
 from ..kernel import libbpf as lb
-from ..kernel.pinnedring import open_ring_pin
+from ..kernel.pinnedring import PinnedRing, open_ring_pin
 from ..kernel.pins import lock_ring_pin
 from ..kernel.ringbuf import UserRingBuffer
 from ..producer.kick import DrainTrigger
 from ..producer.task import SeqStore
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
+from .base import LoadedBackend
 
 __all__ = ["RingPinBackend"]
 
 
-class RingPinBackend:
+class RingPinBackend(LoadedBackend[PinnedRing]):
     """The ring pinned at ``--ring-pin``, opened for our producer."""
 
     kind = "ring_pin"
@@ -37,29 +39,14 @@ class RingPinBackend:
     waiting_flag_fd: int | None = None
     seq_store: SeqStore | None = None
 
-    def __init__(self, settings: Settings) -> None:
-        assert settings.ring_pin is not None
-        self.settings = settings
-        self.ring = open_ring_pin(
-            settings.ring_pin,
-            settings.ring_size,
-            size_given="ring_size" in settings.model_fields_set,
+    def __init__(self, settings: Settings, ring_pin: Path) -> None:
+        size_given = "ring_size" in settings.model_fields_set
+        super().__init__(
+            settings, open_ring_pin(ring_pin, settings.ring_size, size_given=size_given)
         )
 
-    @property
-    def ring_fd(self) -> int:
-        return self.ring.ring_fd
-
-    @property
-    def ring_size(self) -> int:
-        return self.ring.ring_size
-
-    @property
-    def closed(self) -> bool:
-        return self.ring.closed
-
     def lock(self) -> Closing:
-        return lock_ring_pin(self.ring.path)
+        return lock_ring_pin(self.loaded.path)
 
     def forget_pins(self) -> None:
         """Nothing: the pins are the other loader's."""
@@ -67,16 +54,18 @@ class RingPinBackend:
     def sample_codec(self) -> SampleCodec:
         if self.settings.sample_type is None:
             return SampleCodec.raw_only()
-        with self.ring.btf() as btf:
+        with self.loaded.btf() as btf:
             return SampleCodec.from_btf(
-                btf, self.settings.sample_type, where=f"BTF of the ring pinned at {self.ring.path}"
+                btf,
+                self.settings.sample_type,
+                where=f"BTF of the ring pinned at {self.loaded.path}",
             )
 
     def exporters(self) -> list[Collector]:
         return []
 
     def kernel_stats(self) -> dict[str, Any]:
-        return {"ring_pin": str(self.ring.path), "map_id": self.ring.info.id}
+        return {"ring_pin": str(self.loaded.path), "map_id": self.loaded.info.id}
 
     def prepare_drain(self) -> None:
         """Nothing: the drain is the other loader's business."""
@@ -85,15 +74,12 @@ class RingPinBackend:
         return None
 
     def map_fd(self, name: str) -> lb.Fd:
-        if name != self.ring.info.name:
+        if name != self.loaded.info.name:
             raise ConfigError(
-                f"--ring-pin {self.ring.path}: of the other loader's maps only the ring "
-                f"({self.ring.info.name!r}) is known to ringbridge, not {name!r}"
+                f"--ring-pin {self.loaded.path}: of the other loader's maps only the ring "
+                f"({self.loaded.info.name!r}) is known to ringbridge, not {name!r}"
             )
-        return lb.obj_get(self.ring.path)
+        return lb.obj_get(self.loaded.path)
 
     def describe(self) -> dict[str, str]:
-        return {"backend": self.kind, "ring_pin": str(self.ring.path)}
-
-    def close(self) -> None:
-        self.ring.close()
+        return {"backend": self.kind, "ring_pin": str(self.loaded.path)}

@@ -83,7 +83,7 @@ def drain_mode(settings: Settings, builtin: bool) -> DrainMode:
 def open_backend(settings: Settings) -> Backend:
     """Loads (or re-opens from pins) the kernel side the settings describe."""
     if settings.ring_pin is not None:
-        return RingPinBackend(settings)
+        return RingPinBackend(settings, settings.ring_pin)
     path = settings.bpf_object or default_object_path()
     if settings.bpf_object is None or is_builtin_object(path):
         _check_builtin_settings(settings)

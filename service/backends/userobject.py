@@ -33,7 +33,7 @@ from .base import PinDirBackend, kick_trigger
 __all__ = ["ObjectBackend"]
 
 
-class ObjectBackend(PinDirBackend):
+class ObjectBackend(PinDirBackend[LoadedObject]):
     """A user's object, loaded with its maps pinned under ``--pin-dir``."""
 
     kind = "object"
@@ -46,24 +46,12 @@ class ObjectBackend(PinDirBackend):
             map_sizes=settings.map_size,
             drain_program=settings.drain_program,
         )
-        self.loaded: LoadedObject = load_object(plan, settings.pin_dir, attach=settings.attach)
-        super().__init__(settings, drain, reused=self.loaded.reused)
-
-    @property
-    def ring_fd(self) -> int:
-        return self.loaded.ring_fd
-
-    @property
-    def ring_size(self) -> int:
-        return self.loaded.ring_size
+        loaded = load_object(plan, settings.pin_dir, attach=settings.attach)
+        super().__init__(settings, loaded, drain, reused=loaded.reused)
 
     @property
     def waiting_flag_fd(self) -> int | None:
         return None
-
-    @property
-    def closed(self) -> bool:
-        return self.loaded.closed
 
     @property
     def seq_store(self) -> SeqStore | None:
@@ -126,6 +114,3 @@ class ObjectBackend(PinDirBackend):
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.kind, "object": str(self.loaded.plan.path)}
-
-    def close(self) -> None:
-        self.loaded.close()

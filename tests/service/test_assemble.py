@@ -65,7 +65,9 @@ def _builtin(bpf_object_path: Path, pin_dir: Path) -> Kind:
         assert stats["kinds"] == {"3": {"samples": 2, "value": 12}}
 
     samples = [{"kind": 3, "value": 5}, {"kind": 3, "value": 7}]
-    return Kind("builtin", settings, samples, {"ringbridge_kernel_samples"}, "ringbridge_ctl", consumed)
+    return Kind(
+        "builtin", settings, samples, {"ringbridge_kernel_samples"}, "ringbridge_ctl", consumed
+    )
 
 
 def _object(pin_dir: Path) -> Kind:
@@ -86,7 +88,14 @@ def _object(pin_dir: Path) -> Kind:
         assert rt.backend.kernel_stats()["drain_program"] == "ops_drain"
 
     samples = [{"op": "OPS_ADD", "add": 41}, {"op": "OPS_MUL", "mul": 2}]
-    return Kind("object", settings, samples, {"ringbridge_map_op_stats_count", "ringbridge_global_acc"}, "slots", consumed)
+    return Kind(
+        "object",
+        settings,
+        samples,
+        {"ringbridge_map_op_stats_count", "ringbridge_global_acc"},
+        "slots",
+        consumed,
+    )
 
 
 def _ring_pin(foreign: Path) -> Kind:
@@ -100,7 +109,7 @@ def _ring_pin(foreign: Path) -> Kind:
         assert rt.ring.consumer_pos() == rt.ring.producer_pos
         assert rt.backend.kernel_stats()["ring_pin"] == str(ring)
 
-    samples = [{"id": 1, "delta": -2, "name": "abc"}, {"id": 2}]
+    samples: list[dict[str, Any]] = [{"id": 1, "delta": -2, "name": "abc"}, {"id": 2}]
     return Kind("ring_pin", settings, samples, set(), "ring_a", consumed, keeps_seq=False)
 
 
@@ -141,7 +150,7 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
         backend = rt.backend
         assert backend.kind == kind.name
         assert rt.settings.ring_size == backend.ring_size == RING
-        assert rt.producer.alive and not backend.closed
+        assert (rt.producer.alive, backend.closed) == (True, False)
         # One producer per ring, whatever the kind.
         with pytest.raises(ProducerLockedError):
             backend.lock()
@@ -154,8 +163,7 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
         with pytest.raises(ConfigError, match="no_such_map"):
             backend.map_fd("no_such_map")
     # Unwound: the producer stopped, the ring unmapped, the backend closed, the lock freed.
-    assert not rt.producer.alive
-    assert backend.closed
+    assert (rt.producer.alive, backend.closed) == (False, True)
     backend.lock().close()
 
 

@@ -12,21 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = [
-    "ARM_PROG",
-    "BUILTIN_MAPS",
-    "BUILTIN_PROGS",
-    "COUNTERS_MAP",
-    "CTL_MAP",
-    "DISARM_PROG",
-    "DRAIN_PROG",
-    "META_PIN",
-    "RING_MAP",
-    "TIMER_MAP",
-    "RingbridgePins",
-    "pin_name",
-]
-
 #: The identity record every set holds (see :mod:`.meta`).
 META_PIN: Final = "ringbridge_meta"
 

@@ -84,19 +84,13 @@ def lock_producer(pin_dir: Path) -> lb.Fd:
         with contextlib.suppress(OSError):
             os.chmod(pin_dir, 0o700)
     path = producer_lock_path(pin_dir)
-    fd = _private_dir_fd(path)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ProducerLockedError(
-            f"another ringbridge producer holds the ring pinned under {pin_dir}; "
-            "a user ring buffer takes one producer only: stop it or use another --pin-dir"
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        raise PinError(f"cannot lock {path}: {exc}") from exc
-    return lb.Fd(fd, f"{pin_dir} (producer lock)")
+    return _flock(
+        _private_dir_fd(path),
+        f"{pin_dir} (producer lock)",
+        held=f"another ringbridge producer holds the ring pinned under {pin_dir}; "
+        "a user ring buffer takes one producer only: stop it or use another --pin-dir",
+        failed=f"cannot lock {path}",
+    )
 
 
 def lock_ring_pin(path: Path) -> lb.Fd:
@@ -105,24 +99,30 @@ def lock_ring_pin(path: Path) -> lb.Fd:
     One ringbridge per directory of pins: the lock is the directory's, as
     the pin itself cannot be opened to be locked.
     """
+    failed = f"--ring-pin {path}: cannot lock the pin"
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise PinError(
-            f"--ring-pin {path}: cannot lock the pin: {os.strerror(exc.errno or errno.EIO)}"
-        ) from exc
+        raise PinError(f"{failed}: {os.strerror(exc.errno or errno.EIO)}") from exc
+    return _flock(
+        fd,
+        f"{path} (producer lock)",
+        held=f"--ring-pin {path}: another ringbridge producer holds this ring "
+        f"(or another ring pinned in {path.parent}); a user ring buffer takes "
+        "one producer only",
+        failed=failed,
+    )
+
+
+def _flock(fd: int, what: str, *, held: str, failed: str) -> lb.Fd:
+    """Takes an exclusive, non-blocking flock on ``fd``, which it owns from here:
+    the lock as an Fd, or ProducerLockedError(``held``) / PinError(``failed``)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ProducerLockedError(
-            f"--ring-pin {path}: another ringbridge producer holds this ring "
-            f"(or another ring pinned in {path.parent}); a user ring buffer takes "
-            "one producer only"
-        ) from None
+        raise ProducerLockedError(held) from None
     except OSError as exc:
         os.close(fd)
-        raise PinError(
-            f"--ring-pin {path}: cannot lock the pin: {os.strerror(exc.errno or errno.EIO)}"
-        ) from exc
-    return lb.Fd(fd, f"{path} (producer lock)")
+        raise PinError(f"{failed}: {os.strerror(exc.errno or errno.EIO)}") from exc
+    return lb.Fd(fd, what)
