@@ -54,7 +54,7 @@ def object_digest(path: Path) -> bytes:
 
 
 class PinMeta:
-    """The open ``ringbridge_meta`` map of a pin set."""
+    """The open ``ringbridge_meta`` map of a pin set (a producer ``SeqStore`` too)."""
 
     def __init__(self, fd: lb.Fd, path: Path) -> None:
         self.fd = fd
