@@ -28,10 +28,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..backends.exported import exact_samples
 from ..producer.task import Ack
 from ..runtime import Runtime
 from .auth import require_token_if_protected
-from .exported import exact_samples
 
 # No ``*_created`` series: a gauge of the histogram's creation time per
 # scrape that dashboards do not use (prometheus-client's own opt-out).

@@ -29,6 +29,7 @@ from ..producer.ticker import DrainTicker
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 from .base import PinDirBackend, kick_trigger
+from .exported import build_exporters
 
 __all__ = ["ObjectBackend"]
 
@@ -69,10 +70,6 @@ class ObjectBackend(PinDirBackend[LoadedObject]):
 
     def exporters(self) -> list[Collector]:
         """``--export-map`` maps and (``--export-globals``) the object's globals."""
-        # The exporters are collectors over this object's maps; their module
-        # still lives under api/ (imported here, at start, not at import time).
-        from ..api.exported import build_exporters
-
         s = self.settings
         return list(build_exporters(self.loaded, s.export_map, globals_=s.export_globals))
 
