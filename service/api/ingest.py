@@ -46,8 +46,8 @@ from ..errors import (
     SampleError,
     UnsupportedMediaTypeError,
 )
+from ..runtime import Runtime
 from ..wire import Ack, ErrorInfo, WaitFor
-from .state import Runtime
 
 log = logging.getLogger("ringbridge.ingest")
 

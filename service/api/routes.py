@@ -21,11 +21,12 @@ from starlette.types import Receive, Scope, Send
 
 from .. import wire
 from ..errors import InvalidRequestError, RingbridgeError
+from ..runtime import Runtime
 from . import fastpath, ingest
 from .auth import require_token
 from .metrics import stats_snapshot
 from .openapi import AUTH_ERRORS, SAMPLES_ERRORS, SAMPLES_OPERATION, SamplesAck
-from .state import Runtime, runtime_of
+from .state import runtime_of
 
 router = APIRouter()
 
@@ -134,7 +135,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     checks: dict[str, Any] = {
-        "object_loaded": rt is not None and not rt.loaded.closed,
+        "object_loaded": rt is not None and not rt.backend.closed,
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
         "consumer_progressing": False,

@@ -61,11 +61,12 @@ from starlette.websockets import WebSocketDisconnect
 from .. import wire
 from ..errors import RingbridgeError, StoppingError
 from ..producer.admission import Credit
+from ..runtime import Runtime
 from ..schema import EncodedBatch, frame_id
 from ..wire import Ack, WaitFor
 from . import ingest
 from .auth import check_token
-from .state import Runtime, runtime_of
+from .state import runtime_of
 
 log = logging.getLogger("ringbridge.ws")
 router = APIRouter()

@@ -275,11 +275,9 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_map__key_size": (_U32, [_P]),
     "bpf_map__pin": (_I, [_P, _S]),
     "bpf_map__set_pin_path": (_I, [_P, _S]),
-    "bpf_map__reuse_fd": (_I, [_P, _I]),
     "bpf_program__fd": (_I, [_P]),
     "bpf_program__name": (_S, [_P]),
     "bpf_program__pin": (_I, [_P, _S]),
-    "bpf_program__set_autoload": (_I, [_P, ctypes.c_bool]),
     "bpf_program__type": (_I, [_P]),
     "bpf_program__section_name": (_S, [_P]),
     "bpf_program__autoattach": (ctypes.c_bool, [_P]),
@@ -933,11 +931,6 @@ class BpfMap(_Member):
         rc = _lib().bpf_map__set_pin_path(self._p("bpf_map__set_pin_path"), raw)
         _check_int(rc, "bpf_map__set_pin_path", self.name, obj=True)
 
-    def reuse_fd(self, fd: FdLike) -> None:
-        """Makes the object use an existing map (e.g. a pin) instead of creating one."""
-        rc = _lib().bpf_map__reuse_fd(self._p("bpf_map__reuse_fd"), _num(fd))
-        _check_int(rc, "bpf_map__reuse_fd", self.name, obj=True)
-
     def lookup(self, key: bytes) -> bytes:
         self._check_key(key)
         return map_lookup(self.fd, key, self._lookup_size(), name=self.name)
@@ -981,10 +974,6 @@ class BpfProgram(_Member):
 
     _kind = "program"
     _prefix = "bpf_program__"
-
-    def set_autoload(self, autoload: bool) -> None:
-        rc = _lib().bpf_program__set_autoload(self._p("bpf_program__set_autoload"), autoload)
-        _check_int(rc, "bpf_program__set_autoload", self.name, obj=True)
 
     def test_run(self, ctx: bytes | None = None) -> int:
         return prog_test_run(self.fd, ctx, name=self.name)

@@ -72,7 +72,12 @@ class Batch(Protocol):
 
 
 class SeqStore(Protocol):
-    """Where the next sample seq survives a restart (the pinned ctl map)."""
+    """Where the next sample seq survives a restart, kept with the pins.
+
+    ``store_seq`` runs before every commit (make it a store into a mapping,
+    not a syscall). Implemented by the built-in consumer's ctl map and a pin
+    set's identity record; a backend offers one as ``Backend.seq_store``.
+    """
 
     def load_seq(self) -> int: ...
     def store_seq(self, next_seq: int) -> None: ...

@@ -21,8 +21,8 @@ import pytest
 from ringbridge.core.ring import encode_batch
 from ringbridge.errors import ConfigError, UnavailableError
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.bpfobj import producer_lock_path
 from ringbridge.kernel.objplan import plan_object
+from ringbridge.kernel.pins import producer_lock_path
 from tests.support.byo import (
     EXAMPLE_OBJ,
     INC32,

@@ -35,11 +35,8 @@ from ringbridge.cli.stats import render_stats
 from ringbridge.client import ServerURL
 from ringbridge.core import ring as core
 from ringbridge.errors import ClientError, ConfigError
-from ringbridge.kernel.bpfobj import (
-    RingbridgePins,
-    load_default,
-    lock_producer,
-)
+from ringbridge.kernel.bpfobj import load_default
+from ringbridge.kernel.pins import RingbridgePins, lock_producer
 from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.settings import Settings
 from tests.support.launch import served
