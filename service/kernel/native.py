@@ -51,6 +51,9 @@ class _Ops:
             self._xchg32 = lib.rb_xchg_u32
             self._xchg32.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
             self._xchg32.restype = ctypes.c_uint32
+            self._fence = lib.rb_fence_seq_cst
+            self._fence.argtypes = []
+            self._fence.restype = None
             self.path = path
         elif platform.machine() in ("x86_64", "AMD64"):
             self.ordered = False
@@ -90,6 +93,17 @@ class _Ops:
         old = int(cell.value)
         cell.value = value
         return old
+
+
+    def fence(self) -> None:
+        """A full (seq_cst) barrier: orders an earlier store before a later load.
+
+        Without the library (x86-64 only) there is none: a consumer of a
+        kernel ring buffer may then miss a wake-up, which its periodic
+        re-check bounds (see :mod:`ringbridge.kernel.eventring`).
+        """
+        if self.path is not None:
+            self._fence()
 
 
 _ops: _Ops | None = None

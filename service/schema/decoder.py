@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import btf as btf_reader
+from . import model
 from .compiler import Compiler
 from .kinds.base import Node, ReadBuffer
 
@@ -35,6 +36,11 @@ class TypeDecoder:
         """The decoder of type ``type_id``; SchemaError if it has no JSON form."""
         t = btf_reader.read_type(btf, type_id)
         return cls(Compiler().compile(t, f"{where}: type {type_id}"))
+
+    @classmethod
+    def from_type(cls, t: model.Type, *, where: str = "BTF") -> TypeDecoder:
+        """The decoder of a type already read (e.g. found across BTF sources)."""
+        return cls(Compiler().compile(t, where))
 
     def decode(self, buf: ReadBuffer, offset: int = 0) -> Any:
         """The JSON value of the bytes at ``buf[offset:]`` (enums by name when known)."""
