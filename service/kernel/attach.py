@@ -28,12 +28,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
-from ..errors import KernelError
+from ..errors import BpfObjectError, KernelError
 from . import libbpf as lb
 from .objplan import ProgSpec
 from .tracefs import ensure_tracefs, find_tracefs
 
-__all__ = ["attach_hint", "attach_programs", "load_hint", "section_kind"]
+__all__ = ["attach_hint", "attach_programs", "load_hint", "load_object_programs", "section_kind"]
 
 log = logging.getLogger("ringbridge.kernel")
 
@@ -169,3 +169,16 @@ def load_hint(programs: Sequence[ProgSpec]) -> str | None:
         return None
     names = ", ".join(f"program {p.name} (section {p.section})" for p in suspects)
     return f"{names}: {_TRAMPOLINE_NEEDS}; a kernel without them refuses such programs at load"
+
+
+def load_object_programs(obj: lb.BpfObject, programs: Sequence[ProgSpec]) -> None:
+    """``obj.load()``, with :func:`load_hint` added to a failure it explains."""
+    try:
+        obj.load()
+    except BpfObjectError as exc:
+        hint = load_hint(programs)
+        if hint is None:
+            raise
+        raise BpfObjectError(
+            "bpf_object__load", str(obj.path), exc.errno, f"{hint}; see the ringbridge.libbpf log"
+        ) from exc
