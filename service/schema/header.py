@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -82,7 +82,7 @@ class HeaderOptions:
     includes: tuple[str, ...] | None = None
     defines: tuple[str, ...] = ()
     clang: str | None = None
-    extra_flags: tuple[str, ...] = field(default=())
+    extra_flags: tuple[str, ...] = ()
 
     @property
     def prelude(self) -> tuple[str, ...]:
