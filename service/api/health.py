@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RingbridgeError
-from .state import Runtime
+from ..runtime import Runtime
 
 #: The checks that must all hold for ``/readyz`` to answer 200.
 READY_CHECKS = (
@@ -36,7 +36,7 @@ def readiness(rt: Runtime | None) -> tuple[bool, dict[str, Any]]:
     """``(ready, checks)``: object loaded, ring mapped, producer running, consumer
     progressing, admission open with credit for a full batch."""
     checks: dict[str, Any] = {
-        "object_loaded": rt is not None and not rt.loaded.closed,
+        "object_loaded": rt is not None and not rt.backend.closed,
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
         "consumer_progressing": False,

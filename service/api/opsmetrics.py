@@ -22,8 +22,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 
 from .. import __version__
 from ..producer.observe import BatchObserver
+from ..runtime import Runtime
 from . import health
-from .state import Runtime
 
 #: name -> (help, label names), for the series of BatchObserver.series().
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .task import Ack, WaitFor
+from ..wire import Ack, WaitFor
 
 Transport = Literal["http", "ws"]
 Encoding = Literal["json", "binary"]
@@ -121,7 +121,7 @@ class BatchObserver:
         if now is None:
             now = time.perf_counter()
         key = (transport, arrival.encoding)
-        self.samples[key].observe(ack.count)
+        self.samples[key].observe(ack.accepted)
         self.bytes[key].observe(ack.ring_end_pos - ack.ring_start_pos)
         if ack.state == wait:
             self.latency[(transport, ack.state)].observe(now - arrival.at)
