@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -88,6 +89,10 @@ class _Submission:
     batch that left early holds no memory while it still sits in the line."""
 
     __slots__ = ("batch", "credit", "enqueued_at", "future")
+
+    # enqueued_at is time.perf_counter(), not loop.time(): uvloop's clock is
+    # libuv's, in whole milliseconds and cached per loop pass, too coarse for
+    # a latency histogram whose first buckets are tens of microseconds.
 
     def __init__(
         self, batch: Batch, credit: Credit, enqueued_at: float, future: asyncio.Future[Ack]
@@ -246,7 +251,7 @@ class Producer:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = _Submission(batch, credit, loop.time(), loop.create_future())
+            sub = _Submission(batch, credit, time.perf_counter(), loop.create_future())
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
@@ -448,7 +453,7 @@ class Producer:
         sub.credit.release()  # the ack returns the credit
         if self._on_commit is not None:
             try:
-                self._on_commit(loop.time() - sub.enqueued_at, ack)
+                self._on_commit(time.perf_counter() - sub.enqueued_at, ack)
             except Exception:
                 log.exception("commit observer failed")
 
