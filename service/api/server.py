@@ -367,17 +367,26 @@ _LISTEN_HINTS = {
 }
 
 
-def bind(settings: Settings) -> socket.socket:
-    """The listening socket, bound before anything is loaded or pinned.
+#: The listen backlog (uvicorn's default; uvicorn re-applies its own to the socket).
+LISTEN_BACKLOG = 2048
 
-    Binding first means a start that cannot listen (port in use) fails before
-    it creates pins, maps a ring or arms a timer.
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket, bound *and listening* before anything is loaded or pinned.
+
+    A start that cannot listen (port in use) fails before it creates pins,
+    maps a ring or arms a timer. ``listen()`` belongs here too, not only
+    ``bind()``: two ``SO_REUSEADDR`` sockets may bind one port as long as
+    neither listens, so of two services started at once both would bind,
+    both would load and pin, and the loser would learn only at uvicorn's
+    ``listen()`` -- with its pins made.
     """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.host, settings.port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         hint = _LISTEN_HINTS.get(exc.errno or 0, "")
