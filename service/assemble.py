@@ -13,7 +13,10 @@ Startup, in order (each step undone in reverse if a later one fails):
 5. set up the drain in the kernel (the built-in consumer's timer or budget);
 6. with ``drop_privileges``, give up every capability (the fds suffice from
    here on, Linux >= 5.19); with ``user``, also switch to that unprivileged
-   uid/gid;
+   uid/gid. First everything the rest needs is opened (native helpers,
+   import directories the user could not reach), and when this start made
+   the pins, a privileged janitor is forked that removes them should the
+   start fail after the drop (:mod:`ringbridge.kernel.janitor`);
 7. start the drain trigger (native kick worker, drain ticker) and the
    producer task.
 
@@ -36,9 +39,11 @@ import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
+from . import nativelib
 from .backends import open_backend
 from .errors import RingbridgeError
 from .kernel.environment import startup_hint
+from .kernel.janitor import StartJanitor
 from .kernel.privileges import drop_all_capabilities, resolve_user
 from .kernel.ringbuf import UserRingBuffer
 from .producer.task import Producer
@@ -72,8 +77,14 @@ async def assemble(
     else:
         backend = await asyncio.to_thread(open_backend, settings)
 
+    janitor: StartJanitor | None = None
+
     def forget_unless_started() -> None:
-        if not started:
+        if started:
+            return
+        if janitor is not None:
+            janitor.undo()  # after the drop the pins are no longer ours to remove
+        else:
             backend.forget_pins()
 
     stack.callback(forget_unless_started)
@@ -93,8 +104,13 @@ async def assemble(
     backend.prepare_drain()
     if drop:
         # Everything privileged is done: loading, pinning, locking, the
-        # ring's mmap. What remains runs on the fds alone.
+        # ring's mmap. What remains runs on the fds alone -- and on what is
+        # opened now: the unprivileged user may not even see the checkout or
+        # the venv (a 0700 home), so the helpers and modules load first.
+        nativelib.preload()
         user = resolve_user(settings.user) if settings.user is not None else None
+        if not backend.reused:
+            janitor = StartJanitor.fork(backend.forget_pins)
         drop_all_capabilities(user)
         log.info("dropped all capabilities", extra={"uid": os.getuid(), "gid": os.getgid()})
     trigger = backend.start_drain(ring, stack)
@@ -128,6 +144,8 @@ async def assemble(
         },
     )
     started = True
+    if janitor is not None:
+        janitor.dismiss()
     return runtime
 
 

@@ -14,6 +14,12 @@ on first use and returns the typed ctypes function, or raises
 slower path of their own use :meth:`NativeFunction.find`, which returns
 None instead and logs once which fallback serves.
 
+:func:`preload` resolves every declared function at once, and a library's
+path and verdict are found only once: a service about to give up its
+privileges (``--user``) calls it first, as the unprivileged user may not
+even see the files (a checkout under a 0700 home). After it nothing here
+touches the file system again.
+
 ``releases_gil`` picks how a call crosses into C: most helpers run for a
 few instructions, and ``ctypes.CDLL``'s release and retake of the GIL would
 cost more than the call (and, under load, hand the GIL to another thread in
@@ -23,6 +29,7 @@ that may block (joining a thread) or scan a whole body release it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 from pathlib import Path
@@ -31,7 +38,7 @@ from typing import Any
 from .artifacts import build_artifact
 from .errors import ConfigError
 
-__all__ = ["DRAINER", "ORDERING", "VALIDATE", "NativeFunction", "NativeLibrary"]
+__all__ = ["DRAINER", "ORDERING", "VALIDATE", "NativeFunction", "NativeLibrary", "preload"]
 
 log = logging.getLogger("ringbridge.native")
 
@@ -46,10 +53,15 @@ class NativeLibrary:
         self.env_var = env_var  # an operator's choice of path (see artifacts)
         self.what = what  # for messages: "drain worker library"
         self._handles: dict[bool, ctypes.CDLL] = {}
+        self._path: Path | None = None
+        # Why it cannot be opened, once found: never looked for again.
+        self._error: dict[bool, ConfigError] = {}
 
     @property
     def path(self) -> Path:
-        return build_artifact(self.env_var, self.filename)
+        if self._path is None:
+            self._path = build_artifact(self.env_var, self.filename)
+        return self._path
 
     def built(self) -> bool:
         return self.path.exists()
@@ -58,24 +70,40 @@ class NativeLibrary:
         self, name: str, restype: Any, *argtypes: Any, releases_gil: bool = False
     ) -> NativeFunction:
         """Declares C function ``name`` (nothing is opened until it is used)."""
-        return NativeFunction(self, name, restype, argtypes, releases_gil)
+        fn = NativeFunction(self, name, restype, argtypes, releases_gil)
+        _DECLARED.append(fn)
+        return fn
 
     def open(self, *, releases_gil: bool) -> ctypes.CDLL:
         """The library's handle (opened once per calling convention)."""
         handle = self._handles.get(releases_gil)
         if handle is None:
-            path = self.path
-            if not path.exists():
-                raise ConfigError(f"{self.what} {path} is missing; {_BUILD_HINT}")
-            kind = ctypes.CDLL if releases_gil else ctypes.PyDLL
+            known = self._error.get(releases_gil)
+            if known is not None:
+                raise known
             try:
-                handle = kind(str(path), use_errno=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"{self.what} {path} cannot be loaded ({exc}); {_BUILD_HINT}"
-                ) from exc
+                handle = self._open(releases_gil)
+            except ConfigError as exc:
+                self._error[releases_gil] = exc
+                raise
             self._handles[releases_gil] = handle
         return handle
+
+    def _open(self, releases_gil: bool) -> ctypes.CDLL:
+        path = self.path
+        try:
+            found = path.exists()
+        except OSError as exc:  # a directory on the way we may not search
+            raise ConfigError(f"{self.what} {path} cannot be reached: {exc}") from exc
+        if not found:
+            raise ConfigError(f"{self.what} {path} is missing; {_BUILD_HINT}")
+        kind = ctypes.CDLL if releases_gil else ctypes.PyDLL
+        try:
+            return kind(str(path), use_errno=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.what} {path} cannot be loaded ({exc}); {_BUILD_HINT}"
+            ) from exc
 
 
 class NativeFunction:
@@ -131,6 +159,21 @@ class NativeFunction:
                 extra={"function": self.name, "error": exc.message, "fallback": fallback},
             )
             return None
+
+
+#: Every function declared so far, for :func:`preload`.
+_DECLARED: list[NativeFunction] = []
+
+
+def preload() -> None:
+    """Opens every declared function's library and resolves the function now.
+
+    What cannot be had is remembered as it is (the first use then raises or
+    falls back as it would have), so that nothing is looked up on disk later.
+    """
+    for fn in _DECLARED:
+        with contextlib.suppress(ConfigError):
+            fn.get()
 
 
 #: Release/acquire accesses on the ring's mapping (``bpf/native.c``).

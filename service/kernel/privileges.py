@@ -34,6 +34,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, KernelError
 from .libc import libc
+from .reachable import keep_imports_reachable
 
 log = logging.getLogger("ringbridge.privileges")
 
@@ -147,14 +148,6 @@ def _switch_user(to: Credentials) -> None:
             "setresuid", f"uid {to.uid} gid {to.gid}", 0,
             f"still uids {os.getresuid()} gids {os.getresgid()}",
         )
-    stdlib = Path(os.__file__).parent
-    if not os.access(stdlib, os.R_OK | os.X_OK):
-        # Everything is imported by now on the paths we know, but a module
-        # first needed later (a plugin, an error path) would fail to import.
-        log.warning(
-            "the Python installation is not readable by the service user",
-            extra={"path": str(stdlib), "uid": to.uid},
-        )
 
 
 def drop_all_capabilities(user: Credentials | None = None) -> None:
@@ -168,6 +161,15 @@ def drop_all_capabilities(user: Credentials | None = None) -> None:
         raise ConfigError(
             f"cannot drop privileges: the process has {threads} threads and capabilities "
             "are per thread; drop them before any thread starts"
+        )
+    # Modules imported from now on must still be found: a checkout or venv
+    # the new user cannot walk to stays reachable through held fds.
+    target = (user.uid, user.gid) if user is not None else (os.getuid(), os.getgid())
+    held = keep_imports_reachable(*target)
+    if held:
+        log.info(
+            "import directories the service user cannot reach are held open",
+            extra={"directories": len(held), "uid": target[0]},
         )
     # No execve may ever give them back (setuid binaries, file capabilities).
     _prctl(_PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")

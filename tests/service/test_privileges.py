@@ -210,3 +210,126 @@ def test_drop_refuses_while_other_threads_exist() -> None:
         stop.set()
         t.join()
     assert capability_sets()["CapEff"] != 0  # nothing was dropped here
+
+
+def _private_checkout(tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``ringbridge`` and its dependencies behind a 0700 directory, as a ``mktemp -d``
+    clone (or a checkout under /root) is: readable by root only.
+
+    The package is this tree's ``service/`` copied (with its built objects
+    and helpers) into ``<0700 dir>/path/ringbridge``; the dependencies are
+    this venv's site-packages, reached through a link inside the same
+    directory. The interpreter is the system's (its stdlib is readable by
+    anyone, as the image's is): what must not be needed after the drop is
+    the checkout and the venv, not the Python installation.
+    """
+    import shutil
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    assert private.stat().st_mode & 0o777 == 0o700
+    path = private / "path"
+    shutil.copytree(
+        Path(__file__).resolve().parents[2] / "service",
+        path / "ringbridge",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    site = private / "site-packages"
+    site.symlink_to(Path(sysconfig.get_paths()["purelib"]))
+    system = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+    if not system.exists() or not _readable_by_others(system.parent):
+        pytest.skip(f"no Python {sys.version_info[:2]} readable by an unprivileged user")
+    boot = (
+        "import site, sys; site.addsitedir(sys.argv.pop(1)); "
+        "from ringbridge.cli import main; sys.exit(main())"
+    )
+    # PYTHONPATH comes before the venv's editable finder: the private copy is used.
+    env = {**os.environ, "PYTHONPATH": str(path), "PYTHONDONTWRITEBYTECODE": "1"}
+    for var in ("RINGBRIDGE_BPF_OBJECT", "RINGBRIDGE_NATIVE_LIB", "RINGBRIDGE_VALIDATE_LIB"):
+        env.pop(var, None)
+    env.pop("RINGBRIDGE_DRAINER_LIB", None)
+    return (str(system), "-c", boot, str(site)), env
+
+
+@pytest.mark.parametrize("drain", ["kick", "timer"])
+def test_service_works_as_an_unprivileged_user_from_a_private_checkout(
+    bpf_object_path: Path, pin_dir: Path, tmp_path: Path, drain: str
+) -> None:
+    """Everything the service needs is resolved and opened before the drop (#19, item 5)."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from tests.service.conftest import binary_batch
+
+    command, env = _private_checkout(tmp_path)
+    log = tmp_path / "serve.log"
+    args = [f"--pin-dir={pin_dir}", "--ring-size=1M", f"--drain={drain}", "--user=65534:65534"]
+    with served(args, log, command=command, base_env=env, cwd=tmp_path) as addr:
+        assert f"{tmp_path}/private/path/ringbridge/_bpf/ringbridge.bpf.o" in log.read_text()
+        uids, _, _ = _ids(_server_pid(log))
+        assert uids == [65534] * 4
+        with httpx.Client(base_url=f"http://{addr}", timeout=30) as c:
+            r = c.post("/v1/samples", json={"samples": [{"kind": 9, "value": 3}] * 10})
+            assert r.status_code == 200, r.text
+            r = c.post(
+                "/v1/samples",
+                content=binary_batch([(9, 4)] * 5),
+                headers={"content-type": "application/octet-stream"},
+            )
+            assert r.status_code == 200, r.text
+            bad = c.post("/v1/samples", json={"samples": [{"kind": -1}]})
+            assert bad.status_code == 422 and bad.json()["error"]["index"] == 0, bad.text
+            dup = c.post(
+                "/v1/samples",
+                content=b'{"samples": [{"kind": 1, "kind": 2}]}',
+                headers={"content-type": "application/json"},
+            )
+            assert dup.status_code == 422, dup.text
+
+            async def stream() -> list[dict[str, object]]:
+                url = f"ws://{addr}/v1/stream"
+                async with connect(url, compression=None) as ws:
+                    await ws.send(json.dumps({"id": "t", "samples": [{"kind": 9, "value": 5}]}))
+                    await ws.send(binary_batch([(9, 6)] * 2))
+                    await ws.send(b"\x01")
+                    return [json.loads(await ws.recv()) for _ in range(3)]
+
+            acks = asyncio.run(stream())
+            assert [a["id"] for a in acks] == ["t", 1, 2], acks
+            assert "error" not in acks[0] and "error" not in acks[1] and "error" in acks[2]
+            assert _wait_kind(c, 9, 18) == {"samples": 18, "value": 30 + 20 + 5 + 12}
+            for route in ("/metrics", "/v1/stats", "/readyz", "/healthz", "/v1/schema",
+                          "/openapi.json", "/docs", "/docs/assets/swagger-ui-bundle.js",
+                          "/docs/assets/swagger-ui.css"):  # fmt: skip
+                answer = c.get(route)
+                assert answer.status_code == 200, (route, log.read_text()[-3000:])
+            assert c.get("/nowhere").status_code == 404
+    text = log.read_text()
+    assert "dropped all capabilities" in text and "uid=65534" in text, text
+    assert "native helper unavailable" not in text, text
+    assert "Traceback" not in text and "Permission denied" not in text, text
+    assert "ringbridge stopped" in text, text
+
+
+def test_reachability_is_judged_on_the_path_as_written_and_where_it_leads() -> None:
+    import tempfile
+
+    from ringbridge.kernel.reachable import reachable_by
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        base = Path(top)
+        base.chmod(0o755)  # pytest's own tmp dirs are 0700
+        open_dir = base / "open"
+        open_dir.mkdir(mode=0o755)
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        (private / "inside").mkdir(mode=0o755)
+        (private / "link").symlink_to(open_dir)
+        (open_dir / "to-private").symlink_to(private / "inside")
+        assert reachable_by(open_dir, 65534, 65534)
+        assert not reachable_by(private / "inside", 65534, 65534)
+        assert not reachable_by(private / "link", 65534, 65534)  # walked through the 0700 dir
+        assert not reachable_by(open_dir / "to-private", 65534, 65534)  # leads into it
+        assert reachable_by(private / "inside", os.getuid(), os.getgid())  # the owner may
