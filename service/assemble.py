@@ -34,18 +34,22 @@ import asyncio
 # lazily, on first use. Import it now: after a switch to --user the
 # interpreter's own files may be out of reach (one under a root-only home).
 import concurrent.futures.thread  # noqa: F401
+import contextlib
 import logging
 import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from . import nativelib
 from .backends import open_backend
 from .errors import RingbridgeError
 from .kernel.environment import startup_hint
 from .kernel.janitor import StartJanitor
+from .kernel.pins import unpin_hint
 from .kernel.privileges import drop_all_capabilities, resolve_user
 from .kernel.ringbuf import UserRingBuffer
+from .kernel.ringwatch import RingWatch
 from .producer.task import Producer
 from .runtime import ConsumerWatch, Runtime
 from .settings import Settings
@@ -102,6 +106,9 @@ async def assemble(
     if ring.recovered_busy:
         log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
     backend.prepare_drain()
+    # Opened while still privileged: the pins are root's (see RingWatch).
+    ring_watch = RingWatch(ring, _pins_to_watch(settings), recovery=_ring_recovery(settings))
+    stack.callback(ring_watch.close)
     if drop:
         # Everything privileged is done: loading, pinning, locking, the
         # ring's mmap. What remains runs on the fds alone -- and on what is
@@ -123,6 +130,8 @@ async def assemble(
     )
     producer.start()
     stack.push_async_callback(producer.stop, settings.shutdown_grace)
+    watching = asyncio.create_task(ring_watch.run(), name="ringbridge-ring-watch")
+    stack.push_async_callback(_cancelled, watching)
     runtime = Runtime(
         settings=settings,
         backend=backend,
@@ -131,6 +140,7 @@ async def assemble(
         codec=codec,
         exports=exports,
         watch=ConsumerWatch(settings.ready_stall_seconds),
+        ring_watch=ring_watch,
     )
     log.info(
         "ringbridge started",
@@ -147,6 +157,36 @@ async def assemble(
     if janitor is not None:
         janitor.dismiss()
     return runtime
+
+
+def _pins_to_watch(settings: Settings) -> list[Path]:
+    """The pins whose removal while serving is worth telling: the ring another
+    loader pinned, or our pin dir and everything in it."""
+    if settings.ring_pin is not None:
+        return [settings.ring_pin]
+    try:
+        return [settings.pin_dir, *sorted(settings.pin_dir.iterdir())]
+    except OSError:
+        return [settings.pin_dir]
+
+
+def _ring_recovery(settings: Settings) -> str:
+    if settings.ring_pin is not None:
+        return (
+            f"the ring pinned at {settings.ring_pin} belongs to another loader: find who else "
+            "writes it, recreate it there and restart the service"
+        )
+    return (
+        "find who else writes this ring (another producer), stop the service, then "
+        + unpin_hint(settings.pin_dir)
+        + ", and start it again"
+    )
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def report_startup_failure(exc: RingbridgeError) -> None:

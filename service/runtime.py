@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from .backends import Backend
 from .kernel.ringbuf import UserRingBuffer
+from .kernel.ringwatch import RingWatch
 from .producer.observe import BatchObserver
 from .producer.task import Producer
 from .schema import SampleCodec
@@ -98,6 +99,8 @@ class Runtime:
     # The backend's Prometheus collectors (kernel counters, exported maps and globals).
     exports: list[Collector]
     watch: ConsumerWatch
+    # The ring as the kernel reads it, and the pins (None: not watched).
+    ring_watch: RingWatch | None = None
     rejections: Rejections = field(default_factory=Rejections)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).

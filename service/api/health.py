@@ -20,6 +20,8 @@ READY_CHECKS = (
     "producer_running",
     "consumer_progressing",
     "admission_open",
+    "ring_consistent",
+    "pins_intact",
 )
 
 
@@ -34,13 +36,16 @@ def producer_failure(rt: Runtime | None) -> str | None:
 
 def readiness(rt: Runtime | None) -> tuple[bool, dict[str, Any]]:
     """``(ready, checks)``: object loaded, ring mapped, producer running, consumer
-    progressing, admission open with credit for a full batch."""
+    progressing, admission open with credit for a full batch, the ring consistent
+    as the kernel reads it, the pins still there."""
     checks: dict[str, Any] = {
         "object_loaded": rt is not None and not rt.backend.closed,
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
         "consumer_progressing": False,
         "admission_open": False,
+        "ring_consistent": False,
+        "pins_intact": False,
     }
     if rt is not None:
         try:
@@ -60,4 +65,21 @@ def readiness(rt: Runtime | None) -> tuple[bool, dict[str, Any]]:
         checks["admission_open"] = not adm.closed and adm.free >= rt.settings.max_batch_bytes
         checks["admission_free_bytes"] = adm.free
         checks["admission_budget_bytes"] = adm.budget
+        _ring_watch_checks(rt, checks)
     return all(checks[k] for k in READY_CHECKS), checks
+
+
+def _ring_watch_checks(rt: Runtime, checks: dict[str, Any]) -> None:
+    """The ring as the kernel reads it (not the producer's own copy of its
+    position), and the pins still there (:mod:`ringbridge.kernel.ringwatch`)."""
+    if rt.ring_watch is None:
+        checks["ring_consistent"] = checks["pins_intact"] = True
+        return
+    seen = rt.ring_watch.check()
+    checks["ring_consistent"] = seen.ring_problem is None
+    if seen.ring_problem is not None:
+        checks["ring_problem"] = seen.ring_problem
+    checks["kernel_producer_pos"] = seen.producer_pos
+    checks["pins_intact"] = not seen.pins_missing
+    if seen.pins_missing:
+        checks["pins_missing"] = [str(p) for p in seen.pins_missing]

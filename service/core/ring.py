@@ -247,3 +247,40 @@ def plan_recovery(
         pos += step
         n += 1
     return RecoveryPlan(busy_offsets=tuple(busy), records=n)
+
+
+def kernel_view_problem(
+    producer_pos: int, consumer_pos: int, ring_size: int, head_word: int | None
+) -> str | None:
+    """Why this ring is corrupt, or None when the kernel's next drain would go through.
+
+    The checks of ``__bpf_user_ringbuf_peek``, in its order, over the
+    positions as the kernel reads them (``producer_pos`` from the shared
+    page, not a producer's own copy) and ``head_word``, the header word at
+    ``consumer_pos`` (None when the ring is empty); and the invariant the
+    kernel does not check but every producer must keep,
+    ``0 <= producer_pos - consumer_pos <= size``. A record the kernel
+    refuses fails every drain from then on: the ring is poisoned.
+    """
+    pending = producer_pos - consumer_pos
+    if producer_pos % 8:
+        return f"producer_pos {producer_pos} is not a multiple of 8 (drains fail with EINVAL)"
+    if not 0 <= pending <= ring_size:
+        return (
+            f"producer_pos {producer_pos} and consumer_pos {consumer_pos} are {pending} bytes "
+            f"apart in a ring of {ring_size} bytes"
+        )
+    if pending == 0 or head_word is None:
+        return None
+    length = Header.decode(head_word).length  # BUSY and DISCARD records are checked too
+    if record_size(length) > pending:
+        return (
+            f"the record at consumer_pos {consumer_pos} claims {length} bytes, past "
+            f"producer_pos {producer_pos} (drains fail with EINVAL)"
+        )
+    if record_size(length) > ring_size or length > MAX_SAMPLE_LEN:
+        return (
+            f"the record at consumer_pos {consumer_pos} claims {length} bytes, more than "
+            "the ring or a dynptr can hold (drains fail with E2BIG)"
+        )
+    return None

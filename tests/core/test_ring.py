@@ -138,3 +138,20 @@ def test_header_decode() -> None:
     h = core.Header.decode(5 | core.BUSY_BIT | core.DISCARD_BIT)
     assert (h.length, h.busy, h.discard) == (5, True, True)
     assert core.Header.decode(7) == core.Header(7, False, False)
+
+
+def test_kernel_view_problem_follows_the_kernels_checks() -> None:
+    from ringbridge.core.ring import BUSY_BIT, DISCARD_BIT, kernel_view_problem
+
+    size = 4096
+    assert kernel_view_problem(0, 0, size, None) is None  # empty
+    assert kernel_view_problem(64, 64, size, 123) is None  # empty: the head is not read
+    assert kernel_view_problem(16, 0, size, 8) is None  # one 8-byte record, whole
+    assert "multiple of 8" in str(kernel_view_problem(20, 0, size, 8))
+    assert "apart" in str(kernel_view_problem(size + 8, 0, size, 8))
+    assert "apart" in str(kernel_view_problem(0, 8, size, None))  # producer behind consumer
+    assert "past producer_pos" in str(kernel_view_problem(16, 0, size, 16))
+    # BUSY and DISCARD records are measured too (the kernel checks first).
+    assert "past producer_pos" in str(kernel_view_problem(16, 0, size, 16 | BUSY_BIT))
+    assert kernel_view_problem(16, 0, size, 8 | DISCARD_BIT) is None
+    assert kernel_view_problem(16, 0, size, 8 | BUSY_BIT) is None
