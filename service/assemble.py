@@ -46,10 +46,12 @@ from .backends import open_backend
 from .errors import RingbridgeError
 from .kernel.environment import startup_hint
 from .kernel.janitor import StartJanitor
-from .kernel.pins import unpin_hint
+from .kernel.pins import KEYS_PIN, unpin_hint
+from .kernel.pins.keys import PinnedKeys
 from .kernel.privileges import drop_all_capabilities, resolve_user
 from .kernel.ringbuf import UserRingBuffer
 from .kernel.ringwatch import RingWatch
+from .producer.keys import KeyTable
 from .producer.task import Producer
 from .runtime import ConsumerWatch, Runtime
 from .settings import Settings
@@ -106,6 +108,7 @@ async def assemble(
     if ring.recovered_busy:
         log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
     backend.prepare_drain()
+    keys = _key_table(settings, ring, stack)
     # Opened while still privileged: the pins are root's (see RingWatch).
     ring_watch = RingWatch(ring, _pins_to_watch(settings), recovery=_ring_recovery(settings))
     stack.callback(ring_watch.close)
@@ -127,6 +130,7 @@ async def assemble(
         kick=trigger,
         on_commit=on_commit,
         seq_store=backend.seq_store,
+        keys=keys,
     )
     producer.start()
     stack.push_async_callback(producer.stop, settings.shutdown_grace)
@@ -157,6 +161,19 @@ async def assemble(
     if janitor is not None:
         janitor.dismiss()
     return runtime
+
+
+def _key_table(settings: Settings, ring: UserRingBuffer, stack: AsyncExitStack) -> KeyTable:
+    """The idempotency keys, kept with the pins (in memory only for a ring another
+    loader pinned: its directory is not ours to add to)."""
+    if settings.ring_pin is not None:
+        return KeyTable(settings.idempotency_keys)
+    store = PinnedKeys.open_or_create(settings.pin_dir / KEYS_PIN, settings.idempotency_keys)
+    stack.callback(store.close)
+    table = KeyTable(settings.idempotency_keys, store, producer_pos=ring.producer_pos)
+    if table.statistics().remembered:
+        log.info("idempotency keys re-opened", extra={"keys": table.statistics().remembered})
+    return table
 
 
 def _pins_to_watch(settings: Settings) -> list[Path]:

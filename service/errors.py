@@ -26,13 +26,15 @@ drawing is the code)::
     ├── RequestError                     (400) the request itself, before its batch is looked at
     │   ├── UnauthorizedError            (401) no bearer token
     │   ├── ForbiddenError               (403) wrong bearer token
-    │   ├── InvalidRequestError          (422) a bad ?wait= or ?timeout=
+    │   ├── InvalidRequestError          (422) a bad ?wait=, ?timeout= or Idempotency-Key
+    │   ├── KeyReusedError               (422) an Idempotency-Key sent with another body
     │   ├── RequestTimeoutError          (408) body not received before the deadline
     │   ├── ClientGoneError              (499) the client left before the commit
     │   └── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
     ├── UnavailableError                 (503) retry later (Retry-After): nothing was committed
     │   ├── OverloadedError              no admission credit: the byte budget is spent
     │   ├── StoppingError                the service is shutting down
+    │   ├── KeyInFlightError             the batch of this Idempotency-Key is still in flight
     │   └── RingError                    the ring cannot take the batch now
     │       ├── RingFullError            WouldBlock: no space right now
     │       ├── RingTimeoutError         not committed by the batch's deadline
@@ -49,8 +51,8 @@ drawing is the code)::
         ├── ServerUnreachableError       no connection to the server; nothing was sent
         ├── RejectedError                the server answered with an error; .status,
         │                                .code, .index, .retry_after, .retryable
-        └── OutcomeUnknownError          the connection failed after the batch was sent:
-                                         it may have been committed; not retried
+        └── OutcomeUnknownError          the connection failed after the batch was sent,
+                                         and resending it under its key did not tell
 """
 
 from __future__ import annotations
@@ -153,6 +155,14 @@ class InvalidRequestError(RequestError):
     code = "invalid_request"
 
 
+class KeyReusedError(RequestError):
+    """The ``Idempotency-Key`` names an earlier batch with another body: a client bug
+    (a key must name one batch); nothing was committed."""
+
+    status_hint = 422
+    code = "key_reused"
+
+
 class RequestTimeoutError(RequestError):
     """The body did not arrive before the batch's deadline (a slow or stalled client)."""
 
@@ -201,6 +211,14 @@ class StoppingError(UnavailableError):
     """The service is shutting down (or not running yet) and takes no new batches."""
 
     code = "stopping"
+
+
+class KeyInFlightError(UnavailableError):
+    """The batch of this ``Idempotency-Key`` is still being committed (sent earlier on
+    a connection since lost): ask again after ``Retry-After``; the key keeps it from
+    being committed twice."""
+
+    code = "in_flight"
 
 
 class RingError(UnavailableError):
@@ -338,6 +356,15 @@ class RejectedError(ClientError):
 
 
 class OutcomeUnknownError(ClientError):
-    """The batch was sent but no answer came: it may be committed. Not retried."""
+    """The batch was sent but no answer came, and resending it under its
+    ``Idempotency-Key`` did not get one either: it may be committed.
+
+    ``key`` is that key (None for a stream's batch): sending the batch again
+    under it is answered with its first ack if it was committed.
+    """
 
     code = "outcome_unknown"
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

@@ -283,6 +283,14 @@ class Settings(BaseSettings):
         "unread (default: the larger of 64 MiB and 8 * max_batch_bytes)",
     )
     ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
+    idempotency_keys: int = Field(
+        default=16384,
+        ge=16,
+        le=1 << 20,
+        description="Idempotency-Key values remembered: a batch sent again under its key is "
+        "answered with its first ack while it is among the last N keyed batches committed "
+        "(kept with the pins, 64 bytes each)",
+    )
     shutdown_grace: float = Field(default=5.0, ge=0, description="time to finish queued batches, s")
     retry_after: int = Field(default=1, ge=0, description="Retry-After seconds on 503")
     ready_stall_seconds: float = Field(

@@ -16,6 +16,21 @@ Both ends use this module -- the server (:mod:`ringbridge.api`), the client
   it).
 - **The error** (:class:`ErrorInfo`): ``{"error": {"code", "message",
   "index"}}``, or ``{"id", "error": {...}}`` on the WebSocket.
+- **The idempotency key** of ``POST /v1/samples``: an ``Idempotency-Key``
+  header (:data:`IDEMPOTENCY_KEY`, 1 to 255 visible ASCII characters, the
+  client's own unique name for one batch; :func:`parse_idempotency_key`).
+  The server remembers the ack of the last ``idempotency_keys`` keyed
+  batches it committed, with the pins, across restarts. A batch sent again
+  under its key is answered with the first ack (same seqs, ``state`` as of
+  now) and the header ``Idempotent-Replayed: true`` (:data:`REPLAYED`), and
+  is not committed again; while the first is still in flight, the resend
+  waits for it (503 ``in_flight`` once its own timeout runs out); if the
+  first was not committed, the resend is a new batch. A key sent with
+  another body is refused (422 ``key_reused``). So a client that lost the
+  connection after sending -- it cannot know whether the batch was
+  committed -- sends it again under the same key, and gets exactly one
+  commit. Keys are not taken on the WebSocket (a stream's un-acked batches
+  are the client's to track).
 - **The rules** (:data:`RULES`), per error code: the HTTP status, whether
   the batch may be sent again (503 + ``Retry-After``: the server committed
   nothing of it) and the close code of a stream that ends for that cause.
@@ -27,6 +42,7 @@ Both ends use this module -- the server (:mod:`ringbridge.api`), the client
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
@@ -47,6 +63,12 @@ from .errors import (
 #: ring, or until the kernel's consumer has passed it.
 WaitFor = Literal["committed", "consumed"]
 WAITS: Final[tuple[WaitFor, ...]] = ("committed", "consumed")
+
+#: The request header naming a batch for resends, and the answer's header
+#: saying that the ack is the one given to the batch's first sending.
+IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+REPLAYED: Final = "Idempotent-Replayed"
+MAX_KEY_LENGTH: Final = 255
 
 #: WebSocket close codes (RFC 6455 section 7.4.1 and the IANA registry).
 CLOSE_POLICY: Final = 1008
@@ -214,6 +236,24 @@ def parse_query(query: bytes | str) -> tuple[WaitFor, float | None]:
                 )
             timeout = t
     return wait, timeout
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header's key (None when absent); InvalidRequestError
+    unless it is 1 to 255 visible ASCII characters."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_KEY_LENGTH or not all("!" <= ch <= "~" for ch in value):
+        raise InvalidRequestError(
+            f"{IDEMPOTENCY_KEY}: expected 1 to {MAX_KEY_LENGTH} visible ASCII characters, "
+            f"got {value[:40]!r}{'...' if len(value) > 40 else ''}"
+        )
+    return value
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one batch (the client's side): 128 random bits, hex."""
+    return uuid.uuid4().hex
 
 
 def query_params(wait: WaitFor, timeout: float | None) -> dict[str, str]:

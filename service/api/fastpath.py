@@ -31,13 +31,15 @@ Send = Callable[[Message], Awaitable[None]]
 
 PATH = "/v1/samples"
 _JSON = (b"content-type", ingest.JSON.encode())
+_KEY = wire.IDEMPOTENCY_KEY.lower().encode()
+_REPLAYED = (wire.REPLAYED.lower().encode(), b"true")
 
 
 async def post_samples(app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
     """One ``POST /v1/samples``: token, query, then :func:`ingest.ingest_http`; its answer."""
     try:
         rt = runtime_of(app)
-        content_type = content_length = authorization = None
+        content_type = content_length = authorization = key = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
@@ -45,18 +47,26 @@ async def post_samples(app: FastAPI, scope: Scope, receive: Receive, send: Send)
                 content_length = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == _KEY:
+                key = value.decode("latin-1")
         check_authorization(authorization, rt.settings.token)
         wait, timeout = wire.parse_query(scope.get("query_string", b""))
-        ack = await ingest.ingest_http(rt, content_type, content_length, receive, wait, timeout)
+        key = wire.parse_idempotency_key(key)
+        ack, replayed = await ingest.ingest_http(
+            rt, content_type, content_length, receive, wait, timeout, key
+        )
     except RingbridgeError as exc:
         await ingest.refuse(app, exc)(scope, receive, send)
         return
     body = wire.ack_json(ack)
+    headers = [_JSON, (b"content-length", b"%d" % len(body))]
+    if replayed:
+        headers.append(_REPLAYED)
     await send(
         {
             "type": "http.response.start",
             "status": wire.ack_status(ack, wait),
-            "headers": [_JSON, (b"content-length", b"%d" % len(body))],
+            "headers": headers,
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -40,12 +40,16 @@ from starlette.responses import Response
 from .. import schema, wire
 from ..errors import (
     ClientGoneError,
+    KeyInFlightError,
+    KeyReusedError,
     RecordTooLargeError,
     RequestTimeoutError,
     RingbridgeError,
     SampleError,
     UnsupportedMediaTypeError,
 )
+from ..producer.admission import Credit
+from ..producer.keys import Keyed, KeyRecord, body_digest, key_digest
 from ..producer.observe import Arrival
 from ..runtime import Runtime
 from ..wire import Ack, ErrorInfo, WaitFor
@@ -203,26 +207,78 @@ async def ingest_http(
     receive: Receive,
     wait: WaitFor,
     timeout: float | None,
-) -> Ack:
-    """One ``POST /v1/samples``: admit, read, decode, submit; the ack or a RingbridgeError."""
+    key: str | None = None,
+) -> tuple[Ack, bool]:
+    """One ``POST /v1/samples``: admit, read, decode, submit; ``(ack, replayed)`` or a
+    RingbridgeError. ``replayed``: the ack of an earlier sending of ``key``'s batch."""
     limit = rt.settings.max_batch_bytes
     kind = media_type(content_type)
     arrival = Arrival.now("json" if kind == JSON else "binary")
     credit = rt.producer.admit(reservation(content_length, limit), request_timeout(rt, timeout))
+    keyed: Keyed | None = None
     try:
         body = await read_body(receive, credit.nbytes, rt.settings.body_timeout)
+        if key is not None:
+            digest = await offload(len(body), body_digest, body)
+            first = await _first_sending(rt, key_digest(key), digest, credit)
+            if isinstance(first, KeyRecord):
+                ack = first.ack()
+                if wait == "consumed":
+                    ack = await rt.producer.wait_consumed(ack, credit.remaining(_now()))
+                return ack, True
+            keyed = first
         _, batch = await decode(rt, kind, body)
         del body
         credit.resize(batch.nbytes)
         gone = asyncio.ensure_future(watch_disconnect(receive))
         try:
-            ack = await rt.producer.submit(batch, credit, wait=wait, gone=gone)
+            ack = await rt.producer.submit(batch, credit, wait=wait, gone=gone, keyed=keyed)
         finally:
             gone.cancel()
         rt.batches.acked("http", arrival, ack, wait)
-        return ack
+        return ack, False
     finally:
         credit.release()
+        if keyed is not None:
+            keyed.abandoned()  # a no-op once the producer settled it
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def _first_sending(
+    rt: Runtime, key: bytes, body: bytes, credit: Credit
+) -> KeyRecord | Keyed:
+    """The committed first sending of ``key``'s batch, or this request's own, now in flight.
+
+    Waits (until the credit's deadline) while an earlier sending is in
+    flight: its outcome decides. No await between the last look and
+    ``begin``: two resends cannot both become the batch.
+    """
+    keys = rt.producer.keys
+    while True:
+        done = keys.committed(key)
+        if done is not None:
+            if done.body != body:
+                raise KeyReusedError(
+                    f"{wire.IDEMPOTENCY_KEY} names an earlier batch with another body "
+                    f"(seqs {done.first_seq}..{done.first_seq + done.count - 1}): "
+                    "a key must name one batch"
+                )
+            keys.replayed += 1
+            return done
+        earlier = keys.in_flight(key)
+        if earlier is None:
+            return keys.begin(key, body)
+        try:
+            async with asyncio.timeout(credit.remaining(_now())):
+                await asyncio.shield(earlier.done)
+        except TimeoutError:
+            raise KeyInFlightError(
+                f"the batch of this {wire.IDEMPOTENCY_KEY} is still being committed "
+                "(sent earlier); ask again"
+            ) from None
 
 
 # -- refusals ---------------------------------------------------------------------

@@ -86,8 +86,23 @@ QUERY = [
     },
 ]
 
+KEY_HEADER = {
+    "name": wire.IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": "the client's own unique name for this batch: sent again under the same "
+    "key (after a connection lost with no answer), the batch gets its first ack "
+    f"({wire.REPLAYED}: true) and is not committed twice",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": wire.MAX_KEY_LENGTH,
+        "pattern": "^[!-~]+$",
+    },
+}
+
 SAMPLES_OPERATION = {
-    "parameters": QUERY,
+    "parameters": [*QUERY, KEY_HEADER],
     "requestBody": {
         "required": True,
         "content": {

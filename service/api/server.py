@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import math
 import socket
+import sys
+import termios
 from collections import deque
 from typing import Any
 
@@ -164,6 +167,23 @@ class RingbridgeHttpProtocol(HttpToolsProtocol):
         if cycle is not None and not isinstance(transport, _FirstWriteJoined):
             cycle.transport = _FirstWriteJoined(cycle.transport, self.loop)  # type: ignore[assignment]
 
+    def timeout_keep_alive_handler(self) -> None:
+        """Closes an idle kept-alive connection -- unless its next request is waiting.
+
+        The timer may fire with a request already received and not yet read:
+        sent at that very moment, or while the process was stopped past the
+        timeout (SIGSTOP, a paused VM: on resume, timers run before reads).
+        Closing a socket with unread bytes resets the connection, and the
+        client, whose whole body went out, cannot tell that it was never
+        read. With bytes waiting the connection stays, and they are read.
+        """
+        if not self.transport.is_closing() and _unread_bytes(self.transport) > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
+
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
         current: object = cycle.body
@@ -173,6 +193,16 @@ class RingbridgeHttpProtocol(HttpToolsProtocol):
                 chunks += bytes(cycle.body)
             cycle.body = chunks  # type: ignore[assignment]
         super().on_body(body)
+
+
+def _unread_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes received on the transport's socket and not read yet (0 when unknown)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (AttributeError, OSError, ValueError):
+        return 0
+    return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
 #: Unsent bytes above which a ping gets no pong (the peer is not reading).

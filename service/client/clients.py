@@ -1,17 +1,24 @@
 """``Client`` and ``AsyncClient``: batches over HTTP, streams over the WebSocket.
 
-Retries follow the contract, never guess: a batch is sent again only when
-the server cannot have committed it --
+Retries follow the contract, never guess. Every batch goes out under an
+``Idempotency-Key`` of its own (:func:`ringbridge.wire.new_idempotency_key`),
+and is sent again, under the same key, when
 
 - the connection could not be opened (refused, DNS, connect timeout):
   nothing was sent;
-- the server answered 503 (ring full past the timeout, queue full,
-  stopping): nothing of the batch was committed; wait ``Retry-After``.
+- the server answered 503 (ring full past the timeout, no credit,
+  stopping, the first sending still in flight): nothing of the batch was
+  committed; wait ``Retry-After``;
+- the connection failed *after* the body was sent (reset, closed, no answer
+  in time): the batch may be committed, and the key makes the server answer
+  a resend with the first ack instead of committing it again.
 
-Everything else is final. In particular a 202 (committed, not consumed in
-time) is an :class:`Ack` with ``state == "committed"``, and a connection
-that fails *after* the body was sent raises :class:`OutcomeUnknownError`:
-the batch may be in the ring, and sending it again could commit it twice.
+Everything else is final. A 202 (committed, not consumed in time) is an
+:class:`Ack` with ``state == "committed"``. When every sending lost its
+connection, :class:`OutcomeUnknownError` carries the key: sending the batch
+again later with ``send(..., key=exc.key)`` still commits it at most once,
+while the server remembers the key (its last ``--idempotency-keys`` keyed
+batches).
 """
 
 from __future__ import annotations
@@ -76,19 +83,23 @@ class _Base:
         delay: float = self.backoff * 2**attempt
         return min(delay, self.max_retry_wait)
 
-    def _post_args(self, body: Body, wait: WaitFor, timeout: float | None) -> dict[str, Any]:
+    def _post_args(
+        self, body: Body, wait: WaitFor, timeout: float | None, key: str
+    ) -> dict[str, Any]:
         return {
             "url": self.url.http("/v1/samples"),
             "content": body.payload,
-            "headers": {"Content-Type": body.content_type},
+            "headers": {"Content-Type": body.content_type, wire.IDEMPOTENCY_KEY: key},
             "params": wire.query_params(wait, timeout),
             "timeout": self._read_timeout(timeout),
         }
 
-    def _lost(self, exc: httpx.TransportError) -> OutcomeUnknownError:
+    def _lost(self, exc: httpx.TransportError, key: str, attempt: int) -> OutcomeUnknownError:
         return OutcomeUnknownError(
             f"POST {self.url.http('/v1/samples')}: {type(exc).__name__}: {exc} after "
-            "the batch was sent; it may have been committed, so it is not sent again"
+            f"the batch was sent ({attempt + 1} times, {wire.IDEMPOTENCY_KEY} {key}); it may "
+            "have been committed: send it again with the same key to be answered",
+            key=key,
         )
 
     def _unreachable(self, exc: Exception) -> ServerUnreachableError:
@@ -112,8 +123,8 @@ class _Base:
 
     @staticmethod
     def _safe_to_retry(exc: ClientError) -> bool:
-        if isinstance(exc, ServerUnreachableError):
-            return True
+        if isinstance(exc, ServerUnreachableError | OutcomeUnknownError):
+            return True  # nothing was sent / the key keeps a resend from committing twice
         return isinstance(exc, RejectedError) and exc.retryable
 
 
@@ -133,21 +144,25 @@ class Client(_Base, Closing):
         *,
         wait: WaitFor = "committed",
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Ack:
         """POST one batch; the :class:`Ack` once it is committed (or consumed).
 
         ``timeout``: how long the server may wait for ring space (and for
-        consumption); default the server's ``--submit-timeout``.
+        consumption); default the server's ``--submit-timeout``. ``key``: the
+        batch's ``Idempotency-Key`` (default: a new one); give the key of an
+        :class:`OutcomeUnknownError` to learn that batch's fate.
         """
         body = encode(samples)
+        key = key if key is not None else wire.new_idempotency_key()
         attempt = 0
         while True:
             try:
-                r = self._http.post(**self._post_args(body, wait, timeout))
+                r = self._http.post(**self._post_args(body, wait, timeout, key))
             except _NOT_SENT as exc:
                 err: ClientError = self._unreachable(exc)
             except httpx.TransportError as exc:
-                raise self._lost(exc) from exc
+                err = self._lost(exc, key, attempt)
             else:
                 try:
                     return self._answer(r)
@@ -201,17 +216,19 @@ class AsyncClient(_Base):
         *,
         wait: WaitFor = "committed",
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Ack:
         """As :meth:`Client.send`."""
         body = encode(samples)
+        key = key if key is not None else wire.new_idempotency_key()
         attempt = 0
         while True:
             try:
-                r = await self._http.post(**self._post_args(body, wait, timeout))
+                r = await self._http.post(**self._post_args(body, wait, timeout, key))
             except _NOT_SENT as exc:
                 err: ClientError = self._unreachable(exc)
             except httpx.TransportError as exc:
-                raise self._lost(exc) from exc
+                err = self._lost(exc, key, attempt)
             else:
                 try:
                     return self._answer(r)

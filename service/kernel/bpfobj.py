@@ -32,6 +32,7 @@ from .pins import (
     CTL_MAP,
     DISARM_PROG,
     DRAIN_PROG,
+    KEYS_PIN,
     RING_MAP,
     PinMeta,
     RingbridgePins,
@@ -232,7 +233,8 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
     pins = RingbridgePins.under(pin_dir)
     check_pin_dir(pin_dir)
     if pin_dir.exists():
-        present = {p.name for p in pin_dir.iterdir()}
+        # The service's idempotency keys may sit beside a complete set.
+        present = {p.name for p in pin_dir.iterdir()} - {KEYS_PIN}
         if present:
             if present == pins.names():
                 return _reopen(pins, ring_size, obj_path)

@@ -28,7 +28,7 @@ from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
 from .attach import attach_programs
 from .objplan import ObjectPlan
-from .pins import META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
+from .pins import KEYS_PIN, META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
 
 __all__ = ["LoadedObject", "load_object"]
 
@@ -116,7 +116,8 @@ def _expected_names(plan: ObjectPlan) -> set[str]:
 
 
 def _check_existing(plan: ObjectPlan, pin_dir: Path, digest: bytes) -> PinMeta:
-    present = {p.name for p in pin_dir.iterdir()}
+    # The service's idempotency keys may sit beside a complete set.
+    present = {p.name for p in pin_dir.iterdir()} - {KEYS_PIN}
     if META_PIN not in present:
         raise PinError(
             f"pin dir {pin_dir} holds pins ringbridge did not make for a BPF object "

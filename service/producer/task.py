@@ -51,10 +51,14 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..kernel.ringbuf import UserRingBuffer
+from ..kernel.ringbuf import Commit, UserRingBuffer
 from ..wire import Ack, WaitFor
 from .admission import Admission, AdmissionStatistics, BatchLine, Credit
+from .keys import Keyed, KeyTable
 from .kick import DrainTrigger, KickStatistics
+
+#: Idempotency keys remembered when the caller gives no table (``Settings.idempotency_keys``).
+DEFAULT_KEYS = 16384
 
 log = logging.getLogger("ringbridge.producer")
 
@@ -88,19 +92,25 @@ class _Submission:
     """One admitted batch in line. ``batch`` is dropped when it is given up, so a
     batch that left early holds no memory while it still sits in the line."""
 
-    __slots__ = ("batch", "credit", "enqueued_at", "future")
+    __slots__ = ("batch", "credit", "enqueued_at", "future", "keyed")
 
     # enqueued_at is time.perf_counter(), not loop.time(): uvloop's clock is
     # libuv's, in whole milliseconds and cached per loop pass, too coarse for
     # a latency histogram whose first buckets are tens of microseconds.
 
     def __init__(
-        self, batch: Batch, credit: Credit, enqueued_at: float, future: asyncio.Future[Ack]
+        self,
+        batch: Batch,
+        credit: Credit,
+        enqueued_at: float,
+        future: asyncio.Future[Ack],
+        keyed: Keyed | None = None,
     ) -> None:
         self.batch: Batch | None = batch
         self.credit = credit
         self.enqueued_at = enqueued_at
         self.future = future
+        self.keyed = keyed
 
     def give_up(self, exc: RingbridgeError | None) -> bool:
         """Take the batch out of play (not committed) unless it already was; True if so."""
@@ -112,6 +122,8 @@ class _Submission:
             self.future.set_exception(exc)
         self.batch = None
         self.credit.release()
+        if self.keyed is not None:
+            self.keyed.abandoned()
         return True
 
 
@@ -144,8 +156,11 @@ class Producer:
         kick: DrainTrigger | None = None,
         on_commit: Callable[[float, Ack], None] | None = None,
         seq_store: SeqStore | None = None,
+        keys: KeyTable | None = None,
     ) -> None:
         self._ring = ring
+        #: Idempotency keys of the batches committed (and in flight): see keys.py.
+        self.keys = keys if keys is not None else KeyTable(DEFAULT_KEYS)
         self._admission = Admission(admission_bytes)
         self._line: BatchLine[_Submission] = BatchLine()
         self._kicker = kick
@@ -236,7 +251,9 @@ class Producer:
         if self._stopping:
             raise StoppingError("the service is stopping and takes no new batches")
 
-    def enqueue(self, batch: Batch, credit: Credit) -> asyncio.Future[Ack]:
+    def enqueue(
+        self, batch: Batch, credit: Credit, keyed: Keyed | None = None
+    ) -> asyncio.Future[Ack]:
         """Put ``batch`` in line, paid by ``credit`` (sized to ``batch.nbytes`` by now).
 
         Never waits. The producer owns the credit from here and returns it
@@ -244,17 +261,19 @@ class Producer:
         the producer fails it with :class:`RingTimeoutError` once the credit's
         deadline passes uncommitted. Enqueue order is commit order.
         """
-        return self._enqueue(batch, credit).future
+        return self._enqueue(batch, credit, keyed).future
 
-    def _enqueue(self, batch: Batch, credit: Credit) -> _Submission:
+    def _enqueue(self, batch: Batch, credit: Credit, keyed: Keyed | None = None) -> _Submission:
         try:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = _Submission(batch, credit, time.perf_counter(), loop.create_future())
+            sub = _Submission(batch, credit, time.perf_counter(), loop.create_future(), keyed)
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
+            if keyed is not None:
+                keyed.abandoned()
             self._failed[exc.code] += 1
             raise
         return sub
@@ -274,6 +293,7 @@ class Producer:
         *,
         wait: WaitFor = "committed",
         gone: asyncio.Future[Any] | None = None,
+        keyed: Keyed | None = None,
     ) -> Ack:
         """Enqueue ``batch`` and wait for its ack, until the credit's deadline.
 
@@ -283,7 +303,7 @@ class Producer:
         consumed the batch before the deadline, else ``"committed"``.
         """
         loop = asyncio.get_running_loop()
-        sub = self._enqueue(batch, credit)
+        sub = self._enqueue(batch, credit, keyed)
         fut = sub.future
         sub_timeout = credit.remaining(loop.time())
         try:
@@ -395,6 +415,21 @@ class Producer:
         if self._seq_store is not None:
             self._seq_store.store_seq(self._next_seq + count)
 
+    def _publish(self, sub: _Submission, b: Batch) -> Commit:
+        """Commit ``b`` now (or RingFullError), the seq and its key recorded first."""
+        self._store_seq(b.count)
+        keyed = sub.keyed
+        if keyed is not None:
+            # The position this commit publishes: the record counts once the
+            # ring's producer_pos reaches it, i.e. once the commit happened.
+            keyed.before_commit(self._next_seq, b.count, self._ring.producer_pos + b.nbytes)
+        try:
+            return self._ring.commit_batch_nowait(b.records, b.count)
+        except RingbridgeError:
+            if keyed is not None:
+                keyed.not_committed()
+            raise
+
     async def _commit(self, sub: _Submission) -> None:
         loop = asyncio.get_running_loop()
         b = sub.batch
@@ -407,8 +442,7 @@ class Producer:
             return
         try:
             try:
-                self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count)
+                commit = self._publish(sub, b)
             except RingFullError:
                 self._full_waits += 1
                 if self._kicker is not None:
@@ -428,8 +462,7 @@ class Producer:
                 if sub.future.done():
                     return  # given up while we waited: nothing of it was written
                 space.result()  # RingTimeoutError / RingClosedError
-                self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count)
+                commit = self._publish(sub, b)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return
@@ -448,6 +481,8 @@ class Producer:
         self._ring_bytes += b.nbytes
         if self._kicker is not None:
             self._kicker.request()
+        if sub.keyed is not None:
+            sub.keyed.committed(commit.end)
         sub.future.set_result(ack)
         sub.batch = None
         sub.credit.release()  # the ack returns the credit

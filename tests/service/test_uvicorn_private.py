@@ -42,6 +42,7 @@ IMPORTS = {
 METHODS: dict[tuple[str, str, str], tuple[tuple[str, ...], bool]] = {
     (HTTP, "HttpToolsProtocol", "on_headers_complete"): (("self",), False),
     (HTTP, "HttpToolsProtocol", "on_body"): (("self", "body"), False),
+    (HTTP, "HttpToolsProtocol", "timeout_keep_alive_handler"): (("self",), False),
     (WS, "WebSocketsSansIOProtocol", "send_receive_event_to_app"): (("self",), False),
     (WS, "WebSocketsSansIOProtocol", "receive"): (("self",), True),
     (WS, "WebSocketsSansIOProtocol", "send"): (("self", "message"), True),
@@ -64,6 +65,12 @@ SOURCE = {
         "self.transport = transport",
     ),
     (HTTP, "RequestResponseCycle", "receive"): ('"body": bytes(self.body)',),
+    # The keep-alive timer: armed under this name, cancelled when data arrives.
+    (HTTP, "HttpToolsProtocol", "on_response_complete"): (
+        "self.timeout_keep_alive_task = self.loop.call_later(",
+        "self.timeout_keep_alive, self.timeout_keep_alive_handler",
+    ),
+    (HTTP, "HttpToolsProtocol", "data_received"): ("self._unset_keepalive_if_required()",),
     (WS, "WebSocketsSansIOProtocol", "handle_events"): ("self.handle_ping()",),
     (WS, "WebSocketsSansIOProtocol", "handle_text"): ("self.send_receive_event_to_app()",),
     (WS, "WebSocketsSansIOProtocol", "handle_bytes"): ("self.send_receive_event_to_app()",),
@@ -78,7 +85,7 @@ SOURCE = {
 
 #: Instance attributes server.py reads or writes, per protocol class.
 ATTRIBUTES = {
-    "HttpToolsProtocol": ("cycle", "loop"),
+    "HttpToolsProtocol": ("cycle", "loop", "timeout_keep_alive", "timeout_keep_alive_task"),
     "WebSocketsSansIOProtocol": (
         "frames",
         "read_paused",

@@ -104,6 +104,7 @@ def test_every_server_cause_has_its_rule_and_client_causes_none() -> None:
         "ring_full",
         "ring_full_timeout",
         "closed",
+        "in_flight",
     }
     assert {c for c, r in wire.RULES.items() if r.status == 503} == {
         c for c, r in wire.RULES.items() if r.retry

@@ -5,7 +5,7 @@
   (:mod:`.layout`);
 - how a new set appears: staged, then renamed into place (:mod:`.staging`);
 - which object made a set, and the next sample seq: the identity record
-  (:mod:`.meta`);
+  (:mod:`.meta`); the idempotency keys of the batches committed (:mod:`.keys`);
 - how a set goes: :func:`unpin` for both kinds (:mod:`.unpin`);
 - who may produce into its ring: the producer lock (:mod:`.lock`).
 """
@@ -21,6 +21,7 @@ from .layout import (
     CTL_MAP,
     DISARM_PROG,
     DRAIN_PROG,
+    KEYS_PIN,
     META_PIN,
     RING_MAP,
     TIMER_MAP,
@@ -41,6 +42,7 @@ __all__ = [
     "CTL_MAP",
     "DISARM_PROG",
     "DRAIN_PROG",
+    "KEYS_PIN",
     "META_PIN",
     "RING_MAP",
     "TIMER_MAP",

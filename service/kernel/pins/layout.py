@@ -4,6 +4,7 @@
   object names, plus the identity record (:mod:`.meta`).
 - A user object's set: one pin per map (:func:`pin_name`), plus the identity
   record; ringbridge made the directory whole, so every entry in it is ours.
+- Either set may also hold the service's idempotency keys (:data:`KEYS_PIN`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Final
 
 #: The identity record every set holds (see :mod:`.meta`).
 META_PIN: Final = "ringbridge_meta"
+#: The idempotency keys a running service adds to either set (see :mod:`.keys`);
+#: optional: a set without it is complete.
+KEYS_PIN: Final = "ringbridge_keys"
 
 RING_MAP: Final = "ringbridge_ring"
 COUNTERS_MAP: Final = "ringbridge_counters"

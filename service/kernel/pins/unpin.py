@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ...errors import PinError
-from .layout import META_PIN, RING_MAP, RingbridgePins
+from .layout import KEYS_PIN, META_PIN, RING_MAP, RingbridgePins
 from .lock import producer_lock_path
 
 __all__ = ["remove_pins", "unpin", "unpin_hint"]
@@ -70,7 +70,7 @@ def unpin(pin_dir: Path) -> list[Path]:
     service) stay alive until their last fd closes.
     """
     user_set = (pin_dir / META_PIN).exists() and not (pin_dir / RING_MAP).exists()
-    names = None if user_set else RingbridgePins.under(pin_dir).names()
+    names = None if user_set else RingbridgePins.under(pin_dir).names() | {KEYS_PIN}
     removed = remove_pins(pin_dir, names)
     if pin_dir in removed:
         with contextlib.suppress(OSError):
