@@ -9,6 +9,7 @@ and the open streams a shutdown has to finish.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -106,3 +107,5 @@ class Runtime:
     # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).
     batches: BatchObserver = field(default_factory=BatchObserver)
     started_at: float = field(default_factory=time.time)
+    # Big JSON decodes run one at a time (api/decodecost.py).
+    decoding: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

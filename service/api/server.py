@@ -31,6 +31,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 
 from ..errors import ListenError, RingbridgeError
+from ..kernel.heap import return_freed_memory
 from ..logs import configure_logging
 from ..runtime import Runtime
 from ..settings import Settings
@@ -433,6 +434,7 @@ def bind(settings: Settings) -> socket.socket:
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    return_freed_memory()
     try:
         sock = bind(settings)
     except RingbridgeError as exc:

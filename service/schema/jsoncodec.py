@@ -270,6 +270,11 @@ class SampleCodec:
         smallest = core.HDR_SIZE if self.accepts_raw else self.record_size
         return max(1, max_batch_bytes // smallest)
 
+    def check_sample_count(self, body: bytes | str, max_samples: int) -> None:
+        """RecordTooLargeError when ``body`` holds more than ``max_samples`` samples,
+        found without decoding it (what the decode methods check first)."""
+        _check_sample_count(body, max_samples, self._objects_per_sample)
+
     def decode_json_batch(
         self,
         body: bytes | str,
