@@ -30,6 +30,7 @@ drawing is the code)::
     │   ├── KeyReusedError               (422) an Idempotency-Key sent with another body
     │   ├── RequestTimeoutError          (408) body not received before the deadline
     │   ├── ClientGoneError              (499) the client left before the commit
+    │   ├── PeerLimitError               (429) a peer's WebSocket connections at their limit
     │   └── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
     ├── UnavailableError                 (503) retry later (Retry-After): nothing was committed
     │   ├── OverloadedError              no admission credit: the byte budget is spent
@@ -178,6 +179,14 @@ class ClientGoneError(RequestError):
 
     status_hint = 499
     code = "client_gone"
+
+
+class PeerLimitError(RequestError):
+    """The peer holds as many WebSocket connections as one peer may (``ws_max_per_peer``):
+    close one, or send more batches per connection."""
+
+    status_hint = 429
+    code = "too_many_connections"
 
 
 class UnsupportedMediaTypeError(RequestError):

@@ -68,17 +68,24 @@ class _Stoppable(Protocol):
 
 
 class StreamRegistry:
-    """The open streams (WebSocket connections), so that a shutdown can finish their acks."""
+    """The open streams (WebSocket connections), so that a shutdown can finish their acks,
+    and how many each peer address holds."""
 
     def __init__(self) -> None:
-        self._streams: set[_Stoppable] = set()
+        self._streams: dict[_Stoppable, str] = {}
+        self.peers: Counter[str] = Counter()
         self.stopping = False
 
-    def add(self, stream: _Stoppable) -> None:
-        self._streams.add(stream)
+    def add(self, stream: _Stoppable, peer: str = "") -> None:
+        self._streams[stream] = peer
+        self.peers[peer] += 1
 
     def discard(self, stream: _Stoppable) -> None:
-        self._streams.discard(stream)
+        peer = self._streams.pop(stream, None)
+        if peer is not None:
+            self.peers[peer] -= 1
+            if self.peers[peer] <= 0:
+                del self.peers[peer]
 
     def shutdown(self) -> None:
         """Every stream stops reading, finishes its acks and closes (1012)."""

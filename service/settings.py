@@ -283,6 +283,18 @@ class Settings(BaseSettings):
         "unread (default: the larger of 64 MiB and 8 * max_batch_bytes)",
     )
     ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
+    ws_idle_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="a WebSocket with no frame received and no ack owed for this long is "
+        "closed (1001), s",
+    )
+    ws_max_per_peer: int = Field(
+        default=256,
+        gt=0,
+        description="WebSocket connections one peer address may hold; more are refused (429) "
+        "at the handshake",
+    )
     idempotency_keys: int = Field(
         default=16384,
         ge=16,

@@ -71,6 +71,7 @@ REPLAYED: Final = "Idempotent-Replayed"
 MAX_KEY_LENGTH: Final = 255
 
 #: WebSocket close codes (RFC 6455 section 7.4.1 and the IANA registry).
+CLOSE_GOING_AWAY: Final = 1001
 CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL: Final = 1011
 CLOSE_RESTART: Final = 1012

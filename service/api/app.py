@@ -20,9 +20,11 @@ from fastapi import FastAPI
 from .. import __version__
 from ..assemble import assemble, report_startup_failure
 from ..errors import RingbridgeError
+from ..producer.admission import Admission
 from ..settings import Settings
 from . import docs, metrics, routes, ws
 from .fastpath import RingbridgeApp
+from .wsread import ReadCredit
 
 log = logging.getLogger("ringbridge.app")
 
@@ -55,6 +57,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
 
 
+def _admission(app: FastAPI) -> Admission | None:
+    rt = app.state.runtime
+    return rt.producer.admission if rt is not None else None
+
+
 def create_app(settings: Settings | None = None) -> RingbridgeApp:
     """The ASGI app for ``settings`` (default: from ``RINGBRIDGE_*`` variables)."""
     settings = settings if settings is not None else Settings()
@@ -76,6 +83,8 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
     app.state.runtime = None
     app.state.startup_error = None
     app.state.metrics = metrics.ServiceMetrics(lambda: app.state.runtime)
+    # WebSocket frames are read on credit (api/wsread.py), one line per app.
+    app.state.ws_reads = ReadCredit(lambda: _admission(app))
     routes.install_error_handlers(app)
     routes.install_openapi(app)
     docs.install_docs(app, protect=protect)

@@ -19,16 +19,11 @@ import math
 import socket
 import sys
 import termios
-from collections import deque
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.utils import ClientDisconnected
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
 
 from ..errors import ListenError, RingbridgeError
 from ..kernel.heap import return_freed_memory
@@ -36,6 +31,9 @@ from ..logs import configure_logging
 from ..runtime import Runtime
 from ..settings import Settings
 from .app import create_app
+from .wsprotocol import PONG_BUFFER_LIMIT, RingbridgeWSProtocol
+
+__all__ = ["PONG_BUFFER_LIMIT", "RingbridgeHttpProtocol", "RingbridgeWSProtocol", "run"]
 
 log = logging.getLogger("ringbridge.server")
 
@@ -204,125 +202,6 @@ def _unread_bytes(transport: asyncio.BaseTransport) -> int:
     except (AttributeError, OSError, ValueError):
         return 0
     return int.from_bytes(raw, sys.byteorder, signed=True)
-
-
-#: Unsent bytes above which a ping gets no pong (the peer is not reading).
-PONG_BUFFER_LIMIT = 64 * 1024
-#: First byte of a server's pong frame (FIN, opcode 0xA, unmasked).
-_PONG_HEAD = b"\x8a"
-
-
-class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with two bounds it lacks, read
-    ahead within one frame buffer, and acks written once per loop pass.
-
-    - Pongs: uvicorn answers every ping at once into the transport's write
-      buffer, so a client that pings without reading grows the server's
-      memory without limit. While more than ``PONG_BUFFER_LIMIT`` bytes wait
-      in the transport (the peer is not reading) pings go unanswered; RFC
-      6455 §5.5.3 lets an endpoint answer only the most recent ping.
-    - Shutdown: uvicorn closes every WebSocket at once, dropping the acks of
-      batches already committed. Here an open stream is left to the app,
-      which stops reading, writes those acks and closes with 1012 itself
-      (``Runtime.streams.shutdown()``, started by :class:`RingbridgeServer`).
-      uvicorn's graceful-shutdown timeout still bounds it.
-    """
-
-    _flush_scheduled = False
-    _queued: deque[int] | None = None
-    _queued_bytes = 0
-
-    def send_receive_event_to_app(self) -> None:
-        """Keep reading while the frames waiting for the app fit one frame buffer.
-
-        uvicorn stops reading the socket after every message until the app
-        has taken it: one frame per read pause/resume round, which capped a
-        pipelining client at a fraction of what the app processes. Here the
-        socket stays read until the messages queued for the app reach
-        ``ws_max_size`` bytes -- the one frame buffer admission charged
-        this connection for -- so memory stays bounded as before.
-        """
-        if self._queued is None:
-            self._queued = deque()
-        size = sum(len(f) for f in self.frames)
-        was_paused = self.read_paused
-        before = self.queue.qsize()
-        super().send_receive_event_to_app()
-        if self.queue.qsize() == before:
-            return  # discarded (past close) or refused (bad UTF-8)
-        self._queued.append(size)
-        self._queued_bytes += size
-        if (
-            not was_paused
-            and self.read_paused
-            and self._queued_bytes < self.config.ws_max_size
-            and not self.transport.is_closing()
-        ):
-            self.read_paused = False
-            self.transport.resume_reading()
-
-    async def receive(self) -> ASGIReceiveEvent:
-        message = await super().receive()
-        if message["type"] == "websocket.receive" and self._queued:
-            self._queued_bytes -= self._queued.popleft()
-        return message
-
-    async def send(self, message: ASGISendEvent) -> None:
-        """Data frames go out once per event-loop pass, not one write each.
-
-        A stream's writer sends one ack per batch; under load many are ready
-        at once, and a transport write (a syscall) per ack cost more than
-        the acks themselves. The frames are encoded now, in order, into the
-        connection's output buffer and written together when this loop pass
-        ends; any other frame (a close, a pong) written before then takes
-        them along first, so the order on the wire never changes.
-        """
-        if message["type"] != "websocket.send" or not self.handshake_complete:
-            await super().send(message)
-            return
-        await self.writable.wait()
-        if self.disconnected:
-            raise ClientDisconnected()
-        if self.close_sent or self.initial_response is not None:
-            await super().send(message)  # uvicorn's own error for a send after close
-            return
-        try:
-            data = message.get("bytes")
-            text = message.get("text")
-            if data is not None:
-                self.conn.send_binary(data)
-            elif text is not None:
-                self.conn.send_text(text.encode())
-        except InvalidState:
-            raise ClientDisconnected() from None
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        output = self.conn.data_to_send()
-        if output and not self.transport.is_closing():
-            self.transport.write(b"".join(output))
-
-    pongs_dropped = 0
-
-    def handle_ping(self) -> None:
-        # The protocol queued the pong behind whatever was already waiting
-        # (acks batched by send()): one serialized frame per chunk. Only
-        # pongs may be dropped, never another frame.
-        out = self.conn.data_to_send()
-        if self.transport.get_write_buffer_size() > PONG_BUFFER_LIMIT:
-            kept = [chunk for chunk in out if chunk[:1] != _PONG_HEAD]
-            self.pongs_dropped += len(out) - len(kept)
-            out = kept
-        if out:
-            self.transport.write(b"".join(out))
-
-    def shutdown(self) -> None:
-        if self.handshake_complete and not self.close_sent and not self.transport.is_closing():
-            return  # the app finishes its acks and closes (see the class docstring)
-        super().shutdown()
 
 
 class RingbridgeServer(uvicorn.Server):

@@ -22,12 +22,16 @@ get (:func:`ringbridge.api.ingest.refuse`): 401/403, 422 ``invalid_request``,
 503 + Retry-After. Frames are decoded and refused by the same steps as a
 request body (:mod:`ringbridge.api.ingest`).
 
-Admission: accepting the connection takes one frame's worth of credit (the
-server reads at most one frame ahead per connection); no credit refuses the
-handshake with 503 + Retry-After. Each decoded batch then takes credit for
-its ring bytes while it waits to be committed (an ``overloaded`` error ack
-when there is none). Both are returned: the frame credit when the
-connection ends, a batch's at its ack.
+Admission: a connection holds no credit of its own. Each data frame is
+reserved whole when its header arrives (:mod:`ringbridge.api.wsread`: a
+connection whose frame finds no credit stops reading until it does); the
+reservation comes with the message (``message["ringbridge.credit"]``), pays
+for the decode's working set on top while it runs (JSON), and is resized to
+the batch's ring bytes -- an ``overloaded`` error ack when that needs more
+than is free -- and returned at the batch's ack. A peer may hold
+``ws_max_per_peer`` connections (429 at the handshake beyond), and a
+connection with no frame received and no ack owed for ``ws_idle_timeout``
+seconds is closed (1001).
 
 Two tasks per connection. The *reader* validates each frame and enqueues it
 with the producer (enqueue order is commit order), then puts the ack's
@@ -59,7 +63,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from .. import wire
-from ..errors import RingbridgeError, StoppingError
+from ..errors import PeerLimitError, RingbridgeError, StoppingError
 from ..producer.admission import Credit
 from ..producer.observe import Arrival
 from ..runtime import Runtime
@@ -68,6 +72,7 @@ from ..wire import Ack, WaitFor
 from . import ingest
 from .auth import check_token
 from .state import runtime_of
+from .wsprotocol import CREDIT_KEY
 
 log = logging.getLogger("ringbridge.ws")
 router = APIRouter()
@@ -87,10 +92,11 @@ def _retrieve(fut: asyncio.Future[Ack]) -> None:
         fut.exception()
 
 
-def _decode(
-    rt: Runtime, message: Mapping[str, Any], frame_no: int
+async def _decode(
+    rt: Runtime, message: Mapping[str, Any], frame_no: int, deadline: float
 ) -> tuple[Any, EncodedBatch | RingbridgeError]:
-    """(the frame's id, its batch or why it is refused); run in a worker for big frames.
+    """(the frame's id, its batch or why it is refused), decoded as a body is
+    (:func:`ringbridge.api.ingest.decode`: charged, big ones in a worker).
 
     A binary frame's id is its number; a text frame's is its ``"id"``, read
     back from the raw text when the frame is refused (None if unreadable).
@@ -98,8 +104,9 @@ def _decode(
     text: str | None = message.get("text")
     try:
         if text is None:
-            return frame_no, ingest.decode_now(rt, ingest.BINARY, message.get("bytes") or b"")[1]
-        return ingest.decode_now(rt, ingest.TEXT_FRAME, text)
+            data = message.get("bytes") or b""
+            return frame_no, (await ingest.decode(rt, ingest.BINARY, data, deadline))[1]
+        return await ingest.decode(rt, ingest.TEXT_FRAME, text, deadline)
     except RingbridgeError as exc:
         return (frame_no if text is None else frame_id(text)), exc
 
@@ -109,26 +116,46 @@ class _Stream:
         self,
         ws: WebSocket,
         rt: Runtime,
-        read_credit: Credit,
         wait: WaitFor = "committed",
         consume_timeout: float = 0.0,
     ) -> None:
         self.ws = ws
         self.rt = rt
-        self.read_credit = read_credit
         self.wait = wait
         self.consume_timeout = consume_timeout
         self.window = asyncio.Semaphore(rt.settings.ws_window)
         self.pending: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self.frames = 0
+        self.owed = 0  # frames taken whose ack is not written yet
         self._stop = False
+        self._close: tuple[int, str] = (
+            wire.rule(StoppingError.code).close,
+            "server stopping; every batch was acked",
+        )
         self._interruptible = False  # the reader waits for a frame, holding none
         self._reader: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
 
     def stop_reading(self) -> None:
         self._stop = True
         if self._interruptible and self._reader is not None:
             self._reader.cancel()
+
+    def _arm_idle(self) -> None:
+        # No frame received and no ack owed: the connection is idle from now.
+        timeout = self.rt.settings.ws_idle_timeout
+        self._idle = asyncio.get_running_loop().call_later(timeout, self._idle_out, timeout)
+
+    def _disarm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_out(self, timeout: float) -> None:
+        self._idle = None
+        if self.owed == 0 and not self._stop:
+            self._close = (wire.CLOSE_GOING_AWAY, f"idle for {timeout:g} s")
+            self.stop_reading()
 
     async def run(self) -> None:
         reader = self._reader = asyncio.create_task(self._read(), name="ringbridge-ws-read")
@@ -147,9 +174,9 @@ class _Stream:
                     log.error("websocket stream failed", exc_info=exc)
             if self._stop and writer.done() and not writer.cancelled() and not writer.exception():
                 with contextlib.suppress(Exception):
-                    close = wire.rule(StoppingError.code).close
-                    await self.ws.close(close, "server stopping; every batch was acked")
+                    await self.ws.close(*self._close)
         finally:
+            self._disarm_idle()
             for t in (reader, writer):
                 t.cancel()
             for t in (reader, writer):
@@ -167,6 +194,7 @@ class _Stream:
 
     async def _read_frames(self) -> None:
         loop = asyncio.get_running_loop()
+        self._arm_idle()
         while not self._stop:
             # Taken before reading: with the window full we stop reading.
             self._interruptible = True
@@ -177,24 +205,50 @@ class _Stream:
                 self._interruptible = False
             if message["type"] == "websocket.disconnect":
                 return
+            self._disarm_idle()
+            self.owed += 1
             frame_no = self.frames
             self.frames += 1
             arrival = Arrival.now("binary" if message.get("text") is None else "json")
-            size = len(message.get("text") or message.get("bytes") or b"")
-            fid, batch = await ingest.offload(size, _decode, self.rt, message, frame_no)
+            credit = self._frame_credit(message)
+            deadline = loop.time() + self.rt.settings.submit_timeout
+            fid, batch = await _decode(self.rt, message, frame_no, deadline)
             del message
-            self.pending.put_nowait(self._take(fid, batch, loop.time(), arrival))
+            self.pending.put_nowait(self._take(fid, batch, credit, deadline, arrival))
+            del batch  # held by the producer now: not by this frame until the next frame
+
+    def _frame_credit(self, message: Mapping[str, Any]) -> Credit | RingbridgeError:
+        """The frame's reservation, which pays for the batch until its ack."""
+        credit: Credit | None = message.get(CREDIT_KEY)
+        if credit is not None:
+            return credit
+        # Read without a meter (a server other than ours): admitted now.
+        size = len(message.get("text") or message.get("bytes") or b"")
+        try:
+            return self.rt.producer.admit(size, self.rt.settings.submit_timeout)
+        except RingbridgeError as exc:
+            return exc
 
     def _take(
-        self, fid: Any, batch: EncodedBatch | RingbridgeError, now: float, arrival: Arrival
+        self,
+        fid: Any,
+        batch: EncodedBatch | RingbridgeError,
+        credit: Credit | RingbridgeError,
+        deadline: float,
+        arrival: Arrival,
     ) -> _Pending:
         """The batch enqueued with the producer (its ack's future), or its error ack."""
+        if isinstance(credit, RingbridgeError):
+            return ingest.refuse_frame(self.rt, fid, credit)
         if isinstance(batch, RingbridgeError):
+            credit.release()
             return ingest.refuse_frame(self.rt, fid, batch)
         try:
-            credit = self.read_credit.split(batch.nbytes, now + self.rt.settings.submit_timeout)
+            credit.resize(batch.nbytes)
+            credit.deadline = deadline
             fut = self.rt.producer.enqueue(batch, credit)
         except RingbridgeError as exc:
+            credit.release()
             return ingest.refuse_frame(self.rt, fid, exc)
         # If the connection dies first, nobody awaits this ack.
         fut.add_done_callback(_retrieve)
@@ -224,6 +278,9 @@ class _Stream:
                     answer = wire.frame_ack_json(fid, ack)
             await self.ws.send_text(answer.decode())
             self.window.release()
+            self.owed -= 1
+            if self.owed == 0 and not self._stop:
+                self._arm_idle()
 
 
 @router.websocket("/v1/stream")
@@ -234,21 +291,22 @@ async def stream(ws: WebSocket) -> None:
         wait, timeout = wire.parse_query(ws.scope.get("query_string", b""))
         if rt.streams.stopping:
             raise StoppingError("the service is stopping and takes no new streams")
-        # One frame's worth, before any frame is read; no deadline of its own.
-        credit = rt.producer.admit(rt.settings.ws_frame_bytes, float("inf"))
+        peer = ws.client.host if ws.client is not None else ""
+        if rt.streams.peers[peer] >= rt.settings.ws_max_per_peer:
+            raise PeerLimitError(
+                f"{peer} holds {rt.streams.peers[peer]} WebSocket connections, as many as "
+                f"one peer may (ws_max_per_peer): close one, or send more batches on each"
+            )
     except RingbridgeError as exc:
         # Refused in the HTTP handshake, with the answer POST /v1/samples
         # would get: clients report that far better than an
         # accepted-then-closed socket.
         await ws.send_denial_response(ingest.refuse(ws.app, exc))
         return
+    s = _Stream(ws, rt, wait, ingest.request_timeout(rt, timeout))
+    rt.streams.add(s, peer)
     try:
         await ws.accept()
-        s = _Stream(ws, rt, credit, wait, ingest.request_timeout(rt, timeout))
-        rt.streams.add(s)
-        try:
-            await s.run()
-        finally:
-            rt.streams.discard(s)
+        await s.run()
     finally:
-        credit.release()
+        rt.streams.discard(s)

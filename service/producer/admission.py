@@ -6,9 +6,10 @@ budget of ``budget`` bytes, owned by the producer side:
 
 - an HTTP request takes its credit **before its body is read**: the
   ``Content-Length``, or the batch limit for a chunked body;
-- a WebSocket connection takes one frame's worth when it is accepted (the
-  server reads at most one frame ahead per connection), and each decoded
-  batch takes its own records' size while it waits to be committed;
+- a WebSocket frame is reserved whole when its header arrives, and the
+  reservation becomes its batch's credit (an idle connection holds none; a
+  connection whose next frame finds no credit waits in line with its
+  reading stopped, :mod:`ringbridge.api.wsread`);
 - a decoded batch resizes its credit to the ring bytes it will take (JSON
   may shrink or grow; growing needs free budget like any other credit);
 - the credit is returned when the batch leaves the system: committed (the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -87,6 +89,15 @@ class Credit:
             raise RuntimeError("split of a released credit")
         return gate.take(nbytes, deadline)
 
+    def absorb(self, other: Credit) -> None:
+        """Hold ``other``'s bytes too (``other`` is spent): the frames of one message."""
+        gate = self._gate
+        if gate is None or other._gate is not gate:
+            raise RuntimeError("absorb of a released credit or one of another budget")
+        other._gate = None
+        self.nbytes += other.nbytes
+        gate._credits -= 1
+
     def release(self) -> None:
         gate, self._gate = self._gate, None
         if gate is not None:
@@ -105,6 +116,7 @@ class Admission:
         self._admitted = 0
         self._refused = 0
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def in_use(self) -> int:
@@ -144,6 +156,22 @@ class Admission:
         self._admitted += 1
         return Credit(self, nbytes, deadline)
 
+    def charge(self, nbytes: int) -> Credit:
+        """A credit for ``nbytes`` the process holds already (bytes read off a socket
+        before their frame could be reserved): never refused, even past the budget
+        or once closed, so that what is held is what is counted."""
+        self._in_use += nbytes
+        self._credits += 1
+        return Credit(self, nbytes, float("inf"))
+
+    def add_release_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` is called whenever credit goes back (a waiter may now fit)."""
+        self._listeners.append(listener)
+
+    def _released(self) -> None:
+        for listener in self._listeners:
+            listener()
+
     def _resize(self, credit: Credit, nbytes: int) -> None:
         grow = nbytes - credit.nbytes
         if grow > 0 and grow > self.budget - self._in_use:
@@ -154,10 +182,13 @@ class Admission:
             )
         self._in_use += grow
         credit.nbytes = nbytes
+        if grow < 0:
+            self._released()
 
     def _give_back(self, nbytes: int) -> None:
         self._in_use -= nbytes
         self._credits -= 1
+        self._released()
 
     def statistics(self) -> AdmissionStatistics:
         return AdmissionStatistics(

@@ -15,7 +15,6 @@ import time
 
 import httpx
 import pytest
-import websockets
 from websockets.asyncio.client import connect
 
 from .conftest import Server, ServerFactory, Tally, binary_batch, wait_until
@@ -221,24 +220,54 @@ def test_json_bomb_is_refused_by_sample_count_before_decoding(server: Server) ->
     assert server.producer_pos() == 0
 
 
-async def test_websocket_needs_a_frame_of_credit_to_connect(make_server: ServerFactory) -> None:
-    srv = make_server(ring_size=64 * 1024, max_batch_bytes=8192, admission_bytes=80 * 1024)
-    gate = srv.runtime.producer.admission
-    async with connect(srv.ws_url) as ws1:
-        assert gate.in_use == srv.settings.ws_frame_bytes
-        # The budget holds one frame buffer: a second connection is refused
-        # in the handshake, before it can send anything.
-        with pytest.raises(websockets.InvalidStatus) as refused:
-            async with connect(srv.ws_url):
-                pass
-        assert refused.value.response.status_code == 503
-        assert refused.value.response.headers["retry-after"] == "1"
-        await ws1.send(binary_batch([(1, 5)]))
-        ack = await asyncio.wait_for(ws1.recv(), 10)
-        assert '"first_seq":0' in str(ack)
-    await asyncio.to_thread(
-        wait_until, lambda: gate.in_use == 0, 10.0, "connection credit returned"
+async def test_a_websocket_frame_needs_credit_and_an_idle_connection_holds_none(
+    make_server: ServerFactory,
+) -> None:
+    # (Was: a connection needed a frame of credit to connect. #19: a
+    # connection holds credit only for frames being read or awaiting acks.)
+    srv = make_server(
+        ring_size=64 * 1024,
+        drain="external",
+        max_batch_bytes=8192,
+        admission_bytes=80 * 1024,
+        submit_timeout=30,
     )
+    gate = srv.runtime.producer.admission
+    async with connect(srv.ws_url) as ws1, connect(srv.ws_url) as ws2:
+        assert gate.in_use == 0  # two idle connections: nothing held
+        # ws1 fills the ring, then holds the whole budget with batches waiting.
+        fill = binary_batch([(1, i) for i in range(340)])  # 8160 ring bytes
+        for _ in range(8):  # 65,280 of the ring
+            await ws1.send(fill)
+        for _ in range(8):
+            assert '"accepted":340' in str(await asyncio.wait_for(ws1.recv(), 10))
+        for _ in range(11):  # 10 x 8160 of the 81,920 budget: the 11th waits for credit
+            await ws1.send(fill)
+        await asyncio.to_thread(
+            wait_until, lambda: gate.in_use >= 10 * 8160, 10.0, "10 batches to hold credit"
+        )
+        await asyncio.sleep(0.2)
+        queued = srv.runtime.producer.statistics().queued_batches
+        line = srv.app.state.ws_reads
+        # The 11th frame waits in line; its bytes, read already, are charged as held.
+        assert line.waiting == 1
+        held = gate.in_use
+        assert held <= 10 * 8160 + 8168
+        # ws2's frame finds no credit: it is not read (no error, no refusal)...
+        await ws2.send(binary_batch([(2, 5)]))
+        await asyncio.sleep(0.3)
+        assert srv.runtime.producer.statistics().queued_batches == queued
+        assert gate.in_use == held  # ws2 stopped reading while ws1 waits: nothing more held
+        # ...until credit frees: the ring drains, everything is served in order.
+        for _ in range(11):
+            await asyncio.to_thread(srv.drain)
+            assert '"accepted":340' in str(await asyncio.wait_for(ws1.recv(), 10))
+        await asyncio.to_thread(srv.drain)
+        ack = await asyncio.wait_for(ws2.recv(), 10)
+        assert '"accepted":1' in str(ack)
+    await asyncio.to_thread(wait_until, lambda: gate.in_use == 0, 10.0, "frame credit returned")
     t = Tally()
-    t.add(1, 5)
+    for _ in range(19):
+        t.add_all((1, i) for i in range(340))
+    t.add(2, 5)
     await asyncio.to_thread(srv.wait_kernel, t)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch
+from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -91,13 +91,32 @@ async def test_every_ws_error_ack_carries_the_frames_own_id(make_server: ServerF
 async def test_overloaded_ws_batches_get_error_acks_with_their_ids(
     make_server: ServerFactory,
 ) -> None:
-    # The budget is exactly one connection's frame buffer: the connection is
-    # admitted, but no batch can be.
-    srv = make_server(ring_size=SMALL_RING, max_batch_bytes=4096, admission_bytes=4096 + 65536)
+    # The budget is held by batches waiting on a full ring, but for a little:
+    # enough to read a text frame, not to decode it (its decode is charged,
+    # api/decodecost.py). Such frames get "overloaded" with their own ids.
+    srv = make_server(
+        ring_size=SMALL_RING,
+        drain="external",
+        max_batch_bytes=4096,
+        admission_bytes=4096 + 65536,
+        submit_timeout=1,
+        ws_window=40,
+    )
+    fill = binary_batch([(1, i) for i in range(170)])  # 4080 ring bytes
+    text = {"samples": [{"kind": 1}] * 20}
     async with connect(srv.ws_url) as ws:
-        await ws.send(json.dumps({"id": "a", "samples": [{"kind": 1}]}))
-        await ws.send(binary_batch([(1, 1)]))
-        acks = await _acks(ws, 2)
-    assert [a["id"] for a in acks] == ["a", 1]
-    assert all(a["error"]["code"] == "overloaded" for a in acks)
-    assert srv.producer_pos() == 0
+        for _ in range(32):  # 16 fill the ring, 16 wait holding 65,280 bytes
+            await ws.send(fill)
+        await asyncio.to_thread(
+            wait_until, lambda: srv.runtime.producer.admission.free < 4400, 10.0, "credit held"
+        )
+        pos = srv.producer_pos()
+        await ws.send(json.dumps({"id": "a", **text}))
+        await ws.send(json.dumps({"id": {"n": "b"}, **text}))
+        acks = await _acks(ws, 34)
+    assert [a.get("error", {}).get("code") for a in acks[16:32]] == ["ring_full_timeout"] * 16
+    assert [a["id"] for a in acks[32:]] == ["a", {"n": "b"}]
+    assert all(a["error"]["code"] == "overloaded" for a in acks[32:]), acks[32:]
+    assert srv.producer_pos() == pos == 16 * 4080
+
+

@@ -121,17 +121,44 @@ def test_healthz_fails_once_the_producer_task_died(make_server: ServerFactory) -
 
 
 async def test_readyz_follows_admission(make_server: ServerFactory) -> None:
-    # The budget is one WebSocket frame buffer: an open stream spends it.
-    srv = make_server(ring_size=SMALL_RING, max_batch_bytes=4096, admission_bytes=4096 + 65536)
+    # The budget is one frame buffer; an open stream holds none of it, a
+    # batch waiting on the full ring holds its share.
+    srv = make_server(
+        ring_size=SMALL_RING,
+        drain="external",
+        max_batch_bytes=4096,
+        admission_bytes=4096 + 65536,
+        submit_timeout=30,
+    )
     async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
         r = await c.get("/readyz")
         assert r.status_code == 200 and r.json()["checks"]["admission_open"] is True
-        async with connect(srv.ws_url):
+        async with connect(srv.ws_url) as ws:
+            # An idle stream: ready as before (#19: idle connections hold no credit).
+            assert (await c.get("/readyz")).status_code == 200
+            fill = binary_batch([(1, i) for i in range(170)])  # 4080 ring bytes
+            for _ in range(16):  # 65,280 of the 65,536-byte ring
+                await ws.send(fill)
+            for _ in range(16):
+                assert '"accepted":170' in str(await asyncio.wait_for(ws.recv(), 10))
+            # 17 more wait for ring space (or in line), holding 4080 bytes each:
+            # the budget can no longer admit a full batch.
+            for _ in range(17):
+                await ws.send(fill)
+            await asyncio.to_thread(
+                wait_until,
+                lambda: srv.runtime.producer.admission.free < 4096,
+                10.0,
+                "the budget to be held",
+            )
             r = await c.get("/readyz")
             assert r.status_code == 503
             checks = r.json()["checks"]
-            assert checks["admission_open"] is False and checks["admission_free_bytes"] == 0
+            assert checks["admission_open"] is False and checks["admission_free_bytes"] < 4096
             assert checks["producer_running"] is True
+            for _ in range(17):
+                await asyncio.to_thread(srv.drain)
+                assert '"accepted":170' in str(await asyncio.wait_for(ws.recv(), 10))
         await asyncio.to_thread(
             wait_until, lambda: srv.runtime.producer.admission.in_use == 0, 10.0, "credit back"
         )

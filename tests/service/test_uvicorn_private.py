@@ -1,4 +1,6 @@
-"""What ``api/server.py`` relies on in uvicorn's private code, checked on the installed uvicorn.
+"""What ``api/server.py`` (and ``api/wsprotocol.py``) rely on in uvicorn's private code.
+
+Checked on the installed uvicorn.
 
 server.py subclasses ``HttpToolsProtocol`` and ``WebSocketsSansIOProtocol``
 (and ``uvicorn.Server``): it overrides hooks uvicorn calls by name, reads the
@@ -48,6 +50,10 @@ METHODS: dict[tuple[str, str, str], tuple[tuple[str, ...], bool]] = {
     (WS, "WebSocketsSansIOProtocol", "send"): (("self", "message"), True),
     (WS, "WebSocketsSansIOProtocol", "handle_ping"): (("self",), False),
     (WS, "WebSocketsSansIOProtocol", "shutdown"): (("self",), False),
+    (WS, "WebSocketsSansIOProtocol", "handle_connect"): (("self", "event"), False),
+    (WS, "WebSocketsSansIOProtocol", "data_received"): (("self", "data"), False),
+    (WS, "WebSocketsSansIOProtocol", "connection_lost"): (("self", "exc"), False),
+    (WS, "WebSocketsSansIOProtocol", "run_asgi"): (("self",), True),
     ("uvicorn.server", "Server", "__init__"): (("self", "config"), False),
     ("uvicorn.server", "Server", "startup"): (("self", "sockets"), True),
     ("uvicorn.server", "Server", "shutdown"): (("self", "sockets"), True),
@@ -79,7 +85,18 @@ SOURCE = {
         "self.queue.put_nowait(",
         "self.read_paused = True",
     ),
-    (WS, "WebSocketsSansIOProtocol", "receive"): ("await self.queue.get()",),
+    # wsprotocol.py replaces receive() whole (resuming only when the frame
+    # credit allows too): uvicorn's must still be just this.
+    (WS, "WebSocketsSansIOProtocol", "receive"): (
+        "await self.queue.get()",
+        "if self.read_paused and self.queue.empty():",
+        "self.transport.resume_reading()",
+    ),
+    # Frames reach the parser only through data_received, and a message is
+    # queued for the app only by send_receive_event_to_app.
+    (WS, "WebSocketsSansIOProtocol", "data_received"): ("self.conn.receive_data(data)",),
+    (WS, "WebSocketsSansIOProtocol", "handle_cont"): ("self.send_receive_event_to_app()",),
+    (WS, "WebSocketsSansIOProtocol", "handle_connect"): ("self.handshake_initiated = True",),
     ("uvicorn.server", "Server", "shutdown"): ("connection.shutdown()",),
 }
 
