@@ -101,7 +101,7 @@ def reservation(content_length: str | None, limit: int) -> int:
     return n
 
 
-async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+async def read_body(receive: Receive, limit: int, timeout: float, expected: int = 0) -> bytes:
     """The request body, refused (413) as soon as it outgrows ``limit``.
 
     ``limit`` is the credit's size: a body that lied about its length is not
@@ -132,6 +132,11 @@ async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
                     else:
                         if buf is None:
                             buf = io.BytesIO()
+                            if expected > len(first):
+                                # Sized once: no growth, each byte copied once.
+                                buf.seek(expected - 1)
+                                buf.write(b"\0")
+                                buf.seek(0)
                             buf.write(first)
                         buf.write(chunk)
                         del chunk
@@ -142,6 +147,8 @@ async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
             f"body not received within {timeout:g}s of admission ({size} bytes so far)"
         ) from None
     if buf is not None:
+        if buf.tell() < expected:
+            buf.truncate()  # shorter than announced (a chunked body has no size)
         return buf.getvalue()
     return first if first is not None else b""
 
@@ -271,7 +278,8 @@ async def ingest_http(
     credit = rt.producer.admit(reservation(content_length, limit), request_timeout(rt, timeout))
     keyed: Keyed | None = None
     try:
-        body = await read_body(receive, credit.nbytes, rt.settings.body_timeout)
+        expected = credit.nbytes if content_length is not None else 0
+        body = await read_body(receive, credit.nbytes, rt.settings.body_timeout, expected)
         if key is not None:
             digest = await offload(len(body), body_digest, body)
             first = await _first_sending(rt, key_digest(key), digest, credit)
