@@ -212,7 +212,12 @@ class _Stream:
             arrival = Arrival.now("binary" if message.get("text") is None else "json")
             credit = self._frame_credit(message)
             deadline = loop.time() + self.rt.settings.submit_timeout
-            fid, batch = await _decode(self.rt, message, frame_no, deadline)
+            try:
+                fid, batch = await _decode(self.rt, message, frame_no, deadline)
+            except BaseException:
+                if isinstance(credit, Credit):
+                    credit.release()  # cancelled mid-decode: the connection is ending
+                raise
             del message
             self.pending.put_nowait(self._take(fid, batch, credit, deadline, arrival))
             del batch  # held by the producer now: not by this frame until the next frame
