@@ -1,0 +1,538 @@
+"""The fleet front door: JetStream messages -> the same admission and producer path as HTTP.
+
+One task resolves messages strictly in stream order (:mod:`.sequencer`), one
+at a time:
+
+1. decode the message as one batch (:mod:`.decode`); invalid -> dead letter
+   (optional), cursor, ``AckTerm``: it never blocks the stream;
+2. take its admission credit from the front door's in-flight window (the
+   service's budget, like a WebSocket frame's) and submit it to the producer
+   with ``before_commit`` = the cursor's stamp (:mod:`.cursor`); a full ring
+   or spent budget is retried -- the message waits, JetStream keeps the rest;
+3. after the commit: the cursor moves, then the ack.
+
+Per subject a puller keeps one pull request open, asking only for what the
+window has room for (messages and bytes, grown from the admission budget
+before asking): a node whose ring is full stops asking, and its pending
+count grows in JetStream, not in memory. Held deliveries are kept alive with
+progress acks. Duplicates (stream seq at or below the cursor) are acked
+without a commit.
+
+The front door is independent of the HTTP app: it needs a producer
+(``admit``/``submit``), the sample codec and limits, and a :class:`Cursor`
+opened against the ring before the producer started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from ..errors import (
+    ClientGoneError,
+    ConfigError,
+    KernelError,
+    OverloadedError,
+    RingbridgeError,
+    RingClosedError,
+    RingFullError,
+    RingTimeoutError,
+    StoppingError,
+)
+from ..producer.admission import Credit
+from ..schema import EncodedBatch, SampleCodec
+from .config import Committer, FleetConfig
+from .connect import LinkState, connect
+from .cursor import Cursor, stream_identity
+from .decode import decode_message
+from .outbox import Receipts, dead_letter
+from .sequencer import Delivery, Idle, Query, Ready, Sequencer
+from .source import PullSource
+from .stats import FleetCounters, FleetStatistics
+from .subjects import consumer_names
+
+__all__ = ["FrontDoor"]
+
+log = logging.getLogger("ringbridge.fleet")
+
+_TRANSIENT = (RingTimeoutError, RingFullError, OverloadedError, KernelError)
+_STOP = (StoppingError, RingClosedError, ClientGoneError)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class FrontDoor:
+    """A node's durable (or pins-mode) JetStream consumer feeding its producer."""
+
+    def __init__(
+        self,
+        cfg: FleetConfig,
+        producer: Committer,
+        codec: SampleCodec,
+        cursor: Cursor,
+        *,
+        after_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._producer = producer
+        self._codec = codec
+        self._cursor = cursor
+        self._after_commit = after_commit
+        self.link = LinkState()
+        self.link.listen(self._on_link)
+        self._counters = FleetCounters(last_committed_seq=cursor.committed)
+        self._state: str | None = None  # overrides the link's: stream_missing, error, stopped
+        self._seq = Sequencer(len(cfg.subjects), cursor.seq)
+        self._sources: list[PullSource] = []
+        self._outstanding = [0] * len(cfg.subjects)  # bytes asked for by open requests
+        self._window: Credit | None = None
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._give_up: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("front door already started")
+        self._give_up = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(), name="ringbridge-fleet")
+
+    async def stop(self, grace: float) -> None:
+        """Finishes the message in hand (within ``grace``), acks what was committed, closes.
+
+        Call before the producer stops. Idempotent.
+        """
+        task = self._task
+        if task is None or task.done():
+            self._state = "stopped"
+            return
+        self._stopping.set()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
+            if self._give_up is not None and not self._give_up.done():
+                self._give_up.set_result(None)  # the submit in hand gives up, uncommitted
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 2.0)
+        finally:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            self._state = "stopped"
+
+    @property
+    def state(self) -> str:
+        return self._state or self.link.state
+
+    @property
+    def healthy(self) -> bool:
+        """Connected to NATS and consuming (what ``/readyz`` reports as not degraded)."""
+        return self._state is None and self.link.connected
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._session()
+                backoff = 0.5
+            except _Stopped:
+                break
+            except asyncio.CancelledError:
+                raise
+            except ConfigError as exc:
+                self._state = "error"
+                self.link.last_error = exc.message
+                log.error("fleet front door refused its consumer", extra={"error": exc.message})
+                backoff = 30.0
+            except Exception as exc:
+                self.link.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("fleet session failed", extra={"error": self.link.last_error})
+                backoff = min(backoff * 2, 30.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+
+    # -- one connection ----------------------------------------------------------
+
+    async def _session(self) -> None:
+        cfg = self.cfg
+        nc = await connect(cfg.auth, f"ringbridge {cfg.node}", self.link)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            js = nc.jetstream()
+            await self._bind_stream(js)
+            self._seq = Sequencer(len(cfg.subjects), self._cursor.seq)
+            names = consumer_names(cfg.node, list(cfg.subjects))
+            self._sources = [
+                PullSource(
+                    i,
+                    nc,
+                    js,
+                    stream=cfg.stream,
+                    subject=s,
+                    name=names[i],
+                    node=cfg.node,
+                    mode=cfg.mode,
+                    ack_wait=cfg.ack_wait,
+                    max_ack_pending=cfg.max_inflight,
+                    on_delivery=self._on_delivery,
+                )
+                for i, s in enumerate(cfg.subjects)
+            ]
+            for src in self._sources:
+                await self._ensure(src)
+            self._window = self._producer.admit(0, 1e9)
+            quota = self._quota(nc)
+            tasks = [asyncio.create_task(self._puller(src, *quota)) for src in self._sources]
+            tasks.append(asyncio.create_task(self._watch(js)))
+            await self._resolve_loop(nc, js)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            for src in self._sources:
+                await src.close()
+            if self._window is not None:
+                self._window.release()
+                self._window = None
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _bind_stream(self, js: JetStreamContext) -> None:
+        while True:
+            try:
+                info = await js.stream_info(self.cfg.stream)
+                break
+            except NotFoundError:
+                if self._state != "stream_missing":
+                    log.error(
+                        "fleet stream does not exist: the operator creates it; waiting for it",
+                        extra={"stream": self.cfg.stream},
+                    )
+                self._state = "stream_missing"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 5.0)
+                if self._stopping.is_set():
+                    raise _Stopped from None
+        self._state = None
+        if not self._cursor.bind_stream(stream_identity(info.config.name or "", str(info.created))):
+            self._counters.last_committed_seq = 0
+
+    async def _ensure(self, src: PullSource) -> None:
+        first = await src.ensure(self._cursor.seq)
+        if first is not None:
+            self._seq.restart_source(src.index, first)
+
+    def _quota(self, nc: Client) -> tuple[int, int]:
+        n = len(self.cfg.subjects)
+        msgs = max(1, self.cfg.max_inflight // n)
+        nbytes = self.cfg.max_inflight_bytes // n
+        if nbytes < nc.max_payload:
+            log.warning(
+                "in-flight bytes per subject below the servers' max_payload: raised to it",
+                extra={"per_subject": nbytes, "max_payload": nc.max_payload},
+            )
+            nbytes = nc.max_payload
+        return msgs, nbytes
+
+    def _on_link(self, state: str) -> None:
+        if state == "connected":
+            # Pull requests in flight were lost with the connection: ask again now.
+            for src in self._sources:
+                src.interrupt("reconnected")
+
+    # -- pulling ---------------------------------------------------------------------
+
+    def _held_by(self, index: int) -> tuple[int, int]:
+        msgs = nbytes = 0
+        for d in self._seq.held():
+            if d.source == index:
+                msgs += 1
+                nbytes += d.size
+        return msgs, nbytes
+
+    def _resize_window(self, extra: int = 0) -> None:
+        if self._window is not None and self._window.held:
+            self._window.resize(self._seq.held_bytes + sum(self._outstanding) + extra)
+
+    async def _puller(self, src: PullSource, quota_msgs: int, quota_bytes: int) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        while True:
+            if src.gone:
+                await self._ensure(src)
+            held_msgs, held_bytes = self._held_by(src.index)
+            msgs = quota_msgs - held_msgs
+            nbytes = quota_bytes - held_bytes
+            if msgs <= 0 or nbytes < min(quota_bytes, 64 * 1024):
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                self._resize_window(nbytes)
+            except OverloadedError:
+                # The service's budget is spent (HTTP, WebSocket): ask later.
+                self._counters.retries["overloaded"] += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            self._outstanding[src.index] = nbytes
+            started = loop.time()
+            try:
+                why = await src.pull(msgs, nbytes, self.cfg.pull_expires)
+            finally:
+                self._outstanding[src.index] = 0
+                self._resize_window()
+            if why.startswith(("503", "409")) or (why == "timeout" and not self.link.connected):
+                log.debug("pull request ended", extra={"subject": src.subject, "why": why})
+                if loop.time() - started < 0.5:
+                    await asyncio.sleep(0.5)
+
+    def _on_delivery(self, d: Delivery) -> None:
+        d.held_since = asyncio.get_running_loop().time()
+        if d.delivered > 1:
+            self._counters.redelivered += 1
+        if self._seq.offer(d):
+            self._wake.set()
+            return
+        self._counters.duplicate += 1
+        if d.handle is not None:
+            self._spawn(d.handle.ack())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        t = asyncio.ensure_future(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+        t.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    # -- resolving, in stream order ---------------------------------------------------
+
+    async def _resolve_loop(self, nc: Client, js: JetStreamContext) -> None:
+        while not self._stopping.is_set():
+            step = self._seq.next_step()
+            if isinstance(step, Idle):
+                self._wake.clear()
+                await self._wake.wait()
+            elif isinstance(step, Query):
+                await self._query(js, step)
+            elif isinstance(step, Ready):
+                await self._resolve(nc, js, step)
+                self._room.set()
+
+    async def _query(self, js: JetStreamContext, q: Query) -> None:
+        for i in q.sources:
+            subject = self.cfg.subjects[i]
+            try:
+                raw = await js.get_msg(self.cfg.stream, seq=q.after + 1, next=True, subject=subject)
+            except NotFoundError:
+                self._seq.learn(i, None, q.upto)
+                continue
+            copy = Delivery(
+                source=i,
+                seq=raw.seq or 0,
+                subject=raw.subject or subject,
+                data=raw.data or b"",
+                headers=raw.headers,
+                held_since=asyncio.get_running_loop().time(),
+            )
+            self._seq.learn(i, copy, q.upto)
+
+    async def _resolve(self, nc: Client, js: JetStreamContext, step: Ready) -> None:
+        first = step.deliveries[0]
+        try:
+            batch = await decode_message(self._codec, self.cfg.limits, first.headers, first.data)
+            await self._commit(step.seq, batch)
+        except RingbridgeError as exc:
+            if not 400 <= exc.status_hint < 500 or isinstance(exc, ClientGoneError):
+                raise
+            await self._refuse(nc, js, step, exc)
+            return
+        self._counters.committed += 1
+        self._counters.last_committed_seq = step.seq
+        if all(d.consumer_seq == 0 for d in step.deliveries):
+            self._counters.recovered += 1
+        if self._after_commit is not None:
+            self._after_commit(step.seq)
+        for d in self._seq.resolved(step.seq):
+            if d.handle is not None:
+                await _quietly(d.handle.ack())
+
+    async def _commit(self, seq: int, batch: EncodedBatch) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        stamp = functools.partial(self._stamp, seq)
+        while True:
+            if self._stopping.is_set() and self._give_up is not None and self._give_up.done():
+                raise _Stopped
+            window = self._window
+            if window is None:
+                raise _Stopped
+            try:
+                credit = window.split(batch.nbytes, loop.time() + self.cfg.commit_timeout)
+            except OverloadedError as exc:
+                self._counters.retries[exc.code] += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            except StoppingError:
+                raise _Stopped from None
+            try:
+                await self._producer.submit(batch, credit, gone=self._give_up, before_commit=stamp)
+            except _STOP:
+                raise _Stopped from None
+            except _TRANSIENT as exc:
+                # Nothing of it was committed: the ring stayed full, or the
+                # cursor could not be written. The same message again.
+                self._counters.retries[exc.code] += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            finally:
+                credit.release()
+            self._cursor.committed_now(seq)
+            return
+
+    def _stamp(self, seq: int, end_pos: int) -> None:
+        try:
+            self._cursor.stamp(seq, end_pos)
+        except RingbridgeError:
+            raise
+        except Exception as exc:
+            # Never let a bug here crash the producer task: fail this batch.
+            raise RingbridgeError(f"fleet cursor stamp of stream seq {seq}: {exc!r}") from exc
+
+    async def _refuse(
+        self, nc: Client, js: JetStreamContext, step: Ready, exc: RingbridgeError
+    ) -> None:
+        first = step.deliveries[0]
+        self._counters.invalid[exc.code] += 1
+        log.warning(
+            "invalid fleet message terminated",
+            extra={
+                "stream_seq": step.seq,
+                "subject": first.subject,
+                "code": exc.code,
+                "error": exc.message,
+            },
+        )
+        if self.cfg.dead_letter is not None:
+            try:
+                await dead_letter(
+                    nc,
+                    js,
+                    self.cfg.dead_letter,
+                    first,
+                    stream=self.cfg.stream,
+                    node=self.cfg.node,
+                    error=exc,
+                )
+                self._counters.dead_lettered += 1
+            except Exception as err:  # never block the stream for a dead letter
+                self._counters.dead_letter_failures += 1
+                log.warning("dead letter not published", extra={"error": repr(err)})
+        self._cursor.terminated(step.seq)
+        for d in self._seq.resolved(step.seq):
+            if d.handle is not None:
+                await _quietly(d.handle.term())
+
+    # -- upkeep: progress acks, pending, receipts ---------------------------------------
+
+    async def _watch(self, js: JetStreamContext) -> None:
+        cfg = self.cfg
+        receipts = Receipts(js, cfg.receipts, cfg.node, cfg.stream) if cfg.mode == "pins" else None
+        keepalive = max(0.5, cfg.ack_wait / 3)
+        loop = asyncio.get_running_loop()
+        last_info = 0.0
+        try:
+            while True:
+                now = loop.time()
+                for d in list(self._seq.held()):
+                    if d.handle is not None and now - d.held_since >= keepalive:
+                        d.held_since = now
+                        await _quietly(d.handle.in_progress())
+                if receipts is not None:
+                    await receipts.write(self._cursor.seq, self._cursor.committed)
+                if now - last_info >= cfg.info_interval:
+                    last_info = now
+                    await self._poll_pending()
+                await asyncio.sleep(min(keepalive, cfg.receipt_interval))
+        finally:
+            if receipts is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        receipts.write(self._cursor.seq, self._cursor.committed), 2.0
+                    )
+
+    async def _poll_pending(self) -> None:
+        pending = ack_pending = 0
+        try:
+            for src in self._sources:
+                info = await src.info()
+                if info is None:
+                    return
+                pending += info.num_pending or 0
+                ack_pending += info.num_ack_pending or 0
+        except Exception as exc:
+            log.debug("consumer info failed", extra={"error": repr(exc)})
+            return
+        self._counters.pending = pending
+        self._counters.ack_pending = ack_pending if self.cfg.mode == "durable" else None
+
+    # -- introspection --------------------------------------------------------------------
+
+    def statistics(self) -> FleetStatistics:
+        c = self._counters
+        return FleetStatistics(
+            node=self.cfg.node,
+            stream=self.cfg.stream,
+            subjects=tuple(self.cfg.subjects),
+            mode=self.cfg.mode,
+            state=self.state,
+            connected=self.link.connected,
+            committed=c.committed,
+            duplicate=c.duplicate,
+            invalid=dict(c.invalid),
+            redelivered=c.redelivered,
+            recovered=c.recovered,
+            dead_lettered=c.dead_lettered,
+            dead_letter_failures=c.dead_letter_failures,
+            retries=dict(c.retries),
+            last_committed_seq=c.last_committed_seq,
+            last_resolved_seq=self._cursor.seq,
+            pending=c.pending,
+            ack_pending=c.ack_pending,
+            held_messages=self._seq.held_messages,
+            held_bytes=self._seq.held_bytes,
+            disconnects=self.link.disconnects,
+            reconnects=self.link.reconnects,
+            last_error=self.link.last_error,
+        )
+
+
+async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
+    # An ack that cannot be sent (connection down, already acked) is not an
+    # error: the message comes again and is recognised as a duplicate.
+    try:
+        await coro
+    except Exception as exc:
+        log.debug("ack not sent", extra={"error": repr(exc)})
