@@ -79,6 +79,16 @@ def json_body(samples: Iterable[tuple[int, int]]) -> bytes:
     return json.dumps({"samples": [{"kind": k, "value": v} for k, v in samples]}).encode()
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A validated batch as the producer takes it."""
+
+    records: bytes
+    count: int
+    nbytes: int
+    payload_bytes: int
+
+
 @dataclass
 class Sender:
     """Publishes batches and tallies what each node must end up with."""
