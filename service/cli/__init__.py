@@ -6,7 +6,9 @@ Subcommands (one module each):
 - ``push``   -- stream a file or stdin of samples over the WebSocket (:mod:`.push`);
 - ``stats``  -- ``GET /v1/stats`` as a table or the raw JSON (:mod:`.stats`);
 - ``drain``  -- run the pinned on-demand drain program once (:mod:`.pins`);
-- ``unpin``  -- remove our pins from a pin dir (:mod:`.pins`).
+- ``unpin``  -- remove our pins from a pin dir (:mod:`.pins`);
+- ``publish`` and ``fleet status`` -- the control-plane side of fleet delivery
+  through NATS JetStream (:mod:`.fleet`).
 
 Client commands take the server's base URL (``--url``, ``$RINGBRIDGE_URL``,
 default http://127.0.0.1:8470); pin commands the pin dir ``serve`` uses.
@@ -60,6 +62,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .fleet import add_fleet, add_publish
     from .pins import cmd_drain, cmd_unpin
     from .push import cmd_push
     from .stats import cmd_stats
@@ -132,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sp in (push, stats, drain, unpin):
         sp.add_argument("--log-level", default="warning", help="stderr log level")
+    # Their own --log-level comes with their NATS flags.
+    add_publish(sub)
+    add_fleet(sub)
     return p
 
 

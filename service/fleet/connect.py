@@ -131,6 +131,8 @@ async def connect(
     link = link if link is not None else LinkState()
 
     async def disconnected() -> None:
+        if nc.is_closed:
+            return  # closed on purpose
         link.disconnects += 1
         link.set("disconnected")
         log.warning("NATS connection lost", extra={"disconnects": link.disconnects})

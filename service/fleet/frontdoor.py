@@ -459,7 +459,9 @@ class FrontDoor:
 
     async def _watch(self, js: JetStreamContext) -> None:
         cfg = self.cfg
-        receipts = Receipts(js, cfg.receipts, cfg.node, cfg.stream) if cfg.mode == "pins" else None
+        receipts = None
+        if cfg.mode == "pins":
+            receipts = Receipts(js, cfg.receipts, cfg.node, cfg.stream, tuple(cfg.subjects))
         keepalive = max(0.5, cfg.ack_wait / 3)
         loop = asyncio.get_running_loop()
         last_info = 0.0

@@ -7,7 +7,7 @@ crash-and-retry would send twice. Sent through JetStream (confirmed) when a
 stream captures the subject, as a plain NATS message otherwise.
 
 Receipt (``--nats-cursor pins``): one key per node in a KV bucket,
-``{"node", "stream", "seq", "committed", "time"}`` -- the node's place in the
+``{"node", "stream", "subjects", "seq", "committed", "time"}`` -- the node's place in the
 stream, read by ``ringbridge fleet status``.
 """
 
@@ -17,12 +17,11 @@ import json
 import logging
 import re
 import time
-from typing import Any
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, NoStreamResponseError
 from nats.js.kv import KeyValue
 
 from ..errors import RingbridgeError
@@ -76,24 +75,42 @@ async def dead_letter(
     )
     try:
         await js.publish(subject, d.data, timeout=5.0, headers=headers)
-    except NoRespondersError:
+    except (NoRespondersError, NoStreamResponseError):
+        # No stream captures the subject: a plain NATS message, for subscribers.
         await nc.publish(subject, d.data, headers=headers)
 
 
-def receipt_json(node: str, stream: str, seq: int, committed: int) -> bytes:
+def receipt_json(
+    node: str, stream: str, subjects: tuple[str, ...], seq: int, committed: int
+) -> bytes:
     return json.dumps(
-        {"node": node, "stream": stream, "seq": seq, "committed": committed, "time": time.time()}
+        {
+            "node": node,
+            "stream": stream,
+            "subjects": list(subjects),
+            "seq": seq,
+            "committed": committed,
+            "time": time.time(),
+        }
     ).encode()
 
 
 class Receipts:
     """The node's receipt in the KV bucket (made if missing), written when it changed."""
 
-    def __init__(self, js: JetStreamContext, bucket: str, node: str, stream: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        node: str,
+        stream: str,
+        subjects: tuple[str, ...],
+    ) -> None:
         self._js = js
         self.bucket = bucket
         self.node = node
         self.stream = stream
+        self.subjects = subjects
         self._kv: KeyValue | None = None
         self._written: tuple[int, int] | None = None
         self.failures = 0
@@ -114,18 +131,12 @@ class Receipts:
             return True
         try:
             kv = await self._bucket()
-            await kv.put(self.node, receipt_json(self.node, self.stream, seq, committed))
+            await kv.put(
+                self.node, receipt_json(self.node, self.stream, self.subjects, seq, committed)
+            )
         except Exception as exc:  # the receipt is advisory: never stop the node for it
             self.failures += 1
             log.warning("rollout receipt not written", extra={"error": repr(exc)})
             return False
         self._written = (seq, committed)
         return True
-
-
-def parse_receipt(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
