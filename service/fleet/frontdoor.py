@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -175,7 +176,7 @@ class FrontDoor:
         tasks: list[asyncio.Task[Any]] = []
         try:
             js = nc.jetstream()
-            await self._bind_stream(js)
+            await self._bind_stream(nc)
             self._seq = Sequencer(len(cfg.subjects), self._cursor.seq)
             names = consumer_names(cfg.node, list(cfg.subjects))
             self._sources = [
@@ -217,24 +218,23 @@ class FrontDoor:
             with contextlib.suppress(Exception):
                 await nc.close()
 
-    async def _bind_stream(self, js: JetStreamContext) -> None:
+    async def _bind_stream(self, nc: Client) -> None:
         while True:
-            try:
-                info = await js.stream_info(self.cfg.stream)
+            created = await _stream_created(nc, self.cfg.stream)
+            if created is not None:
                 break
-            except NotFoundError:
-                if self._state != "stream_missing":
-                    log.error(
-                        "fleet stream does not exist: the operator creates it; waiting for it",
-                        extra={"stream": self.cfg.stream},
-                    )
-                self._state = "stream_missing"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 5.0)
-                if self._stopping.is_set():
-                    raise _Stopped from None
+            if self._state != "stream_missing":
+                log.error(
+                    "fleet stream does not exist: the operator creates it; waiting for it",
+                    extra={"stream": self.cfg.stream},
+                )
+            self._state = "stream_missing"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 5.0)
+            if self._stopping.is_set():
+                raise _Stopped from None
         self._state = None
-        if not self._cursor.bind_stream(stream_identity(info.config.name or "", str(info.created))):
+        if not self._cursor.bind_stream(stream_identity(self.cfg.stream, created)):
             self._counters.last_committed_seq = 0
 
     async def _ensure(self, src: PullSource) -> None:
@@ -529,6 +529,21 @@ class FrontDoor:
             reconnects=self.link.reconnects,
             last_error=self.link.last_error,
         )
+
+
+async def _stream_created(nc: Client, stream: str) -> str | None:
+    """The stream's creation time (its identity with its name); None if it does not exist.
+
+    Read from the API's answer itself: older nats-py's StreamInfo lacks ``created``.
+    """
+    resp = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5.0)
+    doc = json.loads(resp.data)
+    err = doc.get("error")
+    if err is not None:
+        if err.get("code") == 404:
+            return None
+        raise RuntimeError(f"stream info {stream}: {err.get('description', err)}")
+    return str(doc.get("created", ""))
 
 
 async def _quietly(coro: Coroutine[Any, Any, None]) -> None:

@@ -114,7 +114,7 @@ async def read_status(
                 pending=c.num_pending or 0,
                 ack_pending=c.num_ack_pending or 0,
                 redelivered=c.num_redelivered or 0,
-                last_active=c.delivered.last_active if c.delivered else None,
+                last_active=getattr(c.delivered, "last_active", None),
             )
         )
     st.durables.sort(key=lambda d: (d.node or d.name, d.name))

@@ -65,7 +65,7 @@ async def main(args: argparse.Namespace) -> int:
         if where == "after-commit" and seq == crash_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    cfg = fleet_config(args.url, args.subjects, mode=args.mode, ack_wait=2.0)
+    cfg = fleet_config(args.url, args.subjects, mode=args.mode, ack_wait=args.ack_wait)
     target = await last_seq(args.url)
     async with running_node(
         Path(args.object), Path(args.pin_dir), cfg, after_commit=after_commit
@@ -93,4 +93,6 @@ if __name__ == "__main__":
     p.add_argument("subjects", nargs="+")
     p.add_argument("--crash")
     p.add_argument("--mode", default="durable")
+    # Of the durables the node makes (the first run makes them).
+    p.add_argument("--ack-wait", type=float, default=2.0)
     sys.exit(asyncio.run(main(p.parse_args())))

@@ -75,6 +75,8 @@ async def test_kill_9_after_the_commit_before_the_ack_does_not_commit_twice(
     subjects = ["fleet.all", "fleet.node.n1"]
     tally, seqs = await publish(nats_server.url, subjects, 12)
     crash = seqs[4]
+    # A long ack wait: what the dead process held is redelivered well after
+    # the restarted node got the messages published meanwhile.
     first = run_node(
         nats_server.url,
         pin_dir,
@@ -84,6 +86,8 @@ async def test_kill_9_after_the_commit_before_the_ack_does_not_commit_twice(
         mode,
         "--crash",
         f"after-commit:{crash}",
+        "--ack-wait",
+        "10",
     )
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     rec = record(pin_dir)
