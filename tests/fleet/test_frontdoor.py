@@ -167,3 +167,46 @@ async def test_a_full_ring_makes_the_node_lag_in_jetstream_not_in_memory_and_los
                 await asyncio.sleep(0.05)
             assert mine.matches(node.counters())
             assert node.door.statistics().committed == 60
+
+
+async def test_a_missing_stream_is_reported_and_taken_up_once_the_operator_makes_it(
+    nats_server: NatsServer, bpf_object_path: Path, pin_dir: Path
+) -> None:
+    mine = Tally()
+    cfg = fleet_config(nats_server.url, ["fleet.all"])
+    async with (
+        jetstream(nats_server.url) as (_nc, js),
+        running_node(bpf_object_path, pin_dir, cfg) as node,
+    ):
+        await eventually(lambda: node.door.state == "stream_missing", what="stream_missing")
+        assert not node.door.healthy
+        await make_stream(js)
+        sender = Sender(js)
+        await sender.send("fleet.all", [(4, 44)], mine)
+        await eventually(
+            lambda: node.door.statistics().last_resolved_seq == 1, timeout=20, what="the message"
+        )
+        assert node.door.healthy and node.door.state == "connected"
+        assert mine.matches(node.counters())
+
+
+async def test_a_stream_made_again_restarts_the_nodes_cursor(
+    nats_server: NatsServer, bpf_object_path: Path, pin_dir: Path
+) -> None:
+    mine = Tally()
+    async with jetstream(nats_server.url) as (_nc, js):
+        await make_stream(js)
+        sender = Sender(js)
+        for i in range(3):
+            await sender.send("fleet.all", [(4, i)], mine)
+        cfg = fleet_config(nats_server.url, ["fleet.all"])
+        async with running_node(bpf_object_path, pin_dir, cfg) as node:
+            await eventually(lambda: node.cursor.seq == 3, what="3 messages")
+        await js.delete_stream("FLEET")
+        await make_stream(js)  # sequences start at 1 again
+        await sender.send("fleet.all", [(4, 100)], mine)
+        async with running_node(bpf_object_path, pin_dir, cfg) as node:
+            # Seq 1 of the new stream is new to the node, not a duplicate of the old seq 1.
+            await eventually(lambda: node.door.statistics().committed == 1, what="the new seq 1")
+            assert node.cursor.seq == 1
+            assert mine.matches(node.counters())

@@ -39,8 +39,10 @@ def _free_port() -> int:
 class NatsServer:
     """One nats-server process; start, stop, restart in place, kill -9."""
 
-    def __init__(self, workdir: Path, binary: str) -> None:
+    def __init__(self, workdir: Path, binary: str, extra_args: tuple[str, ...] = ()) -> None:
         self.binary = binary
+        #: More flags (auth, TLS), e.g. ("--auth", TOKEN).
+        self.extra_args = extra_args
         self.store = workdir / "jetstream"
         self.log_path = workdir / "nats-server.log"
         self.port = _free_port()
@@ -70,6 +72,7 @@ class NatsServer:
             str(self.monitor_port),
             "--log",
             str(self.log_path),
+            *self.extra_args,
         ]
 
     def _ready(self) -> bool:
@@ -127,8 +130,10 @@ class NatsServer:
 
 
 @contextmanager
-def running_nats(workdir: Path, binary: str) -> Iterator[NatsServer]:
-    server = NatsServer(workdir, binary)
+def running_nats(
+    workdir: Path, binary: str, extra_args: tuple[str, ...] = ()
+) -> Iterator[NatsServer]:
+    server = NatsServer(workdir, binary, extra_args)
     # Two free ports found apart may still collide with another process's
     # bind in between: try fresh ones a few times.
     for attempt in range(3):
@@ -138,7 +143,7 @@ def running_nats(workdir: Path, binary: str) -> Iterator[NatsServer]:
         except RuntimeError:
             if attempt == 2:
                 raise
-            server = NatsServer(workdir, binary)
+            server = NatsServer(workdir, binary, extra_args)
     try:
         yield server
     finally:
