@@ -179,14 +179,16 @@ async def test_a_missing_stream_is_reported_and_taken_up_once_the_operator_makes
         running_node(bpf_object_path, pin_dir, cfg) as node,
     ):
         await eventually(lambda: node.door.state == "stream_missing", what="stream_missing")
-        assert not node.door.healthy
+        # Connected to NATS, but with nothing to consume: degraded, and it says why.
+        assert not node.door.healthy and node.door.statistics().connected
         await make_stream(js)
         sender = Sender(js)
         await sender.send("fleet.all", [(4, 44)], mine)
         await eventually(
             lambda: node.door.statistics().last_resolved_seq == 1, timeout=20, what="the message"
         )
-        assert node.door.healthy and node.door.state == "connected"
+        st = node.door.statistics()
+        assert (st.state, st.connected) == ("connected", True)
         assert mine.matches(node.counters())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import pytest
@@ -18,7 +19,7 @@ from ringbridge.settings import Settings
 from ..support.natsserver import running_nats
 from .conftest import nats_binary_or_skip
 
-BASE = {"nats": ["nats://127.0.0.1:4222"], "nats_stream": "FLEET", "nats_subject": ["fleet.all"]}
+BASE: dict[str, Any] = {"nats": ["nats://127.0.0.1:4222"], "nats_stream": "FLEET", "nats_subject": ["fleet.all"]}
 
 
 def test_serve_flags_reach_the_settings() -> None:
@@ -71,7 +72,7 @@ def test_environment_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) 
     ],
 )
 def test_inconsistent_settings_are_refused_naming_the_flag(
-    extra: dict[str, object], message: str
+    extra: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace(".", r"\.")):
         Settings(**{**BASE, **extra})
