@@ -19,7 +19,11 @@ from ringbridge.settings import Settings
 from ..support.natsserver import running_nats
 from .conftest import nats_binary_or_skip
 
-BASE: dict[str, Any] = {"nats": ["nats://127.0.0.1:4222"], "nats_stream": "FLEET", "nats_subject": ["fleet.all"]}
+BASE: dict[str, Any] = {
+    "nats": ["nats://127.0.0.1:4222"],
+    "nats_stream": "FLEET",
+    "nats_subject": ["fleet.all"],
+}
 
 
 def test_serve_flags_reach_the_settings() -> None:
