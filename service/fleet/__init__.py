@@ -17,7 +17,11 @@ Modules, each with one job:
 - :mod:`.decode` -- a message -> a validated batch (the schema layer);
 - :mod:`.connect` -- the NATS connection (credentials from files, TLS);
 - :mod:`.source` -- one pull consumer and its pull requests;
-- :mod:`.frontdoor` -- the loop: pull, order, commit, ack;
+- :mod:`.intake` -- the pullers of a session, inside the in-flight window;
+- :mod:`.frontdoor` -- the loop: order, decode, commit, ack;
+- :mod:`.upkeep` -- progress acks, pending counts, receipts;
+- :mod:`.outbox` -- dead letters and rollout receipts;
+- :mod:`.config` -- the front door's configuration and what it needs of the producer;
 - :mod:`.stats` -- counters for the metrics layer;
 - :mod:`.status` -- what ``ringbridge fleet status`` reads.
 

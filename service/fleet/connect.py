@@ -12,6 +12,7 @@ follows it for metrics and ``/readyz``.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from nats.aio.client import Client
 
 from ..errors import ConfigError
 
-__all__ = ["Auth", "LinkState", "connect", "connect_options"]
+__all__ = ["Auth", "LinkState", "connect", "connect_options", "stream_created"]
 
 log = logging.getLogger("ringbridge.fleet")
 
@@ -168,3 +169,18 @@ async def connect(
 def _server(nc: Client) -> str | None:
     url = nc.connected_url
     return url.netloc if url is not None else None
+
+
+async def stream_created(nc: Client, stream: str) -> str | None:
+    """The stream's creation time (with its name, its identity); None if it does not exist.
+
+    Read from the API's answer itself: older nats-py's StreamInfo lacks ``created``.
+    """
+    resp = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5.0)
+    doc = json.loads(resp.data)
+    err = doc.get("error")
+    if err is not None:
+        if err.get("code") == 404:
+            return None
+        raise RuntimeError(f"stream info {stream}: {err.get('description', err)}")
+    return str(doc.get("created", ""))

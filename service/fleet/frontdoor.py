@@ -11,12 +11,9 @@ at a time:
    or spent budget is retried -- the message waits, JetStream keeps the rest;
 3. after the commit: the cursor moves, then the ack.
 
-Per subject a puller keeps one pull request open, asking only for what the
-window has room for (messages and bytes, grown from the admission budget
-before asking): a node whose ring is full stops asking, and its pending
-count grows in JetStream, not in memory. Held deliveries are kept alive with
-progress acks. Duplicates (stream seq at or below the cursor) are acked
-without a commit.
+Pulling within bounded in-flight messages and bytes is :mod:`.intake`'s;
+progress acks, pending counts and receipts :mod:`.upkeep`'s. Duplicates
+(stream seq at or below the cursor) are acked without a commit.
 
 The front door is independent of the HTTP app: it needs a producer
 (``admit``/``submit``), the sample codec and limits, and a :class:`Cursor`
@@ -28,10 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
@@ -48,17 +43,18 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..producer.admission import Credit
 from ..schema import EncodedBatch, SampleCodec
 from .config import Committer, FleetConfig
-from .connect import LinkState, connect
+from .connect import LinkState, connect, stream_created
 from .cursor import Cursor, stream_identity
 from .decode import decode_message
-from .outbox import Receipts, dead_letter
+from .intake import Intake
+from .outbox import dead_letter
 from .sequencer import Delivery, Idle, Query, Ready, Sequencer
 from .source import PullSource
 from .stats import FleetCounters, FleetStatistics
 from .subjects import consumer_names
+from .upkeep import quietly, upkeep
 
 __all__ = ["FrontDoor"]
 
@@ -94,15 +90,11 @@ class FrontDoor:
         self._counters = FleetCounters(last_committed_seq=cursor.committed)
         self._state: str | None = None  # overrides the link's: stream_missing, error, stopped
         self._seq = Sequencer(len(cfg.subjects), cursor.seq)
-        self._sources: list[PullSource] = []
-        self._outstanding = [0] * len(cfg.subjects)  # bytes asked for by open requests
-        self._window: Credit | None = None
+        self._intake: Intake | None = None
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._give_up: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -153,6 +145,8 @@ class FrontDoor:
                 await self._session()
                 backoff = 0.5
             except _Stopped:
+                if not self._stopping.is_set():
+                    log.warning("the producer stopped: the fleet front door stops consuming")
                 break
             except asyncio.CancelledError:
                 raise
@@ -173,13 +167,23 @@ class FrontDoor:
     async def _session(self) -> None:
         cfg = self.cfg
         nc = await connect(cfg.auth, f"ringbridge {cfg.node}", self.link)
-        tasks: list[asyncio.Task[Any]] = []
+        intake: Intake | None = None
+        watch: asyncio.Task[None] | None = None
         try:
             js = nc.jetstream()
             await self._bind_stream(nc)
             self._seq = Sequencer(len(cfg.subjects), self._cursor.seq)
+            intake = Intake(
+                cfg,
+                self._seq,
+                self._producer.admit(0, 1e9),
+                self._counters,
+                self.link,
+                self._ensure,
+                self._wake.set,
+            )
             names = consumer_names(cfg.node, list(cfg.subjects))
-            self._sources = [
+            intake.sources = [
                 PullSource(
                     i,
                     nc,
@@ -191,28 +195,26 @@ class FrontDoor:
                     mode=cfg.mode,
                     ack_wait=cfg.ack_wait,
                     max_ack_pending=cfg.max_inflight,
-                    on_delivery=self._on_delivery,
+                    on_delivery=intake.on_delivery,
                 )
                 for i, s in enumerate(cfg.subjects)
             ]
-            for src in self._sources:
+            self._intake = intake
+            for src in intake.sources:
                 await self._ensure(src)
-            self._window = self._producer.admit(0, 1e9)
-            quota = self._quota(nc)
-            tasks = [asyncio.create_task(self._puller(src, *quota)) for src in self._sources]
-            tasks.append(asyncio.create_task(self._watch(js)))
-            await self._resolve_loop(nc, js)
+            intake.start(nc.max_payload)
+            watch = asyncio.create_task(
+                upkeep(cfg, js, self._seq, intake.sources, self._cursor, self._counters)
+            )
+            await self._resolve_loop(nc, js, intake)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
+            self._intake = None
+            if watch is not None:
+                watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            for src in self._sources:
-                await src.close()
-            if self._window is not None:
-                self._window.release()
-                self._window = None
+                    await watch
+            if intake is not None:
+                await intake.close()
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=2)
             with contextlib.suppress(Exception):
@@ -220,7 +222,7 @@ class FrontDoor:
 
     async def _bind_stream(self, nc: Client) -> None:
         while True:
-            created = await _stream_created(nc, self.cfg.stream)
+            created = await stream_created(nc, self.cfg.stream)
             if created is not None:
                 break
             if self._state != "stream_missing":
@@ -242,92 +244,13 @@ class FrontDoor:
         if first is not None:
             self._seq.restart_source(src.index, first)
 
-    def _quota(self, nc: Client) -> tuple[int, int]:
-        n = len(self.cfg.subjects)
-        msgs = max(1, self.cfg.max_inflight // n)
-        nbytes = self.cfg.max_inflight_bytes // n
-        if nbytes < nc.max_payload:
-            log.warning(
-                "in-flight bytes per subject below the servers' max_payload: raised to it",
-                extra={"per_subject": nbytes, "max_payload": nc.max_payload},
-            )
-            nbytes = nc.max_payload
-        return msgs, nbytes
-
     def _on_link(self, state: str) -> None:
-        if state == "connected":
-            # Pull requests in flight were lost with the connection: ask again now.
-            for src in self._sources:
-                src.interrupt("reconnected")
-
-    # -- pulling ---------------------------------------------------------------------
-
-    def _held_by(self, index: int) -> tuple[int, int]:
-        msgs = nbytes = 0
-        for d in self._seq.held():
-            if d.source == index:
-                msgs += 1
-                nbytes += d.size
-        return msgs, nbytes
-
-    def _resize_window(self, extra: int = 0) -> None:
-        if self._window is not None and self._window.held:
-            self._window.resize(self._seq.held_bytes + sum(self._outstanding) + extra)
-
-    async def _puller(self, src: PullSource, quota_msgs: int, quota_bytes: int) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = 0.05
-        while True:
-            if src.gone:
-                await self._ensure(src)
-            held_msgs, held_bytes = self._held_by(src.index)
-            msgs = quota_msgs - held_msgs
-            nbytes = quota_bytes - held_bytes
-            if msgs <= 0 or nbytes < min(quota_bytes, 64 * 1024):
-                self._room.clear()
-                await self._room.wait()
-                continue
-            try:
-                self._resize_window(nbytes)
-            except OverloadedError:
-                # The service's budget is spent (HTTP, WebSocket): ask later.
-                self._counters.retries["overloaded"] += 1
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
-                continue
-            backoff = 0.05
-            self._outstanding[src.index] = nbytes
-            started = loop.time()
-            try:
-                why = await src.pull(msgs, nbytes, self.cfg.pull_expires)
-            finally:
-                self._outstanding[src.index] = 0
-                self._resize_window()
-            if why.startswith(("503", "409")) or (why == "timeout" and not self.link.connected):
-                log.debug("pull request ended", extra={"subject": src.subject, "why": why})
-                if loop.time() - started < 0.5:
-                    await asyncio.sleep(0.5)
-
-    def _on_delivery(self, d: Delivery) -> None:
-        d.held_since = asyncio.get_running_loop().time()
-        if d.delivered > 1:
-            self._counters.redelivered += 1
-        if self._seq.offer(d):
-            self._wake.set()
-            return
-        self._counters.duplicate += 1
-        if d.handle is not None:
-            self._spawn(d.handle.ack())
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        t = asyncio.ensure_future(coro)
-        self._background.add(t)
-        t.add_done_callback(self._background.discard)
-        t.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if state == "connected" and self._intake is not None:
+            self._intake.reconnected()
 
     # -- resolving, in stream order ---------------------------------------------------
 
-    async def _resolve_loop(self, nc: Client, js: JetStreamContext) -> None:
+    async def _resolve_loop(self, nc: Client, js: JetStreamContext, intake: Intake) -> None:
         while not self._stopping.is_set():
             step = self._seq.next_step()
             if isinstance(step, Idle):
@@ -337,7 +260,7 @@ class FrontDoor:
                 await self._query(js, step)
             elif isinstance(step, Ready):
                 await self._resolve(nc, js, step)
-                self._room.set()
+                intake.room()
 
     async def _query(self, js: JetStreamContext, q: Query) -> None:
         for i in q.sources:
@@ -375,7 +298,7 @@ class FrontDoor:
             self._after_commit(step.seq)
         for d in self._seq.resolved(step.seq):
             if d.handle is not None:
-                await _quietly(d.handle.ack())
+                await quietly(d.handle.ack())
 
     async def _commit(self, seq: int, batch: EncodedBatch) -> None:
         loop = asyncio.get_running_loop()
@@ -384,7 +307,7 @@ class FrontDoor:
         while True:
             if self._stopping.is_set() and self._give_up is not None and self._give_up.done():
                 raise _Stopped
-            window = self._window
+            window = self._intake.window if self._intake is not None else None
             if window is None:
                 raise _Stopped
             try:
@@ -453,52 +376,7 @@ class FrontDoor:
         self._cursor.terminated(step.seq)
         for d in self._seq.resolved(step.seq):
             if d.handle is not None:
-                await _quietly(d.handle.term())
-
-    # -- upkeep: progress acks, pending, receipts ---------------------------------------
-
-    async def _watch(self, js: JetStreamContext) -> None:
-        cfg = self.cfg
-        receipts = None
-        if cfg.mode == "pins":
-            receipts = Receipts(js, cfg.receipts, cfg.node, cfg.stream, tuple(cfg.subjects))
-        keepalive = max(0.5, cfg.ack_wait / 3)
-        loop = asyncio.get_running_loop()
-        last_info = 0.0
-        try:
-            while True:
-                now = loop.time()
-                for d in list(self._seq.held()):
-                    if d.handle is not None and now - d.held_since >= keepalive:
-                        d.held_since = now
-                        await _quietly(d.handle.in_progress())
-                if receipts is not None:
-                    await receipts.write(self._cursor.seq, self._cursor.committed)
-                if now - last_info >= cfg.info_interval:
-                    last_info = now
-                    await self._poll_pending()
-                await asyncio.sleep(min(keepalive, cfg.receipt_interval))
-        finally:
-            if receipts is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        receipts.write(self._cursor.seq, self._cursor.committed), 2.0
-                    )
-
-    async def _poll_pending(self) -> None:
-        pending = ack_pending = 0
-        try:
-            for src in self._sources:
-                info = await src.info()
-                if info is None:
-                    return
-                pending += info.num_pending or 0
-                ack_pending += info.num_ack_pending or 0
-        except Exception as exc:
-            log.debug("consumer info failed", extra={"error": repr(exc)})
-            return
-        self._counters.pending = pending
-        self._counters.ack_pending = ack_pending if self.cfg.mode == "durable" else None
+                await quietly(d.handle.term())
 
     # -- introspection --------------------------------------------------------------------
 
@@ -529,27 +407,3 @@ class FrontDoor:
             reconnects=self.link.reconnects,
             last_error=self.link.last_error,
         )
-
-
-async def _stream_created(nc: Client, stream: str) -> str | None:
-    """The stream's creation time (its identity with its name); None if it does not exist.
-
-    Read from the API's answer itself: older nats-py's StreamInfo lacks ``created``.
-    """
-    resp = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5.0)
-    doc = json.loads(resp.data)
-    err = doc.get("error")
-    if err is not None:
-        if err.get("code") == 404:
-            return None
-        raise RuntimeError(f"stream info {stream}: {err.get('description', err)}")
-    return str(doc.get("created", ""))
-
-
-async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
-    # An ack that cannot be sent (connection down, already acked) is not an
-    # error: the message comes again and is recognised as a duplicate.
-    try:
-        await coro
-    except Exception as exc:
-        log.debug("ack not sent", extra={"error": repr(exc)})
