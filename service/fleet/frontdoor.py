@@ -158,7 +158,7 @@ class FrontDoor:
             except Exception as exc:
                 self.link.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("fleet session failed", extra={"error": self.link.last_error})
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, 10.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff)
 
@@ -194,7 +194,9 @@ class FrontDoor:
                     node=cfg.node,
                     mode=cfg.mode,
                     ack_wait=cfg.ack_wait,
-                    max_ack_pending=cfg.max_inflight,
+                    # Room for a full window beside what a dead process left
+                    # unacked, so that new deliveries never wait for its ack wait.
+                    max_ack_pending=2 * cfg.max_inflight,
                     on_delivery=intake.on_delivery,
                 )
                 for i, s in enumerate(cfg.subjects)
@@ -243,6 +245,12 @@ class FrontDoor:
         first = await src.ensure(self._cursor.seq)
         if first is not None:
             self._seq.restart_source(src.index, first)
+            return
+        info = await src.info()
+        if info is not None and info.num_ack_pending and info.delivered:
+            # Delivered to a process that is gone (or before a reconnect) and
+            # not acked: JetStream redelivers them only after their ack wait.
+            self._seq.catch_up(info.delivered.stream_seq)
 
     def _on_link(self, state: str) -> None:
         if state == "connected" and self._intake is not None:

@@ -136,7 +136,11 @@ class Receipts:
             )
         except Exception as exc:  # the receipt is advisory: never stop the node for it
             self.failures += 1
-            log.warning("rollout receipt not written", extra={"error": repr(exc)})
+            if self.failures == 1 or self.failures % 100 == 0:
+                log.warning(
+                    "rollout receipt not written",
+                    extra={"error": repr(exc), "failures": self.failures},
+                )
             return False
         self._written = (seq, committed)
         return True

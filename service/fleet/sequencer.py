@@ -114,6 +114,8 @@ class Sequencer:
     _covered: list[int] = field(default_factory=list)
     _tail: list[_Chain | None] = field(default_factory=list)
     held_bytes: int = 0
+    #: Every subject is to be covered up to here even with nothing held (see catch_up).
+    _probe: int = 0
 
     def __post_init__(self) -> None:
         self._covered = [self.position] * self.nsources
@@ -167,8 +169,17 @@ class Sequencer:
         else:
             self._tail[i] = None
 
+    def catch_up(self, to: int) -> None:
+        """Messages up to ``to`` were delivered before (to a process now gone) and may be
+        unresolved: take them from the stream now rather than wait for their redelivery."""
+        self._probe = max(self._probe, to)
+
     def next_step(self) -> Step:
         if not self._held:
+            if self._probe > self.position:
+                need = tuple(i for i in range(self.nsources) if self._covered[i] < self._probe)
+                if need:
+                    return Query(need, self.position, self._probe)
             return Idle()
         s = min(self._held)
         need = tuple(i for i in range(self.nsources) if self._covered[i] < s - 1)

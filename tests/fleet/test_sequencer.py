@@ -109,3 +109,28 @@ def test_duplicates_and_order_are_enforced() -> None:
     assert sq.held_messages == 2 and sq.held_bytes == 16
     sq.resolved(12)
     assert sq.held_messages == 1 and sq.held_bytes == 8
+
+
+def test_catch_up_asks_the_stream_for_what_a_dead_process_left_unacked() -> None:
+    # Restart with nothing new: messages up to 9 were delivered to the dead
+    # process; without catch_up the node would wait for their ack wait.
+    sq = Sequencer(2, position=4)
+    assert isinstance(sq.next_step(), Idle)
+    sq.catch_up(9)
+    assert sq.next_step() == Query((0, 1), 4, 9)
+    sq.learn(0, copy(0, 6), 9)
+    sq.learn(1, copy(1, 5), 9)
+    for seq in (5, 6):
+        step = sq.next_step()
+        assert isinstance(step, Ready) and step.seq == seq
+        sq.resolved(seq)
+    # Whether more follow up to 9 on either subject is asked before going idle.
+    assert sq.next_step() == Query((0, 1), 6, 9)
+    sq.learn(0, None, 9)
+    sq.learn(1, copy(1, 8), 9)
+    step = sq.next_step()
+    assert isinstance(step, Ready) and step.seq == 8
+    sq.resolved(8)
+    assert sq.next_step() == Query((1,), 8, 9)
+    sq.learn(1, None, 9)
+    assert isinstance(sq.next_step(), Idle)
