@@ -236,7 +236,8 @@ class Cursor:
         self.seq = self.committed = seq
 
     def terminated(self, seq: int) -> None:
-        """``seq`` is refused for good (no commit): recorded as resolved."""
+        """``seq`` is resolved without a commit (refused for good, or known to be applied
+        already): recorded as resolved."""
         if seq <= self.seq:
             raise ValueError(f"stream seq {seq} is not after the cursor's {self.seq}")
         self.seq = seq

@@ -247,6 +247,8 @@ class FrontDoor:
             self._seq.restart_source(src.index, first)
             return
         info = await src.info()
+        if info is not None and info.ack_floor:
+            self._seq.set_floor(src.index, info.ack_floor.stream_seq)
         if info is not None and info.num_ack_pending and info.delivered:
             # Delivered to a process that is gone (or before a reconnect) and
             # not acked: JetStream redelivers them only after their ack wait.
@@ -290,6 +292,14 @@ class FrontDoor:
 
     async def _resolve(self, nc: Client, js: JetStreamContext, step: Ready) -> None:
         first = step.deliveries[0]
+        if self._seq.below_floor(step):
+            # Acked before by this node (its pins, and the cursor, were lost since).
+            self._counters.duplicate += 1
+            self._cursor.terminated(step.seq)
+            for d in self._seq.resolved(step.seq):
+                if d.handle is not None:
+                    await quietly(d.handle.ack())
+            return
         try:
             batch = await decode_message(self._codec, self.cfg.limits, first.headers, first.data)
             await self._commit(step.seq, batch)

@@ -116,10 +116,13 @@ class Sequencer:
     held_bytes: int = 0
     #: Every subject is to be covered up to here even with nothing held (see catch_up).
     _probe: int = 0
+    #: Per subject: what its durable's ack floor says was resolved already (see set_floor).
+    _floor: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._covered = [self.position] * self.nsources
         self._tail = [None] * self.nsources
+        self._floor = [0] * self.nsources
 
     @property
     def held_messages(self) -> int:
@@ -168,6 +171,16 @@ class Sequencer:
             self._tail[i] = _Chain(d.consumer_seq, d.seq)  # a chain starts, coverage unknown
         else:
             self._tail[i] = None
+
+    def set_floor(self, source: int, floor: int) -> None:
+        """Messages of ``source`` up to ``floor`` were acked, so resolved by this node before
+        (its durable's ack floor): a node whose cursor was lost with its pins does not
+        commit them again."""
+        self._floor[source] = floor
+
+    def below_floor(self, step: Ready) -> bool:
+        """Whether ``step``'s message was resolved before, by its subject's ack floor."""
+        return all(step.seq <= self._floor[d.source] for d in step.deliveries)
 
     def catch_up(self, to: int) -> None:
         """Messages up to ``to`` were delivered before (to a process now gone) and may be

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from ringbridge.kernel.bpfobj import unpin
+
 from ..service.conftest import Tally, eventually
 from ..support.natsserver import NatsServer
-from .conftest import Sender, fleet_config, jetstream, make_stream, running_node
+from .conftest import Sender, cursor_pin, fleet_config, jetstream, make_stream, running_node
 
 pytestmark = [pytest.mark.kernel, pytest.mark.nats]
 
@@ -212,3 +214,29 @@ async def test_a_stream_made_again_restarts_the_nodes_cursor(
             await eventually(lambda: node.door.statistics().committed == 1, what="the new seq 1")
             assert node.cursor.seq == 1
             assert mine.matches(node.counters())
+
+
+async def test_a_node_that_lost_its_pins_resumes_from_its_durables_ack_floor(
+    nats_server: NatsServer, bpf_object_path: Path, pin_dir: Path
+) -> None:
+    async with jetstream(nats_server.url) as (_nc, js):
+        await make_stream(js)
+        sender = Sender(js)
+        for i in range(3):
+            await sender.send("fleet.all", [(4, i)], Tally())
+        cfg = fleet_config(nats_server.url, ["fleet.all"])
+        async with running_node(bpf_object_path, pin_dir, cfg) as node:
+            await eventually(
+                lambda: node.door.statistics().ack_pending == 0 and node.cursor.seq == 3,
+                what="3 acked",
+            )
+        unpin(pin_dir)  # a reboot: ring, counters and cursor are gone
+        cursor_pin(pin_dir).unlink()
+        fresh = Tally()
+        await sender.send("fleet.all", [(4, 100)], fresh)
+        async with running_node(bpf_object_path, pin_dir, cfg) as node:
+            await eventually(lambda: node.cursor.seq == 4, what="the new message")
+            st = node.door.statistics()
+            # What JetStream had acked is recognised, not committed into the new ring again.
+            assert (st.committed, st.duplicate) == (1, 3)
+            assert fresh.matches(node.counters())
