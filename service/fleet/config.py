@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..producer.admission import Credit
-from ..producer.task import Ack, Batch, BeforeCommit, WaitFor
+from ..producer.task import Batch, BeforeCommit
+from ..wire import Ack, WaitFor
 from .connect import Auth
 from .decode import Limits
 from .options import CursorMode

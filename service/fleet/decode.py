@@ -14,13 +14,16 @@ a typo in a publisher into samples in the kernel.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import schema
-from ..errors import RecordTooLargeError, UnsupportedMediaTypeError
+from ..errors import RecordTooLargeError, RingbridgeError, SampleError, UnsupportedMediaTypeError
 
 __all__ = ["CONTENT_TYPE", "Limits", "content_type", "decode_message"]
+
+log = logging.getLogger("ringbridge.fleet")
 
 CONTENT_TYPE = "Content-Type"
 JSON = "application/json"
@@ -82,6 +85,14 @@ async def decode_message(
 ) -> schema.EncodedBatch:
     """The batch a message carries; a RingbridgeError (4xx) when it is invalid."""
     media = content_type(headers)
-    if len(body) > THREAD_DECODE_BYTES:
-        return await asyncio.to_thread(_decode_now, codec, limits, media, body)
-    return _decode_now(codec, limits, media, body)
+    try:
+        if len(body) > THREAD_DECODE_BYTES:
+            return await asyncio.to_thread(_decode_now, codec, limits, media, body)
+        return _decode_now(codec, limits, media, body)
+    except RingbridgeError:
+        raise
+    except Exception as exc:
+        # As over HTTP: whatever else a decoder raises is this message's fault
+        # (and logged), so one bad message never stops the node's stream.
+        log.warning("decoder failed", exc_info=exc)
+        raise SampleError(f"batch could not be decoded: {type(exc).__name__}") from exc

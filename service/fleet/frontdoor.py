@@ -304,7 +304,8 @@ class FrontDoor:
             batch = await decode_message(self._codec, self.cfg.limits, first.headers, first.data)
             await self._commit(step.seq, batch)
         except RingbridgeError as exc:
-            if not 400 <= exc.status_hint < 500 or isinstance(exc, ClientGoneError):
+            status = exc.status_hint
+            if status is None or not 400 <= status < 500 or isinstance(exc, ClientGoneError):
                 raise
             await self._refuse(nc, js, step, exc)
             return

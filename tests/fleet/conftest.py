@@ -30,7 +30,8 @@ from ringbridge.fleet.cursor import Cursor, PinnedCursorStore
 from ringbridge.fleet.decode import Limits
 from ringbridge.fleet.frontdoor import FrontDoor
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.bpfobj import KernelCounters, LoadedRingbridge, load_default
+from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
+from ringbridge.kernel.counters import KernelCounters
 from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.producer.task import Producer
 from ringbridge.schema import SampleCodec

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ringbridge.kernel.bpfobj import unpin
+from ringbridge.kernel.pins import unpin
 
 from ..service.conftest import Tally, eventually
 from ..support.natsserver import NatsServer
