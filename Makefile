@@ -12,8 +12,11 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # wrk: the benchmark's HTTP load generator (its quick mode runs in the test suite).
 # systemd: systemd-analyze and systemd-sysusers check deploy/systemd (make lint);
 # util-linux: unshare, setpriv and mount run the unit's install and start in tests.
+# nats-server: the fleet tests start their own (JetStream, temp store, loopback).
+# Debian's package also enables a service of its own on systemd hosts (127.0.0.1:4222,
+# no JetStream); the tests never use it.
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev wrk \
-  systemd util-linux
+  systemd util-linux nats-server
 # `make image`: the image's base, extra `docker build` flags (e.g. --network host),
 # and the wheelhouse the build installs from (filled here with the host's pip).
 BASE_IMAGE ?= debian:bookworm-slim

@@ -36,6 +36,7 @@ from pydantic_settings import (
 
 from .core import ring as core
 from .errors import ConfigError
+from .fleet.options import NatsSettings
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
 from .units import parse_size
@@ -134,7 +135,9 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         return values
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, NatsSettings):
+    """Every setting of the service; the ``nats*`` fields come from :class:`NatsSettings`."""
+
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
     @classmethod
