@@ -66,7 +66,7 @@ class FleetConfig:
             stream=s.nats_stream,
             subjects=tuple(s.nats_subject),
             node=s.nats_durable or default_node_name(),
-            limits=Limits(s.ring_size, s.max_sample_bytes, s.max_batch_bytes),
+            limits=Limits.of(s),
             mode=s.nats_cursor,
             dead_letter=s.nats_dead_letter,
             max_inflight=s.nats_max_inflight,

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 
 from nats.aio.client import Client
@@ -43,7 +44,10 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
+from ..producer.observe import Arrival
 from ..schema import EncodedBatch, SampleCodec
+from ..schema.payload import JSON
+from ..wire import Ack
 from .config import Committer, FleetConfig
 from .connect import LinkState, connect, stream_created
 from .cursor import Cursor, stream_identity
@@ -79,12 +83,14 @@ class FrontDoor:
         cursor: Cursor,
         *,
         after_commit: Callable[[int], None] | None = None,
+        on_ack: Callable[[Arrival, Ack], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._producer = producer
         self._codec = codec
         self._cursor = cursor
         self._after_commit = after_commit
+        self._on_ack = on_ack
         self.link = LinkState()
         self.link.listen(self._on_link)
         self._counters = FleetCounters(last_committed_seq=cursor.committed)
@@ -300,9 +306,12 @@ class FrontDoor:
                 if d.handle is not None:
                     await quietly(d.handle.ack())
             return
+        taken = time.perf_counter()
         try:
-            batch = await decode_message(self._codec, self.cfg.limits, first.headers, first.data)
-            await self._commit(step.seq, batch)
+            media, batch = await decode_message(
+                self._codec, self.cfg.limits, first.headers, first.data
+            )
+            ack = await self._commit(step.seq, batch)
         except RingbridgeError as exc:
             status = exc.status_hint
             if status is None or not 400 <= status < 500 or isinstance(exc, ClientGoneError):
@@ -313,13 +322,16 @@ class FrontDoor:
         self._counters.last_committed_seq = step.seq
         if all(d.consumer_seq == 0 for d in step.deliveries):
             self._counters.recovered += 1
+        if self._on_ack is not None:
+            # "Arrival" is when the message was taken up, in stream order.
+            self._on_ack(Arrival(taken, "json" if media == JSON else "binary"), ack)
         if self._after_commit is not None:
             self._after_commit(step.seq)
         for d in self._seq.resolved(step.seq):
             if d.handle is not None:
                 await quietly(d.handle.ack())
 
-    async def _commit(self, seq: int, batch: EncodedBatch) -> None:
+    async def _commit(self, seq: int, batch: EncodedBatch) -> Ack:
         loop = asyncio.get_running_loop()
         backoff = 0.05
         stamp = functools.partial(self._stamp, seq)
@@ -339,7 +351,9 @@ class FrontDoor:
             except StoppingError:
                 raise _Stopped from None
             try:
-                await self._producer.submit(batch, credit, gone=self._give_up, before_commit=stamp)
+                ack = await self._producer.submit(
+                    batch, credit, gone=self._give_up, before_commit=stamp
+                )
             except _STOP:
                 raise _Stopped from None
             except _TRANSIENT as exc:
@@ -352,7 +366,7 @@ class FrontDoor:
             finally:
                 credit.release()
             self._cursor.committed_now(seq)
-            return
+            return ack
 
     def _stamp(self, seq: int, end_pos: int) -> None:
         try:
