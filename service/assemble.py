@@ -10,14 +10,19 @@ Startup, in order (each step undone in reverse if a later one fails):
 2. take the ring's producer lock (one producer per ring);
 3. build the sample codec from the backend's BTF and its exporters;
 4. map the ring (``UserRingBuffer``; recovers records a crashed producer left BUSY);
+   with ``--nats``, open the fleet cursor with the pins and resolve it against
+   the ring before anything commits (:mod:`ringbridge.fleet.wiring`);
 5. set up the drain in the kernel (the built-in consumer's timer or budget);
 6. with ``drop_privileges``, give up every capability (the fds suffice from
    here on, Linux >= 5.19); with ``user``, also switch to that unprivileged
    uid/gid;
 7. start the drain trigger (native kick worker, drain ticker) and the
-   producer task.
+   producer task;
+8. with ``--nats``, start the fleet front door (JetStream -> producer).
 
-Shutdown, the exit stack unwinding: the producer stops (queued batches get
+Shutdown, the exit stack unwinding: the fleet front door stops (the message
+in hand gets ``shutdown_grace`` seconds to commit and be acked), the producer
+stops (queued batches get
 ``shutdown_grace`` seconds to commit), the drain quiesces (a timer drain gets
 the same grace to consume what was committed, then is disarmed; the kick
 worker stops), the ring is freed, the lock released, the backend closed, last.
@@ -38,6 +43,7 @@ from contextlib import AsyncExitStack
 
 from .backends import open_backend
 from .errors import RingbridgeError
+from .fleet.wiring import open_cursor, start_front_door
 from .kernel.environment import startup_hint
 from .kernel.privileges import drop_all_capabilities, resolve_user
 from .kernel.ringbuf import UserRingBuffer
@@ -90,6 +96,8 @@ async def assemble(
     stack.callback(ring.close)
     if ring.recovered_busy:
         log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
+    # Before the producer starts and before the privilege drop (see fleet.wiring).
+    cursor = open_cursor(backend, ring, stack, enabled=bool(settings.nats))
     backend.prepare_drain()
     if drop:
         # Everything privileged is done: loading, pinning, locking, the
@@ -116,6 +124,8 @@ async def assemble(
         exports=exports,
         watch=ConsumerWatch(settings.ready_stall_seconds),
     )
+    # Its stop is registered after the producer's: it unwinds first.
+    runtime.fleet = start_front_door(runtime, cursor, stack)
     log.info(
         "ringbridge started",
         extra={

@@ -4,7 +4,8 @@
 routes reach it through ``ringbridge.api.state.runtime_of``. Beside the
 backend, ring, producer and codec it holds the state every front door
 shares: refused batches by reason, the consumer's progress for readiness,
-and the open streams a shutdown has to finish.
+and the open streams a shutdown has to finish; and the fleet front door
+(``--nats``), which metrics and readiness read through :class:`FleetDoor`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.registry import Collector
 
@@ -23,7 +24,10 @@ from .producer.task import Producer
 from .schema import SampleCodec
 from .settings import Settings
 
-__all__ = ["ConsumerWatch", "Rejections", "Runtime", "StreamRegistry"]
+if TYPE_CHECKING:
+    from .fleet.stats import FleetStatistics
+
+__all__ = ["ConsumerWatch", "FleetDoor", "Rejections", "Runtime", "StreamRegistry"]
 
 
 class ConsumerWatch:
@@ -88,6 +92,17 @@ class StreamRegistry:
         return len(self._streams)
 
 
+class FleetDoor(Protocol):
+    """What the API reads of the fleet front door (``ringbridge.fleet.frontdoor.FrontDoor``)."""
+
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def state(self) -> str: ...
+    def statistics(self) -> FleetStatistics: ...
+    async def stop(self, grace: float) -> None: ...
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -103,3 +118,5 @@ class Runtime:
     # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).
     batches: BatchObserver = field(default_factory=BatchObserver)
     started_at: float = field(default_factory=time.time)
+    #: The JetStream front door (``--nats``), or None.
+    fleet: FleetDoor | None = None

@@ -4,6 +4,14 @@
 ``ringbridge_producer_up`` let Prometheus see the same verdicts over time
 (alert rules cannot probe an HTTP route). Both read these functions, so the
 probe and the alert never disagree about what "ready" means.
+
+A lost NATS connection (``--nats``) degrades a node, it does not make it
+unready: HTTP and WebSocket ingestion do not need NATS, and a load balancer
+that took the node out would stop them too, while JetStream keeps the
+node's messages until it reconnects. So ``nats_connected`` is reported in
+``checks`` and listed under ``degraded`` (``/readyz`` still answers 200,
+``"status": "degraded"``), and ``ringbridge_nats_connected`` is 0 for the
+alert rules; it is not one of :data:`READY_CHECKS`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ READY_CHECKS = (
     "consumer_progressing",
     "admission_open",
 )
+#: Checks reported, and named under ``degraded`` when false, that do not fail readiness.
+DEGRADED_CHECKS = ("nats_connected",)
 
 
 def producer_failure(rt: Runtime | None) -> str | None:
@@ -60,4 +70,12 @@ def readiness(rt: Runtime | None) -> tuple[bool, dict[str, Any]]:
         checks["admission_open"] = not adm.closed and adm.free >= rt.settings.max_batch_bytes
         checks["admission_free_bytes"] = adm.free
         checks["admission_budget_bytes"] = adm.budget
+        if rt.fleet is not None:
+            checks["nats_connected"] = rt.fleet.healthy
+            checks["nats_state"] = rt.fleet.state
     return all(checks[k] for k in READY_CHECKS), checks
+
+
+def degraded(checks: dict[str, Any]) -> list[str]:
+    """The checks of :data:`DEGRADED_CHECKS` that failed (they do not fail readiness)."""
+    return [k for k in DEGRADED_CHECKS if k in checks and not checks[k]]

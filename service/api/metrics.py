@@ -9,7 +9,8 @@ prometheus-client objects, so a scrape always shows the kernel's current
 numbers. The backend brings its own collectors (``Backend.exporters``); only
 the commit latency histogram is a live prometheus-client object. The series
 of :mod:`ringbridge.api.opsmetrics` (health gauges, batch histograms, process
-and build) are in the same registry.
+and build) and, with ``--nats``, :mod:`ringbridge.api.fleetmetrics` are in the
+same registry.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..backends.exported import exact_samples
 from ..producer.observe import LATENCY_BUCKETS
 from ..runtime import Runtime
 from ..wire import Ack
-from . import opsmetrics
+from . import fleetmetrics, opsmetrics
 from .auth import require_token_if_protected
 
 # No ``*_created`` series: a gauge of the histogram's creation time per
@@ -105,6 +106,8 @@ class RingbridgeCollector(Collector):
             yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
             yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)
         yield from opsmetrics.collect(rt)
+        if rt.fleet is not None:
+            yield from fleetmetrics.collect(rt.fleet.statistics())
         for export in rt.exports:
             yield from export.collect()
 
@@ -135,12 +138,17 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
     p = rt.producer.statistics()
     ring = rt.ring.statistics()
     producer = asdict(p)
+    fleet: dict[str, Any] | None = None
+    if rt.fleet is not None:
+        st = rt.fleet.statistics()
+        fleet = {**asdict(st), "messages": st.messages}
     return {
         "producer": producer,
         "rejected": dict(rt.rejections.by_reason),
         "ring": asdict(ring),
         "kernel": rt.backend.kernel_stats(),
         "exported": exact_samples(rt.exports),
+        "fleet": fleet,
         "config": {
             "drain": rt.backend.drain,
             "ring_size": rt.settings.ring_size,

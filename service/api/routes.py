@@ -126,12 +126,20 @@ async def healthz(request: Request) -> Response:
     "/readyz",
     summary="Readiness: object loaded, ring mapped, producer alive, consumer progressing, "
     "admission open with credit for a full batch",
-    responses={503: {"description": "not ready; `checks` says why"}},
+    responses={
+        200: {
+            "description": "ready (`status` ready), or ready and `degraded`: a check "
+            "that does not fail readiness failed (NATS disconnected: HTTP is served anyway)"
+        },
+        503: {"description": "not ready; `checks` says why"},
+    },
 )
 async def readyz(request: Request) -> Response:
     ready, checks = health.readiness(getattr(request.app.state, "runtime", None))
+    worse = health.degraded(checks)
+    status = "not ready" if not ready else "degraded" if worse else "ready"
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {"status": status, "checks": checks, "degraded": worse},
         status_code=200 if ready else 503,
     )
 

@@ -6,8 +6,9 @@ API never ask which kind they hold:
 
 - the ring: its fd and size, and the map of the flag telling the consumer a
   producer waits (if the kind has one);
-- its pins: whether they were re-used, the producer lock, and forgetting the
-  ones a failed start created;
+- its pins: whether they were re-used, the producer lock, forgetting the
+  ones a failed start created, and where ringbridge's own state records
+  (the fleet cursor) live with them;
 - where the next sample seq survives a restart (:class:`SeqStore`, or none);
 - the sample codec, from the kind's BTF;
 - its Prometheus exporters and the kernel part of ``/v1/stats``;
@@ -34,14 +35,21 @@ from ..closing import Closing
 from ..errors import RingbridgeError
 from ..kernel import libbpf as lb
 from ..kernel.drainer import NativeDrainer
-from ..kernel.pins import lock_producer, unpin
+from ..kernel.pins import STATE_PINS, lock_producer, unpin
 from ..kernel.ringbuf import UserRingBuffer
 from ..producer.kick import DrainTrigger, Kicker
 from ..producer.task import SeqStore
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 
-__all__ = ["Backend", "LoadedBackend", "PinDirBackend", "SeqStore", "kick_trigger"]
+__all__ = [
+    "Backend",
+    "LoadedBackend",
+    "PinDirBackend",
+    "SeqStore",
+    "kick_trigger",
+    "state_pin_under",
+]
 
 log = logging.getLogger("ringbridge.backends")
 
@@ -88,6 +96,13 @@ class Backend(Protocol):
         """Removes the pins this start created (a failed start leaves the pin dir as
         it found it); nothing when they were re-used or are not ours. Never raises."""
 
+    def state_pin(self, name: str) -> Path:
+        """Where ringbridge keeps its state record ``name`` (one of
+        ``kernel.pins.STATE_PINS``) with this kind's pins, so that it lives
+        and goes with them: in the pin set itself, or for a ring another
+        loader pinned in ``--pin-dir`` (then locked like a pin set of ours:
+        one service per state)."""
+
     def sample_codec(self) -> SampleCodec:
         """The JSON sample codec (``--sample-type`` from this kind's BTF, or raw only)."""
 
@@ -114,6 +129,13 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Releases the fds (pins stay); idempotent."""
+
+
+def state_pin_under(pin_dir: Path, name: str) -> Path:
+    """``pin_dir / name`` for a state record of ringbridge's (``STATE_PINS``)."""
+    if name not in STATE_PINS:
+        raise ValueError(f"{name!r} is not one of ringbridge's state records {sorted(STATE_PINS)}")
+    return pin_dir / name
 
 
 def kick_trigger(prog_fd: int, ring: UserRingBuffer, stack: AsyncExitStack) -> Kicker:
@@ -182,6 +204,9 @@ class PinDirBackend(LoadedBackend[L]):
 
     def lock(self) -> Closing:
         return lock_producer(self.pin_dir)
+
+    def state_pin(self, name: str) -> Path:
+        return state_pin_under(self.pin_dir, name)
 
     def forget_pins(self) -> None:
         if self._reused:

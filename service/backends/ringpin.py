@@ -5,6 +5,10 @@ Opened by :mod:`ringbridge.kernel.pinnedring`, locked by
 (``external``), its programs' BTF gives the sample type, and the ring's size
 is the pin's. There is no place of ours to keep the next seq, so seqs start
 at 0 at every start.
+
+ringbridge's own state records (the fleet cursor) go to ``--pin-dir``, which
+nothing else uses with ``--ring-pin``: the first ``state_pin`` takes that
+dir's producer lock, so that two services never share one cursor.
 """
 
 from __future__ import annotations
@@ -16,16 +20,16 @@ from typing import Any
 from prometheus_client.registry import Collector
 
 from ..closing import Closing
-from ..errors import ConfigError
+from ..errors import ConfigError, PinError
 from ..kernel import libbpf as lb
 from ..kernel.pinnedring import PinnedRing, open_ring_pin
-from ..kernel.pins import lock_ring_pin
+from ..kernel.pins import STATE_PINS, check_pin_dir, lock_producer, lock_ring_pin
 from ..kernel.ringbuf import UserRingBuffer
 from ..producer.kick import DrainTrigger
 from ..producer.task import SeqStore
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
-from .base import LoadedBackend
+from .base import LoadedBackend, state_pin_under
 
 __all__ = ["RingPinBackend"]
 
@@ -44,12 +48,38 @@ class RingPinBackend(LoadedBackend[PinnedRing]):
         super().__init__(
             settings, open_ring_pin(ring_pin, settings.ring_size, size_given=size_given)
         )
+        self._state_lock: Closing | None = None
 
     def lock(self) -> Closing:
         return lock_ring_pin(self.loaded.path)
 
     def forget_pins(self) -> None:
         """Nothing: the pins are the other loader's."""
+
+    def state_pin(self, name: str) -> Path:
+        pin_dir = self.settings.pin_dir
+        if self._state_lock is None:
+            check_pin_dir(pin_dir)
+            try:
+                pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PinError(f"cannot create pin dir {pin_dir}: {exc}") from exc
+            lock = lock_producer(pin_dir)
+            others = sorted({p.name for p in pin_dir.iterdir()} - STATE_PINS)
+            if others:
+                lock.close()
+                raise PinError(
+                    f"--pin-dir {pin_dir} holds pins ({', '.join(others[:5])}): with "
+                    "--ring-pin it keeps only ringbridge's own state (the fleet cursor); "
+                    "choose an empty --pin-dir for this ring"
+                )
+            self._state_lock = lock
+        return state_pin_under(pin_dir, name)
+
+    def close(self) -> None:
+        if self._state_lock is not None:
+            self._state_lock.close()
+        super().close()
 
     def sample_codec(self) -> SampleCodec:
         if self.settings.sample_type is None:

@@ -434,6 +434,8 @@ class FrontDoor:
             last_resolved_seq=self._cursor.seq,
             pending=c.pending,
             ack_pending=c.ack_pending,
+            pending_by_consumer=dict(c.pending_by_consumer),
+            ack_pending_by_consumer=dict(c.ack_pending_by_consumer),
             held_messages=self._seq.held_messages,
             held_bytes=self._seq.held_bytes,
             disconnects=self.link.disconnects,

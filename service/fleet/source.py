@@ -95,6 +95,12 @@ class PullSource:
         #: Set when the server says the consumer is gone: :meth:`ensure` again.
         self.gone = False
 
+    @property
+    def label(self) -> str:
+        """A stable name of this consumer for metrics: the durable's name, in pins mode
+        too (where the server names each consumer it makes anew)."""
+        return self._durable
+
     # -- the consumer ----------------------------------------------------------
 
     async def ensure(self, position: int) -> int | None:

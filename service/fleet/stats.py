@@ -13,7 +13,20 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["FleetCounters", "FleetStatistics"]
+__all__ = ["RESULTS", "STATES", "FleetCounters", "FleetStatistics"]
+
+#: Every value ``FleetStatistics.state`` takes (a state-set gauge has one series each).
+STATES = (
+    "connecting",
+    "connected",
+    "disconnected",
+    "closed",
+    "stream_missing",
+    "error",
+    "stopped",
+)
+#: The keys of ``FleetStatistics.messages``.
+RESULTS = ("committed", "duplicate", "invalid", "redelivered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +35,7 @@ class FleetStatistics:
     stream: str
     subjects: tuple[str, ...]
     mode: str
-    #: connecting | connected | disconnected | closed | stream_missing | stopped
+    #: One of :data:`STATES`.
     state: str
     connected: bool
     committed: int
@@ -39,6 +52,9 @@ class FleetStatistics:
     pending: int | None
     #: Delivered and not yet acked (durable mode; consumer info).
     ack_pending: int | None
+    #: ``pending`` and ``ack_pending`` by consumer (its durable name, in pins mode too).
+    pending_by_consumer: dict[str, int]
+    ack_pending_by_consumer: dict[str, int]
     held_messages: int
     held_bytes: int
     disconnects: int
@@ -71,3 +87,5 @@ class FleetCounters:
     last_committed_seq: int = 0
     pending: int | None = None
     ack_pending: int | None = None
+    pending_by_consumer: dict[str, int] = field(default_factory=dict)
+    ack_pending_by_consumer: dict[str, int] = field(default_factory=dict)

@@ -76,16 +76,20 @@ async def upkeep(
 async def _poll_pending(
     cfg: FleetConfig, sources: list[PullSource], counters: FleetCounters
 ) -> None:
-    pending = ack_pending = 0
+    pending: dict[str, int] = {}
+    ack_pending: dict[str, int] = {}
     try:
         for src in sources:
             info = await src.info()
             if info is None:
                 return
-            pending += info.num_pending or 0
-            ack_pending += info.num_ack_pending or 0
+            pending[src.label] = info.num_pending or 0
+            ack_pending[src.label] = info.num_ack_pending or 0
     except Exception as exc:
         log.debug("consumer info failed", extra={"error": repr(exc)})
         return
-    counters.pending = pending
-    counters.ack_pending = ack_pending if cfg.mode == "durable" else None
+    counters.pending_by_consumer = pending
+    counters.pending = sum(pending.values())
+    if cfg.mode == "durable":
+        counters.ack_pending_by_consumer = ack_pending
+        counters.ack_pending = sum(ack_pending.values())

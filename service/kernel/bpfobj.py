@@ -33,10 +33,12 @@ from .pins import (
     DISARM_PROG,
     DRAIN_PROG,
     RING_MAP,
+    STATE_PINS,
     PinMeta,
     RingbridgePins,
     check_pin_dir,
     object_digest,
+    refuse_orphan_state,
     staged,
     unpin_hint,
 )
@@ -223,6 +225,7 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
 
     - A complete set of our pins is re-opened as is (no load): the ring keeps
       its contents and the counters keep counting. Its ring size must match.
+      ringbridge's own state records (``STATE_PINS``) may be there too.
     - An existing, non-empty directory that is not our complete set is never
       touched: :class:`PinError`.
     - Otherwise the object is loaded with the ring resized, and its 4 maps
@@ -232,7 +235,10 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
     pins = RingbridgePins.under(pin_dir)
     check_pin_dir(pin_dir)
     if pin_dir.exists():
-        present = {p.name for p in pin_dir.iterdir()}
+        everything = {p.name for p in pin_dir.iterdir()}
+        refuse_orphan_state(pin_dir, everything)
+        # ringbridge's own state records may sit in a complete set (optional).
+        present = everything - STATE_PINS
         if present:
             if present == pins.names():
                 return _reopen(pins, ring_size, obj_path)

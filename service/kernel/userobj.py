@@ -28,7 +28,16 @@ from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
 from .attach import attach_programs
 from .objplan import ObjectPlan
-from .pins import META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
+from .pins import (
+    META_PIN,
+    STATE_PINS,
+    PinMeta,
+    check_pin_dir,
+    object_digest,
+    refuse_orphan_state,
+    staged,
+    unpin_hint,
+)
 
 __all__ = ["LoadedObject", "load_object"]
 
@@ -116,7 +125,10 @@ def _expected_names(plan: ObjectPlan) -> set[str]:
 
 
 def _check_existing(plan: ObjectPlan, pin_dir: Path, digest: bytes) -> PinMeta:
-    present = {p.name for p in pin_dir.iterdir()}
+    everything = {p.name for p in pin_dir.iterdir()}
+    refuse_orphan_state(pin_dir, everything)
+    # ringbridge's own state records may sit in the set (optional).
+    present = everything - STATE_PINS
     if META_PIN not in present:
         raise PinError(
             f"pin dir {pin_dir} holds pins ringbridge did not make for a BPF object "

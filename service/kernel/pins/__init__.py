@@ -1,8 +1,8 @@
 """ringbridge's pins on bpffs, in one place.
 
 - where a pin set may live: a directory on bpffs (:mod:`.bpffs`);
-- what each set holds: the built-in consumer's names, a user object's maps
-  (:mod:`.layout`);
+- what each set holds: the built-in consumer's names, a user object's maps,
+  ringbridge's own state records in either (:mod:`.layout`);
 - how a new set appears: staged, then renamed into place (:mod:`.staging`);
 - which object made a set, and the next sample seq: the identity record
   (:mod:`.meta`);
@@ -19,10 +19,12 @@ from .layout import (
     BUILTIN_PROGS,
     COUNTERS_MAP,
     CTL_MAP,
+    CURSOR_PIN,
     DISARM_PROG,
     DRAIN_PROG,
     META_PIN,
     RING_MAP,
+    STATE_PINS,
     TIMER_MAP,
     RingbridgePins,
     pin_name,
@@ -30,7 +32,7 @@ from .layout import (
 from .lock import lock_producer, lock_ring_pin, producer_lock_path
 from .meta import PinMeta, object_digest
 from .staging import staged
-from .unpin import remove_pins, unpin, unpin_hint
+from .unpin import refuse_orphan_state, remove_pins, unpin, unpin_hint
 
 __all__ = [
     "ARM_PROG",
@@ -39,10 +41,12 @@ __all__ = [
     "BUILTIN_PROGS",
     "COUNTERS_MAP",
     "CTL_MAP",
+    "CURSOR_PIN",
     "DISARM_PROG",
     "DRAIN_PROG",
     "META_PIN",
     "RING_MAP",
+    "STATE_PINS",
     "TIMER_MAP",
     "PinMeta",
     "RingbridgePins",
@@ -53,6 +57,7 @@ __all__ = [
     "object_digest",
     "pin_name",
     "producer_lock_path",
+    "refuse_orphan_state",
     "remove_pins",
     "staged",
     "unpin",
