@@ -121,6 +121,14 @@ class FrontDoor:
             return
         self._stopping.set()
         self._wake.set()
+        if self._intake is None:
+            # Not consuming (connecting, or waiting for the stream): nothing
+            # in hand to finish, and a connect may retry for ever.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            self._state = "stopped"
+            return
         try:
             await asyncio.wait_for(asyncio.shield(task), grace)
         except TimeoutError:

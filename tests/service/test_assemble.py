@@ -5,7 +5,8 @@ another loader pinned (bpftool): it assembles the service in-process, sends
 typed JSON samples through the backend's own codec, checks that the kernel
 side consumed them and that stats, exporters and map lookup answer, then
 unwinds the start-up as a shutdown does. A start that fails after the load
-forgets the pins it made and keeps the ones it re-used.
+forgets the pins it made and keeps the ones it re-used. With ``--nats`` each
+kind keeps the fleet cursor with its pins, and they go together.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from typing import Any
 
 import pytest
 
+from ringbridge.api import health
 from ringbridge.assemble import assemble
-from ringbridge.errors import ConfigError, ProducerLockedError
+from ringbridge.errors import ConfigError, PinError, ProducerLockedError
+from ringbridge.fleet.cursor import PinnedCursorStore
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.pins import producer_lock_path
+from ringbridge.kernel.pins import CURSOR_PIN, lock_producer, producer_lock_path, unpin
 from ringbridge.runtime import Runtime
 from ringbridge.settings import Settings
 from tests.support.byo import EXAMPLE_OBJ, TWO_RINGS_OBJ, ensure_built, read_globals
@@ -202,3 +205,56 @@ async def test_a_failed_start_forgets_new_pins_and_keeps_reused_ones(
             await assemble(bad, stack)
     # Re-used pins are the previous run's state: a failed start leaves them.
     assert sorted(p.name for p in pin_dir.iterdir()) == kept
+
+
+async def test_the_fleet_cursor_lives_and_goes_with_each_kinds_pins(kind: Kind) -> None:
+    # --nats with no server answering: the node serves anyway (degraded) and
+    # its cursor is kept where the kind keeps its pins.
+    given = {name: getattr(kind.settings, name) for name in kind.settings._given}
+    fleet = Settings(
+        **given,
+        nats=["nats://127.0.0.1:9"],
+        nats_stream="FLEET",
+        nats_subject=["fleet.all"],
+        shutdown_grace=0.5,
+    )
+    pins_of_ours = fleet.pin_dir
+    for start in range(2):
+        async with AsyncExitStack() as stack:
+            rt = await assemble(fleet, stack)
+            where = rt.backend.state_pin(CURSOR_PIN)
+            assert where == pins_of_ours / CURSOR_PIN and where.exists()
+            assert rt.fleet is not None and not rt.fleet.healthy
+            ready, checks = health.readiness(rt)
+            assert ready and health.degraded(checks) == ["nats_connected"]
+            await _send(rt, kind.samples, len(kind.samples) * start if kind.keeps_seq else 0)
+            # A second service cannot take the same cursor (nor the same ring).
+            with pytest.raises(ProducerLockedError):
+                lock_producer(pins_of_ours)
+        # The second start re-opened the pin set with the cursor in it.
+        store = PinnedCursorStore.open(where)
+        assert store.load_cursor() is not None
+        store.close()
+    removed = unpin(pins_of_ours)
+    assert where in removed and not where.exists() and not pins_of_ours.exists()
+
+
+async def test_a_ring_pins_cursor_never_goes_into_a_pin_set(
+    foreign: Path, bpf_object_path: Path
+) -> None:
+    # --ring-pin keeps its state in --pin-dir: not in a dir holding a pin set
+    # (the built-in consumer's here), whose ring it is not about.
+    builtin = foreign / "builtin"
+    async with AsyncExitStack() as stack:
+        await assemble(Settings(pin_dir=builtin, bpf_object=bpf_object_path), stack)
+    settings = Settings(
+        pin_dir=builtin,
+        ring_pin=foreign / "maps" / "ring_a",
+        nats=["nats://127.0.0.1:9"],
+        nats_stream="FLEET",
+        nats_subject=["fleet.all"],
+    )
+    with pytest.raises(PinError, match="keeps only ringbridge's own state"):
+        async with AsyncExitStack() as stack:
+            await assemble(settings, stack)
+    assert CURSOR_PIN not in {p.name for p in builtin.iterdir()}
