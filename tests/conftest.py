@@ -19,6 +19,8 @@ import pytest
 from ringbridge.artifacts import PACKAGE_DIR
 from ringbridge.schema import SampleCodec
 
+from .support.natsserver import NatsServer, nats_server_binary, running_nats
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 BPFFS = Path("/sys/fs/bpf")
@@ -139,3 +141,21 @@ def pin_dir() -> Iterator[Path]:
         yield path
     finally:
         _remove_tree(path.parent)
+
+
+def nats_binary_or_skip() -> str:
+    """Debian's nats-server; a skip without it (a failure under RINGBRIDGE_REQUIRE_NATS=1)."""
+    binary = nats_server_binary()
+    if binary is None:
+        reason = "nats-server is not installed (make setup installs Debian's)"
+        if required(REQUIRED_BY_ENV["nats"]):
+            pytest.fail(f"{REQUIRED_BY_ENV['nats']}=1 but {reason}")
+        pytest.skip(reason)
+    return binary
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server with JetStream on a temp store, on loopback, for this test alone."""
+    with running_nats(tmp_path / "nats", nats_binary_or_skip()) as server:
+        yield server

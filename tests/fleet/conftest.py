@@ -1,9 +1,10 @@
 """Fleet tests: a real nats-server (JetStream, temp store, loopback) and real rings.
 
-Each test that needs a server starts its own (:func:`nats_server`), so a test
-may restart or kill it. A :class:`Node` is one ringbridge node in-process,
-without HTTP: the built-in BPF consumer loaded and pinned, its ring, the
-producer task, the fleet cursor pinned beside the pins, and the front door.
+Each test that needs a server starts its own (the ``nats_server`` fixture of
+``tests/conftest.py``), so a test may restart or kill it. A :class:`Node` is
+one ringbridge node in-process, without HTTP: the built-in BPF consumer
+loaded and pinned, its ring, the producer task, the fleet cursor pinned
+beside the pins, and the front door.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import nats
-import pytest
 from nats.aio.client import Client
 from nats.js.api import StreamConfig
 from nats.js.client import JetStreamContext
@@ -36,29 +36,14 @@ from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.producer.task import Producer
 from ringbridge.schema import SampleCodec
 
-from ..conftest import REQUIRED_BY_ENV, required
+from ..conftest import nats_binary_or_skip
 from ..service.conftest import Tally, binary_batch
-from ..support.natsserver import NatsServer, nats_server_binary, running_nats
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 BINARY_HEADERS = {"Content-Type": "application/octet-stream"}
 RING = 256 * 1024
 
-
-def nats_binary_or_skip() -> str:
-    binary = nats_server_binary()
-    if binary is None:
-        reason = "nats-server is not installed (make setup installs Debian's)"
-        if required(REQUIRED_BY_ENV["nats"]):
-            pytest.fail(f"{REQUIRED_BY_ENV['nats']}=1 but {reason}")
-        pytest.skip(reason)
-    return binary
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    with running_nats(tmp_path / "nats", nats_binary_or_skip()) as server:
-        yield server
+__all__ = ["nats_binary_or_skip"]
 
 
 @asynccontextmanager

@@ -2,8 +2,9 @@
 
 Every series the alert rules (``deploy/prometheus``) and the Grafana
 dashboard (``deploy/grafana``) select must exist on the ``/metrics`` of real
-servers -- the built-in consumer with traffic on every path, and a user's
-object exporting maps (the dashboard's "exported maps" panel) -- with the
+servers -- the built-in consumer with traffic on every path, a user's
+object exporting maps (the dashboard's "exported maps" panel), and a node fed
+from a real JetStream (``--nats``: the fleet rules and panels) -- with the
 labels they match and group on, and label values they name; every such
 series must be in the README's metrics table (which
 ``test_readme_metrics.py`` holds equal to ``/metrics``). The dashboard's
@@ -27,11 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import promql
 from tests.support.byo import EXAMPLE_OBJ, ensure_built
+from tests.support.natsserver import NatsServer
 
 from .conftest import ServerFactory, binary_batch
+from .fleetlive import fleet_metrics
 from .test_readme_metrics import readme_series
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.nats]
 
 #: Series Prometheus makes itself: no exporter serves them.
 SYNTHETIC = {"up": "the scrape's own health series"}
@@ -66,7 +69,7 @@ async def _ws_traffic(ws_url: str) -> None:
 
 
 @pytest.fixture
-def live(make_server: ServerFactory, pin_dir: Path) -> Live:
+def live(make_server: ServerFactory, pin_dir: Path, nats_server: NatsServer) -> Live:
     out = Live()
     srv = make_server(ring_size=1 << 20, drain="kick")
     with httpx.Client(base_url=srv.url, timeout=10) as c:
@@ -99,6 +102,7 @@ def live(make_server: ServerFactory, pin_dir: Path) -> Live:
         )
         assert r.status_code == 200, r.text
         out.add(c.get("/metrics").text)
+    out.add(fleet_metrics(make_server, nats_server, pin_dir=pin_dir.parent / "fleet", drain="kick"))
     return out
 
 
