@@ -92,6 +92,10 @@ class Intake:
     def reconnected(self) -> None:
         # Pull requests in flight were lost with the connection: ask again now.
         for src in self.sources:
+            if src.mode == "pins":
+                # Its in-memory consumer may have died with a server restart:
+                # made again from the cursor (cheap, and never skips).
+                src.gone = True
             src.interrupt("reconnected")
 
     def resize_window(self, extra: int = 0) -> None:
@@ -151,6 +155,12 @@ class Intake:
             finally:
                 self._outstanding[src.index] = 0
                 self.resize_window()
+            if why == "timeout":
+                # The server ends every request it knows (408 at its expiry):
+                # no answer at all is a request to a consumer that is no more
+                # (a pins-mode consumer gone with a server restart or its
+                # inactivity threshold) or lost with a connection. Make sure.
+                src.gone = True
             if why.startswith(("503", "409")) or (why == "timeout" and not self._link.connected):
                 log.debug("pull request ended", extra={"subject": src.subject, "why": why})
                 if loop.time() - started < 0.5:
