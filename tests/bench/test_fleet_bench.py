@@ -1,0 +1,48 @@
+"""The fleet benchmark still works: its quick mode end to end (no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import fleet
+
+from ..conftest import nats_binary_or_skip
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.kernel
+@pytest.mark.nats
+@pytest.mark.slow
+def test_quick_fleet_bench_fans_out_and_feeds_one_node_both_ways(tmp_path: Path) -> None:
+    nats_binary_or_skip()
+    results = (REPO / "bench" / "results.md").read_text()
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.fleet", "--quick", f"--out-dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    doc = json.loads((tmp_path / "fleet-results.json").read_text())
+    assert [f["mode"] for f in doc["fanout"]] == ["durable", "pins"]
+    for f in doc["fanout"]:
+        assert f["batches"], f
+        for b in f["batches"]:
+            # Every node committed every batch, after it was published.
+            assert len(b["latencies_ms"]) == f["nodes"]
+            assert 0 < b["p50_ms"] <= b["p99_ms"] <= b["all_ms"]
+    for t in doc["throughput"]:
+        for way in ("nats", "http_c1", "http_c4"):
+            assert t[way]["samples_per_s"] > 0, (t["shape"], way)
+    md = (tmp_path / "results.md").read_text()
+    assert fleet.START in md and "fan-out of one batch" in md
+    # A quick run never touches tracked files.
+    assert (REPO / "bench" / "results.md").read_text() == results
