@@ -35,6 +35,12 @@ def _list(value: Any) -> list[str]:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
+def _node_name(value: Any) -> Any:
+    """A node's name as a consumer name: NATS refuses dots there; a host's FQDN or a
+    Kubernetes node name (``spec.nodeName``) has them. The same rule as the default."""
+    return value.replace(".", "-") if isinstance(value, str) else value
+
+
 _Size = Annotated[int, BeforeValidator(parse_size)]
 _Items = Annotated[list[str], NoDecode, BeforeValidator(_list)]
 
@@ -63,10 +69,10 @@ class NatsSettings(BaseModel):
         description="subject this node takes batches from, e.g. fleet.all and "
         "fleet.node.NAME (repeatable)",
     )
-    nats_durable: str | None = Field(
+    nats_durable: Annotated[str | None, BeforeValidator(_node_name)] = Field(
         default=None,
         description="this node's durable consumer name, also its name in receipts "
-        "(default: the host name)",
+        "(default: the host name; dots, as in a FQDN or a Kubernetes node name, become -)",
     )
     nats_cursor: CursorMode = Field(
         default="durable",

@@ -65,7 +65,8 @@ def test_environment_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) 
         ({"nats_subject": ["fleet..all"]}, "empty token"),
         ({"nats_subject": ["fleet.>.x"]}, "'>' may only be the last token"),
         ({"nats_subject": ["a.b", "a.b"]}, "given twice"),
-        ({"nats_durable": "node.1"}, "--nats-durable"),
+        ({"nats_durable": "node*1"}, "--nats-durable"),
+        ({"nats_durable": "node 1"}, "--nats-durable"),
         ({"nats_stream": "FLE ET"}, "--nats-stream"),
         ({"nats": ["http://x:1"]}, "scheme"),
         ({"nats_dead_letter": "fleet.*"}, "wildcards are not allowed"),
@@ -80,6 +81,12 @@ def test_inconsistent_settings_are_refused_naming_the_flag(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace(".", r"\.")):
         Settings(**{**BASE, **extra})
+
+
+def test_a_node_name_with_dots_is_its_durable_name_with_dashes() -> None:
+    # A FQDN or a Kubernetes node name (the fleet DaemonSet's spec.nodeName).
+    s = Settings(**{**BASE, "nats_durable": "ip-10-0-0-7.eu-west-1.compute.internal"})
+    assert s.nats_durable == "ip-10-0-0-7-eu-west-1-compute-internal"
 
 
 def test_one_way_to_authenticate(tmp_path: Path) -> None:
