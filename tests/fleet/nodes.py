@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import nats
+import nats.js.errors
 from nats.js.client import JetStreamContext
 
 from ..service.conftest import Tally
@@ -146,7 +147,11 @@ async def publish(
         try:
             ack = await js.publish(subject, body, headers=hdrs, timeout=2)
             return int(ack.seq)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.js.errors.NoStreamResponseError,  # the stream's leader away: no one answers
+        ):
             if attempt == 39:
                 raise
             await asyncio.sleep(0.25)

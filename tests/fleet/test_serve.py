@@ -5,17 +5,20 @@ process per node; every node is checked the way an operator would
 (``/v1/stats``, ``/metrics``) and, at the end, in its kernel: the per-kind
 counts and value sums equal exactly what was sent to it (no loss, no
 duplicates) -- through a kill -9 of a node mid-stream, a kill -9 between a
-commit and its ack, a nats-server restart, a full ring, and invalid messages.
+commit and its ack, a nats-server restart, a full ring, invalid messages, and
+the stream's leader killed in the recommended three-server cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import nats
 import pytest
 from nats.js.api import StreamConfig
 
@@ -24,8 +27,8 @@ from tests.support.byo import EXAMPLE_OBJ, ensure_built, read_globals
 
 from ..service.conftest import Tally
 from ..support.launch import REPO
-from ..support.natsserver import NatsServer
-from .conftest import jetstream
+from ..support.natsserver import NatsServer, running_cluster
+from .conftest import jetstream, nats_binary_or_skip
 from .nodes import FleetNode, publish, send, until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.nats]
@@ -289,3 +292,42 @@ async def test_a_users_object_and_a_ring_pin_node_get_exactly_their_batches_thro
             n.proc.stop()
         other.disarm_timer()
         other.close()
+
+
+async def test_the_recommended_cluster_loses_nothing_when_the_streams_leader_is_killed(
+    pin_dir: Path, tmp_path: Path
+) -> None:
+    # README's deployment: three servers in one JetStream cluster, the stream
+    # replicated three times; the node lists every server.
+    with running_cluster(tmp_path / "cluster", nats_binary_or_skip()) as cluster:
+        urls = ",".join(cluster.urls)
+        nc = await nats.connect(cluster.urls)
+        try:
+            js = nc.jetstream()
+            for attempt in range(40):
+                try:
+                    await js.add_stream(
+                        StreamConfig(name="FLEET", subjects=["fleet.>"], num_replicas=3)
+                    )
+                    break
+                except nats.errors.Error:  # the meta leader not elected yet
+                    if attempt == 39:
+                        raise
+                    await asyncio.sleep(0.25)
+            node = FleetNode.make("c1", pin_dir, tmp_path, urls, ["fleet.all"], "--drain", "kick")
+            node.proc.start()
+            try:
+                for i in range(40):
+                    await send(js, "fleet.all", [(5, i), (6, 2 * i)], [node])
+                    if i == 15:
+                        leader = (await js.stream_info("FLEET")).cluster.leader
+                        killed = int(str(leader).rsplit("-", 1)[1])
+                        cluster.kill(killed)
+                    if i == 30:
+                        cluster.start(killed)
+                await until(node.done, 60, "every batch once in the kernel", node.explain)
+                assert node.fleet()["committed"] == 40
+            finally:
+                node.proc.stop()
+        finally:
+            await nc.close()

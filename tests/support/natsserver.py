@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["NatsServer", "nats_server_binary", "running_nats"]
+__all__ = ["NatsCluster", "NatsServer", "nats_server_binary", "running_cluster", "running_nats"]
 
 
 def nats_server_binary() -> str | None:
@@ -148,3 +148,91 @@ def running_nats(
         yield server
     finally:
         server.stop()
+
+
+class NatsCluster:
+    """Three nats-servers routed into one JetStream cluster on loopback (README's layout).
+
+    Each server has its own store and config file; :meth:`kill` and
+    :meth:`start` act on one server, so a test can take a stream's leader
+    away and bring it back.
+    """
+
+    SIZE = 3
+
+    def __init__(self, workdir: Path, binary: str) -> None:
+        self.workdir = workdir
+        self.binary = binary
+        self.ports = [(_free_port(), _free_port(), _free_port()) for _ in range(self.SIZE)]
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * self.SIZE
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{client}" for client, _route, _http in self.ports]
+
+    def _config(self, i: int) -> Path:
+        _client, _route, _http = self.ports[i]
+        routes = "\n".join(f"    nats-route://127.0.0.1:{r}" for _c, r, _h in self.ports)
+        path = self.workdir / f"nats-{i}.conf"
+        path.write_text(
+            f"server_name: nats-{i}\n"
+            f"listen: 127.0.0.1:{_client}\n"
+            f"http: 127.0.0.1:{_http}\n"
+            f"jetstream {{\n  store_dir: {self.workdir / f'store-{i}'}\n}}\n"
+            f"cluster {{\n  name: fleet\n  listen: 127.0.0.1:{_route}\n"
+            f"  routes: [\n{routes}\n  ]\n}}\n"
+        )
+        return path
+
+    def _healthy(self, i: int) -> bool:
+        url = f"http://127.0.0.1:{self.ports[i][2]}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def start(self, i: int) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / f"nats-{i}.log"
+        self._procs[i] = subprocess.Popen(
+            [self.binary, "-c", str(self._config(i)), "--log", str(log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(self._healthy(i) for i, p in enumerate(self._procs) if p is not None):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the NATS cluster did not become healthy")
+            time.sleep(0.1)
+
+    def kill(self, i: int) -> None:
+        proc, self._procs[i] = self._procs[i], None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for i, proc in enumerate(self._procs):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.kill(i)
+            self._procs[i] = None
+
+
+@contextmanager
+def running_cluster(workdir: Path, binary: str) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(workdir, binary)
+    try:
+        for i in range(cluster.SIZE):
+            cluster.start(i)
+        cluster.wait_healthy()
+        yield cluster
+    finally:
+        cluster.stop()
