@@ -293,9 +293,11 @@ def measure_blocked(tmp: Path, seconds: float) -> dict[str, float]:
 
 
 def select(all_cases: list[Case], only: str) -> list[Case]:
-    """The cases whose key contains ``only``, and the anchors they are divided by."""
+    """The cases whose key contains ``only``, the anchors they are divided by,
+    and the uvicorn twins of granian rows."""
     chosen = [c for c in all_cases if only in c.key]
     needed = {c.anchor for c in chosen if c.anchor}
+    needed |= {c.key.removeprefix("granian-") for c in chosen if c.server.startswith("granian")}
     while True:
         more = {c.anchor for c in all_cases if c.key in needed and c.anchor} - needed
         if not more:

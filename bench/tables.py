@@ -81,8 +81,8 @@ def granian_table(doc: dict[str, Any], rows: dict[str, Row]) -> str:
         return ""
     lines = [
         "| row | uvicorn | granian | granian / uvicorn | server CPU µs a request "
-        "(uvicorn / granian) | p99 ms (uvicorn / granian) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "(uvicorn / granian) | p99 ms (uvicorn / granian) | peak RSS MiB (uvicorn / granian) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for base, gr in pairs:
         measure = base.case.get("measure", "samples")
@@ -99,8 +99,11 @@ def granian_table(doc: dict[str, Any], rows: dict[str, Row]) -> str:
         p99 = " / ".join(
             "" if r.p99_us is None else f"{r.p99_us.median / 1e3:.2f}" for r in (base, gr)
         )
+        rss = " / ".join(_cell(r.peak_rss_mib, digits=0) for r in (base, gr))
         label = base.case["label"]
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {_cell(rel)} | {cpu_cell} | {p99} |")
+        lines.append(
+            f"| {label} | {cells[0]} | {cells[1]} | {_cell(rel)} | {cpu_cell} | {p99} | {rss} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -194,6 +194,9 @@ def test_selecting_rows_brings_their_anchors() -> None:
     keys = {c.key for c in chosen}
     assert keys == {report.T_JSON, report.A_MSGSPEC}
     assert report.T_BARE in {c.key for c in select(cases(quick=False), report.T_ONE)}
+    # A granian row brings its uvicorn twin (the comparison) and their anchor.
+    gr = select(cases(quick=False, granian=True), f"granian-{report.T_JSON}")
+    assert {c.key for c in gr} == {f"granian-{report.T_JSON}", report.T_JSON, report.A_MSGSPEC}
 
 
 def test_granian_rows_pair_with_their_uvicorn_twins() -> None:
