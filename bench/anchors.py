@@ -204,14 +204,17 @@ def run_iperf3(case: Case, seconds: float) -> Run:
                 check=False,
             )
             doc = json.loads(out.stdout or "{}")
-            err = str(doc.get("error", "")) if out.returncode else ""
+            # iperf3 -J exits 0 even when it could not connect: its error is in the document.
+            err = str(doc.get("error", ""))
             # The server may not listen yet: iperf3 has no readiness signal.
             if "connect" not in err or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        if out.returncode != 0:
-            raise RuntimeError(f"iperf3 failed ({out.returncode}): {err or out.stderr.strip()}")
-        got = doc["end"]["sum_received"]
+        got = doc.get("end", {}).get("sum_received")
+        if out.returncode != 0 or err or got is None:
+            raise RuntimeError(
+                f"iperf3 failed ({out.returncode}): {err or out.stderr.strip() or 'no summary'}"
+            )
         cpu = doc["end"].get("cpu_utilization_percent", {})
         return Run(
             case.key,
