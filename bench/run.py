@@ -89,12 +89,6 @@ def stats(addr: str) -> dict[str, Any]:
     return doc
 
 
-def _counts(addr: str) -> tuple[int, int]:
-    """(samples committed by the producer, samples consumed by the kernel)."""
-    s = stats(addr)
-    return int(s["producer"]["samples_committed"]), int(s["kernel"]["samples"])
-
-
 def _until_consumed(addr: str, timeout: float = 30.0) -> int:
     """Until the kernel has consumed all the producer committed and no batch is
     still in the queue; returns the kernel's sample count."""
@@ -145,10 +139,26 @@ class Inputs:
         return requests * self.sizes[case.key]
 
 
+def _settled(addr: str, quiet: float = 0.2) -> int:
+    """The kernel's sample count once nothing more arrives for ``quiet`` seconds.
+
+    wrk abandons the requests in flight when it stops; a server may still
+    commit those whose body it had (granian does, later than uvicorn): they
+    belong to the row before, not to the next one.
+    """
+    count = _until_consumed(addr)
+    while True:
+        time.sleep(quiet)
+        again = _until_consumed(addr)
+        if again == count:
+            return count
+        count = again
+
+
 def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> Run:
     body = inputs.body(case)
     counted = case.server not in ("bare", "granian-bare")
-    _, before = _counts(srv.addr) if counted else (0, 0)
+    before = _settled(srv.addr) if counted else 0
     procs.reset_peak_rss(srv.pid)
     cpu0 = procs.cpu_seconds(srv.pid)
     t0 = time.perf_counter()
