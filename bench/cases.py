@@ -35,7 +35,7 @@ class Case:
 
     key: str
     path: str  # one of LOCAL_PATHS | HTTP binary | WS binary | HTTP JSON | WS JSON | bare FastAPI
-    server: str  # kick | timer | bare | granian | granian-bare | local
+    server: str  # kick | many | timer | bare | granian | granian-bare | local
     size: int  # sample bytes (16 for JSON struct samples)
     batch: int  # samples per body / frame
     clients: int = 1
@@ -92,11 +92,19 @@ C64, IPERF, MSGSPEC, MSGSPEC_PACK = report.A_C64, report.A_IPERF, report.A_MSGSP
 JSON_BATCH = 1000  # samples of the JSON target body (and of the msgspec anchor's)
 
 
-def _bin(key: str, path: str, size: int, batch: int, clients: int = 1, window: int = 16) -> Case:
+def _bin(
+    key: str,
+    path: str,
+    size: int,
+    batch: int,
+    clients: int = 1,
+    window: int = 16,
+    server: str = "kick",
+) -> Case:
     """A binary row anchored as its size says: C for 64 B, loopback TCP for 4096 B."""
     if size >= 4096:
-        return Case(key, path, "kick", size, batch, clients, window, anchor=IPERF, measure="bytes")
-    return Case(key, path, "kick", size, batch, clients, window, anchor=C64)
+        return Case(key, path, server, size, batch, clients, window, anchor=IPERF, measure="bytes")
+    return Case(key, path, server, size, batch, clients, window, anchor=C64)
 
 
 def target_cases() -> list[Case]:
@@ -176,9 +184,11 @@ def cases(quick: bool, granian: bool = False) -> list[Case]:
     ]
     # How the cost grows with clients: the WS target's frames over 64 and 256
     # connections, 4 frames in flight each (16 MiB and 64 MiB in all; with 16
-    # each, 256 connections hold 256 MiB and admission refuses frames).
+    # each, 256 connections hold 256 MiB and admission refuses frames). On a
+    # server of their own: the memory they leave resident would count in the
+    # peak RSS of every later row.
     for clients in (64, 256):
-        out.append(_bin(f"{report.T_WS}-c{clients}", "WS binary", 64, b64k, clients, window=4))
+        out.append(_bin(f"{report.T_WS}-c{clients}", "WS binary", 64, b64k, clients, 4, "many"))
     for batch in (1, 100, 1000):
         for clients in (1, 16):
             out += [

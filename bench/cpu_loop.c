@@ -12,6 +12,10 @@
  * The empty asm after each add makes the compiler keep every add (it cannot
  * fold the chain into one multiply); the loop counter runs in parallel.
  *
+ * Timed with the thread's CPU clock, not the wall clock: other processes on a
+ * busy machine change how long the loop waits for a CPU, not how fast a core
+ * runs it (steal time is not the thread's either, on KVM guests).
+ *
  * Prints one JSON line: {"adds_per_ns": ..., "seconds": ...}; the best of
  * --repeat runs (default 5) of --iterations loops (default 50 M) each.
  */
@@ -31,7 +35,7 @@ static double now_s(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 

@@ -1,6 +1,8 @@
 """The servers of the benchmark, by name, and how each one starts.
 
 - ``kick`` / ``timer``: ``ringbridge serve`` (uvicorn) with that drain mode;
+- ``many``: a second kick server for the many-clients rows, with admission
+  credit for 256 WebSocket connections;
 - ``bare``: the bare FastAPI endpoint (``bench/bare_app.py``) under the same
   uvicorn setup as ringbridge (httptools, uvloop, no access log, one worker);
 - ``granian`` / ``granian-bare``: the same two apps under granian (a Rust
@@ -35,7 +37,7 @@ MAX_BATCH_BYTES = 1 << 20
 #: (64 MiB) refuses the 61st connection of the many-clients rows. Credit is
 #: accounting, not memory: each row's peak RSS is measured.
 ADMISSION_BYTES = 512 << 20
-NAMES = ("kick", "timer", "bare", "granian", "granian-bare")
+NAMES = ("kick", "many", "timer", "bare", "granian", "granian-bare")
 
 _QUIET = {"RINGBRIDGE_ACCESS_LOG": "false"}
 
@@ -115,9 +117,12 @@ def start(name: str, stack: ExitStack, tmp: Path) -> procs.Server:
     log = tmp / f"{name}.log"
     if name == "bare":
         return stack.enter_context(procs.spawned(name, bare_cmd(), log, cwd=REPO))
-    if name in ("kick", "timer"):
+    if name in ("kick", "many", "timer"):
         pins = stack.enter_context(pinned_dir(name))
-        cmd = ringbridge_cmd(pins, name, admission=ADMISSION_BYTES if name == "kick" else None)
+        many = name == "many"
+        cmd = ringbridge_cmd(
+            pins, "kick" if many else name, admission=ADMISSION_BYTES if many else None
+        )
         return stack.enter_context(procs.spawned(name, cmd, log, cwd=REPO, env=_QUIET))
     if name not in ("granian", "granian-bare"):
         raise ValueError(f"unknown server {name!r}")
@@ -137,7 +142,6 @@ def start(name: str, stack: ExitStack, tmp: Path) -> procs.Server:
         "RINGBRIDGE_RING_SIZE": str(RING_SIZE),
         "RINGBRIDGE_DRAIN": "kick",
         "RINGBRIDGE_MAX_BATCH_BYTES": str(MAX_BATCH_BYTES),
-        "RINGBRIDGE_ADMISSION_BYTES": str(ADMISSION_BYTES),
     }
     cmd = granian_cmd("ringbridge.api.app:create_app", port, factory=True)
     # /v1/stats answers 200 only once the lifespan has started the producer.
