@@ -70,7 +70,7 @@ from ringbridge.kernel.bpfobj import (  # noqa: E402
     load_default,
 )
 from ringbridge.kernel.pins import unpin  # noqa: E402
-from ringbridge.kernel.ringbuf import UserRingBuffer  # noqa: E402
+from ringbridge.ring import UserRingBuffer  # noqa: E402
 from ringbridge.schema import validate_binary_batch  # noqa: E402
 
 BUILD = REPO / "build"
@@ -257,14 +257,14 @@ def run_python(local: LoadedRingbridge, case: Case, quick: bool) -> Run:
     rounds = max(1, c_samples(case.size, quick) // (per * len(batches)))
     n = rounds * per * len(batches)
     before = local.read_counters().samples
-    with UserRingBuffer(local.ring_fd, RING_SIZE) as rb:
+    with UserRingBuffer(local.ring_fd) as rb:
         t0 = time.perf_counter()
         for _ in range(rounds):
             for b in batches:
                 batch = validate_binary_batch(b, ring_size=RING_SIZE, max_sample_bytes=case.size)
                 while True:
                     try:
-                        rb.commit_batch_nowait(batch.records, batch.count)
+                        rb.commit_batch(batch)
                         break
                     except RingFullError:
                         local.drain()

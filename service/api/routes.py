@@ -112,24 +112,35 @@ async def get_stats(request: Request) -> dict[str, Any]:
 
 @router.get(
     "/healthz",
-    summary="Liveness: the process serves requests and its producer task is alive",
-    responses={503: {"description": "the producer task died: restart the process"}},
+    summary="Liveness: the process serves requests, its producer task is alive and "
+    "nobody else writes its ring",
+    responses={
+        503: {
+            "description": "the producer task died, or another writer touched the ring "
+            "(`reason` says how to recover): restart the process once that is done"
+        }
+    },
 )
 async def healthz(request: Request) -> Response:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
-    crashed = rt.producer.crashed if rt is not None else None
+    if rt is None:
+        return JSONResponse({"status": "ok"})
+    # Either way every batch would be refused from now on: only a restart helps.
+    crashed = rt.producer.crashed
     if crashed is not None:
-        # Every batch would be refused from now on: only a restart helps.
         return JSONResponse(
             {"status": "failed", "reason": f"producer task died: {crashed!r}"}, status_code=503
         )
+    fault = rt.ring_fault()
+    if fault is not None:
+        return JSONResponse({"status": "failed", "reason": fault}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
 @router.get(
     "/readyz",
-    summary="Readiness: object loaded, ring mapped, producer alive, consumer progressing, "
-    "admission open with credit for a full batch",
+    summary="Readiness: object loaded, ring mapped, producer alive and alone on the ring, "
+    "consumer progressing, admission open with credit for a full batch",
     responses={503: {"description": "not ready; `checks` says why"}},
 )
 async def readyz(request: Request) -> Response:
@@ -138,10 +149,15 @@ async def readyz(request: Request) -> Response:
         "object_loaded": rt is not None and not rt.backend.closed,
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
+        "single_producer": False,
         "consumer_progressing": False,
         "admission_open": False,
     }
     if rt is not None:
+        fault = rt.ring_fault()
+        checks["single_producer"] = fault is None
+        if fault is not None:
+            checks["ring_fault"] = fault
         try:
             ring = rt.ring.statistics()
         except RingbridgeError:
@@ -165,6 +181,7 @@ async def readyz(request: Request) -> Response:
             "object_loaded",
             "ring_mapped",
             "producer_running",
+            "single_producer",
             "consumer_progressing",
             "admission_open",
         )
