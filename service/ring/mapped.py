@@ -85,7 +85,7 @@ class MappedRing(Closing):
         self._fault: str | None = None
         self.recovered_busy = 0
         try:
-            self._open(fd, name or f"fd {fd}", lock, lock_dir, waiting_flag_fd, recheck_interval)
+            self._open(fd, name, lock, lock_dir, waiting_flag_fd, recheck_interval)
             if recover:
                 self.recovered_busy = self.recover()
         except BaseException:
@@ -95,12 +95,13 @@ class MappedRing(Closing):
     def _open(
         self,
         fd: int,
-        where: str,
+        name: str | None,
         lock: bool,
         lock_dir: str | os.PathLike[str] | None,
         flag_fd: int | None,
         recheck: float,
     ) -> None:
+        where = name or f"fd {fd}"
         try:
             self._fd = lb.Fd(os.dup(fd), where)
         except OSError as exc:
@@ -109,7 +110,8 @@ class MappedRing(Closing):
         self.size = self.info.max_entries
         self.map_id = self.info.id
         self.name = self.info.name
-        self.what = f"user ring buffer {self.info.name!r} (map id {self.info.id})"
+        reached = f", {name}" if name else ""
+        self.what = f"user ring buffer {self.info.name!r} (map id {self.info.id}{reached})"
         core.check_ring_size(self.size, PAGE_SIZE)
         self._mask = self.size - 1
         if lock:
