@@ -131,13 +131,17 @@ def _private_dir(path: Path) -> int:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise PinError(
-            f"cannot create the producer lock directory {path}: {exc.strerror}"
-            + (
-                "; it is root's: run as root, or pass a lock directory of your own"
-                if euid != 0 and exc.errno in (errno.EACCES, errno.EPERM)
-                else ""
+        if euid != 0 and exc.errno in (errno.EACCES, errno.EPERM):
+            hint = "; it is root's: run as root, or pass a lock directory of your own"
+        elif exc.errno == errno.EROFS:
+            hint = (
+                "; in a container with a read-only root, mount the host's /run/ringbridge "
+                "there (a hostPath volume in Kubernetes, -v /run/ringbridge:/run/ringbridge)"
             )
+        else:
+            hint = ""
+        raise PinError(
+            f"cannot create the producer lock directory {path}: {exc.strerror}{hint}"
         ) from exc
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
