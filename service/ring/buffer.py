@@ -6,8 +6,10 @@ its kernel counterpart, all through :mod:`ringbridge.kernel.native`
 (``stlr``/``ldar`` on arm64, plain moves on x86-64, where TSO keeps them in
 order):
 
-- header and payload writes, then ``producer_pos`` published with a release
-  store -> ``smp_load_acquire(&rb->producer_pos)`` in ``__bpf_user_ringbuf_peek``;
+- header and payload writes (plain), then ``producer_pos`` published with a
+  release store -> ``smp_load_acquire(&rb->producer_pos)`` in
+  ``__bpf_user_ringbuf_peek``: the kernel reads no header past the
+  ``producer_pos`` it acquired;
 - ``submit``/``discard`` rewrite the header with a release store ->
   ``smp_load_acquire(hdr)`` in ``__bpf_user_ringbuf_peek``.
 
@@ -22,6 +24,7 @@ Not thread-safe: drive one ring from one thread (or one event loop).
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,6 +46,8 @@ __all__ = ["Commit", "RingStatistics", "UserRingBuffer", "encode_batch"]
 #: What :meth:`UserRingBuffer.commit_batch` takes: raw records (validated
 #: there) or a batch validated where it was made.
 Records = EncodedBatch | bytes | bytearray | memoryview
+
+_HDR = struct.Struct("<II")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +106,10 @@ class UserRingBuffer(MappedRing):
         self._require_room(need, "record")
         pos = self._prod
         off = pos & self._mask
-        self._data[off + 4 : off + 8] = b"\0\0\0\0"
-        self._ops.store_release_u32(self._data_addr + off, size | core.BUSY_BIT)
+        # A plain store of the BUSY header: the release store of producer_pos
+        # below orders it first, and the kernel reads no header past the
+        # producer_pos it acquired.
+        _HDR.pack_into(self._data, off, size | core.BUSY_BIT, 0)
         self._prod = pos + need
         self._ops.store_release_u64(self._prod_addr, self._prod)
         sample = Sample(self, pos, size, self._data[off + 8 : off + 8 + size])
@@ -111,10 +118,9 @@ class UserRingBuffer(MappedRing):
 
     def _finish(self, sample: Sample, word: int) -> None:
         self._check_open()
-        if sample.done or self._outstanding.get(sample.pos) is not sample:
+        if self._outstanding.pop(sample.pos, None) is not sample:
             raise InvalidBatchError(f"the sample at position {sample.pos} was already finished")
         sample._finish()
-        del self._outstanding[sample.pos]
         # Release: the payload is visible before the kernel sees BUSY cleared.
         self._ops.store_release_u32(self._data_addr + (sample.pos & self._mask), word)
 

@@ -129,6 +129,9 @@ class MappedRing(Closing):
         self._prod_addr = self._prod_map.addr
         self._data_addr = self._prod_map.addr + PAGE_SIZE
         self._data = self._prod_map.view[PAGE_SIZE:]
+        # producer_pos as a u64 item: one aligned 8-byte load, for the check
+        # that nobody else moved it (no ordering needed to compare).
+        self._prod_word = self._prod_map.view[0:8].cast("Q")
         self._ops = ops()
         # The kernel never writes producer_pos: our copy is the truth from here.
         self._prod = self._ops.load_acquire_u64(self._prod_addr)
@@ -213,7 +216,7 @@ class MappedRing(Closing):
         self._check_open()
         if self._fault is not None:
             raise ForeignWriterError(self._fault)
-        mapped = self._ops.load_acquire_u64(self._prod_addr)
+        mapped = self._prod_word[0]
         if mapped != self._prod:
             self._fence(
                 f"producer_pos is {mapped}, but this producer last published {self._prod}: "
@@ -305,6 +308,7 @@ class MappedRing(Closing):
         self._outstanding.clear()
         if self._prod_map is not None:
             self._data.release()
+            self._prod_word.release()
         self._release()
 
     def __repr__(self) -> str:

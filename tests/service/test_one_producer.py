@@ -169,7 +169,7 @@ def _fault_reported(addr: str, *expected: str) -> dict[str, object]:
         lambda: httpx.get(f"http://{addr}/healthz", timeout=5).status_code == 503,
         "/healthz to fail",
     )
-    health = httpx.get(f"http://{addr}/healthz", timeout=5).json()
+    health: dict[str, object] = httpx.get(f"http://{addr}/healthz", timeout=5).json()
     reason = str(health["reason"])
     for text in expected:
         assert text in reason, reason
