@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from .backends import Backend
 from .errors import ForeignWriterError, RingbridgeError
+from .producer.observe import BatchObserver
 from .producer.task import Producer
 from .ring import UserRingBuffer
 from .schema import SampleCodec
@@ -153,6 +154,8 @@ class Runtime:
     writers: ForeignWriterWatch
     rejections: Rejections = field(default_factory=Rejections)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
+    # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).
+    batches: BatchObserver = field(default_factory=BatchObserver)
     started_at: float = field(default_factory=time.time)
 
     def ring_fault(self) -> str | None:

@@ -69,6 +69,7 @@ __all__ = [
     "DatasecVar",
     "Fd",
     "FdLike",
+    "FileBtf",
     "KernelBtf",
     "MapInfo",
     "ProgInfo",
@@ -288,6 +289,8 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_map_get_next_key": (_I, [_I, _P, _P]),
     "btf__load_from_kernel_by_id": (_P, [_U32]),
+    "btf__parse": (_P, [_S, _P]),
+    "bpf_map__btf_value_type_id": (_U32, [_P]),
     "bpf_prog_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_prog_get_fd_by_id": (_I, [_U32]),
     "btf__free": (None, [_P]),
@@ -864,6 +867,36 @@ class KernelBtf(Btf, Closing):
             _lib().btf__free(self._ptr)
 
 
+class FileBtf(Btf, Closing):
+    """BTF read from a file: an ELF object's ``.BTF`` section or a raw BTF blob
+    (``btf__parse`` tells them apart); owns its memory. Needs no privileges."""
+
+    def __init__(self, ptr: int, path: Path) -> None:
+        super().__init__(None, ptr)
+        self.path = path
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> FileBtf:
+        p = Path(path)
+        ptr = _lib().btf__parse(os.fsencode(os.fspath(p)), None)
+        return cls(_check_ptr(ptr, "btf__parse", str(p), obj=True), p)
+
+    def _p(self) -> int:
+        if self._closed:
+            raise BpfObjectError("use btf", str(self.path), _errno.EBADF, "freed")
+        return self._ptr
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _lib().btf__free(self._ptr)
+
+
 # --------------------------------------------------------------------------
 # Objects, maps, programs
 # --------------------------------------------------------------------------
@@ -926,6 +959,11 @@ class BpfMap(_Member):
     @property
     def value_size(self) -> int:
         return int(_lib().bpf_map__value_size(self._p("bpf_map__value_size")))
+
+    @property
+    def btf_value_type_id(self) -> int:
+        """The BTF type of the map's declared value (``__type(value, T)``), or 0."""
+        return int(_lib().bpf_map__btf_value_type_id(self._p("bpf_map__btf_value_type_id")))
 
     @property
     def is_internal(self) -> bool:

@@ -30,6 +30,7 @@ _LOAD64 = ORDERING.function("rb_load_acquire_u64", ctypes.c_uint64, ctypes.c_voi
 _STORE32 = ORDERING.function("rb_store_release_u32", None, ctypes.c_void_p, ctypes.c_uint32)
 _LOAD32 = ORDERING.function("rb_load_acquire_u32", ctypes.c_uint32, ctypes.c_void_p)
 _XCHG32 = ORDERING.function("rb_xchg_u32", ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32)
+_FENCE = ORDERING.function("rb_fence_seq_cst", None)
 
 _TSO = ("x86_64", "AMD64")
 
@@ -57,6 +58,10 @@ def _plain_xchg32(addr: int, value: int) -> int:
     return old
 
 
+def _no_fence() -> None:
+    pass
+
+
 class _Ops:
     """The accessors, each the ctypes function itself (no Python layer in between:
     the producer calls them per record)."""
@@ -66,6 +71,11 @@ class _Ops:
     store_release_u32: Callable[[int, int], None]
     load_acquire_u32: Callable[[int], int]
     xchg_u32: Callable[[int, int], int]
+    #: A full (seq_cst) barrier: orders an earlier store before a later load.
+    #: Without the library (x86-64 only) there is none: a consumer of a kernel
+    #: ring buffer may then miss a wake-up, which its periodic re-check bounds
+    #: (see :mod:`ringbridge.kernel.eventring`).
+    fence: Callable[[], None]
 
     def __init__(self) -> None:
         self.path: Path | None = None
@@ -76,6 +86,7 @@ class _Ops:
             self.store_release_u32 = _STORE32.get()
             self.load_acquire_u32 = _LOAD32.get()
             self.xchg_u32 = _XCHG32.get()
+            self.fence = _FENCE.get()
         except ConfigError as exc:
             machine = platform.machine()
             if machine not in _TSO:
@@ -93,6 +104,7 @@ class _Ops:
             self.store_release_u32 = _plain_store32
             self.load_acquire_u32 = _plain_load32
             self.xchg_u32 = _plain_xchg32
+            self.fence = _no_fence
         else:
             self.path = ORDERING.path
 

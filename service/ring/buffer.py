@@ -152,7 +152,9 @@ class UserRingBuffer(MappedRing):
             raise InvalidBatchError(f"batch length {n} is not a positive multiple of 8")
         return batch
 
-    def commit_batch(self, records: Records) -> Commit:
+    def commit_batch(
+        self, records: Records, *, before_publish: Callable[[int], None] | None = None
+    ) -> Commit:
         """Writes a batch in the record format and publishes it with one store.
 
         ``records``: bytes in the record format (each record a u32 little-endian
@@ -160,12 +162,20 @@ class UserRingBuffer(MappedRing):
         against the kernel's rules -- or an :class:`EncodedBatch`, validated
         where it was made (:func:`encode_batch`, the schema's decoders). All or
         nothing: on :class:`RingFullError` nothing was written.
+
+        ``before_publish(end_pos)`` runs once every check has passed, before
+        anything is written: from there on the commit cannot fail, so a record
+        it keeps of ``end_pos`` (the ``producer_pos`` this commit publishes)
+        never announces a commit that did not happen. If it raises, nothing is
+        written.
         """
         self._writable()
         batch = self._batch(records)
         n = len(batch.records)
         self._require_room(n, "batch")
         start = self._prod
+        if before_publish is not None:
+            before_publish(start + n)
         off = start & self._mask
         # The data area is mapped twice in a row: [off, off+n) is contiguous
         # even when it wraps past the ring's end.
