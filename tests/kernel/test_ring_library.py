@@ -238,3 +238,76 @@ def test_statistics_and_an_idempotent_close(br: BpftoolRing) -> None:
     with UserRingBuffer.from_pin(br.ring_pin) as again:
         assert again.recovered_busy == 1
         assert br.drain() == 0 and again.pending_bytes() == 0
+
+
+# -- a writer that takes no lock -----------------------------------------------------
+
+
+class _Raw:
+    """A second writer of the ring that takes no lock: an mmap of its own."""
+
+    def __init__(self, pin: Path, size: int) -> None:
+        import mmap
+
+        self.size = size
+        with lb.obj_get(pin) as fd:
+            self.page = mmap.PAGESIZE
+            self.map = mmap.mmap(fd.fd, self.page + 2 * size, mmap.MAP_SHARED, offset=self.page)
+
+    def publish(self, pos: int) -> None:
+        struct.pack_into("<Q", self.map, 0, pos)
+
+    def header(self, pos: int, word: int) -> None:
+        struct.pack_into("<I", self.map, self.page + (pos & (self.size - 1)), word)
+
+    def close(self) -> None:
+        self.map.close()
+
+
+def test_a_foreign_writer_fences_the_ring(br: BpftoolRing) -> None:
+    from ringbridge.ring import ForeignWriterError
+
+    raw = _Raw(br.ring_pin, br.size)
+    try:
+        with UserRingBuffer.from_pin(br.ring_pin) as rb:
+            rb.commit_samples([sample(7, 1)])
+            rb.verify()  # ours only: fine
+            assert rb.fault is None
+            # Someone else appends a record and publishes it.
+            raw.header(24, 16)
+            raw.publish(48)
+            with pytest.raises(ForeignWriterError, match="producer_pos is 48, but this producer"):
+                rb.commit_samples([sample(7, 2)])
+            # Fenced for good: nothing is written any more, whatever is tried.
+            for call in (lambda: rb.reserve(8), lambda: rb.commit_samples([b""]), rb.verify):
+                with pytest.raises(ForeignWriterError, match="stopped committing"):
+                    call()
+            assert rb.fault is not None and rb.producer_pos == 24
+            assert rb.statistics().producer_pos == 24  # statistics still answer
+    finally:
+        raw.close()
+
+
+def test_records_the_producer_did_not_write_are_caught_by_verify(br: BpftoolRing) -> None:
+    from ringbridge.ring import ForeignWriterError
+
+    raw = _Raw(br.ring_pin, br.size)
+    try:
+        with UserRingBuffer.from_pin(br.ring_pin) as rb:
+            held = rb.reserve(16)  # BUSY, ours: fine
+            rb.commit_samples([sample(8, 1), sample(8, 2)])
+            rb.verify()
+            raw.header(24, 16 | core.BUSY_BIT)  # BUSY where we hold no reservation
+            with pytest.raises(ForeignWriterError, match="position 24 is BUSY"):
+                rb.verify()
+            held.discard()
+        with UserRingBuffer.from_pin(br.ring_pin, recover=False) as rb:
+            raw.header(24, 4000)  # a length past producer_pos
+            with pytest.raises(ForeignWriterError, match="claims 4000 bytes"):
+                rb.verify()
+        with UserRingBuffer.from_pin(br.ring_pin, recover=False) as rb:
+            raw.publish(rb.producer_pos - 8)  # moved back: consumer_pos now past it
+            with pytest.raises(ForeignWriterError):
+                rb.verify()
+    finally:
+        raw.close()
