@@ -272,7 +272,8 @@ def test_a_foreign_writer_fences_the_ring(br: BpftoolRing) -> None:
         with UserRingBuffer.from_pin(br.ring_pin) as rb:
             rb.commit_samples([sample(7, 1)])
             rb.verify()  # ours only: fine
-            assert rb.fault is None
+            before = rb.fault
+            assert before is None
             # Someone else appends a record and publishes it.
             raw.header(24, 16)
             raw.publish(48)
