@@ -8,19 +8,23 @@ Startup, in order (each step undone in reverse if a later one fails):
    or open a ring another loader pinned; a start that fails later forgets the
    pins this one created;
 2. take the ring's producer lock (one producer per ring);
-3. build the sample codec from the backend's BTF and its exporters;
+3. find the sample type and the event maps' types (the backend's BTF, then
+   ``--sample-btf`` files, then ``--sample-header``), build the sample codec,
+   open a reader per event map (``--event-map``, ``--event-pin``) and the
+   backend's exporters;
 4. map the ring (``UserRingBuffer``; recovers records a crashed producer left BUSY);
 5. set up the drain in the kernel (the built-in consumer's timer or budget);
 6. with ``drop_privileges``, give up every capability (the fds suffice from
    here on, Linux >= 5.19); with ``user``, also switch to that unprivileged
    uid/gid;
-7. start the drain trigger (native kick worker, drain ticker) and the
-   producer task.
+7. start the drain trigger (native kick worker, drain ticker), the
+   producer task and the event readers.
 
 Shutdown, the exit stack unwinding: the producer stops (queued batches get
 ``shutdown_grace`` seconds to commit), the drain quiesces (a timer drain gets
 the same grace to consume what was committed, then is disarmed; the kick
-worker stops), the ring is freed, the lock released, the backend closed, last.
+worker stops), the ring is freed, the event readers stop (their subscribers'
+streams end), the lock is released, the backend closed, last.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from contextlib import AsyncExitStack
 
 from .backends import open_backend
 from .errors import RingbridgeError
+from .events.feeds import open_event_feeds
 from .kernel.environment import startup_hint
+from .kernel.eventring import DEFAULT_BUDGET
 from .kernel.privileges import drop_all_capabilities, resolve_user
 from .kernel.ringbuf import UserRingBuffer
 from .producer.task import Producer
@@ -82,7 +88,13 @@ async def assemble(
         # A ring pinned by another loader: its size is the pin's; limits follow it.
         settings = settings.with_ring_size(backend.ring_size)
     stack.callback(backend.lock().close)
-    codec = backend.sample_codec()
+    with backend.open_types() as types:
+        codec = backend.sample_codec(types)
+        feeds = open_event_feeds(
+            settings.event_specs, backend, types, budget=event_budget(settings)
+        )
+    # Unwound before the backend closes (the readers map the object's maps).
+    stack.callback(feeds.close)
     exports = backend.exporters()
     ring = UserRingBuffer(backend.ring_fd, settings.ring_size, ctl_fd=backend.waiting_flag_fd)
     # Registered before the producer's stop: an ExitStack unwinds in
@@ -107,6 +119,7 @@ async def assemble(
     )
     producer.start()
     stack.push_async_callback(producer.stop, settings.shutdown_grace)
+    feeds.start()
     runtime = Runtime(
         settings=settings,
         backend=backend,
@@ -115,6 +128,8 @@ async def assemble(
         codec=codec,
         exports=exports,
         watch=ConsumerWatch(settings.ready_stall_seconds),
+        events=feeds.hub,
+        feeds=feeds,
     )
     log.info(
         "ringbridge started",
@@ -125,10 +140,21 @@ async def assemble(
             "ring_size": settings.ring_size,
             "drain": backend.drain,
             "auth": settings.token is not None,
+            "event_maps": feeds.hub.names(),
         },
     )
     started = True
     return runtime
+
+
+def event_budget(settings: Settings) -> int:
+    """Records one read pass of an event map publishes before it yields to the loop.
+
+    A quarter of a subscriber's buffer: a subscriber that keeps up drains
+    what one pass gave it before the next pass comes, so bursts alone never
+    overflow it.
+    """
+    return max(1, min(DEFAULT_BUDGET, settings.event_buffer_events // 4))
 
 
 def report_startup_failure(exc: RingbridgeError) -> None:

@@ -4,7 +4,8 @@
 routes reach it through ``ringbridge.api.state.runtime_of``. Beside the
 backend, ring, producer and codec it holds the state every front door
 shares: refused batches by reason, the consumer's progress for readiness,
-and the open streams a shutdown has to finish.
+the open streams a shutdown has to finish, and the event maps read out of
+the kernel (``--event-map``, ``--event-pin``) with their readers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Protocol
 from prometheus_client.registry import Collector
 
 from .backends import Backend
+from .events.feeds import EventFeeds
+from .events.hub import EventHub
 from .kernel.ringbuf import UserRingBuffer
 from .producer.task import Producer
 from .schema import SampleCodec
@@ -65,7 +68,8 @@ class _Stoppable(Protocol):
 
 
 class StreamRegistry:
-    """The open streams (WebSocket connections), so that a shutdown can finish their acks."""
+    """The open streams, so that a shutdown can end them in order: sample streams
+    finish their acks, event subscribers get what they hold, then each closes."""
 
     def __init__(self) -> None:
         self._streams: set[_Stoppable] = set()
@@ -97,6 +101,9 @@ class Runtime:
     # The backend's Prometheus collectors (kernel counters, exported maps and globals).
     exports: list[Collector]
     watch: ConsumerWatch
+    # The event maps subscribers read (GET /v1/events) and what reads them.
+    events: EventHub = field(default_factory=EventHub)
+    feeds: EventFeeds | None = None
     rejections: Rejections = field(default_factory=Rejections)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     started_at: float = field(default_factory=time.time)

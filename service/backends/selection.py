@@ -48,6 +48,7 @@ def _check_builtin_settings(settings: Settings) -> None:
             ("--drain-program", settings.drain_program is not None),
             ("--map-size", bool(settings.map_size)),
             ("--export-map", bool(settings.export_map)),
+            ("--event-map", bool(settings.event_map)),
         )
         if given
     ]
@@ -56,7 +57,8 @@ def _check_builtin_settings(settings: Settings) -> None:
     if extra:
         raise ConfigError(
             f"{', '.join(extra)}: only for your own --bpf-object; the built-in consumer "
-            "has its own ring, drain programs and counters"
+            "has its own ring, drain programs and counters, and no kernel ring buffer "
+            "(--event-pin reads one another loader pinned)"
         )
 
 
