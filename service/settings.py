@@ -86,6 +86,34 @@ def parse_map_sizes(value: Any) -> dict[str, int]:
     return out
 
 
+def parse_globals(value: Any) -> dict[str, int]:
+    """``{"NAME": int}`` from ``["NAME=VALUE", ...]``, ``"a=1,b=0x10"`` or a TOML table."""
+    if isinstance(value, dict):
+        pairs = [(str(k), v) for k, v in value.items()]
+    else:
+        pairs = []
+        for item in _items(value):
+            name, sep, text = item.partition("=")
+            if not sep or not name.strip() or not text.strip():
+                raise ValueError(f"global {item!r}: expected NAME=VALUE, e.g. pid=1234")
+            pairs.append((name.strip(), text.strip()))
+    out: dict[str, int] = {}
+    for name, v in pairs:
+        if name in out:
+            raise ValueError(f"global {name!r} given twice")
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError(f"global {name!r}: {v!r} is not an integer")
+        try:
+            out[name] = v if isinstance(v, int) else int(v, 0)
+        except ValueError:
+            raise ValueError(
+                f"global {name!r}: {v!r} is not an integer (e.g. 42, -1, 0x2a)"
+            ) from None
+    return out
+
+
+#: ``NAME=VALUE`` integers (repeatable flag; comma-separated in the environment).
+Globals = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_globals)]
 #: ``NAME=SIZE`` pairs (repeatable flag; comma-separated in the environment).
 MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
 #: Names (repeatable flag; comma-separated in the environment).
@@ -231,6 +259,13 @@ class Settings(BaseSettings):
         default=True,
         description="attach the object's programs that have an attach point "
         "(fentry, kprobe, tracepoint...) while serving",
+    )
+    set_global: Globals = Field(
+        default_factory=dict,
+        description="NAME=VALUE: an integer global (.bss or .data) of your object, written "
+        "after it loads and before its programs attach, as a loader sets "
+        "skel->bss->NAME (e.g. a pid filter; repeatable)",
+        json_schema_extra={"metavar": "NAME=VALUE"},
     )
     ring_pin: Path | None = Field(
         default=None,
@@ -436,6 +471,7 @@ class Settings(BaseSettings):
                 ("ring_map", "--ring-map"),
                 ("map_size", "--map-size"),
                 ("drain_program", "--drain-program"),
+                ("set_global", "--set-global"),
                 ("export_map", "--export-map"),
                 ("event_map", "--event-map"),
             )

@@ -326,6 +326,9 @@ def read_frame_answer(raw: bytes | str) -> tuple[Any, Ack | ErrorInfo]:
 
 EVENTS_PATH: Final = "/v1/events"
 EventFormat = Literal["json", "binary"]
+#: Seconds between the keep-alive comments of an idle Server-Sent Events stream; a
+#: client that hears nothing for several of them may take the server for gone.
+EVENTS_KEEPALIVE: Final = 15.0
 #: The head of a binary event frame: the event's seq (u64 little-endian); the
 #: record's bytes follow, as the program published them.
 EVENT_SEQ: Final = struct.Struct("<Q")

@@ -13,7 +13,8 @@ every event the kernel publishes from then on, in order, each once.
   sends are ignored.
 - SSE: one message per event, ``id: <seq>`` and ``data: <the JSON>``;
   ``format=binary`` is refused (422): SSE carries text. A comment line every
-  :data:`KEEPALIVE` seconds keeps idle proxies from closing the stream.
+  :data:`ringbridge.wire.EVENTS_KEEPALIVE` seconds keeps idle proxies from
+  closing the stream (and tells the client the server is there).
 - A gap: the subscriber's buffer (``--event-buffer-events``/``-bytes``) was
   full, so it lost the newest events; it gets, where they would have been,
   one ``{"lost": N, "first_seq", "last_seq"}`` (a text frame; in SSE
@@ -58,8 +59,7 @@ from .state import runtime_of
 log = logging.getLogger("ringbridge.events")
 router = APIRouter()
 
-#: Seconds between SSE keep-alive comments on an idle stream.
-KEEPALIVE = 15.0
+KEEPALIVE = wire.EVENTS_KEEPALIVE
 #: Items taken from a subscription for one write (SSE) or one loop pass (WebSocket).
 BATCH = 256
 

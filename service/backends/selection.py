@@ -49,6 +49,7 @@ def _check_builtin_settings(settings: Settings) -> None:
             ("--map-size", bool(settings.map_size)),
             ("--export-map", bool(settings.export_map)),
             ("--event-map", bool(settings.event_map)),
+            ("--set-global", bool(settings.set_global)),
         )
         if given
     ]

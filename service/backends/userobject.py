@@ -47,6 +47,7 @@ class ObjectBackend(PinDirBackend[LoadedObject]):
             ring_map=settings.ring_map,
             map_sizes=settings.map_size,
             drain_program=settings.drain_program,
+            set_globals=settings.set_global,
         )
         # Before the load: a wrong --event-map fails without pinning anything.
         check_event_maps(plan, settings.event_specs)

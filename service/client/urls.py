@@ -23,7 +23,7 @@ URL_ENV = "RINGBRIDGE_URL"
 TOKEN_ENV = "RINGBRIDGE_TOKEN"
 
 _TO_HTTP = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-_ENDPOINTS = ("/v1/stream", "/v1/samples", "/v1/stats", "/metrics")
+_ENDPOINTS = ("/v1/stream", "/v1/samples", "/v1/stats", "/v1/events", "/metrics")
 
 
 def default_url() -> str:

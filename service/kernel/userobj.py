@@ -1,4 +1,4 @@
-"""Load a user's BPF object: size, pin its maps, attach its programs, drain on demand.
+"""Load a user's BPF object: size, pin its maps, set globals, attach its programs, drain on demand.
 
 State lives in the maps, so the maps are what is pinned (one pin per map
 under the pin dir, ``.`` of global-data map names turned into ``_``), plus
@@ -27,6 +27,7 @@ from ..closing import Closing
 from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
 from .attach import attach_programs, load_object_programs
+from .globals import write_globals
 from .objplan import ObjectPlan
 from .pins import META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
 
@@ -188,6 +189,8 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
                 load_object_programs(obj, plan.programs)
                 meta = PinMeta.create(digest, staging / META_PIN)
             meta.path = pin_dir / META_PIN
+        # Before anything runs: the programs may act on these from their first event.
+        write_globals(obj, plan.globals)
         if attach:
             links = attach_programs(obj, plan.programs)
         loaded = LoadedObject(plan, pin_dir, obj, meta, links, reused=reused)
