@@ -111,7 +111,10 @@ def requests(n: int, counter: Counter, rng: random.Random) -> tuple[list[Any], l
 
 def ws_events(addr: str, *, fmt: str = "json", **kw: Any) -> ClientConnection:
     query = f"map={MAP}" + ("&format=binary" if fmt == "binary" else "")
-    return connect(f"ws://{addr}/v1/events?{query}", compression=None, ping_interval=None, **kw)
+    ws: ClientConnection = connect(
+        f"ws://{addr}/v1/events?{query}", compression=None, ping_interval=None, **kw
+    )
+    return ws
 
 
 def small_socket(addr: str) -> socket.socket:
