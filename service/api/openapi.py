@@ -87,9 +87,10 @@ EVENTS_OPERATION = {
             "name": "format",
             "in": "query",
             "required": False,
-            "description": "`json` (the only one here); `binary` frames need the WebSocket "
-            "upgrade of this path (u64 LE seq, then the record)",
-            "schema": {"type": "string", "enum": ["json", "binary"], "default": "json"},
+            "description": "`json`, the only format of Server-Sent Events; `binary` (422 "
+            "here) is for the WebSocket upgrade of this path: one binary frame per event, "
+            "u64 LE seq then the record",
+            "schema": {"type": "string", "enum": ["json"], "default": "json"},
         },
     ]
 }
