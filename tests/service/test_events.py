@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from ringbridge import AsyncClient, Client
@@ -389,7 +390,8 @@ def test_cli_events_async_client_and_the_end_of_the_stream(pin_dir: Path, tmp_pa
             got = asyncio.run(asyncio.wait_for(subscribe(), 30))
             out, err = cli.communicate(timeout=30)
             assert cli.returncode == 0, err
-            # A subscriber still reading when the service stops: its stream just ends.
+            # Subscribers still reading when the service stops: their streams just end
+            # (SSE: the response ends; WebSocket: close 1012, service restart).
             c = outlive.enter_context(Client(url))
             events = outlive.enter_context(c.events(MAP))
             ended: list[BaseException | None] = []
@@ -403,7 +405,11 @@ def test_cli_events_async_client_and_the_end_of_the_stream(pin_dir: Path, tmp_pa
 
             reader = threading.Thread(target=read_to_the_end)
             reader.start()
+            ws = outlive.enter_context(ws_events(addr))
         reader.join(30)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     assert ended == [None]
     assert [g["value"]["kern_mutated"] for g in got] == [2, 42]
     assert [json.loads(line) for line in out.splitlines()] == got
