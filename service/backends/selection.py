@@ -56,10 +56,14 @@ def _check_builtin_settings(settings: Settings) -> None:
     if settings.ring_map not in (None, RING_MAP):
         extra.append("--ring-map")
     if extra:
+        events = (
+            ", and no kernel ring buffer (--event-pin reads one another loader pinned)"
+            if settings.event_map
+            else ""
+        )
         raise ConfigError(
             f"{', '.join(extra)}: only for your own --bpf-object; the built-in consumer "
-            "has its own ring, drain programs and counters, and no kernel ring buffer "
-            "(--event-pin reads one another loader pinned)"
+            f"has its own ring, drain programs and counters{events}"
         )
 
 

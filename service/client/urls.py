@@ -2,8 +2,9 @@
 
 Every client (``ringbridge.Client``, ``push``, ``stats``) takes the server's
 base URL, ``http[s]://host:port`` (default :data:`DEFAULT_URL`, or
-``$RINGBRIDGE_URL``), and derives the endpoints from it: ``/v1/samples`` and
-``/v1/stats`` over HTTP, ``ws[s]://host:port/v1/stream`` for the stream. A
+``$RINGBRIDGE_URL``), and derives the endpoints from it: ``/v1/samples``,
+``/v1/stats`` and ``/v1/events`` over HTTP, ``ws[s]://host:port/v1/stream`` for
+the stream. A
 ``ws[s]://`` URL is accepted too (its scheme maps back to http[s]), and so is
 a full endpoint URL (``.../v1/stream``), whose endpoint path is dropped. A
 path prefix is kept, for a service behind a reverse proxy that mounts it
