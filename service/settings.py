@@ -23,7 +23,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
 from pydantic.fields import FieldInfo
@@ -40,6 +40,9 @@ from .fleet.options import NatsSettings
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
 from .units import parse_size
+
+if TYPE_CHECKING:
+    from .events.feeds import EventSpec
 
 MiB = 1024 * 1024
 
@@ -84,6 +87,34 @@ def parse_map_sizes(value: Any) -> dict[str, int]:
     return out
 
 
+def parse_globals(value: Any) -> dict[str, int]:
+    """``{"NAME": int}`` from ``["NAME=VALUE", ...]``, ``"a=1,b=0x10"`` or a TOML table."""
+    if isinstance(value, dict):
+        pairs = [(str(k), v) for k, v in value.items()]
+    else:
+        pairs = []
+        for item in _items(value):
+            name, sep, text = item.partition("=")
+            if not sep or not name.strip() or not text.strip():
+                raise ValueError(f"global {item!r}: expected NAME=VALUE, e.g. pid=1234")
+            pairs.append((name.strip(), text.strip()))
+    out: dict[str, int] = {}
+    for name, v in pairs:
+        if name in out:
+            raise ValueError(f"global {name!r} given twice")
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError(f"global {name!r}: {v!r} is not an integer")
+        try:
+            out[name] = v if isinstance(v, int) else int(v, 0)
+        except ValueError:
+            raise ValueError(
+                f"global {name!r}: {v!r} is not an integer (e.g. 42, -1, 0x2a)"
+            ) from None
+    return out
+
+
+#: ``NAME=VALUE`` integers (repeatable flag; comma-separated in the environment).
+Globals = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_globals)]
 #: ``NAME=SIZE`` pairs (repeatable flag; comma-separated in the environment).
 MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
 #: Names (repeatable flag; comma-separated in the environment).
@@ -232,10 +263,41 @@ class Settings(BaseSettings, NatsSettings):
         description="attach the object's programs that have an attach point "
         "(fentry, kprobe, tracepoint...) while serving",
     )
+    set_global: Globals = Field(
+        default_factory=dict,
+        description="NAME=VALUE: an integer global (.bss or .data) of your object, written "
+        "after it loads and before its programs attach, as a loader sets "
+        "skel->bss->NAME (e.g. a pid filter; repeatable)",
+        json_schema_extra={"metavar": "NAME=VALUE"},
+    )
     ring_pin: Path | None = Field(
         default=None,
         description="feed a user ring another loader pinned at this bpffs path "
         "(no object is loaded; the drain is external)",
+    )
+    event_map: Names = Field(
+        default_factory=list,
+        description="NAME[=TYPE]: a BPF_MAP_TYPE_RINGBUF of the object whose events "
+        "subscribers read from GET /v1/events?map=NAME (WebSocket or Server-Sent Events); "
+        "with TYPE (looked up like --sample-type) as typed JSON (repeatable)",
+        json_schema_extra={"metavar": "NAME[=TYPE]"},
+    )
+    event_pin: Names = Field(
+        default_factory=list,
+        description="PATH[=TYPE]: a BPF_MAP_TYPE_RINGBUF another loader pinned, served as "
+        "map=<the pin's file name> like --event-map (repeatable; works with --ring-pin)",
+        json_schema_extra={"metavar": "PATH[=TYPE]"},
+    )
+    event_buffer_events: int = Field(
+        default=1024,
+        gt=0,
+        description="events one subscriber of /v1/events may have waiting; beyond it that "
+        'subscriber loses the newest and gets a {"lost": N} marker in their place',
+    )
+    event_buffer_bytes: Size = Field(
+        default=4 * MiB,
+        gt=0,
+        description="event bytes one subscriber of /v1/events may have waiting (K/M/G)",
     )
     export_map: Names = Field(
         default_factory=list,
@@ -328,6 +390,7 @@ class Settings(BaseSettings, NatsSettings):
         self._given = frozenset(self.model_fields_set)
         if self.ring_pin is not None:
             self._check_ring_pin()
+        self._check_events()
         if self.sample_header is None and (self.header_include or self.header_include_dir):
             raise ConfigError(
                 "--header-include and --header-include-dir only apply to --sample-header"
@@ -411,7 +474,9 @@ class Settings(BaseSettings, NatsSettings):
                 ("ring_map", "--ring-map"),
                 ("map_size", "--map-size"),
                 ("drain_program", "--drain-program"),
+                ("set_global", "--set-global"),
                 ("export_map", "--export-map"),
+                ("event_map", "--event-map"),
             )
             if name in given and getattr(self, name)
         ]
@@ -422,6 +487,28 @@ class Settings(BaseSettings, NatsSettings):
                 f"{', '.join(clash)}: not with --ring-pin, which loads no object "
                 "(the loader that pinned the ring drains it)"
             )
+
+    @property
+    def event_specs(self) -> list[EventSpec]:
+        """The event maps to read out: ``--event-map`` ones, then ``--event-pin`` ones."""
+        if not (self.event_map or self.event_pin):
+            return []
+        from .events.feeds import parse_event_spec
+
+        return [parse_event_spec(t) for t in self.event_map] + [
+            parse_event_spec(t, pinned=True) for t in self.event_pin
+        ]
+
+    def _check_events(self) -> None:
+        # Parsed now so that a bad spec stops the service before it loads anything.
+        seen: set[str] = set()
+        for spec in self.event_specs:
+            if spec.name in seen:
+                raise ConfigError(
+                    f"event map {spec.name!r} is named twice (--event-map, or the file name "
+                    "of an --event-pin): subscribers pick a map by its name"
+                )
+            seen.add(spec.name)
 
     @property
     def admission_limit(self) -> int:

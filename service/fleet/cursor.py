@@ -6,7 +6,7 @@ crash is kernel state: the ring's ``producer_pos`` (in the ring map's pages)
 and the :class:`CursorRecord` below (in a pinned map, see
 :class:`PinnedCursorStore`). The record is written **before** the commit's
 ``producer_pos`` store, from inside the ring's commit, once the commit can no
-longer fail (``UserRingBuffer.commit_batch_nowait``'s ``before_publish``)::
+longer fail (``UserRingBuffer.commit_batch``'s ``before_publish``)::
 
     {seq: S, end_pos: T, prev_seq: P, ...}     T = producer_pos after S's commit
 
@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
 
+from ..closing import Closing
 from ..kernel.statemap import PinnedRecord
 
 __all__ = [
@@ -141,7 +142,7 @@ class CursorStore(Protocol):
     def store_cursor(self, record: CursorRecord) -> None: ...
 
 
-class PinnedCursorStore:
+class PinnedCursorStore(Closing):
     """The record in a one-entry array map ringbridge makes and pins at ``path``.
 
     Works for every backend, a ring pinned by another loader included: it
@@ -158,6 +159,11 @@ class PinnedCursorStore:
     @property
     def path(self) -> Path:
         return self._record.path
+
+    @property
+    def map_id(self) -> int:
+        """The id of the record's map (what its one-writer lock is keyed by)."""
+        return self._record.map_id
 
     def load_cursor(self) -> CursorRecord | None:
         return CursorRecord.unpack(self._record.load())

@@ -5,7 +5,9 @@
    ring, see :mod:`.cursor`), and before the privilege drop (it may create
    and pin the cursor's map): the cursor record lives with the backend's
    pins (``Backend.state_pin``) -- in the built-in set, in a user object's
-   set, or in ``--pin-dir`` beside a ring another loader pinned;
+   set, or in ``--pin-dir`` beside a ring another loader pinned -- and has
+   one writer: the lock of its map (:mod:`ringbridge.ring.lock`, keyed by
+   the map's id like a ring's), so two services never share one cursor;
 2. :func:`start_front_door`, once the producer runs: the front door starts
    pulling, and its stop is registered so that it unwinds *before* the
    producer's (an exit stack unwinds in reverse): the message in hand is
@@ -19,9 +21,9 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from ..backends import Backend
-from ..kernel import libbpf as lb
 from ..kernel.pins import CURSOR_PIN
-from ..kernel.ringbuf import UserRingBuffer
+from ..ring import UserRingBuffer
+from ..ring.lock import ProducerLock
 from ..runtime import FleetDoor, Runtime
 from .cursor import Cursor, PinnedCursorStore
 
@@ -36,7 +38,9 @@ def open_cursor(
         return None
     store = PinnedCursorStore.open(backend.state_pin(CURSOR_PIN))
     stack.callback(store.close)
-    return Cursor.open(store, lb.map_info(backend.ring_fd).id, ring.producer_pos)
+    lock = ProducerLock.acquire(store.map_id, what=f"the fleet cursor pinned at {store.path}")
+    stack.callback(lock.close)
+    return Cursor.open(store, ring.map_id, ring.producer_pos)
 
 
 def start_front_door(

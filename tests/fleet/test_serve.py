@@ -332,8 +332,9 @@ async def test_the_recommended_cluster_loses_nothing_when_the_streams_leader_is_
                 for i in range(40):
                     await send(js, "fleet.all", [(5, i), (6, 2 * i)], [node])
                     if i == 15:
-                        leader = (await js.stream_info("FLEET")).cluster.leader
-                        killed = int(str(leader).rsplit("-", 1)[1])
+                        cluster_info = (await js.stream_info("FLEET")).cluster
+                        assert cluster_info is not None and cluster_info.leader is not None
+                        killed = int(cluster_info.leader.rsplit("-", 1)[1])
                         cluster.kill(killed)
                     if i == 30:
                         cluster.start(killed)

@@ -26,7 +26,8 @@ from ringbridge.assemble import assemble
 from ringbridge.errors import ConfigError, PinError, ProducerLockedError
 from ringbridge.fleet.cursor import PinnedCursorStore
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.pins import CURSOR_PIN, lock_producer, producer_lock_path, unpin
+from ringbridge.kernel.pins import CURSOR_PIN, legacy_lock_path, unpin
+from ringbridge.ring import ProducerLock, UserRingBuffer
 from ringbridge.runtime import Runtime
 from ringbridge.settings import Settings
 from tests.support.byo import EXAMPLE_OBJ, TWO_RINGS_OBJ, ensure_built, read_globals
@@ -55,7 +56,7 @@ class Kind:
 
 
 async def _wait_consumed(rt: Runtime) -> None:
-    await rt.ring.wait_consumed(rt.ring.producer_pos, 10.0)
+    await rt.ring.wait_consumed_async(rt.ring.producer_pos, 10.0)
 
 
 def _builtin(bpf_object_path: Path, pin_dir: Path) -> Kind:
@@ -154,9 +155,12 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
         assert backend.kind == kind.name
         assert rt.settings.ring_size == backend.ring_size == RING
         assert (rt.producer.alive, backend.closed) == (True, False)
-        # One producer per ring, whatever the kind.
+        # One producer per ring, whatever the kind: the ring's own lock.
+        map_id = rt.ring.map_id
         with pytest.raises(ProducerLockedError):
-            backend.lock()
+            UserRingBuffer(backend.ring_fd)
+        with pytest.raises(ProducerLockedError):
+            ProducerLock.acquire(map_id, what="a second producer")
         await _send(rt, kind.samples)
         await kind.consumed(rt)
         names = {m.name for e in rt.exports for m in e.collect()}
@@ -167,7 +171,7 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
             backend.map_fd("no_such_map")
     # Unwound: the producer stopped, the ring unmapped, the backend closed, the lock freed.
     assert (rt.producer.alive, backend.closed) == (False, True)
-    backend.lock().close()
+    ProducerLock.acquire(map_id, what="the next producer").close()
 
 
 async def test_seqs_carry_over_a_restart_where_the_kind_keeps_them(kind: Kind) -> None:
@@ -194,7 +198,7 @@ async def test_a_failed_start_forgets_new_pins_and_keeps_reused_ones(
             await assemble(bad, stack)
     # The load pinned a fresh set; the start failed after it: the set is gone.
     assert not pin_dir.exists()
-    assert not producer_lock_path(pin_dir).exists()
+    assert not legacy_lock_path(pin_dir).exists()
 
     good = Settings(pin_dir=pin_dir, bpf_object=bpf_object_path)
     async with AsyncExitStack() as stack:
@@ -228,13 +232,14 @@ async def test_the_fleet_cursor_lives_and_goes_with_each_kinds_pins(kind: Kind) 
             ready, checks = health.readiness(rt)
             assert ready and health.degraded(checks) == ["nats_connected"]
             await _send(rt, kind.samples, len(kind.samples) * start if kind.keeps_seq else 0)
-            # A second service cannot take the same cursor (nor the same ring).
-            with pytest.raises(ProducerLockedError):
-                lock_producer(pins_of_ours)
-        # The second start re-opened the pin set with the cursor in it.
-        store = PinnedCursorStore.open(where)
-        assert store.load_cursor() is not None
-        store.close()
+            # A second service cannot take the same cursor (one writer per cursor).
+            with PinnedCursorStore.open(where) as second, pytest.raises(ProducerLockedError):
+                ProducerLock.acquire(second.map_id, what="a second cursor writer")
+        # The second start re-opened the pin set with the cursor in it; unwound,
+        # the cursor's lock is free again.
+        with PinnedCursorStore.open(where) as store:
+            assert store.load_cursor() is not None
+            ProducerLock.acquire(store.map_id, what="the next writer").close()
     removed = unpin(pins_of_ours)
     assert where in removed and not where.exists() and not pins_of_ours.exists()
 
