@@ -22,14 +22,17 @@ CONTAINER_TEST = "tests/deploy/test_container.py"
 
 
 def run_container_test(**env: str) -> subprocess.CompletedProcess[str]:
-    child_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("RINGBRIDGE_REQUIRE_")
-    }
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("RINGBRIDGE_REQUIRE_")}
     child_env["DOCKER"] = "/nonexistent/docker"
     child_env.update(env)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", CONTAINER_TEST],
-        cwd=REPO, env=child_env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -61,7 +64,12 @@ def test_a_kernel_test_that_skips_still_fails_under_require_kernel(tmp_path: Pat
     for required, want in (("1", "1 failed"), ("0", "1 skipped")):
         env["RINGBRIDGE_REQUIRE_KERNEL"] = required
         r = subprocess.run(
-            [*cmd, str(probe)], cwd=REPO, env=env, capture_output=True, text=True,
-            timeout=120, check=False,
+            [*cmd, str(probe)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert want in r.stdout, r.stdout + r.stderr
