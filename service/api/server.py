@@ -12,11 +12,15 @@ closed with 1009.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import math
+import signal
 import socket
+import threading
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -391,6 +395,33 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
+@contextlib.contextmanager
+def _stop_signals_end_the_run(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the server and then let :func:`run` return.
+
+    uvicorn catches both while it serves, shuts down in order and then, once
+    it has put back the handlers it found, raises the signal again so that
+    the process dies "of" it: a SIGTERM exit status of 143, where an orderly
+    stop should exit 0 (what the README promises; a supervisor or
+    ``docker stop`` reads anything else as a failure). The handlers it finds
+    here are its own ``handle_exit``: the re-raised signal only sets a flag
+    nobody reads any more, and :func:`run` returns. A signal that arrives
+    before uvicorn installs its handlers stops the server the same way.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers are the main thread's (uvicorn skips them too)
+        return
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
@@ -408,7 +439,8 @@ def run(settings: Settings) -> int:
     quiet = _KnownStartupFailure(server._app)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
-        server.run(sockets=[sock])
+        with _stop_signals_end_the_run(server):
+            server.run(sockets=[sock])
     finally:
         sock.close()
         logging.getLogger("uvicorn.error").removeFilter(quiet)
