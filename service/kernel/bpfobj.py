@@ -13,7 +13,6 @@ value sizes of the maps it opens.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import ctypes
 import ctypes.util
@@ -31,6 +30,13 @@ from ringbridge.artifacts import build_artifact
 from ringbridge.core import ring as core
 from ringbridge.errors import ConfigError, KernelError, PinError, ProducerLockedError
 from ringbridge.kernel import libbpf as lb
+from ringbridge.kernel.counters import (
+    COUNTERS_VALUE_SIZE,
+    DRAIN_ERROR_NAMES,
+    MAX_KINDS,
+    KernelCounters,
+    read_consistent,
+)
 from ringbridge.kernel.environment import bpffs_hint
 from ringbridge.kernel.libc import libc
 from ringbridge.kernel.pinmeta import META_PIN, PinMeta, object_digest, remove_pin_set
@@ -65,13 +71,7 @@ DRAIN_PROG: Final = "ringbridge_drain"
 ARM_PROG: Final = "ringbridge_arm_timer"
 DISARM_PROG: Final = "ringbridge_disarm_timer"
 
-# struct ringbridge_counters: samples, bytes, drain_calls, drain_errors[4],
-# short_samples, kind_overflow, kind_count[256], kind_value[256] (all u64).
-MAX_KINDS: Final = 256
-DRAIN_ERROR_NAMES: Final = ("EINVAL", "E2BIG", "EBUSY", "OTHER")
-_COUNTERS_WORDS: Final = 3 + len(DRAIN_ERROR_NAMES) + 2 + 2 * MAX_KINDS
-_COUNTERS: Final = struct.Struct(f"={_COUNTERS_WORDS}Q")
-COUNTERS_VALUE_SIZE: Final = _COUNTERS.size
+# struct ringbridge_counters: its layout and reader live in kernel/counters.py.
 # struct ringbridge_ctl: u32 producer_waiting; u32 drain_budget; u64 period_ns;
 # u64 next_seq.
 CTL_VALUE_SIZE: Final = 40
@@ -130,39 +130,6 @@ class RingbridgePins:
 
     def names(self) -> frozenset[str]:
         return frozenset(p.name for p in self.all())
-
-
-@dataclass(frozen=True)
-class KernelCounters:
-    """The BPF consumer's counters, summed over all CPUs."""
-
-    samples: int
-    bytes: int
-    drain_calls: int
-    drain_errors: dict[str, int]
-    short_samples: int
-    kind_overflow: int
-    kind_count: tuple[int, ...]
-    kind_value: tuple[int, ...]  # per-kind sums, modulo 2**64 like the kernel's
-
-    @classmethod
-    def from_percpu(cls, values: list[builtins.bytes]) -> KernelCounters:
-        total = [0] * _COUNTERS_WORDS
-        for raw in values:
-            for i, v in enumerate(_COUNTERS.unpack_from(raw)):
-                total[i] += v
-        ne = len(DRAIN_ERROR_NAMES)
-        kc = 3 + ne + 2
-        return cls(
-            samples=total[0],
-            bytes=total[1],
-            drain_calls=total[2],
-            drain_errors=dict(zip(DRAIN_ERROR_NAMES, total[3 : 3 + ne], strict=True)),
-            short_samples=total[3 + ne],
-            kind_overflow=total[4 + ne],
-            kind_count=tuple(total[kc : kc + MAX_KINDS]),
-            kind_value=tuple(v & _U64_MASK for v in total[kc + MAX_KINDS :]),
-        )
 
 
 class LoadedRingbridge(Closing):
@@ -284,8 +251,9 @@ class LoadedRingbridge(Closing):
         self._write_ctl(_CTL_SEQ, _CTL_SEQ_OFF, next_seq)
 
     def read_counters(self) -> KernelCounters:
-        values = lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)
-        return KernelCounters.from_percpu(values)
+        return read_consistent(
+            lambda: lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)
+        )
 
     def _write_ctl(self, fmt: struct.Struct, offset: int, value: int) -> None:
         # Written in place through the mmap rather than by a whole-value map
