@@ -13,7 +13,8 @@ Looked up in this order, first hit wins:
 3. the source tree's ``build/`` (``make -C bpf`` alone builds only there).
 
 When none exists, the package path is returned, so the error that follows
-names where an installed package expects the file.
+names where an installed package expects the file. The C helpers are opened
+through :mod:`ringbridge.nativelib`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ The object's global-variable sections (``.bss``, ``.data``, ``.rodata``)
 export each integer variable as ``ringbridge_global_<name>`` with a
 ``section`` label (integer arrays with an ``index`` label).
 
-Types come from the object's BTF through the schema layer's model, so the
-export follows the C declarations without configuration. Everything is a
+Types come from the object's BTF and bytes are read by the schema layer's
+decoder (:mod:`ringbridge.schema.decoder`: the nodes that pack samples), so
+the export follows the C declarations without configuration; members with
+nothing to read (pointers, long doubles) are left out. Everything is a
 gauge: whether a number only grows is the program's business. A map is read
 up to :data:`MAX_ENTRIES` keys per scrape. Prometheus values are floats (exact
 up to 2**53); ``GET /v1/stats`` lists the same samples with exact integers
@@ -27,7 +29,6 @@ under ``exported``.
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -35,12 +36,13 @@ from typing import Final
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..errors import ConfigError, RingbridgeError
+from ..errors import ConfigError, RingbridgeError, SchemaError
 from ..kernel import libbpf as lb
 from ..kernel.globals import DATA_SECTIONS, global_vars, section_of
 from ..kernel.userobj import LoadedObject
 from ..schema import model
 from ..schema.btf import read_type
+from ..schema.decoder import Field, TypeDecoder
 
 __all__ = ["MAX_ENTRIES", "MapExporter", "Sample", "build_exporters", "exact_samples"]
 
@@ -50,78 +52,19 @@ log = logging.getLogger("ringbridge.export")
 MAX_ENTRIES: Final = 65536
 
 _PERCPU_TYPES: Final = frozenset({5, 6, 10, 21})  # PERCPU_HASH/ARRAY, LRU_PERCPU_HASH, ...
-_FLOATS: Final = {2: "<e", 4: "<f", 8: "<d"}
 
 
-@dataclass(frozen=True)
-class Leaf:
-    """One number (or string) inside a key or value."""
+def fields(t: model.Type, path: tuple[str, ...] = (), offset: int = 0) -> list[Field]:
+    """The readable scalars of ``t`` laid out from byte ``offset``.
 
-    path: tuple[str, ...]  # member names, anonymous members left out
-    index: tuple[int, ...]  # array indices on the way
-    bit_offset: int
-    bits: int
-    kind: str  # "int", "enum", "float", "string"
-    signed: bool = False
-    enum: tuple[tuple[str, int], ...] = ()
-
-    def read(self, raw: bytes) -> int | float | str:
-        start = self.bit_offset // 8
-        if self.kind == "string":
-            chunk = raw[start : start + self.bits // 8]
-            return chunk.split(b"\0", 1)[0].decode("utf-8", "replace")
-        if self.kind == "float":
-            return float(struct.unpack_from(_FLOATS[self.bits // 8], raw, start)[0])
-        if self.bit_offset % 8 or self.bits % 8:
-            # A bitfield: shift it out of the little-endian bytes around it.
-            nbytes = (self.bit_offset % 8 + self.bits + 7) // 8
-            word = int.from_bytes(raw[start : start + nbytes], "little")
-            v = (word >> (self.bit_offset % 8)) & ((1 << self.bits) - 1)
-            if self.signed and v >> (self.bits - 1):
-                v -= 1 << self.bits
-            return v
-        return int.from_bytes(raw[start : start + self.bits // 8], "little", signed=self.signed)
-
-    def label(self, raw: bytes) -> str:
-        v = self.read(raw)
-        if self.kind == "enum":
-            for name, value in self.enum:
-                if value == v:
-                    return name
-        return str(v)
-
-
-def leaves(t: model.Type, path: tuple[str, ...] = (), bit_offset: int = 0) -> list[Leaf]:
-    """The readable numbers of ``t`` laid out from ``bit_offset`` (pointers etc. skipped)."""
-    return list(_leaves(t, path, (), bit_offset))
-
-
-def _leaves(
-    t: model.Type, path: tuple[str, ...], index: tuple[int, ...], bit_offset: int
-) -> Iterator[Leaf]:
-    if isinstance(t, model.Int):
-        yield Leaf(path, index, bit_offset, t.size * 8, "int", t.signed)
-    elif isinstance(t, model.Enum):
-        yield Leaf(path, index, bit_offset, t.size * 8, "enum", t.signed, t.values)
-    elif isinstance(t, model.Float):
-        if t.size in _FLOATS:
-            yield Leaf(path, index, bit_offset, t.size * 8, "float")
-    elif isinstance(t, model.Array):
-        if isinstance(t.elem, model.Int) and t.elem.is_char:
-            yield Leaf(path, index, bit_offset, t.count * 8, "string")
-            return
-        step = t.elem.size * 8
-        for i in range(t.count):
-            yield from _leaves(t.elem, path, (*index, i), bit_offset + i * step)
-    elif isinstance(t, model.Composite):
-        for m in t.members:
-            sub = (*path, m.name) if m.name else path
-            if m.bits:
-                signed = isinstance(m.type, model.Int | model.Enum) and m.type.signed
-                yield Leaf(sub, index, bit_offset + m.bit_offset, m.bits, "int", signed)
-            else:
-                yield from _leaves(m.type, sub, index, bit_offset + m.bit_offset)
-    # Opaque (pointers, functions...): nothing to export.
+    Members with no value to read (pointers, long doubles...) are left out;
+    a type that is nothing but such has no fields.
+    """
+    try:
+        decoder = TypeDecoder.from_type(t, where="export", skip_unsupported=True)
+    except SchemaError:
+        return []
+    return decoder.fields(path, offset)
 
 
 def _metric_name(prefix: str, path: tuple[str, ...]) -> str:
@@ -144,8 +87,8 @@ class MapExporter(Collector):
         name: str,
         fd: int,
         info: lb.MapInfo,
-        key: list[Leaf],
-        value: list[Leaf],
+        key: list[Field],
+        value: list[Field],
         *,
         prefix: str,
         doc: str,
@@ -156,7 +99,7 @@ class MapExporter(Collector):
         self._info = info
         self._percpu = info.type in _PERCPU_TYPES
         self._key = key
-        self._value = [v for v in value if v.kind != "string"]
+        self._value = [v for v in value if v.numeric]
         self._prefix = prefix
         self._doc = doc
         self._extra = extra_labels or {}
@@ -190,9 +133,7 @@ class MapExporter(Collector):
             for leaf in self._value:
                 total: int | float = 0
                 for raw in values:
-                    v = leaf.read(raw)
-                    assert not isinstance(v, str)
-                    total += v
+                    total += leaf.number(raw)
                 labels = {**extra, **key_labels}
                 if leaf.index:
                     labels["index"] = "_".join(map(str, leaf.index))
@@ -224,12 +165,13 @@ def _map_exporter(loaded: LoadedObject, btf: lb.Btf, name: str) -> MapExporter:
             f"--export-map {name}: the map has no BTF for its value (declare it with "
             "__type(key, ...) / __type(value, ...) and build with clang -g)"
         )
-    value = leaves(read_type(btf, info.btf_value_type_id))
+    value = fields(read_type(btf, info.btf_value_type_id))
     if info.btf_key_type_id:
-        key = leaves(read_type(btf, info.btf_key_type_id))
+        key = fields(read_type(btf, info.btf_key_type_id))
     else:
-        key = [Leaf((), (), 0, info.key_size * 8, "int")] if info.key_size <= 8 else []
-    if not [v for v in value if v.kind != "string"]:
+        # No BTF for the key: small ones read as one unsigned integer.
+        key = fields(model.Int("", info.key_size, signed=False)) if info.key_size <= 8 else []
+    if not [v for v in value if v.numeric]:
         raise ConfigError(f"--export-map {name}: the value has no numbers to export")
     return MapExporter(
         name,
@@ -250,16 +192,14 @@ def _global_exporters(loaded: LoadedObject, btf: lb.Btf) -> list[MapExporter]:
             continue
         m = loaded.map(spec.name)
         info = lb.map_info(m.fd, name=spec.name)
-        value: list[Leaf] = []
+        value: list[Field] = []
         for var in global_vars(btf, section):
             t = read_type(btf, var.type_id)
             # Integer variables (and arrays of them): structs stay in their maps.
             if isinstance(t, model.Int | model.Enum) or (
                 isinstance(t, model.Array) and isinstance(t.elem, model.Int | model.Enum)
             ):
-                value.extend(
-                    leaf for leaf in leaves(t, (var.name,), var.offset * 8) if leaf.kind != "string"
-                )
+                value.extend(f for f in fields(t, (var.name,), var.offset) if f.numeric)
         if not value:
             continue
         out.append(

@@ -24,7 +24,7 @@ invalid record -- every later drain fails the same way):
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..errors import ConfigError, InvalidBatchError, RecordTooLargeError
@@ -67,11 +67,6 @@ def max_payload(ring_size: int) -> int:
 
 def free_space(ring_size: int, producer_pos: int, consumer_pos: int) -> int:
     return ring_size - (producer_pos - consumer_pos)
-
-
-def encode_header(length: int, *, busy: bool = False, discard: bool = False) -> bytes:
-    word = length | (BUSY_BIT if busy else 0) | (DISCARD_BIT if discard else 0)
-    return _HDR.pack(word, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +247,3 @@ def plan_recovery(
         pos += step
         n += 1
     return RecoveryPlan(busy_offsets=tuple(busy), records=n)
-
-
-def layout_offsets(lengths: Sequence[int]) -> list[int]:
-    """Offsets of each record's header within a batch of payload ``lengths``."""
-    out: list[int] = []
-    off = 0
-    for n in lengths:
-        out.append(off)
-        off += record_size(n)
-    return out

@@ -21,14 +21,9 @@ import ctypes
 import errno
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..artifacts import build_artifact
-from ..errors import ConfigError, KernelError
-
-
-def library_path() -> Path:
-    return build_artifact("RINGBRIDGE_DRAINER_LIB", "libringbridge_drainer.so")
+from ..errors import KernelError
+from ..nativelib import DRAINER
 
 
 class _Stats(ctypes.Structure):
@@ -48,35 +43,15 @@ class DrainerStatistics:
     last_error: int  # errno of the latest failure (0: none)
 
 
-class _Lib:
-    def __init__(self, path: Path) -> None:
-        if not path.exists():
-            raise ConfigError(
-                f"drain worker library {path} is missing; run 'make setup' (or make -C bpf) "
-                "to build it"
-            )
-        held = ctypes.PyDLL(str(path), use_errno=True)
-        self.start = held.rb_drainer_start
-        self.start.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        self.start.restype = ctypes.c_void_p
-        self.kick = held.rb_drainer_kick
-        self.kick.argtypes = [ctypes.c_void_p]
-        self.kick.restype = None
-        # Joins the thread: may wait for a drain in progress, so the GIL is released.
-        released = ctypes.CDLL(str(path), use_errno=True)
-        self.stop = released.rb_drainer_stop
-        self.stop.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Stats)]
-        self.stop.restype = None
-
-
-_lib: _Lib | None = None
-
-
-def _library() -> _Lib:
-    global _lib
-    if _lib is None:
-        _lib = _Lib(library_path())
-    return _lib
+# A start and a kick take a few hundred nanoseconds: the GIL stays held.
+_START = DRAINER.function(
+    "rb_drainer_start", ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p
+)
+_KICK = DRAINER.function("rb_drainer_kick", None, ctypes.c_void_p)
+# Joins the thread: may wait for a drain in progress, so the GIL is released.
+_STOP = DRAINER.function(
+    "rb_drainer_stop", None, ctypes.c_void_p, ctypes.POINTER(_Stats), releases_gil=True
+)
 
 
 class NativeDrainer:
@@ -88,10 +63,10 @@ class NativeDrainer:
     """
 
     def __init__(self, prog_fd: int, producer_pos_addr: int, consumer_pos_addr: int) -> None:
-        self._lib = _library()
+        start, self._kick, self._stop = _START.get(), _KICK.get(), _STOP.get()
         # Our own fd: the thread may still run while the owner closes theirs.
         self._fd = os.dup(prog_fd)
-        handle = self._lib.start(self._fd, producer_pos_addr, consumer_pos_addr)
+        handle = start(self._fd, producer_pos_addr, consumer_pos_addr)
         if not handle:
             err = ctypes.get_errno() or errno.EIO
             os.close(self._fd)
@@ -106,7 +81,7 @@ class NativeDrainer:
     def kick(self) -> None:
         """Ask for a drain that starts after this call (never blocks)."""
         if self._handle is not None:
-            self._lib.kick(self._handle)
+            self._kick(self._handle)
 
     def statistics(self) -> DrainerStatistics:
         s = self._stats
@@ -120,6 +95,6 @@ class NativeDrainer:
         handle, self._handle = self._handle, None
         # The live counters are freed with the handle: keep the final values.
         final = _Stats()
-        self._lib.stop(handle, ctypes.byref(final))
+        self._stop(handle, ctypes.byref(final))
         self._stats = final
         os.close(self._fd)

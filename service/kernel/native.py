@@ -14,52 +14,49 @@ library.
 from __future__ import annotations
 
 import ctypes
+import logging
 import platform
 from pathlib import Path
 
-from ..artifacts import build_artifact
 from ..errors import ConfigError
+from ..nativelib import ORDERING
 
+log = logging.getLogger("ringbridge.native")
 
-def _library_path() -> Path:
-    return build_artifact("RINGBRIDGE_NATIVE_LIB", "libringbridge_native.so")
+# Each call is a single instruction: the GIL stays held (see nativelib).
+_STORE64 = ORDERING.function("rb_store_release_u64", None, ctypes.c_void_p, ctypes.c_uint64)
+_LOAD64 = ORDERING.function("rb_load_acquire_u64", ctypes.c_uint64, ctypes.c_void_p)
+_STORE32 = ORDERING.function("rb_store_release_u32", None, ctypes.c_void_p, ctypes.c_uint32)
+_LOAD32 = ORDERING.function("rb_load_acquire_u32", ctypes.c_uint32, ctypes.c_void_p)
+_XCHG32 = ORDERING.function("rb_xchg_u32", ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32)
+
+_TSO = ("x86_64", "AMD64")
 
 
 class _Ops:
     def __init__(self) -> None:
-        path = _library_path()
         self.path: Path | None = None
         self.ordered = True
-        if path.exists():
-            # PyDLL: the calls keep the GIL. Each is a single instruction;
-            # ctypes.CDLL would release and retake the GIL around it, which
-            # costs far more than the call and, under load, hands the GIL to
-            # another thread mid-commit.
-            lib = ctypes.PyDLL(str(path))
-            self._store64 = lib.rb_store_release_u64
-            self._store64.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-            self._store64.restype = None
-            self._load64 = lib.rb_load_acquire_u64
-            self._load64.argtypes = [ctypes.c_void_p]
-            self._load64.restype = ctypes.c_uint64
-            self._store32 = lib.rb_store_release_u32
-            self._store32.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-            self._store32.restype = None
-            self._load32 = lib.rb_load_acquire_u32
-            self._load32.argtypes = [ctypes.c_void_p]
-            self._load32.restype = ctypes.c_uint32
-            self._xchg32 = lib.rb_xchg_u32
-            self._xchg32.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-            self._xchg32.restype = ctypes.c_uint32
-            self.path = path
-        elif platform.machine() in ("x86_64", "AMD64"):
+        try:
+            self._store64 = _STORE64.get()
+            self._load64 = _LOAD64.get()
+            self._store32 = _STORE32.get()
+            self._load32 = _LOAD32.get()
+            self._xchg32 = _XCHG32.get()
+        except ConfigError as exc:
+            machine = platform.machine()
+            if machine not in _TSO:
+                raise ConfigError(
+                    f"{exc.message}. {machine} is not TSO: plain stores could publish "
+                    "producer_pos before the record"
+                ) from exc
+            log.warning(
+                "native ordering helper unavailable: plain moves (x86-64 keeps their order)",
+                extra={"error": exc.message},
+            )
             self.ordered = False
         else:
-            raise ConfigError(
-                f"native ordering helper {path} is missing and {platform.machine()} is not "
-                "TSO: plain stores could publish producer_pos before the record; run "
-                "'make setup' (or make -C bpf) to build it"
-            )
+            self.path = ORDERING.path
 
     def store_release_u64(self, addr: int, value: int) -> None:
         if self.path is not None:

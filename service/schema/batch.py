@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ringbridge.errors import RingbridgeError
+from ..errors import RingbridgeError
 
 __all__ = ["EncodedBatch", "frame_id_of", "set_frame_id"]
 

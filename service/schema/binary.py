@@ -13,25 +13,21 @@ Binary batches need no sample type: they work with or without one.
 from __future__ import annotations
 
 import ctypes
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from ringbridge.artifacts import build_artifact
-from ringbridge.core import ring as core
-from ringbridge.errors import ConfigError, InvalidBatchError
-
+from ..core import ring as core
+from ..errors import InvalidBatchError
+from ..nativelib import VALIDATE
 from .batch import EncodedBatch
 
 __all__ = [
     "NativeVerdict",
-    "native_validator_path",
     "native_verdict",
     "validate_binary_batch",
     "validate_binary_batch_reference",
 ]
-
-log = logging.getLogger(__name__)
 
 
 class _Result(ctypes.Structure):
@@ -44,39 +40,25 @@ class _Result(ctypes.Structure):
     ]
 
 
-def native_validator_path() -> Path:
-    return build_artifact("RINGBRIDGE_VALIDATE_LIB", "libringbridge_validate.so")
+# A scan of the whole body (up to max_batch_bytes): the GIL is released.
+_VALIDATE_BATCH = VALIDATE.function(
+    "rb_validate_batch",
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.c_uint64,
+    ctypes.c_uint64,
+    ctypes.POINTER(_Result),
+    releases_gil=True,
+)
 
 
-class _Native:
-    def __init__(self, path: Path) -> None:
-        lib = ctypes.CDLL(str(path))
-        fn = lib.rb_validate_batch
-        fn.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint64,
-            ctypes.c_uint64,
-            ctypes.POINTER(_Result),
-        ]
-        fn.restype = ctypes.c_int
-        self.fn = fn
-        self.path = path
-
-
-def _load_native() -> _Native | None:
-    path = native_validator_path()
-    if not path.exists():
-        log.warning(
-            "binary batch validator %s is not built: using the pure Python validator "
-            "(~0.85 ms per 64 KiB batch); run 'make -C bpf' to build it",
-            path,
-        )
-        return None
-    return _Native(path)
-
-
-_native: _Native | None = _load_native()
+def _native() -> Callable[..., Any] | None:
+    """The C validator, or None (said once) when it is not built."""
+    fn: Callable[..., Any] | None = _VALIDATE_BATCH.find(
+        "the pure Python validator (~0.85 ms per 64 KiB batch)"
+    )
+    return fn
 
 
 def validate_binary_batch_reference(
@@ -100,13 +82,17 @@ class NativeVerdict:
 
 
 def native_verdict(records: bytes, *, ring_size: int, max_sample_bytes: int) -> NativeVerdict:
-    """Runs only the C validator (tests compare it with the reference)."""
-    native = _native
-    if native is None:
-        raise ConfigError(f"binary batch validator {native_validator_path()} is not built")
+    """Runs only the C validator (tests compare it with the reference); ConfigError
+    if it is not built."""
+    return _verdict(_VALIDATE_BATCH.get(), records, ring_size, max_sample_bytes)
+
+
+def _verdict(
+    fn: Callable[..., Any], records: bytes, ring_size: int, max_sample_bytes: int
+) -> NativeVerdict:
     res = _Result()
     limit = min(max_sample_bytes, core.MAX_SAMPLE_LEN)
-    verdict = native.fn(records, len(records), ring_size, max(limit, 0), ctypes.byref(res))
+    verdict = fn(records, len(records), ring_size, max(limit, 0), ctypes.byref(res))
     return NativeVerdict(int(verdict), int(res.count), int(res.payload_bytes), int(res.index))
 
 
@@ -118,14 +104,14 @@ def validate_binary_batch(
     Raises InvalidBatchError (422) or RecordTooLargeError (413) naming the
     first bad record; what it returns is copied into the ring byte for byte.
     """
-    native = _native
+    native = _native()
     if native is None:
         return validate_binary_batch_reference(
             body, ring_size=ring_size, max_sample_bytes=max_sample_bytes
         )
     # bytes go to C without a copy (ctypes passes the object's buffer).
     records = body if isinstance(body, bytes) else bytes(body)
-    v = native_verdict(records, ring_size=ring_size, max_sample_bytes=max_sample_bytes)
+    v = _verdict(native, records, ring_size, max_sample_bytes)
     if v.verdict == 0:
         return EncodedBatch(records, v.count, len(records), v.payload_bytes)
     # Rejected: the reference raises the exact error (type, index, message).
@@ -133,6 +119,6 @@ def validate_binary_batch(
     # Disagreement is a bug in validate.c; refuse rather than risk the ring.
     raise InvalidBatchError(
         f"native validator rejected the batch (verdict {v.verdict}) but the reference "
-        f"accepts it; this is a bug in {native.path}",
+        f"accepts it; this is a bug in {VALIDATE.path}",
         v.index,
     )

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ringbridge.errors import SchemaError
-from ringbridge.kernel import libbpf as lb
-
+from ..errors import SchemaError
+from ..kernel import libbpf as lb
 from . import model
 
 __all__ = ["BtfSource", "find_type", "read_type"]

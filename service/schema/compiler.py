@@ -13,8 +13,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from ringbridge.errors import SchemaError
-
+from ..errors import SchemaError
 from . import model
 from .kinds.array import ArrayNode
 from .kinds.base import Node, Scalar
@@ -29,11 +28,18 @@ __all__ = ["KINDS", "Compiler", "compile_type"]
 
 
 class Compiler:
-    """Compiles model types; one instance per sample type (numbers the unions)."""
+    """Compiles model types; one instance per sample type (numbers the unions).
 
-    def __init__(self) -> None:
+    ``skip_unsupported`` leaves out the members of structs and unions that
+    have no JSON form (for reading maps) instead of refusing the type.
+    """
+
+    def __init__(self, *, skip_unsupported: bool = False) -> None:
         self._union_ids = itertools.count()
         self._attr_ids = itertools.count()
+        # Reading a map for metrics takes what it can: a member with no JSON
+        # form (a pointer, a long double) is left out instead of refused.
+        self._skip = skip_unsupported
 
     def compile(self, t: model.Type, where: str) -> Node:
         build = KINDS.get(type(t))
@@ -67,29 +73,45 @@ class Compiler:
             unions = 1
         for i, m in enumerate(t.members):
             mg = (*groups, (uid, i)) if uid >= 0 else groups
-            name = m.name or f"<anonymous #{i}>"
-            mwhere = f"{where}.{name}"
-            if not m.name and isinstance(m.type, model.Composite) and not m.bits:
-                if m.bit_offset % 8:
-                    raise SchemaError(f"{mwhere}: not byte-aligned")
-                unions += self._flatten(m.type, base + m.bit_offset // 8, mg, where, out)
-                continue
-            if not m.name:
-                continue  # unnamed bitfield: padding, stays zero
-            if isinstance(m.type, model.Array) and m.type.count == 0:
-                continue  # flexible array member: no bytes in the struct (use a data sample)
-            if m.bits:
-                node: Node = self._bitfield(m, mwhere)
-                offset = base + m.bit_offset // 8
-            else:
-                if m.bit_offset % 8:
-                    raise SchemaError(f"{mwhere}: not byte-aligned")
-                node = self.compile(m.type, mwhere)
-                offset = base + m.bit_offset // 8
-            if offset + node.size > base + t.size:
-                raise SchemaError(f"{mwhere}: ends past its {t.kind} ({t.size} bytes)")
-            out.append(Slot(m.name, offset, node, mg, f"f{next(self._attr_ids)}"))
+            try:
+                unions += self._member(t, m, i, base, mg, where, out)
+            except SchemaError:
+                if not self._skip:
+                    raise
         return unions
+
+    def _member(
+        self,
+        t: model.Composite,
+        m: model.Member,
+        i: int,
+        base: int,
+        groups: Groups,
+        where: str,
+        out: list[Slot],
+    ) -> int:
+        """Adds member ``m`` (the ``i``-th of ``t``); returns the unions it holds."""
+        name = m.name or f"<anonymous #{i}>"
+        mwhere = f"{where}.{name}"
+        if not m.name and isinstance(m.type, model.Composite) and not m.bits:
+            if m.bit_offset % 8:
+                raise SchemaError(f"{mwhere}: not byte-aligned")
+            return self._flatten(m.type, base + m.bit_offset // 8, groups, where, out)
+        if not m.name:
+            return 0  # unnamed bitfield: padding, stays zero
+        if isinstance(m.type, model.Array) and m.type.count == 0:
+            return 0  # flexible array member: no bytes in the struct (use a data sample)
+        if m.bits:
+            node: Node = self._bitfield(m, mwhere)
+        else:
+            if m.bit_offset % 8:
+                raise SchemaError(f"{mwhere}: not byte-aligned")
+            node = self.compile(m.type, mwhere)
+        offset = base + m.bit_offset // 8
+        if offset + node.size > base + t.size:
+            raise SchemaError(f"{mwhere}: ends past its {t.kind} ({t.size} bytes)")
+        out.append(Slot(m.name, offset, node, groups, f"f{next(self._attr_ids)}"))
+        return 0
 
     def _bitfield(self, m: model.Member, where: str) -> Node:
         base = self.compile(m.type, where)

@@ -40,14 +40,13 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ringbridge.core import ring as core
-from ringbridge.errors import (
+from ..core import ring as core
+from ..errors import (
     MalformedJSONError,
     RecordTooLargeError,
     RingbridgeError,
     SampleError,
 )
-
 from . import btf as btf_reader
 from .batch import EncodedBatch, set_frame_id
 from .compiler import compile_type
@@ -228,7 +227,7 @@ class SampleCodec:
     @classmethod
     def from_object(cls, obj_path: Path, type_name: str = DEFAULT_SAMPLE_TYPE) -> SampleCodec:
         """The codec of ``type_name`` in the BTF of a BPF object file (opened, not loaded)."""
-        from ringbridge.kernel import libbpf as lb
+        from ..kernel import libbpf as lb
 
         with lb.BpfObject.open(obj_path) as obj:
             return cls.from_btf(obj.btf(), type_name, where=str(obj_path))

@@ -22,9 +22,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ringbridge.errors import SampleError
-
-from .binary import native_validator_path
+from ..errors import SampleError
+from ..nativelib import VALIDATE
 
 __all__ = ["MAX_DEPTH", "check_duplicate_keys", "duplicate_key_exact", "id_member"]
 
@@ -44,19 +43,22 @@ class _KeysResult(ctypes.Structure):
     ]
 
 
-def _load() -> Any:
-    path = native_validator_path()
-    if not path.exists():
-        return None  # binary.py already warned that the library is not built
-    fn = getattr(ctypes.CDLL(str(path)), "rb_json_dup_keys", None)
-    if fn is None:
-        return None  # a library built before the scan existed
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_KeysResult)]
-    fn.restype = ctypes.c_int
-    return fn
+# A scan of the whole body: the GIL is released.
+_DUP_KEYS = VALIDATE.function(
+    "rb_json_dup_keys",
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.POINTER(_KeysResult),
+    releases_gil=True,
+)
 
 
-_scan: Any = _load()
+def _scan() -> Any:
+    """The C scan, or None (said once) when it is not built."""
+    return _DUP_KEYS.find(
+        "the stdlib duplicate-key check (slower; a refused frame's id is not recovered)"
+    )
 
 
 class _DuplicateKey(Exception):
@@ -92,7 +94,7 @@ def check_duplicate_keys(body: bytes | str) -> None:
     when the exact path found it).
     """
     raw = body.encode() if isinstance(body, str) else body
-    fn = _scan
+    fn = _scan()
     index = -1
     if fn is None:
         key = duplicate_key_exact(raw)
@@ -133,7 +135,7 @@ def id_member(data: str | bytes) -> Any:
     For frames whose other parts defeat the decoder (nested too deeply,
     malformed after the id): the scan locates the member, msgspec reads it.
     """
-    fn = _scan
+    fn = _scan()
     if fn is None:
         return None
     raw = data.encode() if isinstance(data, str) else data

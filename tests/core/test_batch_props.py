@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from ringbridge.core import ring as core
 from ringbridge.errors import ProtocolError, RecordTooLargeError, SampleError
+from ringbridge.nativelib import VALIDATE
 from ringbridge.schema import SampleCodec, validate_binary_batch
 from ringbridge.schema import binary as codec_mod
 
@@ -93,8 +94,8 @@ def test_accepted_means_well_formed(buf: bytes, ring: int, limit: int) -> None:
 
 
 def _native_or_skip() -> None:
-    if codec_mod._native is None:
-        lib = codec_mod.native_validator_path()
+    if codec_mod._native() is None:
+        lib = VALIDATE.path
         if shutil.which("cc") is None:
             pytest.skip(f"{lib} is not built and there is no C compiler")
         pytest.fail(f"{lib} is not built: run make -C bpf")

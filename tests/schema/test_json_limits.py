@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringbridge.errors import RecordTooLargeError, SampleError
+from ringbridge.nativelib import VALIDATE
 from ringbridge.schema import SampleCodec
-from ringbridge.schema.binary import native_validator_path
 from ringbridge.schema.jsonkeys import check_duplicate_keys, duplicate_key_exact
 
 RING = 1 << 20
@@ -122,9 +122,7 @@ _json = st.recursive(
 )
 
 
-@pytest.mark.skipif(
-    not native_validator_path().exists(), reason="the C validator library is not built"
-)
+@pytest.mark.skipif(not VALIDATE.built(), reason="the C validator library is not built")
 @settings(max_examples=400, deadline=None)
 @given(_json)
 def test_native_duplicate_scan_agrees_with_the_exact_check(node: Any) -> None:

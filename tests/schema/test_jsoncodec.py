@@ -23,6 +23,7 @@ from ringbridge.errors import (
     RingbridgeError,
     SampleError,
 )
+from ringbridge.nativelib import VALIDATE
 from ringbridge.schema import EncodedBatch, SampleCodec, frame_id_of, validate_binary_batch
 from ringbridge.schema import binary as codec_mod
 
@@ -270,9 +271,9 @@ def test_binary_batch_is_returned_as_is() -> None:
 
 
 def test_binary_uses_the_native_validator_when_built() -> None:
-    if not codec_mod.native_validator_path().exists():
+    if not VALIDATE.built():
         pytest.skip("build/libringbridge_validate.so is not built")
-    assert codec_mod._native is not None
+    assert codec_mod._native() is not None
     v = codec_mod.native_verdict(
         core.encode_batch([b"12345678"]), ring_size=RING, max_sample_bytes=LIMIT
     )

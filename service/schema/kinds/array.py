@@ -7,13 +7,13 @@ Plain ``char[N]`` is a string: see :mod:`ringbridge.schema.kinds.chars`.
 
 from __future__ import annotations
 
-import base64
 import struct
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from msgspec import Meta
 
-from .base import BASE64_PATTERN, Buffer, Node, PackError, ReadBuffer
+from .base import BASE64_PATTERN, Buffer, Node, PackError, ReadBuffer, Steps
 
 __all__ = ["ArrayNode"]
 
@@ -73,8 +73,11 @@ class ArrayNode(Node):
     def child(self, key: str | int) -> Node | None:
         return self.elem if isinstance(key, int) else None
 
-    def unpack_b64(self, buf: ReadBuffer, off: int) -> str:
-        return base64.b64encode(bytes(buf[off : off + self.size])).decode()
+    def leaves(self, off: int) -> Iterator[tuple[Steps, int, Node]]:
+        step = self.elem.size
+        for i in range(self.count):
+            for steps, at, node in self.elem.leaves(off + i * step):
+                yield (i, *steps), at, node
 
 
 def _array_ctype(elem: str, count: int) -> str:

@@ -11,6 +11,7 @@ documents it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 #: Base64 as the decoders take it (padded, standard alphabet): in the JSON
@@ -18,10 +19,12 @@ from typing import Any
 #: ``contentEncoding``; without it the schema would allow any string.
 BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
-__all__ = ["Buffer", "Node", "PackError", "ReadBuffer", "Scalar"]
+__all__ = ["Buffer", "Node", "PackError", "ReadBuffer", "Scalar", "Steps"]
 
 Buffer = bytearray
 ReadBuffer = bytes | bytearray | memoryview
+#: A path into a value: member names and array indices, outermost first.
+Steps = tuple[str | int, ...]
 
 
 class PackError(Exception):
@@ -74,6 +77,27 @@ class Node(ABC):
     def child(self, key: str | int) -> Node | None:
         """The node under a JSON path step (composites and arrays have some)."""
         return None
+
+    #: Whether :meth:`unpack_number` reads this type (``char[N]`` is text).
+    numeric = True
+
+    def leaves(self, off: int) -> Iterator[tuple[Steps, int, Node]]:
+        """Every scalar (and ``char[N]``) of the type: its path steps, offset, node.
+
+        Steps are member names and array indices, outermost first; members
+        of anonymous structs and unions are steps of the enclosing type, and
+        every member of a union is listed (each reads the same bytes).
+        """
+        yield (), off, self
+
+    def unpack_number(self, buf: ReadBuffer, off: int) -> int | float:
+        """The number the bytes hold: enums and bools as their integer."""
+        raise TypeError(f"{self.ctype} is not a number")
+
+    def unpack_label(self, buf: ReadBuffer, off: int) -> str:
+        """The value as a metric label: an enum's name when it has one, else the number."""
+        value = self.unpack(buf, off)
+        return value if isinstance(value, str) else str(self.unpack_number(buf, off))
 
 
 class Scalar(Node):

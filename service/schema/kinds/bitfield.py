@@ -47,8 +47,11 @@ class BitfieldNode(Node):
         buf[off:end] = word.to_bytes(self.size, "little")
 
     def unpack(self, buf: ReadBuffer, off: int) -> Any:
+        return self.base.from_int(self.unpack_number(buf, off))
+
+    def unpack_number(self, buf: ReadBuffer, off: int) -> int:
         word = int.from_bytes(buf[off : off + self.size], "little")
         v = (word & self.mask) >> self.shift
         if self.base.signed and v >= 1 << (self.bits - 1):
             v -= 1 << self.bits
-        return self.base.from_int(v)
+        return v

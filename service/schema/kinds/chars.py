@@ -79,5 +79,12 @@ class CharArrayNode(Node):
                 pass
         return {"base64": base64.b64encode(raw).decode()}
 
+    numeric = False
+
+    def unpack_label(self, buf: ReadBuffer, off: int) -> str:
+        # A label is the C string: up to the first NUL, whatever follows it.
+        raw = bytes(buf[off : off + self.count])
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
     def child(self, key: str | int) -> Node | None:
         return None

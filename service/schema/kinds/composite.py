@@ -9,7 +9,7 @@ zero, as do padding bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from .base import Buffer, Node, PackError, ReadBuffer
+from .base import Buffer, Node, PackError, ReadBuffer, Steps
 
 __all__ = ["CompositeNode", "Slot"]
 
@@ -151,6 +151,11 @@ class CompositeNode(Node):
     def child(self, key: str | int) -> Node | None:
         s = self.by_name.get(key) if isinstance(key, str) else None
         return s.node if s else None
+
+    def leaves(self, off: int) -> Iterator[tuple[Steps, int, Node]]:
+        for s in self.slots:
+            for steps, at, node in s.node.leaves(off + s.offset):
+                yield (s.name, *steps), at, node
 
     def known_names(self) -> str:
         return ", ".join(repr(s.name) for s in self.slots)

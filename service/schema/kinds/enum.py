@@ -57,6 +57,9 @@ class EnumNode(Scalar):
     def unpack(self, buf: ReadBuffer, off: int) -> Any:
         return self.from_int(self.int.unpack(buf, off))
 
+    def unpack_number(self, buf: ReadBuffer, off: int) -> int:
+        return self.int.unpack_number(buf, off)
+
     def names_hint(self) -> str:
         shown = ", ".join(repr(n) for n in list(self.by_name)[:16])
         more = ", ..." if len(self.by_name) > 16 else ""

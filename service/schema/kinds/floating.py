@@ -7,8 +7,7 @@ from typing import Annotated, Any, Final
 
 from msgspec import Meta
 
-from ringbridge.errors import SchemaError
-
+from ...errors import SchemaError
 from .. import model
 from .base import Buffer, Node, PackError, ReadBuffer
 
@@ -46,6 +45,9 @@ class FloatNode(Node):
 
     def unpack(self, buf: ReadBuffer, off: int) -> Any:
         return self._struct.unpack_from(buf, off)[0]
+
+    def unpack_number(self, buf: ReadBuffer, off: int) -> float:
+        return float(self._struct.unpack_from(buf, off)[0])
 
 
 def compile_float(t: model.Float, where: str) -> FloatNode:

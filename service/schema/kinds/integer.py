@@ -68,6 +68,9 @@ class IntNode(Scalar):
     def unpack(self, buf: ReadBuffer, off: int) -> Any:
         return int.from_bytes(buf[off : off + self.size], "little", signed=self.signed)
 
+    def unpack_number(self, buf: ReadBuffer, off: int) -> int:
+        return int.from_bytes(buf[off : off + self.size], "little", signed=self.signed)
+
 
 class BoolNode(Scalar):
     """C ``_Bool``: JSON ``true``/``false`` only (``1`` is not a bool)."""
@@ -99,6 +102,10 @@ class BoolNode(Scalar):
 
     def unpack(self, buf: ReadBuffer, off: int) -> Any:
         return any(buf[off : off + self.size])
+
+    def unpack_number(self, buf: ReadBuffer, off: int) -> int:
+        # The byte as stored: a bool the program set to 2 reads 2, not 1.
+        return int.from_bytes(buf[off : off + self.size], "little")
 
 
 def compile_int(t: model.Int) -> Scalar:
