@@ -18,6 +18,7 @@ one CPU -- overlapping a scrape.)
 
 from __future__ import annotations
 
+import builtins
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ class KernelCounters:
     kind_value: tuple[int, ...]  # per-kind sums, exact (no modulo: carried past 2**64)
 
     @classmethod
-    def from_percpu(cls, values: Sequence[bytes]) -> KernelCounters:
+    def from_percpu(cls, values: Sequence[builtins.bytes]) -> KernelCounters:
         total = [0] * WORDS
         for raw in values:
             for i, v in enumerate(_COUNTERS.unpack_from(raw)):
