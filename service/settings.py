@@ -184,6 +184,21 @@ class Settings(BaseSettings):
         description="time a client has to send its whole body once admitted, else 408; "
         "bounds how long a slow client holds admission credit, s",
     )
+    header_timeout: Seconds = Field(
+        default=10.0,
+        gt=0,
+        description="time a client has to send a request's line and headers, from connecting "
+        "(or from the request's first byte on a kept-alive connection), else the connection "
+        "is closed (408 if the request had begun); bounds slowloris clients, s",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        gt=0,
+        description="most connections open at once, HTTP and WebSocket; beyond it a new one "
+        "closes the connection that waited longest without a request in progress, else gets "
+        "503 at once (default 16384, lowered to fit the fd limit, which is raised to its "
+        "hard limit at start)",
+    )
     token: str | None = Field(
         default=None,
         description="bearer token clients must send (prefer token_file: argv is public)",

@@ -34,6 +34,7 @@ from websockets.exceptions import InvalidState
 from ..errors import ListenError, RingbridgeError
 from ..logs import configure_logging
 from ..settings import Settings
+from . import connguard
 from .app import create_app
 from .state import Runtime
 
@@ -54,7 +55,7 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Chosen explicitly, never "auto": a missing C parser or libuv loop
         # would otherwise fall back silently to h11 and the stdlib loop,
         # which halves HTTP throughput (bench/results.md).
-        http=RingbridgeHttpProtocol,
+        http=ServedHttpProtocol,
         loop="uvloop",
         ws=RingbridgeWSProtocol,
         ws_per_message_deflate=False,
@@ -65,6 +66,9 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Longer than the producer's grace: see RingbridgeServer.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         server_header=False,
+        # Queued connections are accepted (fds) before the first is looked
+        # at: the backlog is part of the fd budget (api/connguard.py).
+        backlog=connguard.backlog_for(connguard.fd_limit()),
     )
 
 
@@ -298,6 +302,10 @@ class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
 
 
+class ServedHttpProtocol(connguard.GuardedHttpProtocol, RingbridgeHttpProtocol):
+    """The HTTP protocol served: :class:`RingbridgeHttpProtocol` under the connection guard."""
+
+
 class RingbridgeServer(uvicorn.Server):
     """uvicorn's server, telling the producer as soon as shutdown begins.
 
@@ -316,9 +324,19 @@ class RingbridgeServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._stopping: asyncio.Task[None] | None = None
+        settings: Settings = app.state.settings
+        self.guard = connguard.install(
+            self.server_state,
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+            retry_after=settings.retry_after,
+        )
+        app.state.metrics.registry.register(connguard.ConnectionCollector(self.guard))
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started:
+            self.guard.start(asyncio.get_running_loop(), self.config.backlog)
         if self.started and sockets:
             # uvicorn announces only the sockets it bound itself; say where we
             # listen in the same words (scripts and the test launcher read it).
@@ -336,6 +354,7 @@ class RingbridgeServer(uvicorn.Server):
             )
             rt.streams.shutdown()
         await super().shutdown(sockets)
+        self.guard.stop()
 
 
 def make_server(settings: Settings, app: FastAPI | None = None) -> RingbridgeServer:
@@ -425,6 +444,8 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    # Room for connections: the connection cap is fitted below this limit.
+    connguard.raise_fd_limit()
     try:
         sock = bind(settings)
     except RingbridgeError as exc:
