@@ -193,14 +193,11 @@ class ConnectionGuard:
         self._waiting[proto] = _Waiting(proto.loop.time(), False)
         if len(self._connections) <= self.limit:
             return
-        victim = next(iter(self._idle), None)
-        reason = "limit_evicted"
-        if victim is None:
-            victim = next(iter(self._waiting))
-            if victim is proto:
-                victim = None
-        if victim is not None:
-            self._close(victim, reason)
+        # The oldest idle one, else the oldest waiting for headers (never proto,
+        # the youngest: it is last).
+        victim = next(iter(self._idle), None) or next(iter(self._waiting))
+        if victim is not proto:
+            self._close(victim, "limit_evicted")
             return
         self.closed["limit_refused"] += 1
         self._forget(proto)
@@ -266,7 +263,8 @@ class ConnectionGuard:
             expired.append(proto)
         for proto in expired:
             if self._busy(proto):
-                # Requeued: its time starts when the request ahead of it ends.
+                # A pipelined request, unread behind the one in progress: its
+                # time starts again (it cannot send while it is not read).
                 self._waiting[proto] = _Waiting(now, self._waiting.pop(proto).began)
             else:
                 self._close(proto, "header_timeout")
