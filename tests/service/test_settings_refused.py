@@ -189,8 +189,9 @@ def test_a_misspelt_key_in_the_settings_file_names_the_setting(tmp_path: Path) -
 
 
 _NAME = re.compile(r"\bRINGBRIDGE_[A-Z0-9_]*[A-Z0-9]\b")
-#: Names tests make up to test a lookup (not variables anyone sets).
-_MADE_UP = {"RINGBRIDGE_X"}
+#: Names made up to test a lookup, and the README's example of a misspelling:
+#: no variables anyone sets.
+_MADE_UP = {"RINGBRIDGE_X", "RINGBRIDGE_TEST_LIB", "RINGBRIDGE_TOKN"}
 
 
 def test_every_ringbridge_variable_the_project_uses_is_known() -> None:
