@@ -68,8 +68,8 @@ from ringbridge.kernel.bpfobj import (  # noqa: E402
     LoadedRingbridge,
     default_object_path,
     load_default,
-    unpin,
 )
+from ringbridge.kernel.pins import unpin  # noqa: E402
 from ringbridge.kernel.ringbuf import UserRingBuffer  # noqa: E402
 from ringbridge.schema import validate_binary_batch  # noqa: E402
 

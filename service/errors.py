@@ -2,45 +2,50 @@
 
 Every error raised by the package derives from :class:`RingbridgeError`.
 Classes are grouped by *what went wrong* -- the client's input, the client's
-request, the service's capacity, the ring, the kernel, the configuration --
-and each carries an HTTP status hint, so the API layer maps errors to
-responses without knowing where they came from. Errors from lower layers
-(``OSError`` from libbpf or mmap, ``msgspec`` decode errors) are translated
-once, at the module that talks to them, with ``raise ... from exc``.
+request, the service's capacity, the ring, the kernel, the pins, the
+configuration, the client side -- and each server-side cause carries its
+HTTP status hint and its ``code``, from which :mod:`ringbridge.wire` builds
+the network contract's one table (code -> status, retry, close code).
+Client-side errors have no status: no server answers with them. Errors from
+lower layers (``OSError`` from libbpf or mmap, ``msgspec`` decode errors) are
+translated once, at the module that talks to them, with ``raise ... from exc``.
 
 A success with a caveat is not an error: a ``wait=consumed`` batch that was
 committed but not consumed in time is an ``Ack`` with ``state="committed"``
-(HTTP 202), returned like any other ack::
+(HTTP 202), returned like any other ack.
 
-    RingbridgeError                      (500)
-    ├── ProtocolError                    the input: ring record format (core, no I/O)
-    │   ├── InvalidBatchError            (422) bad record in a batch; .index
+The tree (``(status)`` where a class sets its hint; a test checks that this
+drawing is the code)::
+
+    RingbridgeError                      (500) internal
+    ├── ProtocolError                    (422) the input: ring record format (core, no I/O); .index
+    │   ├── InvalidBatchError            bad record in a binary batch
     │   └── RecordTooLargeError          (413) can never fit the ring / a limit
     ├── SampleError                      (422) the input: bad sample in a JSON batch; .index, .path
-    │   └── MalformedJSONError           (422) the body or frame is not JSON at all
-    ├── RequestError                     the request itself, before its batch is looked at
+    │   └── MalformedJSONError           the body or frame is not JSON at all
+    ├── RequestError                     (400) the request itself, before its batch is looked at
     │   ├── UnauthorizedError            (401) no bearer token
     │   ├── ForbiddenError               (403) wrong bearer token
+    │   ├── InvalidRequestError          (422) a bad ?wait= or ?timeout=
     │   ├── RequestTimeoutError          (408) body not received before the deadline
-    │   ├── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
-    │   └── ClientGoneError              (499) the client left before the commit
-    ├── ServiceError                     capacity and lifecycle: retry later (503 + Retry-After)
+    │   ├── ClientGoneError              (499) the client left before the commit
+    │   └── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
+    ├── UnavailableError                 (503) retry later (Retry-After): nothing was committed
     │   ├── OverloadedError              no admission credit: the byte budget is spent
-    │   └── StoppingError                the service is shutting down
-    ├── RingError                        state of the mapped ring
-    │   ├── RingFullError                (503) WouldBlock: no space right now
-    │   ├── RingTimeoutError             (503) not committed by the batch's deadline
-    │   ├── RingClosedError              (503) producer or ring closed (or crashed)
-    │   └── RingCorruptError             (500) ring holds what the kernel rejects
-    ├── KernelError                      (500) a bpf()/libbpf/mmap/epoll call failed;
-    │   │                                      .op, .target, .errno
-    │   ├── BpfObjectError               open/load/find in a BPF object
-    │   └── PinError                     bpffs pin dir missing/foreign/mismatched
-    │       └── ProducerLockedError      another producer holds the pin dir's lock
-    ├── ConfigError                      (500) invalid settings
+    │   ├── StoppingError                the service is shutting down
+    │   └── RingError                    the ring cannot take the batch now
+    │       ├── RingFullError            WouldBlock: no space right now
+    │       ├── RingTimeoutError         not committed by the batch's deadline
+    │       └── RingClosedError          producer or ring closed (or crashed)
+    ├── RingCorruptError                 the ring holds what the kernel rejects
+    ├── KernelError                      a bpf()/libbpf/mmap/epoll call failed; .op, .target, .errno
+    │   └── BpfObjectError               open/load/find in a BPF object
+    ├── PinError                         bpffs pin dir missing/foreign/mismatched
+    │   └── ProducerLockedError          another producer holds the pin dir's lock
+    ├── ConfigError                      invalid settings
     │   ├── SchemaError                  a BTF type that samples cannot be made of
     │   └── ListenError                  cannot listen on --host/--port
-    └── ClientError                      the client side (ringbridge.client, push, stats)
+    └── ClientError                      (none) the client side (ringbridge.client, push, stats)
         ├── ServerUnreachableError       no connection to the server; nothing was sent
         ├── RejectedError                the server answered with an error; .status,
         │                                .code, .index, .retry_after, .retryable
@@ -52,12 +57,15 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from typing import ClassVar
 
 
 class RingbridgeError(Exception):
-    """Base of every ringbridge error. ``status_hint`` is the HTTP status."""
+    """Base of every ringbridge error: something failed inside the service."""
 
-    status_hint: int = 500
+    #: The HTTP status the server answers this cause with; None on the client side.
+    status_hint: ClassVar[int | None] = 500
+    #: The error's name on the wire (``{"error": {"code": ...}}``).
     code: str = "internal"
 
     def __init__(self, message: str) -> None:
@@ -66,20 +74,24 @@ class RingbridgeError(Exception):
 
 
 class ProtocolError(RingbridgeError):
-    """A record or batch does not follow the ring's record format."""
+    """A record or batch does not follow the ring's record format.
+
+    ``index`` is the first bad record (-1 when no record is to blame);
+    ``reason`` is the message without the record's position.
+    """
 
     status_hint = 422
     code = "invalid_batch"
-
-
-class InvalidBatchError(ProtocolError):
-    """A binary batch is malformed; ``index`` is the first bad record (or -1)."""
 
     def __init__(self, message: str, index: int = -1) -> None:
         where = f"record {index}: " if index >= 0 else ""
         super().__init__(f"{where}{message}")
         self.index = index
         self.reason = message
+
+
+class InvalidBatchError(ProtocolError):
+    """A binary batch is malformed."""
 
 
 class RecordTooLargeError(ProtocolError):
@@ -87,12 +99,6 @@ class RecordTooLargeError(ProtocolError):
 
     status_hint = 413
     code = "too_large"
-
-    def __init__(self, message: str, index: int = -1) -> None:
-        where = f"record {index}: " if index >= 0 else ""
-        super().__init__(f"{where}{message}")
-        self.index = index
-        self.reason = message
 
 
 class SampleError(RingbridgeError):
@@ -119,14 +125,91 @@ class MalformedJSONError(SampleError):
     code = "malformed_json"
 
 
-class RingError(RingbridgeError):
-    """The mapped ring cannot take the operation now."""
+class RequestError(RingbridgeError):
+    """The request is refused before its body is looked at."""
+
+    status_hint = 400
+    code = "bad_request"
+
+
+class UnauthorizedError(RequestError):
+    """No usable credentials."""
+
+    status_hint = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(RequestError):
+    """Credentials given but wrong."""
+
+    status_hint = 403
+    code = "forbidden"
+
+
+class InvalidRequestError(RequestError):
+    """A query parameter is not in its form (``wait``, ``timeout``)."""
+
+    status_hint = 422
+    code = "invalid_request"
+
+
+class RequestTimeoutError(RequestError):
+    """The body did not arrive before the batch's deadline (a slow or stalled client)."""
+
+    status_hint = 408
+    code = "request_timeout"
+
+
+class ClientGoneError(RequestError):
+    """The client disconnected before its batch was committed; nothing was committed.
+
+    Nobody receives the answer; the status is nginx's "client closed request".
+    """
+
+    status_hint = 499
+    code = "client_gone"
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """The body is neither JSON nor a binary batch."""
+
+    status_hint = 415
+    code = "unsupported_media_type"
+
+
+class UnavailableError(RingbridgeError):
+    """The service cannot take the batch now; nothing of it was committed: retry later.
+
+    Catching this catches every "come back after ``Retry-After``" cause:
+    capacity, lifecycle and the ring's.
+    """
+
+    status_hint = 503
+    code = "unavailable"
+
+
+class OverloadedError(UnavailableError):
+    """No admission credit: batches in flight hold the whole byte budget.
+
+    Raised before the body or frame is read, so refusing costs nothing.
+    """
+
+    code = "overloaded"
+
+
+class StoppingError(UnavailableError):
+    """The service is shutting down (or not running yet) and takes no new batches."""
+
+    code = "stopping"
+
+
+class RingError(UnavailableError):
+    """The mapped ring cannot take the batch now."""
 
 
 class RingFullError(RingError):
     """Not enough free space right now (the ``*_nowait`` WouldBlock)."""
 
-    status_hint = 503
     code = "ring_full"
 
 
@@ -134,18 +217,16 @@ class RingTimeoutError(RingError):
     """The batch was not committed by its deadline: the ring stayed full (for it
     or for the batches in line before it). Nothing of it was committed."""
 
-    status_hint = 503
     code = "ring_full_timeout"
 
 
 class RingClosedError(RingError):
     """The producer or its ring was closed."""
 
-    status_hint = 503
     code = "closed"
 
 
-class RingCorruptError(RingError):
+class RingCorruptError(RingbridgeError):
     """The ring holds state the kernel would reject (found while recovering)."""
 
     code = "ring_corrupt"
@@ -187,58 +268,6 @@ class ProducerLockedError(PinError):
     code = "producer_locked"
 
 
-class RequestError(RingbridgeError):
-    """The HTTP request is refused before its body is looked at."""
-
-    status_hint = 400
-    code = "bad_request"
-
-
-class UnauthorizedError(RequestError):
-    """No usable credentials."""
-
-    status_hint = 401
-    code = "unauthorized"
-
-
-class ForbiddenError(RequestError):
-    """Credentials given but wrong."""
-
-    status_hint = 403
-    code = "forbidden"
-
-
-class InvalidRequestError(RequestError):
-    """A query parameter is missing its form (``wait``, ``timeout``)."""
-
-    status_hint = 422
-    code = "invalid_request"
-
-
-class RequestTimeoutError(RequestError):
-    """The body did not arrive before the batch's deadline (a slow or stalled client)."""
-
-    status_hint = 408
-    code = "request_timeout"
-
-
-class ClientGoneError(RequestError):
-    """The client disconnected before its batch was committed; nothing was committed.
-
-    Nobody receives the answer; the status is nginx's "client closed request".
-    """
-
-    status_hint = 499
-    code = "client_gone"
-
-
-class UnsupportedMediaTypeError(RequestError):
-    """The body is neither JSON nor a binary batch."""
-
-    status_hint = 415
-    code = "unsupported_media_type"
-
-
 class ConfigError(RingbridgeError):
     """Settings are invalid or inconsistent."""
 
@@ -258,31 +287,10 @@ class ListenError(ConfigError):
     code = "listen"
 
 
-class ServiceError(RingbridgeError):
-    """The service cannot take the batch now (capacity or lifecycle); retry later."""
-
-    status_hint = 503
-    code = "unavailable"
-
-
-class OverloadedError(ServiceError):
-    """No admission credit: batches in flight hold the whole byte budget.
-
-    Raised before the body or frame is read, so refusing costs nothing.
-    """
-
-    code = "overloaded"
-
-
-class StoppingError(ServiceError):
-    """The service is shutting down and takes no new batches."""
-
-    code = "stopping"
-
-
 class ClientError(RingbridgeError):
     """Raised by the client side: the server could not be reached or refused."""
 
+    status_hint = None
     code = "client"
 
 
@@ -303,7 +311,8 @@ class RejectedError(ClientError):
     ``status`` is the HTTP status (for a WebSocket error ack, the status the
     same error gets over HTTP: 422, 413, 503...). ``retryable`` is true only
     when the server guarantees that nothing of the batch was committed and
-    asks to come back (503 with ``Retry-After``).
+    asks to come back (503 with ``Retry-After``); the client reads both from
+    the wire contract (:mod:`ringbridge.wire`).
     """
 
     def __init__(
@@ -314,20 +323,18 @@ class RejectedError(ClientError):
         *,
         index: int | None = None,
         retry_after: float | None = None,
+        retryable: bool = False,
         batch: object = None,
     ) -> None:
         where = f"batch {batch!r}: " if batch is not None else ""
         super().__init__(f"{where}HTTP {status} {code}: {message}")
         self.status = status
-        self.code = code
+        self.code = code  # the server's code, not this class's
         self.reason = message
         self.index = index
         self.retry_after = retry_after
+        self.retryable = retryable
         self.batch = batch
-
-    @property
-    def retryable(self) -> bool:
-        return self.status == 503
 
 
 class OutcomeUnknownError(ClientError):

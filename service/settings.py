@@ -43,8 +43,9 @@ from .core import ring as core
 from .errors import ConfigError
 from .kernel.environment import bpffs_name_problem
 from .kernel.privileges import resolve_user
+from .schema.header import HeaderOptions
 from .settings_sources import CONFIG_ENV, EnvNamespaceCheck, TomlFileSource, config_file
-from .settings_types import MAX_SECONDS, MapSizes, Names, Seconds, Size, usable_token
+from .settings_types import MAX_SECONDS, MapSizes, Names, Paths, Seconds, Size, usable_token
 
 __all__ = ["CONFIG_ENV", "MAX_SECONDS", "MiB", "Settings", "is_loopback"]
 
@@ -141,6 +142,25 @@ class Settings(BaseSettings):
         default=None,
         description="struct or union in the object's BTF that one sample is "
         "(JSON fields are packed into it); binary batches work without it",
+    )
+    sample_btf: Paths = Field(
+        default_factory=list,
+        description="more BTF to find --sample-type in, after the object's own: an ELF object "
+        "(e.g. made by `ringbridge types`) or a raw BTF file (repeatable, searched in order)",
+    )
+    sample_header: Path | None = Field(
+        default=None,
+        description="C header that defines --sample-type, compiled with clang at start-up "
+        "(searched after --sample-btf; without clang use `ringbridge types`)",
+    )
+    header_include: Names = Field(
+        default_factory=list,
+        description="file (or <name>) to include before --sample-header instead of "
+        "<linux/types.h>, e.g. vmlinux.h (repeatable, in order)",
+    )
+    header_include_dir: Paths = Field(
+        default_factory=list,
+        description="include dir for compiling --sample-header (repeatable)",
     )
     drain_program: str | None = Field(
         default=None,
@@ -283,6 +303,10 @@ class Settings(BaseSettings):
         self._given = frozenset(self.model_fields_set)
         if self.ring_pin is not None:
             self._check_ring_pin()
+        if self.sample_header is None and (self.header_include or self.header_include_dir):
+            raise ConfigError(
+                "--header-include and --header-include-dir only apply to --sample-header"
+            )
         core.check_ring_size(self.ring_size, mmap.PAGESIZE)
         if self.token_file is not None:
             if self.token is not None:
@@ -343,6 +367,14 @@ class Settings(BaseSettings):
                 "or --allow-unauthenticated"
             )
         return self
+
+    @property
+    def header_options(self) -> HeaderOptions:
+        """How to compile ``sample_header``, the way the BPF program includes it."""
+        return HeaderOptions(
+            include_dirs=tuple(self.header_include_dir),
+            includes=tuple(self.header_include) if self.header_include else None,
+        )
 
     def _check_ring_pin(self) -> None:
         if self.bpf_object is not None:

@@ -36,6 +36,7 @@ OTHER_VARIABLES: Mapping[str, str] = {
     "RINGBRIDGE_NATIVE_LIB": "path of a native helper (ringbridge.artifacts)",
     "RINGBRIDGE_VALIDATE_LIB": "path of a native helper (ringbridge.artifacts)",
     "RINGBRIDGE_DRAINER_LIB": "path of a native helper (ringbridge.artifacts)",
+    "RINGBRIDGE_CLANG": "the clang that compiles --sample-header (ringbridge.schema.header)",
     "RINGBRIDGE_REQUIRE_KERNEL": "the test suite: a kernel test may not skip (.ci/run)",
     "RINGBRIDGE_REQUIRE_DOCKER": "the test suite: the container test may not skip (.ci/run)",
     "RINGBRIDGE_LOAD_SECONDS": "the test suite: length of the load test",

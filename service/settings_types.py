@@ -7,6 +7,7 @@ a TOML array; the token is what a client can present.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
@@ -59,6 +60,8 @@ def parse_map_sizes(value: Any) -> dict[str, int]:
 MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
 #: Names (repeatable flag; comma-separated in the environment).
 Names = Annotated[list[str], NoDecode, BeforeValidator(_items)]
+#: Paths (repeatable flag; comma-separated in the environment).
+Paths = Annotated[list[Path], NoDecode, BeforeValidator(_items)]
 
 
 def usable_token(token: str) -> str:

@@ -31,13 +31,13 @@ and logged, at most once per second, with the counts since the last line.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import resource
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,8 +45,8 @@ from prometheus_client.registry import Collector
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from .. import wire
 from ..errors import OverloadedError, RequestTimeoutError, RingbridgeError
-from .state import error_payload
 
 log = logging.getLogger("ringbridge.connections")
 
@@ -96,16 +96,17 @@ def backlog_for(nofile: int) -> int:
     return max(16, min(2048, nofile // 8))
 
 
-def _response(status: str, exc: RingbridgeError, retry_after: int | None) -> bytes:
-    body = json.dumps({"error": error_payload(exc)}).encode()
+def _response(exc: RingbridgeError, retry_after: int) -> bytes:
+    """A whole HTTP answer for ``exc``, written before closing (no app is involved)."""
+    status = wire.rule(exc.code).status
+    body = wire.error_json(wire.ErrorInfo.of(exc))
     head = [
-        f"HTTP/1.1 {status}",
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "content-type: application/json",
         f"content-length: {len(body)}",
         "connection: close",
+        *(f"{k.lower()}: {v}" for k, v in wire.error_headers(exc.code, retry_after).items()),
     ]
-    if retry_after is not None:
-        head.append(f"retry-after: {retry_after}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
@@ -142,11 +143,10 @@ class ConnectionGuard:
         self._logged = dict(self.closed)
         self._logged_at = 0.0
         self._timeout_response = _response(
-            "408 Request Timeout",
             RequestTimeoutError(
                 f"request headers not received within {header_timeout:g} s (header_timeout)"
             ),
-            None,
+            retry_after,
         )
         self._refusal = b""
 
@@ -165,7 +165,6 @@ class ConnectionGuard:
                        "LimitNOFILE=, docker --ulimit nofile=)"},
             )  # fmt: skip
         self._refusal = _response(
-            "503 Service Unavailable",
             OverloadedError(f"connection limit reached ({self.limit} open): try again later"),
             self.retry_after,
         )

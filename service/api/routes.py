@@ -1,130 +1,50 @@
-"""HTTP routes: ``POST /v1/samples``, ``GET /v1/stats``, ``/healthz``, ``/readyz``.
+"""HTTP routes: ``POST /v1/samples`` (documented), ``GET /v1/stats``, ``/healthz``, ``/readyz``.
 
-The sample route is thin: admission, body, decoding and the producer's
-submit are :mod:`ringbridge.api.ingest` and :mod:`ringbridge.producer`. It
-reads the raw body (no FastAPI body model: stdlib json then pydantic is the
-slowest decoder measured) only after the batch was admitted, and hands it to
-:mod:`ringbridge.schema`, which validates the whole batch before anything is
-queued. Errors are :class:`~ringbridge.errors.RingbridgeError` subclasses;
-:func:`install_error_handlers` renders every one of them as
-``{"error": {"code", "message", "index"}}`` with its ``status_hint``.
+``POST /v1/samples`` is served by its one handler,
+:func:`ringbridge.api.fastpath.post_samples`, ahead of FastAPI's routing;
+the route here describes it for OpenAPI (:mod:`ringbridge.api.openapi`) and
+hands over to that handler if it is reached. :func:`install_error_handlers`
+renders every other error (auth on the other routes, 404, 405) in the same
+``{"error": {"code", "message", "index"}}`` shape.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import msgspec
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
-from ..errors import RingbridgeError
-from ..producer.task import WaitFor
-from ..schema.kinds.base import BASE64_PATTERN
-from . import ingest
+from .. import wire
+from ..errors import InvalidRequestError, RingbridgeError
+from ..runtime import Runtime
+from . import fastpath, ingest
 from .auth import require_token
 from .metrics import stats_snapshot
-from .state import Runtime, error_response, runtime_of
-
-
-class SamplesAck(BaseModel):
-    """Documentation of the 200 body (the route renders it with msgspec)."""
-
-    accepted: int
-    first_seq: int
-    last_seq: int
-    state: Literal["committed", "consumed"]
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    index: int | None = None
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in (
-        (401, "missing or malformed bearer token"),
-        (403, "wrong token"),
-        (413, "body, batch or a sample over the limits (or larger than the ring)"),
-        (415, "Content-Type is neither application/json nor application/octet-stream"),
-        (422, "invalid batch: `index` names the first bad sample"),
-        (408, "the body did not arrive within body_timeout of admission"),
-        (
-            503,
-            "no admission credit (overloaded), not committed within the timeout, or "
-            "stopping; Retry-After",
-        ),
-    )
-}
-
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {s: _ERRORS[s] for s in (401, 403)}
-
-_SAMPLES_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["samples"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "samples": {
-                            "type": "array",
-                            # An empty batch is refused (422), so the schema
-                            # says so too.
-                            "minItems": 1,
-                            "items": {
-                                "oneOf": [
-                                    {
-                                        "type": "object",
-                                        "required": ["data"],
-                                        "properties": {
-                                            "data": {
-                                                "type": "string",
-                                                "format": "byte",
-                                                "pattern": BASE64_PATTERN,
-                                            }
-                                        },
-                                    },
-                                    {
-                                        "type": "object",
-                                        "description": "members of the sample type "
-                                        "(from the BPF object's BTF; GET /v1/schema has "
-                                        "its JSON Schema); missing members are 0",
-                                    },
-                                ]
-                            },
-                        }
-                    },
-                }
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "records: u32 LE length, u32 zero, payload, zero pad to 8",
-            },
-        },
-    }
-}
+from .openapi import AUTH_ERRORS, SAMPLES_ERRORS, SAMPLES_OPERATION, SamplesAck
+from .state import runtime_of
 
 router = APIRouter()
-_encode = msgspec.json.Encoder().encode
+
+
+class _Handover(Response):
+    """Hands the request to :func:`fastpath.post_samples`, which answers it itself."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await fastpath.post_samples(self._app, scope, receive, send)
 
 
 @router.post(
     "/v1/samples",
     summary="Commit a batch of samples to the kernel ring",
-    dependencies=[Depends(require_token)],
     response_model=SamplesAck,
     responses={
         202: {
@@ -132,49 +52,22 @@ _encode = msgspec.json.Encoder().encode
             "description": "wait=consumed timed out: committed (state) but not yet consumed; "
             "do not resend",
         },
-        **_ERRORS,
+        **SAMPLES_ERRORS,
     },
-    openapi_extra=_SAMPLES_BODY,
+    openapi_extra=SAMPLES_OPERATION,
+    operation_id="post_samples_v1_samples_post",
 )
-async def post_samples(
-    request: Request,
-    wait: Annotated[
-        WaitFor,
-        Query(description="answer once the batch is committed, or once the kernel consumed it"),
-    ] = "committed",
-    timeout: Annotated[
-        float | None,
-        Query(
-            gt=0,
-            description="seconds the whole request may take from admission: reading the "
-            "body, waiting behind other batches, for ring space (and consumption)",
-        ),
-    ] = None,
-) -> Response:
-    # Served by the raw ASGI handler (ringbridge.api.fastpath) ahead of FastAPI's
-    # routing; this route documents it and runs the same steps if reached.
-    rt = runtime_of(request.app)
-    headers = request.headers
-    ack = await ingest.ingest_http(
-        rt,
-        headers.get("content-type"),
-        headers.get("content-length"),
-        request.receive,
-        wait,
-        timeout,
-    )
-    return Response(
-        ingest.ack_json(ack),
-        media_type="application/json",
-        status_code=ingest.ack_status(ack, wait),
-    )
+async def samples_route(request: Request) -> Response:
+    # Served by the raw ASGI handler ahead of FastAPI's routing; reached only
+    # under a root_path, and then handed to that same handler.
+    return _Handover(request.app)
 
 
 @router.get(
     "/v1/schema",
     summary="JSON Schema of one sample of a JSON batch (the sample type, from BTF)",
     dependencies=[Depends(require_token)],
-    responses=_AUTH_ERRORS,
+    responses=AUTH_ERRORS,
 )
 async def get_schema(request: Request) -> dict[str, Any]:
     return runtime_of(request.app).codec.json_schema()
@@ -211,7 +104,7 @@ def install_openapi(app: FastAPI) -> None:
     "/v1/stats",
     summary="Service, ring and kernel counters as JSON",
     dependencies=[Depends(require_token)],
-    responses=_AUTH_ERRORS,
+    responses=AUTH_ERRORS,
 )
 async def get_stats(request: Request) -> dict[str, Any]:
     return stats_snapshot(runtime_of(request.app))
@@ -242,7 +135,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     checks: dict[str, Any] = {
-        "object_loaded": rt is not None and not rt.loaded.closed,
+        "object_loaded": rt is not None and not rt.backend.closed,
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
         "consumer_progressing": False,
@@ -285,31 +178,19 @@ async def readyz(request: Request) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error body, whatever raised it, is ``{"error": {"code", "message", "index"}}``."""
 
+    def retry_after(request: Request) -> int:
+        return int(request.app.state.settings.retry_after)
+
     async def on_ringbridge_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RingbridgeError)
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is not None and request.url.path == "/v1/samples":
-            rt.rejections.add(exc.code)
-        retry = rt.settings.retry_after if rt is not None else 1
-        return error_response(exc, retry)
+        return ingest.error_response(exc, retry_after(request))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is not None and request.url.path == "/v1/samples":
-            rt.rejections.add("invalid_request")
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "invalid_request",
-                    "message": f"{where}: {first.get('msg', 'invalid request')}",
-                    "index": None,
-                }
-            },
-            status_code=422,
-        )
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        return ingest.error_response(InvalidRequestError(message), retry_after(request))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         # Starlette's own refusals (404 no such route, 405 wrong method) in
@@ -323,10 +204,11 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}"
         else:
             message = str(exc.detail)
-        return JSONResponse(
-            {"error": {"code": code, "message": message, "index": None}},
+        return Response(
+            wire.error_json(wire.ErrorInfo(code, message)),
             status_code=exc.status_code,
             headers=dict(exc.headers or {}),
+            media_type=ingest.JSON,
         )
 
     app.add_exception_handler(RingbridgeError, on_ringbridge_error)

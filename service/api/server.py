@@ -33,10 +33,10 @@ from websockets.exceptions import InvalidState
 
 from ..errors import ListenError, RingbridgeError
 from ..logs import configure_logging
+from ..runtime import Runtime
 from ..settings import Settings
 from . import connguard
 from .app import create_app
-from .state import Runtime
 
 log = logging.getLogger("ringbridge.server")
 

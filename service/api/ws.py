@@ -10,11 +10,17 @@ Protocol (documented in the README):
   ``{"id", "error": {"code", "message", "index"}}`` -- with the frame's own
   id in every case, whatever failed. A bad batch gets an error ack and the
   stream stays open;
-- ``?wait=consumed`` at the handshake (as on ``POST /v1/samples``): each ack
-  waits until the kernel's consumer passed its batch, up to ``?timeout=``
-  seconds (default ``submit_timeout``) after the commit; ``state`` says which
-  it was. Acks stay in order: a later batch is never consumed before an
-  earlier one anyway.
+- ``?wait=consumed`` at the handshake (read as on ``POST /v1/samples``, by
+  :func:`ringbridge.wire.parse_query`, refused the same way): each ack waits
+  until the kernel's consumer passed its batch, up to ``?timeout=`` seconds
+  (default ``submit_timeout``, at most ``max_timeout``) after the commit;
+  ``state`` says which it was. Acks stay in order: a later batch is never
+  consumed before an earlier one anyway.
+
+A refused handshake is an HTTP answer, the one ``POST /v1/samples`` would
+get (:func:`ringbridge.api.ingest.refuse`): 401/403, 422 ``invalid_request``,
+503 + Retry-After. Frames are decoded and refused by the same steps as a
+request body (:mod:`ringbridge.api.ingest`).
 
 Admission: accepting the connection takes one frame's worth of credit (the
 server reads at most one frame ahead per connection); no credit refuses the
@@ -36,9 +42,9 @@ client may have sent them fire-and-forget); their acks have nobody to go to.
 
 Shutdown: the server calls ``Runtime.streams.shutdown()``; each stream stops
 reading frames, writes the ack of every batch it took (committed, or refused
-with ``stopping`` once the producer's grace ends), then closes with 1012
-(service restart). A client that resends only what was not acked resends no
-committed sample.
+with ``stopping`` once the producer's grace ends), then closes with the
+close code of ``stopping`` (1012, service restart). A client that resends
+only what was not acked resends no committed sample.
 """
 
 from __future__ import annotations
@@ -49,36 +55,25 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from ..errors import (
-    InvalidBatchError,
-    RecordTooLargeError,
-    RequestError,
-    RingbridgeError,
-    SampleError,
-    StoppingError,
-)
+from .. import wire
+from ..errors import RingbridgeError, StoppingError
 from ..producer.admission import Credit
-from ..producer.task import Ack, WaitFor
-from ..schema import EncodedBatch, frame_id_of, validate_binary_batch
-from ..schema.jsoncodec import frame_id_from
+from ..runtime import Runtime
+from ..schema import EncodedBatch, frame_id
+from ..wire import Ack, WaitFor
+from . import ingest
 from .auth import check_token
-from .ingest import THREAD_DECODE_BYTES, check_batch_size
-from .state import Runtime, error_payload, error_response, runtime_of
+from .state import runtime_of
 
 log = logging.getLogger("ringbridge.ws")
 router = APIRouter()
-_encode = msgspec.json.Encoder().encode
 
-#: Close code when the service is not running (RFC 6455 "try again later").
-CLOSE_TRY_AGAIN = 1013
-#: Close code after a shutdown finished the acks (RFC 6455 "service restart").
-CLOSE_RESTART = 1012
-
-_Pending = tuple[Any, "asyncio.Future[Ack] | RingbridgeError"]
+#: A frame's answer in the making: (its id, the future of its ack), or its
+#: error ack already written (refused before it reached the producer).
+_Pending = tuple[Any, "asyncio.Future[Ack]"] | bytes
 _END = object()
 
 
@@ -90,22 +85,21 @@ def _retrieve(fut: asyncio.Future[Ack]) -> None:
         fut.exception()
 
 
-def _handshake_wait(ws: WebSocket, rt: Runtime) -> tuple[WaitFor, float]:
-    """``wait`` and ``timeout`` from the handshake's query string, as on HTTP."""
-    given = ws.query_params.get("wait", "committed")
-    if given not in ("committed", "consumed"):
-        raise RequestError(f"wait={given!r}: use wait=committed or wait=consumed")
-    wait: WaitFor = "consumed" if given == "consumed" else "committed"
-    raw = ws.query_params.get("timeout")
-    if raw is None:
-        return wait, rt.settings.submit_timeout
+def _decode(
+    rt: Runtime, message: Mapping[str, Any], frame_no: int
+) -> tuple[Any, EncodedBatch | RingbridgeError]:
+    """(the frame's id, its batch or why it is refused); run in a worker for big frames.
+
+    A binary frame's id is its number; a text frame's is its ``"id"``, read
+    back from the raw text when the frame is refused (None if unreadable).
+    """
+    text: str | None = message.get("text")
     try:
-        timeout = float(raw)
-    except ValueError:
-        timeout = -1.0
-    if not timeout > 0:
-        raise RequestError(f"timeout={raw!r}: give a positive number of seconds")
-    return wait, min(timeout, rt.settings.max_timeout)
+        if text is None:
+            return frame_no, ingest.decode_now(rt, ingest.BINARY, message.get("bytes") or b"")[1]
+        return ingest.decode_now(rt, ingest.TEXT_FRAME, text)
+    except RingbridgeError as exc:
+        return (frame_no if text is None else frame_id(text)), exc
 
 
 class _Stream:
@@ -151,52 +145,14 @@ class _Stream:
                     log.error("websocket stream failed", exc_info=exc)
             if self._stop and writer.done() and not writer.cancelled() and not writer.exception():
                 with contextlib.suppress(Exception):
-                    await self.ws.close(CLOSE_RESTART, "server stopping; every batch was acked")
+                    close = wire.rule(StoppingError.code).close
+                    await self.ws.close(close, "server stopping; every batch was acked")
         finally:
             for t in (reader, writer):
                 t.cancel()
             for t in (reader, writer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-
-    def _decode(self, message: Mapping[str, Any], frame_no: int) -> tuple[Any, EncodedBatch]:
-        s = self.rt.settings
-        text: str | None = message.get("text")
-        data: bytes | None = message.get("bytes")
-        if text is not None:
-            if len(text) > s.max_batch_bytes:
-                raise RecordTooLargeError(
-                    f"frame of {len(text)} characters exceeds the limit of {s.max_batch_bytes}"
-                )
-            fid, batch = self.rt.codec.decode_ws_text_frame(
-                text,
-                ring_size=s.ring_size,
-                max_sample_bytes=s.max_sample_bytes,
-                max_samples=self.rt.codec.max_samples(s.max_batch_bytes),
-            )
-        elif data is not None:
-            fid = frame_no
-            if len(data) > s.max_batch_bytes:
-                raise RecordTooLargeError(
-                    f"frame of {len(data)} bytes exceeds the limit of {s.max_batch_bytes}"
-                )
-            batch = validate_binary_batch(
-                data, ring_size=s.ring_size, max_sample_bytes=s.max_sample_bytes
-            )
-        else:
-            raise InvalidBatchError("frame carries neither text nor bytes")
-        return fid, batch
-
-    def _decode_any(self, message: Mapping[str, Any], frame_no: int) -> tuple[Any, EncodedBatch]:
-        try:
-            return self._decode(message, frame_no)
-        except RingbridgeError:
-            raise
-        except Exception as exc:
-            # Whatever the decoder raised, this frame gets an error ack and
-            # the connection lives on.
-            log.warning("frame decoder failed", exc_info=exc)
-            raise SampleError(f"frame could not be decoded: {type(exc).__name__}", -1) from exc
 
     async def _read(self) -> None:
         try:
@@ -221,65 +177,46 @@ class _Stream:
                 return
             frame_no = self.frames
             self.frames += 1
-            text: str | None = message.get("text")
-            is_text = text is not None
-            fid: Any = None if is_text else frame_no
-            item: _Pending
-            try:
-                size = len(message.get("text") or message.get("bytes") or b"")
-                if size > THREAD_DECODE_BYTES:
-                    fid, batch = await asyncio.to_thread(self._decode_any, message, frame_no)
-                else:
-                    fid, batch = self._decode_any(message, frame_no)
-                del message
-                check_batch_size(batch, self.rt.settings.max_batch_bytes)
-                credit = self.read_credit.split(
-                    batch.nbytes, loop.time() + self.rt.settings.submit_timeout
-                )
-                fut = self.rt.producer.enqueue(batch, credit)
-                # If the connection dies first, nobody awaits this ack.
-                fut.add_done_callback(_retrieve)
-                item = (fid, fut)
-            except RingbridgeError as exc:
-                self.rt.rejections.add(exc.code)
-                if is_text and fid is None:
-                    # Refused before or while decoding: the codec salvaged
-                    # the id, or it is read back here (frames over the limit).
-                    fid = frame_id_of(exc)
-                    if fid is None and text is not None:
-                        fid = frame_id_from(text)
-                item = (fid, exc)
-            self.pending.put_nowait(item)
+            size = len(message.get("text") or message.get("bytes") or b"")
+            fid, batch = await ingest.offload(size, _decode, self.rt, message, frame_no)
+            del message
+            self.pending.put_nowait(self._take(fid, batch, loop.time()))
+
+    def _take(self, fid: Any, batch: EncodedBatch | RingbridgeError, now: float) -> _Pending:
+        """The batch enqueued with the producer (its ack's future), or its error ack."""
+        if isinstance(batch, RingbridgeError):
+            return ingest.refuse_frame(self.rt, fid, batch)
+        try:
+            credit = self.read_credit.split(batch.nbytes, now + self.rt.settings.submit_timeout)
+            fut = self.rt.producer.enqueue(batch, credit)
+        except RingbridgeError as exc:
+            return ingest.refuse_frame(self.rt, fid, exc)
+        # If the connection dies first, nobody awaits this ack.
+        fut.add_done_callback(_retrieve)
+        return (fid, fut)
 
     async def _write(self) -> None:
         while True:
             entry = await self.pending.get()
             if entry is _END:
                 return
-            assert isinstance(entry, tuple)
-            fid, item = entry
-            if isinstance(item, RingbridgeError):
-                msg: dict[str, Any] = {"id": fid, "error": error_payload(item)}
+            if isinstance(entry, bytes):
+                answer = entry
             else:
+                assert isinstance(entry, tuple)
+                fid, fut = entry
                 try:
                     # Shielded: if this connection dies while we wait, the
                     # batch must still commit in its turn, not be cancelled
                     # behind later batches that do commit.
-                    ack = await asyncio.shield(item)
+                    ack = await asyncio.shield(fut)
                 except RingbridgeError as exc:
-                    self.rt.rejections.add(exc.code)
-                    msg = {"id": fid, "error": error_payload(exc)}
+                    answer = ingest.refuse_frame(self.rt, fid, exc)
                 else:
                     if self.wait == "consumed":
                         ack = await self.rt.producer.wait_consumed(ack, self.consume_timeout)
-                    msg = {
-                        "id": fid,
-                        "accepted": ack.count,
-                        "first_seq": ack.first_seq,
-                        "last_seq": ack.last_seq,
-                        "state": ack.state,
-                    }
-            await self.ws.send_text(_encode(msg).decode())
+                    answer = wire.frame_ack_json(fid, ack)
+            await self.ws.send_text(answer.decode())
             self.window.release()
 
 
@@ -287,26 +224,21 @@ class _Stream:
 async def stream(ws: WebSocket) -> None:
     try:
         rt = runtime_of(ws.app)
-    except RingbridgeError:
-        await ws.close(CLOSE_TRY_AGAIN, "service not running")
-        return
-    try:
         check_token(ws, rt.settings.token)
-        wait, consume_timeout = _handshake_wait(ws, rt)
+        wait, timeout = wire.parse_query(ws.scope.get("query_string", b""))
         if rt.streams.stopping:
             raise StoppingError("the service is stopping and takes no new streams")
         # One frame's worth, before any frame is read; no deadline of its own.
         credit = rt.producer.admit(rt.settings.ws_frame_bytes, float("inf"))
     except RingbridgeError as exc:
-        # Refused in the HTTP handshake (401/403/503 with the usual error
-        # body), which clients report far better than an accepted-then-closed
-        # socket.
-        rt.rejections.add(exc.code)
-        await ws.send_denial_response(error_response(exc, rt.settings.retry_after))
+        # Refused in the HTTP handshake, with the answer POST /v1/samples
+        # would get: clients report that far better than an
+        # accepted-then-closed socket.
+        await ws.send_denial_response(ingest.refuse(ws.app, exc))
         return
     try:
         await ws.accept()
-        s = _Stream(ws, rt, credit, wait, consume_timeout)
+        s = _Stream(ws, rt, credit, wait, ingest.request_timeout(rt, timeout))
         rt.streams.add(s)
         try:
             await s.run()

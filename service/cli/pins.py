@@ -34,7 +34,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 def cmd_unpin(args: argparse.Namespace) -> int:
     """Remove our pins; a missing pin dir is already the wanted state."""
-    from ..kernel.bpfobj import lock_producer, unpin
+    from ..kernel.pins import lock_producer, unpin
 
     pin_dir = _pin_dir(args)
     if not pin_dir.exists():

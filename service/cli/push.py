@@ -23,9 +23,9 @@ from typing import Any, TextIO
 import msgspec
 
 from ..client import AsyncClient
-from ..client.samples import Wait
 from ..core import ring as core
 from ..errors import ClientError, RejectedError, RingbridgeError
+from ..wire import WaitFor
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
 BINARY_HINT = "if it is a binary record file, pass --binary"
@@ -176,7 +176,7 @@ async def push_frames(
     name: str,
     token: str | None,
     window: int,
-    wait: Wait = "committed",
+    wait: WaitFor = "committed",
     progress: Any | None = None,
 ) -> PushReport:
     """Sends ``frames`` with up to ``window`` un-acked and accounts for every ack.

@@ -12,13 +12,13 @@
 
 This subpackage talks to the service over the network only: it imports
 neither the kernel, producer nor API layers (only the shared error
-hierarchy and the pure ring record format), so it is cheap to import and
-usable on hosts without libbpf.
+hierarchy, the wire contract :mod:`ringbridge.wire` and the pure ring record
+format), so it is cheap to import and usable on hosts without libbpf.
 """
 
-from .acks import Ack
+from ..wire import Ack, WaitFor
 from .clients import AsyncClient, Client
-from .samples import Sample, SampleLike, Wait
+from .samples import Sample, SampleLike
 from .stream import AsyncStream, Stream
 from .urls import DEFAULT_URL, ServerURL
 
@@ -32,5 +32,5 @@ __all__ = [
     "SampleLike",
     "ServerURL",
     "Stream",
-    "Wait",
+    "WaitFor",
 ]

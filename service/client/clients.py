@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
+from .. import wire
 from ..closing import Closing
 from ..errors import ClientError, OutcomeUnknownError, RejectedError, ServerUnreachableError
-from .acks import Ack, ack_from, error_from_body
-from .samples import Body, SampleLike, Wait, encode
+from ..wire import Ack, WaitFor
+from .acks import error_from_body
+from .samples import Body, SampleLike, encode
 from .urls import TOKEN_ENV, ServerURL, default_url, unreachable_hint
 
 if TYPE_CHECKING:
@@ -74,12 +76,12 @@ class _Base:
         delay: float = self.backoff * 2**attempt
         return min(delay, self.max_retry_wait)
 
-    def _post_args(self, body: Body, wait: Wait, timeout: float | None) -> dict[str, Any]:
+    def _post_args(self, body: Body, wait: WaitFor, timeout: float | None) -> dict[str, Any]:
         return {
             "url": self.url.http("/v1/samples"),
             "content": body.payload,
             "headers": {"Content-Type": body.content_type},
-            "params": self._params(wait, timeout),
+            "params": wire.query_params(wait, timeout),
             "timeout": self._read_timeout(timeout),
         }
 
@@ -93,16 +95,9 @@ class _Base:
         reason = str(exc) or type(exc).__name__
         return ServerUnreachableError(self.url.base, reason, unreachable_hint())
 
-    @staticmethod
-    def _params(wait: Wait, timeout: float | None) -> dict[str, str]:
-        params: dict[str, str] = {"wait": wait}
-        if timeout is not None:
-            params["timeout"] = repr(float(timeout))
-        return params
-
     def _answer(self, r: httpx.Response) -> Ack:
         if r.status_code in (200, 202):
-            return ack_from(r.json())
+            return wire.read_ack(r.json())
         raise error_from_body(r.status_code, r.content, r.headers.get("retry-after"))
 
     @staticmethod
@@ -136,7 +131,7 @@ class Client(_Base, Closing):
         self,
         samples: Iterable[SampleLike] | bytes,
         *,
-        wait: Wait = "committed",
+        wait: WaitFor = "committed",
         timeout: float | None = None,
     ) -> Ack:
         """POST one batch; the :class:`Ack` once it is committed (or consumed).
@@ -172,7 +167,7 @@ class Client(_Base, Closing):
             raise self._unreachable(exc) from exc
         return self._stats(r)
 
-    def stream(self, *, window: int = 16, wait: Wait = "committed") -> Stream:
+    def stream(self, *, window: int = 16, wait: WaitFor = "committed") -> Stream:
         """An open :class:`~ringbridge.client.stream.Stream` over ``WS /v1/stream``."""
         from .stream import Stream
 
@@ -204,7 +199,7 @@ class AsyncClient(_Base):
         self,
         samples: Iterable[SampleLike] | bytes,
         *,
-        wait: Wait = "committed",
+        wait: WaitFor = "committed",
         timeout: float | None = None,
     ) -> Ack:
         """As :meth:`Client.send`."""
@@ -235,7 +230,7 @@ class AsyncClient(_Base):
             raise self._unreachable(exc) from exc
         return self._stats(r)
 
-    def stream(self, *, window: int = 16, wait: Wait = "committed") -> AsyncStream:
+    def stream(self, *, window: int = 16, wait: WaitFor = "committed") -> AsyncStream:
         """``async with client.stream() as s:`` an :class:`AsyncStream` over ``WS /v1/stream``."""
         from .stream import AsyncStream
 

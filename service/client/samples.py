@@ -19,16 +19,12 @@ import base64
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from ..core import ring as core
 from ..errors import ClientError
-
-#: How long the server waits before it answers: until the batch is in the
-#: ring, or until the kernel's consumer has passed it.
-Wait = Literal["committed", "consumed"]
 
 _DEFAULT = struct.Struct("<IIQ")
 

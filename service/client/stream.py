@@ -31,9 +31,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlencode
 
+from .. import wire
 from ..errors import ClientError, OutcomeUnknownError, RejectedError
-from .acks import Ack, error_from_body, ws_ack
-from .samples import SampleLike, Wait, encode, ws_text_frame
+from ..wire import Ack, WaitFor
+from .acks import error_from_body, ws_ack
+from .samples import SampleLike, encode, ws_text_frame
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection as AsyncConnection
@@ -56,9 +58,8 @@ def _frame(number: int, samples: Iterable[SampleLike] | bytes) -> tuple[Frame, i
     return ws_text_frame(number, items)
 
 
-def _stream_url(client: _Base, wait: Wait) -> str:
-    query = urlencode({"wait": wait}) if wait != "committed" else ""
-    return client.url.ws("/v1/stream") + (f"?{query}" if query else "")
+def _stream_url(client: _Base, wait: WaitFor) -> str:
+    return client.url.ws("/v1/stream") + "?" + urlencode(wire.query_params(wait, None))
 
 
 def _handshake_error(client: _Base, exc: BaseException) -> ClientError | None:
@@ -130,7 +131,7 @@ def _settle(
 class AsyncStream:
     """``async with client.stream(window=16) as s: fut = await s.send([...])``."""
 
-    def __init__(self, client: AsyncClient, window: int, wait: Wait) -> None:
+    def __init__(self, client: AsyncClient, window: int, wait: WaitFor) -> None:
         if window < 1:
             raise ClientError(f"window must be at least 1, not {window}")
         self.client = client
@@ -144,7 +145,7 @@ class AsyncStream:
         self._closed: BaseException | None = None
 
     @classmethod
-    def connect(cls, client: AsyncClient, *, window: int, wait: Wait) -> AsyncStream:
+    def connect(cls, client: AsyncClient, *, window: int, wait: WaitFor) -> AsyncStream:
         return cls(client, window, wait)
 
     async def __aenter__(self) -> Self:
@@ -208,7 +209,7 @@ class AsyncStream:
         return fut
 
     async def flush(self) -> None:
-        """Wait until every batch sent so far has its answer (errors stay in the futures)."""
+        """WaitFor until every batch sent so far has its answer (errors stay in the futures)."""
         if self._inflight:
             await asyncio.wait([f for _, f in self._inflight])
 
@@ -253,7 +254,7 @@ class Stream:
     A thread reads the acks; ``send`` returns a :class:`concurrent.futures.Future`.
     """
 
-    def __init__(self, client: Client, window: int, wait: Wait) -> None:
+    def __init__(self, client: Client, window: int, wait: WaitFor) -> None:
         if window < 1:
             raise ClientError(f"window must be at least 1, not {window}")
         self.client = client
@@ -268,7 +269,7 @@ class Stream:
         self._closed: BaseException | None = None
 
     @classmethod
-    def open(cls, client: Client, *, window: int, wait: Wait) -> Stream:
+    def open(cls, client: Client, *, window: int, wait: WaitFor) -> Stream:
         stream = cls(client, window, wait)
         stream._connect()
         return stream

@@ -100,6 +100,16 @@ class KernelCounters:
             kind_value=tuple((h << 64) + v for h, v in zip(hi, lo, strict=True)),
         )
 
+    def kinds(self) -> list[tuple[int, int, int]]:
+        """``(kind, count, value sum)`` of the kinds that were seen (the rest are zeros)."""
+        return [
+            (kind, count, value)
+            for kind, (count, value) in enumerate(
+                zip(self.kind_count, self.kind_value, strict=True)
+            )
+            if count or value
+        ]
+
 
 def read_consistent(lookup: Callable[[], list[bytes]]) -> KernelCounters:
     """The counters from ``lookup()`` (one value per CPU), read again while a carry shows."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ringbridge.kernel import libbpf as lb
+from . import libbpf as lb
 
 __all__ = ["DATA_SECTIONS", "GlobalVar", "global_vars", "section_of"]
 

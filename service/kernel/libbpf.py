@@ -69,6 +69,7 @@ __all__ = [
     "DatasecVar",
     "Fd",
     "FdLike",
+    "FileBtf",
     "KernelBtf",
     "MapInfo",
     "ProgInfo",
@@ -275,11 +276,9 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_map__key_size": (_U32, [_P]),
     "bpf_map__pin": (_I, [_P, _S]),
     "bpf_map__set_pin_path": (_I, [_P, _S]),
-    "bpf_map__reuse_fd": (_I, [_P, _I]),
     "bpf_program__fd": (_I, [_P]),
     "bpf_program__name": (_S, [_P]),
     "bpf_program__pin": (_I, [_P, _S]),
-    "bpf_program__set_autoload": (_I, [_P, ctypes.c_bool]),
     "bpf_program__type": (_I, [_P]),
     "bpf_program__section_name": (_S, [_P]),
     "bpf_program__autoattach": (ctypes.c_bool, [_P]),
@@ -289,6 +288,8 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_map_get_next_key": (_I, [_I, _P, _P]),
     "btf__load_from_kernel_by_id": (_P, [_U32]),
+    "btf__parse": (_P, [_S, _P]),
+    "bpf_map__btf_value_type_id": (_U32, [_P]),
     "bpf_prog_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_prog_get_fd_by_id": (_I, [_U32]),
     "btf__free": (None, [_P]),
@@ -855,6 +856,36 @@ class KernelBtf(Btf, Closing):
             _lib().btf__free(self._ptr)
 
 
+class FileBtf(Btf, Closing):
+    """BTF read from a file: an ELF object's ``.BTF`` section or a raw BTF blob
+    (``btf__parse`` tells them apart); owns its memory. Needs no privileges."""
+
+    def __init__(self, ptr: int, path: Path) -> None:
+        super().__init__(None, ptr)
+        self.path = path
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> FileBtf:
+        p = Path(path)
+        ptr = _lib().btf__parse(os.fsencode(os.fspath(p)), None)
+        return cls(_check_ptr(ptr, "btf__parse", str(p), obj=True), p)
+
+    def _p(self) -> int:
+        if self._closed:
+            raise BpfObjectError("use btf", str(self.path), _errno.EBADF, "freed")
+        return self._ptr
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _lib().btf__free(self._ptr)
+
+
 # --------------------------------------------------------------------------
 # Objects, maps, programs
 # --------------------------------------------------------------------------
@@ -919,6 +950,11 @@ class BpfMap(_Member):
         return int(_lib().bpf_map__value_size(self._p("bpf_map__value_size")))
 
     @property
+    def btf_value_type_id(self) -> int:
+        """The BTF type of the map's declared value (``__type(value, T)``), or 0."""
+        return int(_lib().bpf_map__btf_value_type_id(self._p("bpf_map__btf_value_type_id")))
+
+    @property
     def is_internal(self) -> bool:
         """A map libbpf made for global data (.bss, .data, .rodata, .kconfig)."""
         return bool(_lib().bpf_map__is_internal(self._p("bpf_map__is_internal")))
@@ -932,11 +968,6 @@ class BpfMap(_Member):
         raw = os.fsencode(os.fspath(path)) if path is not None else None
         rc = _lib().bpf_map__set_pin_path(self._p("bpf_map__set_pin_path"), raw)
         _check_int(rc, "bpf_map__set_pin_path", self.name, obj=True)
-
-    def reuse_fd(self, fd: FdLike) -> None:
-        """Makes the object use an existing map (e.g. a pin) instead of creating one."""
-        rc = _lib().bpf_map__reuse_fd(self._p("bpf_map__reuse_fd"), _num(fd))
-        _check_int(rc, "bpf_map__reuse_fd", self.name, obj=True)
 
     def lookup(self, key: bytes) -> bytes:
         self._check_key(key)
@@ -981,10 +1012,6 @@ class BpfProgram(_Member):
 
     _kind = "program"
     _prefix = "bpf_program__"
-
-    def set_autoload(self, autoload: bool) -> None:
-        rc = _lib().bpf_program__set_autoload(self._p("bpf_program__set_autoload"), autoload)
-        _check_int(rc, "bpf_program__set_autoload", self.name, obj=True)
 
     def test_run(self, ctx: bytes | None = None) -> int:
         return prog_test_run(self.fd, ctx, name=self.name)

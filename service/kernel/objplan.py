@@ -16,20 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from ringbridge.core import ring as core
-from ringbridge.errors import ConfigError, RingbridgeError
-from ringbridge.kernel import libbpf as lb
+from ..core import ring as core
+from ..errors import ConfigError, RingbridgeError
+from . import libbpf as lb
+from .pins import pin_name
 
-__all__ = ["MapSpec", "ObjectPlan", "ProgSpec", "pin_name", "plan_object"]
+__all__ = ["MapSpec", "ObjectPlan", "ProgSpec", "plan_object"]
 
 # Map types whose max_entries is a byte size with the ring rules (power of
 # two, page multiple); every other map counts entries.
 _RING_TYPES: Final = frozenset({lb.BPF_MAP_TYPE_RINGBUF, lb.BPF_MAP_TYPE_USER_RINGBUF})
-
-
-def pin_name(map_name: str) -> str:
-    """The bpffs name of a map's pin: bpffs refuses "." (``obj.bss`` -> ``obj_bss``)."""
-    return map_name.replace(".", "_")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,9 @@
 """Feed a user ring another loader pinned (bpfman, a Go agent...): no object of ours.
 
 The service opens the pin, checks it is a user ring buffer, locks it (one
-producer per ring: ``flock`` on the directory holding the pin -- a ring map
-pin itself cannot be opened as a file -- so one ringbridge per directory of
-pins) and maps it. Nothing is loaded, attached or pinned, and the drain is
-the other loader's business.
+producer per ring: :func:`ringbridge.kernel.pins.lock_ring_pin`) and maps it.
+Nothing is loaded, attached or pinned, and the drain is the other loader's
+business.
 
 The sample type's BTF comes from the kernel: the map's own BTF when its
 loader created it with one, else the BTF of a loaded program that uses the
@@ -14,29 +13,22 @@ object carries the object's BTF, sample struct included).
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
 from pathlib import Path
 
-from ringbridge.errors import ConfigError, KernelError, PinError, ProducerLockedError
-from ringbridge.kernel import libbpf as lb
-
 from ..closing import Closing
+from ..errors import ConfigError, KernelError, PinError
+from . import libbpf as lb
 
 __all__ = ["PinnedRing", "open_ring_pin"]
 
 
 class PinnedRing(Closing):
-    """An open user ring pinned by someone else, locked for our producer."""
+    """An open user ring pinned by someone else."""
 
-    reused = True
-
-    def __init__(self, path: Path, fd: lb.Fd, info: lb.MapInfo, lock: int) -> None:
+    def __init__(self, path: Path, fd: lb.Fd, info: lb.MapInfo) -> None:
         self.path = path
         self._fd = fd
         self.info = info
-        self._lock = lock
 
     @property
     def ring_fd(self) -> int:
@@ -68,9 +60,6 @@ class PinnedRing(Closing):
         )
 
     def close(self) -> None:
-        if self._lock >= 0:
-            os.close(self._lock)
-            self._lock = -1
         self._fd.close()
 
     def __repr__(self) -> str:
@@ -78,7 +67,7 @@ class PinnedRing(Closing):
 
 
 def open_ring_pin(path: Path, ring_size: int, *, size_given: bool) -> PinnedRing:
-    """Opens and locks the user ring pinned at ``path``.
+    """Opens the user ring pinned at ``path``.
 
     Its size is the pinned map's; a ``--ring-size`` given explicitly must match.
     """
@@ -86,7 +75,6 @@ def open_ring_pin(path: Path, ring_size: int, *, size_given: bool) -> PinnedRing
         fd = lb.obj_get(path)
     except KernelError as exc:
         raise PinError(f"--ring-pin {path}: cannot open the pin: {exc.message}") from exc
-    lock = -1
     try:
         # Info by fd answers for programs and links too: fdinfo says what it is.
         fdinfo = Path(f"/proc/self/fdinfo/{fd.fd}").read_text()
@@ -104,22 +92,7 @@ def open_ring_pin(path: Path, ring_size: int, *, size_given: bool) -> PinnedRing
                 f"--ring-size {ring_size} was given; drop --ring-size or set it to "
                 f"{info.max_entries}"
             )
-        try:
-            lock = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ProducerLockedError(
-                f"--ring-pin {path}: another ringbridge producer holds this ring "
-                f"(or another ring pinned in {path.parent}); a user ring buffer takes "
-                "one producer only"
-            ) from None
-        except OSError as exc:
-            raise PinError(
-                f"--ring-pin {path}: cannot lock the pin: {os.strerror(exc.errno or errno.EIO)}"
-            ) from exc
     except BaseException:
-        if lock >= 0:
-            os.close(lock)
         fd.close()
         raise
-    return PinnedRing(path, fd, info, lock)
+    return PinnedRing(path, fd, info)

@@ -2,7 +2,7 @@
 
 State lives in the maps, so the maps are what is pinned (one pin per map
 under the pin dir, ``.`` of global-data map names turned into ``_``), plus
-the identity record of :mod:`ringbridge.kernel.pinmeta`. Programs are loaded
+the identity record of :mod:`ringbridge.kernel.pins.meta`. Programs are loaded
 afresh at every start and attached (libbpf auto-attach) for as long as the
 service runs: a program attached to a tracepoint or fentry cannot outlive its
 link without being pinned itself, and re-loading lets a restart re-attach
@@ -19,23 +19,16 @@ without a second, per-attach-type code path.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 from pathlib import Path
 
-from ringbridge.errors import ConfigError, KernelError, PinError
-from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.objplan import ObjectPlan
-from ringbridge.kernel.pinmeta import (
-    META_PIN,
-    PinMeta,
-    object_digest,
-    unpin_hint,
-)
-
 from ..closing import Closing
+from ..errors import ConfigError, KernelError, PinError
+from . import libbpf as lb
+from .attach import attach_programs
+from .objplan import ObjectPlan
+from .pins import META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
 
 __all__ = ["LoadedObject", "load_object"]
 
@@ -102,13 +95,6 @@ class LoadedObject(Closing):
         if rc < 0:
             raise KernelError("run", name, -rc, "the drain program returned an error")
         return rc
-
-    # SeqStore (producer): the next sample seq lives in the identity record.
-    def load_seq(self) -> int:
-        return self.meta.load_seq()
-
-    def store_seq(self, next_seq: int) -> None:
-        self.meta.store_seq(next_seq)
 
     @property
     def closed(self) -> bool:
@@ -183,75 +169,13 @@ def _open_sized(plan: ObjectPlan, pin_to: Path) -> lb.BpfObject:
     return obj
 
 
-def _attach_hint(section: str) -> str:
-    kind = section.split("/", 1)[0]
-    hints = {
-        "tp": "tracepoints need tracefs (mount -t tracefs tracefs /sys/kernel/tracing)",
-        "tracepoint": "tracepoints need tracefs (mount -t tracefs tracefs /sys/kernel/tracing)",
-        "kprobe": "kprobes need CONFIG_KPROBES and the function to exist",
-        "kretprobe": "kprobes need CONFIG_KPROBES and the function to exist",
-        "fentry": "fentry/fexit need BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
-        "fexit": "fentry/fexit need BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
-    }
-    why = hints.get(kind, "see the ringbridge.libbpf log for libbpf's reason")
-    return f"{why}; raw_tp/tp_btf attach without either; --no-attach loads only"
-
-
-def _attach(plan: ObjectPlan, obj: lb.BpfObject) -> list[lb.BpfLink]:
-    links: list[lb.BpfLink] = []
-    try:
-        for spec in plan.programs:
-            if spec.type == lb.BPF_PROG_TYPE_SYSCALL or not spec.autoattach:
-                continue
-            try:
-                link = obj.program(spec.name).attach()
-            except KernelError as exc:
-                raise KernelError(
-                    "attach", f"{spec.name} ({spec.section})", exc.errno, _attach_hint(spec.section)
-                ) from exc
-            if link is None:
-                log.info(
-                    "program has no attach point; loaded only",
-                    extra={"program": spec.name, "section": spec.section},
-                )
-                continue
-            links.append(link)
-            log.info("attached", extra={"program": spec.name, "section": spec.section})
-    except BaseException:
-        for link in links:
-            link.destroy()
-        raise
-    return links
-
-
-def _remove_staging(staging: Path) -> None:
-    # Our own half-made set (no identity record yet, or a dead load's).
-    if not staging.is_dir():
-        return
-    for entry in staging.iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
-    with contextlib.suppress(FileNotFoundError):
-        staging.rmdir()
-
-
-def _staging_dir(pin_dir: Path) -> Path:
-    # No dots: bpffs refuses names containing "." (reserved).
-    return pin_dir.parent / f"{pin_dir.name}-staging-{os.getpid()}"
 
 
 def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> LoadedObject:
     """Loads the planned object with its maps pinned under ``pin_dir`` (see the module doc)."""
-    from ringbridge.kernel.bpfobj import is_bpffs  # the bpffs check is shared
-    from ringbridge.kernel.environment import bpffs_hint
-
-    if not is_bpffs(pin_dir):
-        raise PinError(f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}")
+    check_pin_dir(pin_dir)
     digest = object_digest(plan.path)
-    if pin_dir.exists() and not pin_dir.is_dir():
-        raise PinError(f"pin dir {pin_dir} exists and is not a directory")
     reused = pin_dir.is_dir() and any(pin_dir.iterdir())
-    staging: Path | None = None
     meta: PinMeta | None = None
     obj: lb.BpfObject | None = None
     links: list[lb.BpfLink] = []
@@ -261,26 +185,13 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
             obj = _open_sized(plan, pin_dir)
             obj.load()
         else:
-            try:
-                pin_dir.parent.mkdir(parents=True, exist_ok=True)
-                staging = _staging_dir(pin_dir)
-                _remove_staging(staging)
-                staging.mkdir(mode=0o700)  # nobody else fills it or holds it open
-            except OSError as exc:
-                raise PinError(f"cannot create a staging dir next to {pin_dir}: {exc}") from exc
-            obj = _open_sized(plan, staging)
-            obj.load()
-            meta = PinMeta.create(digest, staging / META_PIN)
-            try:
-                os.rename(staging, pin_dir)
-            except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise PinError(f"pin dir {pin_dir} appeared while loading; retry") from None
-                raise PinError(f"cannot move pins into {pin_dir}: {exc}") from exc
-            staging = None
+            with staged(pin_dir) as staging:
+                obj = _open_sized(plan, staging)
+                obj.load()
+                meta = PinMeta.create(digest, staging / META_PIN)
             meta.path = pin_dir / META_PIN
         if attach:
-            links = _attach(plan, obj)
+            links = attach_programs(obj, plan.programs)
         loaded = LoadedObject(plan, pin_dir, obj, meta, links, reused=reused)
     except BaseException:
         for link in links:
@@ -289,9 +200,6 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
             meta.close()
         if obj is not None:
             obj.close()
-        if staging is not None:
-            with contextlib.suppress(PinError):
-                _remove_staging(staging)
         raise
     log.info(
         "BPF object loaded",

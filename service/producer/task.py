@@ -38,7 +38,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ..errors import (
     ClientGoneError,
@@ -51,12 +51,11 @@ from ..errors import (
     StoppingError,
 )
 from ..kernel.ringbuf import UserRingBuffer
+from ..wire import Ack, WaitFor
 from .admission import Admission, AdmissionStatistics, BatchLine, Credit
 from .kick import DrainTrigger, KickStatistics
 
 log = logging.getLogger("ringbridge.producer")
-
-WaitFor = Literal["committed", "consumed"]
 
 
 class Batch(Protocol):
@@ -73,28 +72,15 @@ class Batch(Protocol):
 
 
 class SeqStore(Protocol):
-    """Where the next sample seq survives a restart (the pinned ctl map)."""
+    """Where the next sample seq survives a restart, kept with the pins.
+
+    ``store_seq`` runs before every commit (make it a store into a mapping,
+    not a syscall). Implemented by the built-in consumer's ctl map and a pin
+    set's identity record; a backend offers one as ``Backend.seq_store``.
+    """
 
     def load_seq(self) -> int: ...
     def store_seq(self, next_seq: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """A committed batch: samples ``first_seq..last_seq``, ring bytes ``[start, end)``.
-
-    ``state`` is what is known of the batch when the ack is given: always at
-    least ``"committed"``; ``"consumed"`` once the kernel's consumer passed it.
-    A ``wait="consumed"`` submit whose wait ran out returns ``"committed"``:
-    that is a success with a caveat (do not resend), not an error.
-    """
-
-    first_seq: int
-    last_seq: int
-    count: int
-    ring_start_pos: int
-    ring_end_pos: int
-    state: WaitFor = "committed"
 
 
 class _Submission:
@@ -444,7 +430,13 @@ class Producer:
             return
         first = self._next_seq
         self._next_seq += b.count
-        ack = Ack(first, first + b.count - 1, b.count, commit.start, commit.end)
+        ack = Ack(
+            accepted=b.count,
+            first_seq=first,
+            last_seq=first + b.count - 1,
+            ring_start_pos=commit.start,
+            ring_end_pos=commit.end,
+        )
         self._batches += 1
         self._samples += b.count
         self._bytes += b.payload_bytes

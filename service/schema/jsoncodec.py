@@ -44,11 +44,10 @@ from ..core import ring as core
 from ..errors import (
     MalformedJSONError,
     RecordTooLargeError,
-    RingbridgeError,
     SampleError,
 )
 from . import btf as btf_reader
-from .batch import EncodedBatch, set_frame_id
+from .batch import EncodedBatch
 from .compiler import compile_type
 from .jsonkeys import check_duplicate_keys, id_member
 from .kinds.array import ArrayNode
@@ -302,20 +301,11 @@ class SampleCodec:
     ) -> tuple[Any, EncodedBatch]:
         """``{"id": <any>, "samples": [...]}`` -> (id, records).
 
-        On error the exception carries ``frame_id`` (see ``frame_id_of``): the
-        frame's id when the frame is JSON with an ``id``, else None.
+        A refused frame's id, for its error ack, is :func:`frame_id`'s.
         """
-        try:
-            return self._decode(
-                data,
-                frame=True,
-                ring_size=ring_size,
-                limit=max_sample_bytes,
-                max_samples=max_samples,
-            )
-        except RingbridgeError as exc:
-            set_frame_id(exc, _salvage_id(data))
-            raise
+        return self._decode(
+            data, frame=True, ring_size=ring_size, limit=max_sample_bytes, max_samples=max_samples
+        )
 
     def encode_sample(self, **values: Any) -> bytes:
         """The payload bytes of one sample (missing members zero).
@@ -662,18 +652,13 @@ _ID_ONLY: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
 )
 
 
-def _salvage_id(data: str | bytes) -> Any:
-    """The id of a frame that failed validation, if the frame is JSON at all."""
+def frame_id(data: str | bytes) -> Any:
+    """The ``id`` of a text frame that was refused, if the frame is JSON at all (else None)."""
     try:
         return _ID_ONLY.decode(data).id
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         # Another part of the frame defeats the decoder: read the id alone.
         return id_member(data)
-
-
-def frame_id_from(data: str | bytes) -> Any:
-    """The ``id`` of a text frame refused before decoding (None if it has none)."""
-    return _salvage_id(data)
 
 
 # A JSON string literal; removing them leaves only structure and scalars.

@@ -77,7 +77,7 @@ def test_accepted_means_well_formed(buf: bytes, ring: int, limit: int) -> None:
     try:
         info = core.validate_batch(buf, ring, limit)
     except ProtocolError as exc:
-        index: int = exc.index  # type: ignore[attr-defined]
+        index: int = exc.index
         if index > 0:
             # Everything before the first bad record is a valid batch on its own.
             off = 0
@@ -110,7 +110,7 @@ def test_native_validator_agrees_with_the_reference(buf: bytes, ring: int, limit
         info = core.validate_batch(buf, ring, limit)
     except ProtocolError as exc:
         assert v.verdict != 0, f"C accepted what the reference rejects: {exc}"
-        assert v.index == exc.index  # type: ignore[attr-defined]
+        assert v.index == exc.index
         # The public function raises the reference's own error.
         with pytest.raises(type(exc), match="^" + re.escape(str(exc)) + "$"):
             validate_binary_batch(buf, ring_size=ring, max_sample_bytes=limit)

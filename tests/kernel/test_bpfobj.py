@@ -16,7 +16,8 @@ from ringbridge import artifacts
 from ringbridge.errors import BpfObjectError, ConfigError, PinError
 from ringbridge.kernel import bpfobj, counters
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.bpfobj import LoadedRingbridge, RingbridgePins, load_default, unpin
+from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
+from ringbridge.kernel.pins import RingbridgePins, is_bpffs, unpin
 
 RING = 1 << 16
 ALL_NAMES = {
@@ -145,8 +146,8 @@ def test_pin_dir_not_on_bpffs(bpf_object_path: Path, tmp_path: Path) -> None:
         load_default(bpf_object_path, target, RING)
     assert "BPF filesystem" in str(info.value)
     assert not target.exists()
-    assert not bpfobj.is_bpffs(tmp_path)
-    assert bpfobj.is_bpffs(Path("/sys/fs/bpf"))
+    assert not is_bpffs(tmp_path)
+    assert is_bpffs(Path("/sys/fs/bpf"))
 
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -297,7 +298,7 @@ def test_ctl_writes_keep_producer_waiting(rb: LoadedRingbridge) -> None:
 def test_read_counters_sums_per_cpu(rb: LoadedRingbridge) -> None:
     ncpus = lb.num_possible_cpus()
     words = counters.WORDS
-    assert words * 8 == bpfobj.COUNTERS_VALUE_SIZE
+    assert words * 8 == counters.COUNTERS_VALUE_SIZE
     big = 2**63 + 5
     per_cpu = []
     for cpu in range(ncpus):

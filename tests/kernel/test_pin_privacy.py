@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ringbridge.kernel.bpfobj import load_default, lock_producer, producer_lock_path
+from ringbridge.kernel.bpfobj import load_default
+from ringbridge.kernel.pins import lock_producer, producer_lock_path
 
 pytestmark = pytest.mark.kernel
 

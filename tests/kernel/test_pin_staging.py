@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ringbridge.errors import BpfObjectError
-from ringbridge.kernel.bpfobj import RingbridgePins, load_default
+from ringbridge.kernel.bpfobj import load_default
+from ringbridge.kernel.pins import RingbridgePins
 
 pytestmark = pytest.mark.kernel
 

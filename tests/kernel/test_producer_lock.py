@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ringbridge.errors import PinError
-from ringbridge.kernel.bpfobj import load_default, lock_producer
+from ringbridge.kernel.bpfobj import load_default
+from ringbridge.kernel.pins import lock_producer
 
 pytestmark = pytest.mark.kernel
 
@@ -24,7 +25,7 @@ def test_second_producer_is_refused_until_the_first_exits(
         # Another process is refused the same way (flock is per open file).
         code = (
             "import sys; from pathlib import Path;"
-            "from ringbridge.kernel.bpfobj import lock_producer;"
+            "from ringbridge.kernel.pins import lock_producer;"
             "from ringbridge.errors import PinError\n"
             f"try: lock_producer(Path({str(pin_dir)!r}))\n"
             "except PinError: sys.exit(3)\n"

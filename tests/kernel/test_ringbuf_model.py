@@ -27,7 +27,8 @@ from hypothesis.stateful import (
 
 from ringbridge.core import ring as core
 from ringbridge.errors import RingFullError
-from ringbridge.kernel.bpfobj import KernelCounters, LoadedRingbridge, load_default
+from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
+from ringbridge.kernel.counters import KernelCounters
 from ringbridge.kernel.ringbuf import Reservation, UserRingBuffer
 
 pytestmark = pytest.mark.kernel

@@ -46,9 +46,9 @@ def test_ringbridge_ctl(bpf_object_path: Path) -> None:
 @pytest.mark.kernel
 def test_ringbridge_counters_matches_bpfobj(bpf_object_path: Path) -> None:
     size, rows = layout(bpf_object_path, "ringbridge_counters")
-    assert size == bpfobj.COUNTERS_VALUE_SIZE
-    n_err = len(bpfobj.DRAIN_ERROR_NAMES)
-    k = bpfobj.MAX_KINDS
+    assert size == counters.COUNTERS_VALUE_SIZE
+    n_err = len(counters.DRAIN_ERROR_NAMES)
+    k = counters.MAX_KINDS
     assert rows == [
         ("samples", 0, 8, 1),
         ("bytes", 8, 8, 1),

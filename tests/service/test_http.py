@@ -372,7 +372,7 @@ def test_restart_reopens_the_pins_and_keeps_kernel_counters(make_server: ServerF
     srv.wait_kernel(t)
     srv.stop()
     again = make_server(ring_size=SMALL_RING)
-    assert again.runtime.loaded.reused
+    assert again.runtime.backend.reused
     with httpx.Client(base_url=again.url, timeout=30) as c:
         r = c.post("/v1/samples", json={"samples": [{"kind": 2, "value": 1}]})
         _ok(r, 1)

@@ -17,7 +17,8 @@ from ringbridge.kernel.drainer import NativeDrainer
 from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.producer.admission import Admission, BatchLine
 from ringbridge.producer.kick import Kicker
-from ringbridge.producer.task import Ack, Producer
+from ringbridge.producer.task import Producer
+from ringbridge.wire import Ack
 
 from .conftest import SMALL_RING, eventually, sample
 
@@ -128,7 +129,13 @@ async def test_seqs_are_contiguous_and_acks_carry_ring_positions(ring: UserRingB
     await p.stop(1)
     seq, pos = 0, 0
     for n, a in enumerate(acks):
-        assert a == Ack(seq, seq + n, n + 1, pos, pos + 24 * (n + 1))
+        assert a == Ack(
+            accepted=n + 1,
+            first_seq=seq,
+            last_seq=seq + n,
+            ring_start_pos=pos,
+            ring_end_pos=pos + 24 * (n + 1),
+        )
         seq += n + 1
         pos += 24 * (n + 1)
     assert ring.producer_pos == pos and len(latencies) == 10

@@ -197,9 +197,10 @@ async def test_a_bad_wait_is_refused_at_the_handshake(server: Server) -> None:
     with pytest.raises(websockets.InvalidStatus) as e:
         async with connect(server.ws_url + "?wait=later"):
             pass
-    assert e.value.response.status_code == 400
+    # The refusal POST /v1/samples gets for the same query (tests/service/test_wire.py).
+    assert e.value.response.status_code == 422
     body = json.loads(e.value.response.body or b"{}")
-    assert body["error"]["code"] == "bad_request" and "wait=" in body["error"]["message"]
+    assert body["error"]["code"] == "invalid_request" and "query.wait" in body["error"]["message"]
 
 
 async def test_close_codes_of_frames_the_protocol_refuses(make_server: ServerFactory) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.globals import DATA_SECTIONS, global_vars, section_of
-from ringbridge.kernel.objplan import pin_name
+from ringbridge.kernel.pins import pin_name
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ringbridge.errors import ServiceError
+from ringbridge.errors import UnavailableError
 
 REPO = Path(__file__).resolve().parents[2]
 #: ``python -m ringbridge`` of the interpreter running the tests.
@@ -56,7 +56,7 @@ def spawned(
             addr = m.group(1) if m else None
             time.sleep(0.05)
         if addr is None:
-            raise ServiceError(f"{cmd[0]} did not start:\n{log_path.read_text()}")
+            raise UnavailableError(f"{cmd[0]} did not start:\n{log_path.read_text()}")
         yield addr, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -18,7 +18,6 @@ bpffs holds only BPF objects (no regular files), hence a map for the record.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import mmap
@@ -26,12 +25,13 @@ import struct
 from pathlib import Path
 from typing import Final
 
-from ringbridge.errors import KernelError, PinError
-from ringbridge.kernel import libbpf as lb
+from ...errors import KernelError, PinError
+from .. import libbpf as lb
+from .layout import META_PIN
+from .unpin import unpin_hint
 
-__all__ = ["META_PIN", "PinMeta", "object_digest", "remove_pin_set", "unpin_hint"]
+__all__ = ["PinMeta", "object_digest"]
 
-META_PIN: Final = "ringbridge_meta"
 _MAGIC: Final = b"ringbridge-pins\0"
 _VERSION: Final = 1
 # magic[16], u32 version, u32 reserved, sha256[32], u64 next_seq
@@ -53,16 +53,8 @@ def object_digest(path: Path) -> bytes:
     return h.digest()
 
 
-def unpin_hint(pin_dir: Path) -> str:
-    return (
-        f"run `ringbridge unpin --pin-dir {pin_dir}` to remove the old pins "
-        "(this drops the ring's contents and the kernel state kept in the maps), "
-        "or use another --pin-dir"
-    )
-
-
 class PinMeta:
-    """The open ``ringbridge_meta`` map of a pin set."""
+    """The open ``ringbridge_meta`` map of a pin set (a producer ``SeqStore`` too)."""
 
     def __init__(self, fd: lb.Fd, path: Path) -> None:
         self.fd = fd
@@ -147,34 +139,3 @@ class PinMeta:
             self._map.close()
             self._map = None
         self.fd.close()
-
-
-def remove_pin_set(pin_dir: Path) -> list[Path]:
-    """Removes a pin set made for a user's object (every entry, then the dir).
-
-    Only for a dir holding the identity record: ringbridge made it whole
-    (staged, then renamed into place), so every entry in it is ours.
-    Returns what was removed.
-    """
-    removed: list[Path] = []
-    if not (pin_dir / META_PIN).exists():
-        return removed
-    for entry in sorted(pin_dir.iterdir(), key=lambda p: p.name == META_PIN):
-        # The identity record goes last: a removal cut short still leaves a
-        # dir recognisably ours, which a second unpin can finish.
-        try:
-            entry.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise PinError(f"cannot remove pin {entry}: {exc}") from exc
-        removed.append(entry)
-    with contextlib.suppress(FileNotFoundError):
-        try:
-            pin_dir.rmdir()
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise PinError(f"cannot remove pin dir {pin_dir}: {exc}") from exc
-        else:
-            removed.append(pin_dir)
-    return removed

@@ -1,0 +1,85 @@
+"""A user ring another loader pinned (``--ring-pin``): nothing of ours loaded or pinned.
+
+Opened by :mod:`ringbridge.kernel.pinnedring`, locked by
+:func:`ringbridge.kernel.pins.lock_ring_pin`. The other loader drains
+(``external``), its programs' BTF gives the sample type, and the ring's size
+is the pin's. There is no place of ours to keep the next seq, so seqs start
+at 0 at every start.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.registry import Collector
+
+from ..closing import Closing
+from ..errors import ConfigError
+from ..kernel import libbpf as lb
+from ..kernel.pinnedring import PinnedRing, open_ring_pin
+from ..kernel.pins import lock_ring_pin
+from ..kernel.ringbuf import UserRingBuffer
+from ..producer.kick import DrainTrigger
+from ..producer.task import SeqStore
+from ..schema import SampleCodec
+from ..settings import DrainMode, Settings
+from .base import LoadedBackend
+
+__all__ = ["RingPinBackend"]
+
+
+class RingPinBackend(LoadedBackend[PinnedRing]):
+    """The ring pinned at ``--ring-pin``, opened for our producer."""
+
+    kind = "ring_pin"
+    drain: DrainMode = "external"  # the loader that pinned it drains
+    reused = True  # someone else's pins: never ours to forget
+    waiting_flag_fd: int | None = None
+    seq_store: SeqStore | None = None
+
+    def __init__(self, settings: Settings, ring_pin: Path) -> None:
+        size_given = "ring_size" in settings.model_fields_set
+        super().__init__(
+            settings, open_ring_pin(ring_pin, settings.ring_size, size_given=size_given)
+        )
+
+    def lock(self) -> Closing:
+        return lock_ring_pin(self.loaded.path)
+
+    def forget_pins(self) -> None:
+        """Nothing: the pins are the other loader's."""
+
+    def sample_codec(self) -> SampleCodec:
+        if self.settings.sample_type is None:
+            return SampleCodec.raw_only()
+        with self.loaded.btf() as btf:
+            return SampleCodec.from_btf(
+                btf,
+                self.settings.sample_type,
+                where=f"BTF of the ring pinned at {self.loaded.path}",
+            )
+
+    def exporters(self) -> list[Collector]:
+        return []
+
+    def kernel_stats(self) -> dict[str, Any]:
+        return {"ring_pin": str(self.loaded.path), "map_id": self.loaded.info.id}
+
+    def prepare_drain(self) -> None:
+        """Nothing: the drain is the other loader's business."""
+
+    def start_drain(self, ring: UserRingBuffer, stack: AsyncExitStack) -> DrainTrigger | None:
+        return None
+
+    def map_fd(self, name: str) -> lb.Fd:
+        if name != self.loaded.info.name:
+            raise ConfigError(
+                f"--ring-pin {self.loaded.path}: of the other loader's maps only the ring "
+                f"({self.loaded.info.name!r}) is known to ringbridge, not {name!r}"
+            )
+        return lb.obj_get(self.loaded.path)
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.kind, "ring_pin": str(self.loaded.path)}

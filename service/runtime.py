@@ -1,0 +1,102 @@
+"""The running service: what :func:`ringbridge.assemble.assemble` builds and the front doors share.
+
+:class:`Runtime` is hung on ``app.state.runtime`` by the API's lifespan;
+routes reach it through ``ringbridge.api.state.runtime_of``. Beside the
+backend, ring, producer and codec it holds the state every front door
+shares: refused batches by reason, the consumer's progress for readiness,
+and the open streams a shutdown has to finish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client.registry import Collector
+
+from .backends import Backend
+from .kernel.ringbuf import UserRingBuffer
+from .producer.task import Producer
+from .schema import SampleCodec
+from .settings import Settings
+
+__all__ = ["ConsumerWatch", "Rejections", "Runtime", "StreamRegistry"]
+
+
+class ConsumerWatch:
+    """Tells a stuck consumer from an idle one, for ``/readyz``.
+
+    The consumer is stuck when bytes are pending and ``consumer_pos`` has
+    not moved since we first saw them pending, for ``stall_s`` seconds. An
+    empty ring is never stuck, so a quiet service stays ready.
+    """
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._pos: int | None = None
+        self._since: float | None = None
+
+    def stalled_for(self, consumer_pos: int, pending: int, now: float | None = None) -> float:
+        """Seconds the consumer has been stuck (0.0 when progressing or idle)."""
+        now = time.monotonic() if now is None else now
+        if pending <= 0 or consumer_pos != self._pos:
+            self._pos = consumer_pos
+            self._since = now if pending > 0 else None
+            return 0.0
+        if self._since is None:
+            self._since = now
+        return now - self._since
+
+
+@dataclass
+class Rejections:
+    """Batches refused, by reason (the error code); exported as a labelled counter."""
+
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    def add(self, reason: str) -> None:
+        self.by_reason[reason] += 1
+
+
+class _Stoppable(Protocol):
+    def stop_reading(self) -> None: ...
+
+
+class StreamRegistry:
+    """The open streams (WebSocket connections), so that a shutdown can finish their acks."""
+
+    def __init__(self) -> None:
+        self._streams: set[_Stoppable] = set()
+        self.stopping = False
+
+    def add(self, stream: _Stoppable) -> None:
+        self._streams.add(stream)
+
+    def discard(self, stream: _Stoppable) -> None:
+        self._streams.discard(stream)
+
+    def shutdown(self) -> None:
+        """Every stream stops reading, finishes its acks and closes (1012)."""
+        self.stopping = True
+        for s in list(self._streams):
+            s.stop_reading()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    backend: Backend
+    ring: UserRingBuffer
+    producer: Producer
+    codec: SampleCodec
+    # The backend's Prometheus collectors (kernel counters, exported maps and globals).
+    exports: list[Collector]
+    watch: ConsumerWatch
+    rejections: Rejections = field(default_factory=Rejections)
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
+    started_at: float = field(default_factory=time.time)

@@ -1,0 +1,66 @@
+"""The pins module on its own: staging, unpin of a user object's set (real bpffs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ringbridge.errors import PinError
+from ringbridge.kernel import libbpf as lb
+from ringbridge.kernel.pins import (
+    META_PIN,
+    PinMeta,
+    lock_producer,
+    producer_lock_path,
+    staged,
+    unpin,
+)
+
+pytestmark = pytest.mark.kernel
+
+
+def _pin_map(path: Path, name: str = "m") -> None:
+    with lb.map_create(lb.BPF_MAP_TYPE_ARRAY, name, 4, 8, 1) as fd:
+        lb.obj_pin(fd, path)
+
+
+def test_a_staged_set_appears_whole_on_success(pin_dir: Path) -> None:
+    with staged(pin_dir) as staging:
+        assert staging.parent == pin_dir.parent and staging != pin_dir
+        _pin_map(staging / "a")
+        _pin_map(staging / "b")
+        assert not pin_dir.exists()
+    assert sorted(p.name for p in pin_dir.iterdir()) == ["a", "b"]
+    assert [p.name for p in pin_dir.parent.iterdir()] == [pin_dir.name]
+
+
+def test_a_failed_staging_leaves_nothing(pin_dir: Path) -> None:
+    with pytest.raises(RuntimeError, match="load failed"), staged(pin_dir) as staging:
+        _pin_map(staging / "a")
+        raise RuntimeError("load failed")
+    assert list(pin_dir.parent.iterdir()) == []
+
+
+def test_staging_never_replaces_a_set_that_appeared_meanwhile(pin_dir: Path) -> None:
+    with pytest.raises(PinError, match="appeared while loading"), staged(pin_dir) as staging:
+        _pin_map(staging / "ours")
+        pin_dir.mkdir()
+        _pin_map(pin_dir / "theirs")
+    assert [p.name for p in pin_dir.iterdir()] == ["theirs"]
+    assert [p.name for p in pin_dir.parent.iterdir()] == [pin_dir.name]
+
+
+def test_unpin_removes_a_user_objects_whole_set_and_its_lock(pin_dir: Path) -> None:
+    with staged(pin_dir) as staging:
+        _pin_map(staging / "counts")
+        _pin_map(staging / "obj_bss")
+        PinMeta.create(b"\0" * 32, staging / META_PIN).close()
+    lock_producer(pin_dir).close()
+    assert producer_lock_path(pin_dir).is_dir()
+    removed = unpin(pin_dir)
+    assert {p.name for p in removed} == {"counts", "obj_bss", META_PIN, pin_dir.name}
+    assert removed[-2].name == META_PIN  # the identity record last, then the dir
+    assert not pin_dir.exists()
+    assert not producer_lock_path(pin_dir).exists()
+    assert unpin(pin_dir) == []
