@@ -7,6 +7,7 @@ a TOML array; the token is what a client can present.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,9 +32,11 @@ def _items(value: Any) -> list[str]:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     if isinstance(value, list | tuple):
-        if not all(isinstance(item, str) for item in value):
+        # Names or paths (a Path when settings are rebuilt from settings);
+        # never numbers or tables (a TOML file can hold anything).
+        if not all(isinstance(item, str | os.PathLike) for item in value):
             raise ValueError(f"expected a list of names, got {value!r}")
-        return [item.strip() for item in value]
+        return [str(item).strip() for item in value]
     raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
 
 
