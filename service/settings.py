@@ -41,6 +41,7 @@ from pydantic_settings import (
 
 from .core import ring as core
 from .errors import ConfigError
+from .fleet.options import NatsSettings
 from .kernel.environment import bpffs_name_problem
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
@@ -72,7 +73,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, NatsSettings):
+    """Every setting of the service; the ``nats*`` fields come from :class:`NatsSettings`."""
+
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
     @classmethod

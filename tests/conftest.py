@@ -26,10 +26,15 @@ BPFFS = Path("/sys/fs/bpf")
 
 #: Marker -> the variable under which a test with it must not skip (set by .ci/run).
 #: Most specific first: a test with several of these markers follows only the
-#: first one's variable. The container test needs the kernel too, but it is a
-#: Docker test: a machine with a kernel and no engine may skip it under
-#: RINGBRIDGE_REQUIRE_KERNEL=1; only RINGBRIDGE_REQUIRE_DOCKER=1 makes it fail.
-REQUIRED_BY_ENV = {"container": "RINGBRIDGE_REQUIRE_DOCKER", "kernel": "RINGBRIDGE_REQUIRE_KERNEL"}
+#: first one's variable. The container and NATS tests need the kernel too, but
+#: a machine with a kernel and no Docker engine (or no nats-server) may skip
+#: them under RINGBRIDGE_REQUIRE_KERNEL=1; only their own variable
+#: (RINGBRIDGE_REQUIRE_DOCKER, RINGBRIDGE_REQUIRE_NATS) makes the skip fail.
+REQUIRED_BY_ENV = {
+    "container": "RINGBRIDGE_REQUIRE_DOCKER",
+    "nats": "RINGBRIDGE_REQUIRE_NATS",
+    "kernel": "RINGBRIDGE_REQUIRE_KERNEL",
+}
 
 
 def required(env_var: str) -> bool:
@@ -67,6 +72,7 @@ def kernel_or_skip() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kernel: needs root, CAP_BPF and bpffs (real kernel)")
     config.addinivalue_line("markers", "slow: takes tens of seconds (CI still runs it)")
+    config.addinivalue_line("markers", "nats: starts a real nats-server (JetStream)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

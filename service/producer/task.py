@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -83,19 +84,35 @@ class SeqStore(Protocol):
     def store_seq(self, next_seq: int) -> None: ...
 
 
+#: Called by the producer task with the ``producer_pos`` a batch's commit is
+#: about to publish, once that commit can no longer fail (see
+#: ``UserRingBuffer.commit_batch_nowait``); e.g. to record it with the pins.
+BeforeCommit = Callable[[int], None]
+
+
 class _Submission:
     """One admitted batch in line. ``batch`` is dropped when it is given up, so a
     batch that left early holds no memory while it still sits in the line."""
 
-    __slots__ = ("batch", "credit", "enqueued_at", "future")
+    __slots__ = ("batch", "before_commit", "credit", "enqueued_at", "future")
+
+    # enqueued_at is time.perf_counter(), not loop.time(): uvloop's clock is
+    # libuv's, in whole milliseconds and cached per loop pass, too coarse for
+    # a latency histogram whose first buckets are tens of microseconds.
 
     def __init__(
-        self, batch: Batch, credit: Credit, enqueued_at: float, future: asyncio.Future[Ack]
+        self,
+        batch: Batch,
+        credit: Credit,
+        enqueued_at: float,
+        future: asyncio.Future[Ack],
+        before_commit: BeforeCommit | None = None,
     ) -> None:
         self.batch: Batch | None = batch
         self.credit = credit
         self.enqueued_at = enqueued_at
         self.future = future
+        self.before_commit = before_commit
 
     def give_up(self, exc: RingbridgeError | None) -> bool:
         """Take the batch out of play (not committed) unless it already was; True if so."""
@@ -241,12 +258,16 @@ class Producer:
         """
         return self._enqueue(batch, credit).future
 
-    def _enqueue(self, batch: Batch, credit: Credit) -> _Submission:
+    def _enqueue(
+        self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
+    ) -> _Submission:
         try:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = _Submission(batch, credit, loop.time(), loop.create_future())
+            sub = _Submission(
+                batch, credit, time.perf_counter(), loop.create_future(), before_commit
+            )
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
@@ -269,6 +290,7 @@ class Producer:
         *,
         wait: WaitFor = "committed",
         gone: asyncio.Future[Any] | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Ack:
         """Enqueue ``batch`` and wait for its ack, until the credit's deadline.
 
@@ -276,9 +298,12 @@ class Producer:
         cancelled, the batch is given up: not committed unless it already was.
         With ``wait="consumed"`` the ack says ``"consumed"`` if the kernel
         consumed the batch before the deadline, else ``"committed"``.
+        ``before_commit(end_pos)`` runs in the producer task right before the
+        batch is published (see :data:`BeforeCommit`); if it raises a
+        RingbridgeError the batch fails with it, uncommitted.
         """
         loop = asyncio.get_running_loop()
-        sub = self._enqueue(batch, credit)
+        sub = self._enqueue(batch, credit, before_commit)
         fut = sub.future
         sub_timeout = credit.remaining(loop.time())
         try:
@@ -403,7 +428,7 @@ class Producer:
         try:
             try:
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count)
+                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
             except RingFullError:
                 self._full_waits += 1
                 if self._kicker is not None:
@@ -424,7 +449,7 @@ class Producer:
                     return  # given up while we waited: nothing of it was written
                 space.result()  # RingTimeoutError / RingClosedError
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count)
+                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return
@@ -448,7 +473,7 @@ class Producer:
         sub.credit.release()  # the ack returns the credit
         if self._on_commit is not None:
             try:
-                self._on_commit(loop.time() - sub.enqueued_at, ack)
+                self._on_commit(time.perf_counter() - sub.enqueued_at, ack)
             except Exception:
                 log.exception("commit observer failed")
 
