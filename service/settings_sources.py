@@ -39,6 +39,7 @@ OTHER_VARIABLES: Mapping[str, str] = {
     "RINGBRIDGE_CLANG": "the clang that compiles --sample-header (ringbridge.schema.header)",
     "RINGBRIDGE_REQUIRE_KERNEL": "the test suite: a kernel test may not skip (.ci/run)",
     "RINGBRIDGE_REQUIRE_DOCKER": "the test suite: the container test may not skip (.ci/run)",
+    "RINGBRIDGE_REQUIRE_NATS": "the test suite: a NATS test may not skip (.ci/run)",
     "RINGBRIDGE_LOAD_SECONDS": "the test suite: length of the load test",
     "RINGBRIDGE_BIND": "deploy/compose.yaml: the published address",
     "RINGBRIDGE_PUBLISH_PORT": "deploy/compose.yaml: the published port",
