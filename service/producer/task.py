@@ -14,7 +14,7 @@ Per batch the task:
    not find its batch in the ring -- it would resend it;
 2. commits it at once when the ring has room (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
-   :mod:`ringbridge.kernel.waiter`, so a full ring costs no CPU -- until the
+   :mod:`ringbridge.ring.waits`, so a full ring costs no CPU -- until the
    batch's deadline or until its submitter gives up, whichever comes first,
    and then fails it (:class:`RingTimeoutError`) having committed nothing;
 4. assigns ``first_seq..last_seq``, resolves the submitter's future and
@@ -51,7 +51,7 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..kernel.ringbuf import UserRingBuffer
+from ..ring import EncodedBatch, UserRingBuffer
 from ..wire import Ack, WaitFor
 from .admission import Admission, AdmissionStatistics, BatchLine, Credit
 from .kick import DrainTrigger, KickStatistics
@@ -59,17 +59,9 @@ from .kick import DrainTrigger, KickStatistics
 log = logging.getLogger("ringbridge.producer")
 
 
-class Batch(Protocol):
-    """What the producer needs of a validated batch (``codec.EncodedBatch``)."""
-
-    @property
-    def records(self) -> bytes | bytearray | memoryview: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def payload_bytes(self) -> int: ...
+#: A validated batch in the record format (the schema's decoders make them):
+#: the ring commits it as it is.
+Batch = EncodedBatch
 
 
 class SeqStore(Protocol):
@@ -86,7 +78,7 @@ class SeqStore(Protocol):
 
 #: Called by the producer task with the ``producer_pos`` a batch's commit is
 #: about to publish, once that commit can no longer fail (see
-#: ``UserRingBuffer.commit_batch_nowait``); e.g. to record it with the pins.
+#: ``UserRingBuffer.commit_batch``); e.g. to record it with the pins.
 BeforeCommit = Callable[[int], None]
 
 
@@ -243,6 +235,9 @@ class Producer:
         return self._admission.admit(nbytes, timeout)
 
     def _check_running(self) -> None:
+        fault = self._ring.fault
+        if fault is not None:
+            raise fault  # another writer touched the ring: nothing commits any more
         if self._crashed is not None:
             raise RingClosedError(f"the producer task crashed: {self._crashed!r}")
         if self._stopping:
@@ -346,7 +341,7 @@ class Producer:
     async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
         # Also ends when the producer has stopped (after its grace) or the
         # client went away: the answer is then the committed ack.
-        consumed = asyncio.ensure_future(self._ring.wait_consumed(ack.ring_end_pos, left))
+        consumed = asyncio.ensure_future(self._ring.wait_consumed_async(ack.ring_end_pos, left))
         stopped = asyncio.ensure_future(self._stopped.wait())
         waiters: set[asyncio.Future[Any]] = {consumed, stopped}
         if gone is not None:
@@ -360,6 +355,8 @@ class Producer:
             exc = consumed.exception()
             if exc is None:
                 return replace(ack, state="consumed")
+            if isinstance(exc, TimeoutError):
+                return ack  # not consumed in time: the committed ack (202)
             if not isinstance(exc, RingbridgeError):
                 raise exc  # a bug: not to be hidden
             # The ring closing or failing while we watched it changes nothing
@@ -428,13 +425,13 @@ class Producer:
         try:
             try:
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
+                commit = self._ring.commit_batch(b, before_publish=sub.before_commit)
             except RingFullError:
                 self._full_waits += 1
                 if self._kicker is not None:
                     self._kicker.request()
                 space = asyncio.ensure_future(
-                    self._ring.wait_for_space(b.nbytes, sub.credit.remaining(loop.time()))
+                    self._ring.wait_for_space_async(b.nbytes, sub.credit.remaining(loop.time()))
                 )
                 try:
                     # Ends early when the submitter gives up (client gone, deadline).
@@ -447,9 +444,14 @@ class Producer:
                             await space
                 if sub.future.done():
                     return  # given up while we waited: nothing of it was written
-                space.result()  # RingTimeoutError / RingClosedError
+                try:
+                    space.result()  # RingClosedError, ForeignWriterError...
+                except TimeoutError as exc:
+                    raise RingTimeoutError(
+                        f"batch not committed within its timeout: the ring stayed full ({exc})"
+                    ) from exc
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
+                commit = self._ring.commit_batch(b, before_publish=sub.before_commit)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return
