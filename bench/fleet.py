@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=None, help="default: bench/ (quick: temp)")
     args = ap.parse_args(argv)
     n_nodes, rounds = (3, 2) if args.quick else (args.nodes, args.rounds)
-    seconds = 1 if args.quick else args.seconds
+    # Two seconds even when quick: a loaded machine may answer nothing in one.
+    seconds = 2 if args.quick else args.seconds
     backlog = {"bin": 30, "json": 50} if args.quick else {"bin": 400, "json": 1500}
     out_dir = args.out_dir or (
         Path(tempfile.mkdtemp(prefix="ringbridge-fleet-quick-"))
