@@ -55,3 +55,17 @@ uint32_t rb_xchg_u32(uint32_t *p, uint32_t v)
 {
 	return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
 }
+
+/*
+ * Full barrier between the consumer's consumer_pos store and its following
+ * re-read of producer_pos (or of a BUSY header), on a kernel ring buffer
+ * (BPF_MAP_TYPE_RINGBUF). The kernel wakes the consumer only for a record
+ * committed at consumer_pos (bpf_ringbuf_commit: xchg on the header, then
+ * smp_load_acquire(&rb->consumer_pos)); without store-load order here both
+ * sides could read the other's old value and the wake-up would be lost.
+ * (x86-64: mfence or a locked op; arm64: dmb ish.)
+ */
+void rb_fence_seq_cst(void)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}

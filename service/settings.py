@@ -37,6 +37,7 @@ from pydantic_settings import (
 from .core import ring as core
 from .errors import ConfigError
 from .kernel.privileges import resolve_user
+from .schema.header import HeaderOptions
 from .units import parse_size
 
 MiB = 1024 * 1024
@@ -86,6 +87,8 @@ def parse_map_sizes(value: Any) -> dict[str, int]:
 MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
 #: Names (repeatable flag; comma-separated in the environment).
 Names = Annotated[list[str], NoDecode, BeforeValidator(_items)]
+#: Paths (repeatable flag; comma-separated in the environment).
+Paths = Annotated[list[Path], NoDecode, BeforeValidator(_items)]
 
 #: The settings file in use while a Settings is being built (see :meth:`Settings.load`).
 _config_file: ContextVar[Path | None] = ContextVar("ringbridge_config_file", default=None)
@@ -197,6 +200,25 @@ class Settings(BaseSettings):
         description="struct or union in the object's BTF that one sample is "
         "(JSON fields are packed into it); binary batches work without it",
     )
+    sample_btf: Paths = Field(
+        default_factory=list,
+        description="more BTF to find --sample-type in, after the object's own: an ELF object "
+        "(e.g. made by `ringbridge types`) or a raw BTF file (repeatable, searched in order)",
+    )
+    sample_header: Path | None = Field(
+        default=None,
+        description="C header that defines --sample-type, compiled with clang at start-up "
+        "(searched after --sample-btf; without clang use `ringbridge types`)",
+    )
+    header_include: Names = Field(
+        default_factory=list,
+        description="file (or <name>) to include before --sample-header instead of "
+        "<linux/types.h>, e.g. vmlinux.h (repeatable, in order)",
+    )
+    header_include_dir: Paths = Field(
+        default_factory=list,
+        description="include dir for compiling --sample-header (repeatable)",
+    )
     drain_program: str | None = Field(
         default=None,
         description='the object\'s SEC("syscall") program that drains the ring on demand '
@@ -303,6 +325,10 @@ class Settings(BaseSettings):
         self._given = frozenset(self.model_fields_set)
         if self.ring_pin is not None:
             self._check_ring_pin()
+        if self.sample_header is None and (self.header_include or self.header_include_dir):
+            raise ConfigError(
+                "--header-include and --header-include-dir only apply to --sample-header"
+            )
         core.check_ring_size(self.ring_size, mmap.PAGESIZE)
         if self.token_file is not None:
             if self.token is not None:
@@ -363,6 +389,14 @@ class Settings(BaseSettings):
                 "or --allow-unauthenticated"
             )
         return self
+
+    @property
+    def header_options(self) -> HeaderOptions:
+        """How to compile ``sample_header``, the way the BPF program includes it."""
+        return HeaderOptions(
+            include_dirs=tuple(self.header_include_dir),
+            includes=tuple(self.header_include) if self.header_include else None,
+        )
 
     def _check_ring_pin(self) -> None:
         if self.bpf_object is not None:

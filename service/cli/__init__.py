@@ -5,6 +5,7 @@ Subcommands (one module each):
 - ``serve``  -- the service (:mod:`.serve`; flags generated from Settings);
 - ``push``   -- stream a file or stdin of samples over the WebSocket (:mod:`.push`);
 - ``stats``  -- ``GET /v1/stats`` as a table or the raw JSON (:mod:`.stats`);
+- ``types``  -- compile a C header's types into BTF for ``--sample-btf`` (:mod:`.types`);
 - ``drain``  -- run the pinned on-demand drain program once (:mod:`.pins`);
 - ``unpin``  -- remove our pins from a pin dir (:mod:`.pins`).
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .pins import cmd_drain, cmd_unpin
     from .push import cmd_push
     from .stats import cmd_stats
+    from .types import add_types_parser
 
     p = argparse.ArgumentParser(
         prog="ringbridge",
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
     stats.set_defaults(func=cmd_stats)
 
+    add_types_parser(sub)
+
     drain = sub.add_parser(
         "drain",
         help="run the pinned drain program once and print how many samples it drained",
@@ -130,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unpin.set_defaults(func=cmd_unpin)
 
-    for sp in (push, stats, drain, unpin):
+    for sp in (push, stats, drain, unpin, sub.choices["types"]):
         sp.add_argument("--log-level", default="warning", help="stderr log level")
     return p
 

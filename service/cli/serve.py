@@ -49,7 +49,14 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(ann) in (list, dict):
             # Repeatable: each use appends one item; Settings parses the list.
             kw["action"] = "append"
-            kw["metavar"] = "NAME=SIZE" if typing.get_origin(ann) is dict else "NAME"
+            item = typing.get_args(ann)[:1]
+            kw["metavar"] = (
+                "NAME=SIZE"
+                if typing.get_origin(ann) is dict
+                else "PATH"
+                if item == (Path,)
+                else "NAME"
+            )
         else:
             choices = typing.get_args(ann) if typing.get_origin(ann) is Literal else None
             if choices:

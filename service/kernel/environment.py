@@ -61,6 +61,22 @@ def bpffs_hint(container: bool | None = None) -> str:
     return "mount one (`mount -t bpf bpf /sys/fs/bpf`) and use a directory below it"
 
 
+def tracefs_hint(container: bool | None = None) -> str:
+    """How to give tracepoint programs the tracefs they attach through, here."""
+    if container if container is not None else in_container():
+        return (
+            "tracepoint programs need tracefs: mount the host's into the container "
+            "(`docker run -v /sys/kernel/tracing:/sys/kernel/tracing ...`; Kubernetes: a "
+            "hostPath volume), or give it CAP_SYS_ADMIN so the service can mount it; "
+            "raw_tp programs need none"
+        )
+    return (
+        "tracepoint programs need tracefs: the service mounts it when it runs as root; "
+        "else mount it (`mount -t tracefs nodev /sys/kernel/tracing`); "
+        "raw_tp programs need none"
+    )
+
+
 def capabilities_hint(missing: list[str], container: bool | None = None) -> str:
     """How to give the service the capabilities it lacks, here."""
     names = ", ".join(missing) if missing else ", ".join(NEEDED_CAPS)

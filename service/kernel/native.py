@@ -29,6 +29,7 @@ _LOAD64 = ORDERING.function("rb_load_acquire_u64", ctypes.c_uint64, ctypes.c_voi
 _STORE32 = ORDERING.function("rb_store_release_u32", None, ctypes.c_void_p, ctypes.c_uint32)
 _LOAD32 = ORDERING.function("rb_load_acquire_u32", ctypes.c_uint32, ctypes.c_void_p)
 _XCHG32 = ORDERING.function("rb_xchg_u32", ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32)
+_FENCE = ORDERING.function("rb_fence_seq_cst", None)
 
 _TSO = ("x86_64", "AMD64")
 
@@ -43,6 +44,7 @@ class _Ops:
             self._store32 = _STORE32.get()
             self._load32 = _LOAD32.get()
             self._xchg32 = _XCHG32.get()
+            self._fence = _FENCE.get()
         except ConfigError as exc:
             machine = platform.machine()
             if machine not in _TSO:
@@ -87,6 +89,17 @@ class _Ops:
         old = int(cell.value)
         cell.value = value
         return old
+
+
+    def fence(self) -> None:
+        """A full (seq_cst) barrier: orders an earlier store before a later load.
+
+        Without the library (x86-64 only) there is none: a consumer of a
+        kernel ring buffer may then miss a wake-up, which its periodic
+        re-check bounds (see :mod:`ringbridge.kernel.eventring`).
+        """
+        if self.path is not None:
+            self._fence()
 
 
 _ops: _Ops | None = None

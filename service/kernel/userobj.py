@@ -26,6 +26,7 @@ from pathlib import Path
 from ..closing import Closing
 from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
+from .attach import attach_programs
 from .objplan import ObjectPlan
 from .pins import META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
 
@@ -168,45 +169,6 @@ def _open_sized(plan: ObjectPlan, pin_to: Path) -> lb.BpfObject:
     return obj
 
 
-def _attach_hint(section: str) -> str:
-    kind = section.split("/", 1)[0]
-    hints = {
-        "tp": "tracepoints need tracefs (mount -t tracefs tracefs /sys/kernel/tracing)",
-        "tracepoint": "tracepoints need tracefs (mount -t tracefs tracefs /sys/kernel/tracing)",
-        "kprobe": "kprobes need CONFIG_KPROBES and the function to exist",
-        "kretprobe": "kprobes need CONFIG_KPROBES and the function to exist",
-        "fentry": "fentry/fexit need BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
-        "fexit": "fentry/fexit need BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
-    }
-    why = hints.get(kind, "see the ringbridge.libbpf log for libbpf's reason")
-    return f"{why}; raw_tp/tp_btf attach without either; --no-attach loads only"
-
-
-def _attach(plan: ObjectPlan, obj: lb.BpfObject) -> list[lb.BpfLink]:
-    links: list[lb.BpfLink] = []
-    try:
-        for spec in plan.programs:
-            if spec.type == lb.BPF_PROG_TYPE_SYSCALL or not spec.autoattach:
-                continue
-            try:
-                link = obj.program(spec.name).attach()
-            except KernelError as exc:
-                raise KernelError(
-                    "attach", f"{spec.name} ({spec.section})", exc.errno, _attach_hint(spec.section)
-                ) from exc
-            if link is None:
-                log.info(
-                    "program has no attach point; loaded only",
-                    extra={"program": spec.name, "section": spec.section},
-                )
-                continue
-            links.append(link)
-            log.info("attached", extra={"program": spec.name, "section": spec.section})
-    except BaseException:
-        for link in links:
-            link.destroy()
-        raise
-    return links
 
 
 def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> LoadedObject:
@@ -229,7 +191,7 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
                 meta = PinMeta.create(digest, staging / META_PIN)
             meta.path = pin_dir / META_PIN
         if attach:
-            links = _attach(plan, obj)
+            links = attach_programs(obj, plan.programs)
         loaded = LoadedObject(plan, pin_dir, obj, meta, links, reused=reused)
     except BaseException:
         for link in links:

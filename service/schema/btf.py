@@ -14,7 +14,7 @@ from ..errors import SchemaError
 from ..kernel import libbpf as lb
 from . import model
 
-__all__ = ["BtfSource", "find_type", "read_type"]
+__all__ = ["BtfSource", "find_type", "lookup_type", "read_type"]
 
 # Qualifiers and aliases that do not change the layout of what they wrap.
 _TRANSPARENT = frozenset(
@@ -48,23 +48,36 @@ class BtfSource(Protocol):
     def type_by_id(self, type_id: int) -> lb.BtfType: ...
 
 
-def find_type(btf: BtfSource, name: str, *, where: str = "BTF") -> model.Type:
-    """The struct, union or typedef called ``name`` (in that order of lookup).
-
-    ``name`` may carry its C keyword (``"struct foo"``, ``"union bar"``) to
-    pick one kind. ``where`` names the BTF's origin in errors.
-    """
+def _split_name(name: str) -> tuple[tuple[int, ...], str]:
     kinds: tuple[int, ...] = _NAMED
     bare = name.strip()
     for word, kind in (("struct ", lb.BTF_KIND_STRUCT), ("union ", lb.BTF_KIND_UNION)):
         if bare.startswith(word):
             kinds, bare = (kind,), bare[len(word) :].strip()
+    return kinds, bare
+
+
+def lookup_type(btf: BtfSource, name: str) -> model.Type | None:
+    """The struct, union or typedef called ``name``, or None when the BTF has none.
+
+    ``name`` may carry its C keyword (``"struct foo"``, ``"union bar"``) to
+    pick one kind; else struct, union and typedef are tried in that order.
+    """
+    kinds, bare = _split_name(name)
     for kind in kinds:
         type_id = btf.find_by_name_kind(bare, kind)
         if type_id is not None:
             return read_type(btf, type_id)
+    return None
+
+
+def find_type(btf: BtfSource, name: str, *, where: str = "BTF") -> model.Type:
+    """:func:`lookup_type`, or a SchemaError naming ``where`` (the BTF's origin)."""
+    found = lookup_type(btf, name)
+    if found is not None:
+        return found
     raise SchemaError(
-        f"{where}: no struct, union or typedef named {bare!r} in the BTF "
+        f"{where}: no struct, union or typedef named {_split_name(name)[1]!r} in the BTF "
         "(clang emits BTF only for types the program uses)"
     )
 

@@ -85,6 +85,10 @@ class Composite:
     size: int
     members: tuple[Member, ...]
 
+    @property
+    def c_name(self) -> str:
+        return f"{self.kind} {self.name}" if self.name else f"anonymous {self.kind}"
+
 
 @dataclass(frozen=True)
 class Opaque:

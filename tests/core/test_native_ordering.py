@@ -48,6 +48,8 @@ def test_arm64_uses_release_and_acquire_instructions() -> None:
     assert ("ldaxr" in xchg and "stlxr" in xchg) or "swpal" in xchg
     for body in f.values():
         assert not re.search(r"\bstr\s", body), "a plain store would not order the publish"
+    # The kernel ring consumer's store-load barrier (consumer_pos, then producer_pos).
+    assert re.search(r"\bdmb\s+ish\b", f["rb_fence_seq_cst"])
 
 
 def test_x86_64_plain_moves_and_locked_exchange() -> None:
@@ -57,6 +59,8 @@ def test_x86_64_plain_moves_and_locked_exchange() -> None:
     # xchg with memory is implicitly locked: the full barrier the
     # producer_waiting handshake needs (store-load order).
     assert re.search(r"\bxchgl\s+%eax, \(%rdi\)", f["rb_xchg_u32"])
+    # A store-load barrier needs mfence (or a locked op) even under TSO.
+    assert re.search(r"\bmfence\b|\block\b", f["rb_fence_seq_cst"])
 
 
 def test_the_service_uses_the_built_helper(native_lib_path: Path) -> None:
@@ -69,3 +73,5 @@ def test_the_service_uses_the_built_helper(native_lib_path: Path) -> None:
     o.store_release_u32(addr, 7)
     assert o.load_acquire_u32(addr) == 7
     assert o.xchg_u32(addr, 9) == 7 and o.load_acquire_u32(addr) == 9
+    o.fence()  # bound to the library's rb_fence_seq_cst (a missing symbol fails above)
+    assert o._fence.__name__ == "rb_fence_seq_cst"

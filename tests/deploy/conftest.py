@@ -29,7 +29,9 @@ def _docker_unavailable_reason() -> str | None:
     try:
         r = subprocess.run(
             [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except subprocess.TimeoutExpired:
         return "the Docker engine did not answer within 30 s"
@@ -53,5 +55,3 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if require_docker():
         pytest.fail(f"RINGBRIDGE_REQUIRE_DOCKER=1 but {reason}")
     pytest.skip(reason)
-
-

@@ -34,9 +34,7 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.kernel, pytest.mark.container]
 
 DOCKER = os.environ.get("DOCKER", "docker")
-VERSION = re.search(
-    r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE
-)
+VERSION = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
 IMAGE = f"ringbridge:{VERSION.group(1) if VERSION else 'unknown'}"
 RING = 1 << 20
 TOKEN = f"test-{uuid.uuid4().hex}"
@@ -76,7 +74,10 @@ def privilege_flags() -> list[str]:
     probe = f"ringbridge-capprobe-{uuid.uuid4().hex[:8]}"
     r = subprocess.run(
         [DOCKER, "create", "--name", probe, *LEAST_PRIVILEGE, IMAGE, "--help"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     docker("rm", "-f", probe, check=False)
     if r.returncode == 0:
@@ -108,8 +109,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     log = tmp_path_factory.mktemp("image") / "make-image.log"
     with log.open("w") as out:
         r = subprocess.run(
-            ["make", "-s", "image"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            timeout=1800, check=False,
+            ["make", "-s", "image"],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
+            check=False,
         )
     assert r.returncode == 0, f"make image failed:\n{log.read_text()[-4000:]}"
     assert docker("image", "inspect", "-f", "{{.Id}}", IMAGE) == docker(
@@ -126,18 +131,33 @@ def container(image: str, pin_dir: Path, tmp_path: Path) -> Iterator[tuple[str, 
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)  # root-only: read at start-up, before the service drops root
     args = [
-        "run", "-d", "--name", name, "--network", "host",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
         *privilege_flags(),
-        "-v", "/sys/fs/bpf:/sys/fs/bpf",
-        "-v", f"{token}:/run/secrets/ringbridge-token:ro",
-        "-e", "RINGBRIDGE_TOKEN_FILE=/run/secrets/ringbridge-token",
-        "-e", "RINGBRIDGE_HOST=127.0.0.1",
-        "-e", f"RINGBRIDGE_PORT={port}",
-        "-e", f"RINGBRIDGE_PIN_DIR={pin_dir}",
-        "-e", f"RINGBRIDGE_RING_SIZE={RING // 1024}K",
+        "-v",
+        "/sys/fs/bpf:/sys/fs/bpf",
+        "-v",
+        f"{token}:/run/secrets/ringbridge-token:ro",
+        "-e",
+        "RINGBRIDGE_TOKEN_FILE=/run/secrets/ringbridge-token",
+        "-e",
+        "RINGBRIDGE_HOST=127.0.0.1",
+        "-e",
+        f"RINGBRIDGE_PORT={port}",
+        "-e",
+        f"RINGBRIDGE_PIN_DIR={pin_dir}",
+        "-e",
+        f"RINGBRIDGE_RING_SIZE={RING // 1024}K",
         # The image's own HEALTHCHECK command, probed more often than its
         # 10 s default so that the test does not idle.
-        "--health-interval", "1s", "--health-start-period", "30s",
+        "--health-interval",
+        "1s",
+        "--health-start-period",
+        "30s",
         image,
     ]
     docker(*args)
@@ -150,8 +170,10 @@ def container(image: str, pin_dir: Path, tmp_path: Path) -> Iterator[tuple[str, 
 def post(port: int, samples: list[dict[str, int]], token: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     return httpx.post(
-        f"http://127.0.0.1:{port}/v1/samples", json={"samples": samples},
-        headers=headers, timeout=30,
+        f"http://127.0.0.1:{port}/v1/samples",
+        json={"samples": samples},
+        headers=headers,
+        timeout=30,
     )
 
 
@@ -173,9 +195,11 @@ def wait_kernel(pin_dir: Path, obj: Path, kind: int, want: tuple[int, int]) -> N
 def image_object(name: str, dest: Path) -> Path:
     """The BPF object the image built and serves (pins accept only their own object)."""
     inside = docker(
-        "exec", name, "python3", "-c",
-        "from ringbridge.kernel.bpfobj import default_object_path; "
-        "print(default_object_path())",
+        "exec",
+        name,
+        "python3",
+        "-c",
+        "from ringbridge.kernel.bpfobj import default_object_path; print(default_object_path())",
     )
     assert inside.startswith("/opt/ringbridge/"), inside  # the wheel's package data
     docker("cp", f"{name}:{inside}", str(dest))
@@ -212,7 +236,8 @@ def test_container_life(container: tuple[str, int], pin_dir: Path, tmp_path: Pat
     docker("restart", "-t", "20", name, timeout=60)
     wait_health(name)
     stats = httpx.get(
-        f"http://127.0.0.1:{port}/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"},
+        f"http://127.0.0.1:{port}/v1/stats",
+        headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=10,
     ).json()
     assert stats["config"]["pins_reused"] is True

@@ -18,9 +18,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def test_url_follows_env_and_settings_file(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_url_follows_env_and_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert healthcheck.url() == "http://127.0.0.1:8470/healthz"
     config = tmp_path / "ringbridge.toml"
     config.write_text('host = "::"\nport = 9001\nring_size = "8M"\n')

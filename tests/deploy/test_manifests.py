@@ -19,9 +19,7 @@ import yaml
 from tests.conftest import REPO
 
 K8S = REPO / "deploy" / "kubernetes"
-_version = re.search(
-    r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE
-)
+_version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
 assert _version is not None
 VERSION = _version.group(1)
 IMAGE = f"ringbridge:{VERSION}"

@@ -97,9 +97,12 @@ def test_installed_wheel_serves_from_an_empty_directory(
 
     log = tmp_path / "serve.log"
     args = [f"--pin-dir={pin_dir}", "--ring-size=1M", "--drain=kick"]
-    with served(
-        args, log, command=[str(venv / "bin" / "ringbridge")], cwd=cwd, base_env=_clean_env()
-    ) as addr, httpx.Client(base_url=f"http://{addr}", timeout=10) as c:
+    with (
+        served(
+            args, log, command=[str(venv / "bin" / "ringbridge")], cwd=cwd, base_env=_clean_env()
+        ) as addr,
+        httpx.Client(base_url=f"http://{addr}", timeout=10) as c,
+    ):
         r = c.post("/v1/samples", json={"samples": [{"kind": 11, "value": 1234}] * 3})
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 3

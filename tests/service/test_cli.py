@@ -352,9 +352,7 @@ def test_push_reports_rejected_batches_and_exits_1(cli_server: str, tmp_path: Pa
         [{"kind": 1, "value": 1}] * 5 + [{"kind": 1, "flags": -1}] + [{"kind": 1, "value": 1}] * 4
     )
     f.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    r = run_cli(
-        "push", str(f), "--url", f"http://{cli_server}", "--batch-samples", "3", "-q"
-    )
+    r = run_cli("push", str(f), "--url", f"http://{cli_server}", "--batch-samples", "3", "-q")
     assert r.returncode == 1
     # Batches of 3: the bad sample (line 6) is sample 2 of batch 1; 7 samples land.
     assert "accepted: 7 samples" in r.stdout
@@ -376,9 +374,7 @@ def test_push_binary_file(cli_server: str, tmp_path: Path) -> None:
     n = 20000
     f = tmp_path / "records.bin"
     f.write_bytes(core.encode_batch([SAMPLE.pack(5, 0, 2) + bytes(8) for _ in range(n)]))
-    r = run_cli(
-        "push", str(f), "--url", f"ws://{cli_server}", "--batch-bytes", "64K", "-q"
-    )
+    r = run_cli("push", str(f), "--url", f"ws://{cli_server}", "--batch-bytes", "64K", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"accepted: {n:,} samples" in r.stdout
     st = kernel_stats(cli_server, n)

@@ -172,9 +172,17 @@ def test_unknown_user_stops_the_service_before_it_loads(pin_dir: Path, tmp_path:
     import sys
 
     r = subprocess.run(
-        [sys.executable, "-m", "ringbridge", "serve", f"--pin-dir={pin_dir}",
-         "--user=no-such-user-x"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "ringbridge",
+            "serve",
+            f"--pin-dir={pin_dir}",
+            "--user=no-such-user-x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode != 0
     assert "no user named 'no-such-user-x'" in r.stderr

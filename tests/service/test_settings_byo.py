@@ -78,3 +78,39 @@ def test_with_ring_size_derives_limits_again() -> None:
     given = Settings(ring_size=8 << 20, max_batch_bytes=1 << 20)
     with pytest.raises(ConfigError, match="exceeds ring_size"):
         given.with_ring_size(64 * 1024)
+
+
+def test_sample_type_sources_from_flags_env_and_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s = _parse(
+        ["--sample-btf", "a.bpf.o", "--sample-btf", "b.btf", "--sample-header", "wire.h",
+         "--header-include", "vmlinux.h", "--header-include-dir", "inc"]
+    )  # fmt: skip
+    assert s.sample_btf == [Path("a.bpf.o"), Path("b.btf")]
+    assert s.sample_header == Path("wire.h")
+    opts = s.header_options
+    assert opts.includes == ("vmlinux.h",) and opts.include_dirs == (Path("inc"),)
+    assert opts.prelude == ("vmlinux.h",)
+    # Without --header-include the program's usual prelude: <linux/types.h>.
+    assert _parse(["--sample-header", "wire.h"]).header_options.prelude == ("linux/types.h",)
+    assert _parse([]).sample_btf == [] and _parse([]).sample_header is None
+    monkeypatch.setenv("RINGBRIDGE_SAMPLE_BTF", "x.o, y.o")
+    assert Settings().sample_btf == [Path("x.o"), Path("y.o")]
+    monkeypatch.delenv("RINGBRIDGE_SAMPLE_BTF")
+    conf = tmp_path / "rb.toml"
+    conf.write_text('sample-btf = ["t.bpf.o"]\nsample_header = "h.h"\n')
+    s = Settings.load(config=conf)
+    assert s.sample_btf == [Path("t.bpf.o")] and s.sample_header == Path("h.h")
+
+
+def test_header_flags_need_a_header() -> None:
+    with pytest.raises(ConfigError, match="only apply to --sample-header"):
+        Settings.model_validate({"header_include": ["vmlinux.h"]})
+    with pytest.raises(ConfigError, match="only apply to --sample-header"):
+        Settings.model_validate({"header_include_dir": ["inc"]})
+
+
+def test_sample_btf_works_with_ring_pin() -> None:
+    s = Settings(ring_pin=Path("/sys/fs/bpf/x/ring"), sample_btf=[Path("t.o")], sample_type="m")
+    assert s.sample_btf == [Path("t.o")]

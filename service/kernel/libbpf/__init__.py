@@ -43,6 +43,7 @@ from .btf import (
     BtfMember,
     BtfType,
     DatasecVar,
+    FileBtf,
     KernelBtf,
 )
 from .fd import Fd, FdLike
@@ -112,6 +113,7 @@ __all__ = [
     "DatasecVar",
     "Fd",
     "FdLike",
+    "FileBtf",
     "KernelBtf",
     "MapInfo",
     "ProgInfo",

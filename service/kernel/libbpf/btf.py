@@ -6,11 +6,13 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno as _errno
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ...closing import Closing
-from ...errors import KernelError
+from ...errors import BpfObjectError, KernelError
 from .library import check_int, check_ptr, lib, raise_error
 from .structs import RawBtfArray, RawBtfMember, RawBtfType
 
@@ -42,6 +44,7 @@ __all__ = [
     "BtfMember",
     "BtfType",
     "DatasecVar",
+    "FileBtf",
     "KernelBtf",
 ]
 
@@ -240,6 +243,36 @@ class KernelBtf(Btf, Closing):
     @property
     def where(self) -> str:
         return f"kernel BTF id {self.btf_id}"
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            lib().btf__free(self._ptr)
+
+
+class FileBtf(Btf, Closing):
+    """BTF read from a file: an ELF object's ``.BTF`` section or a raw BTF blob
+    (``btf__parse`` tells them apart); owns its memory. Needs no privileges."""
+
+    def __init__(self, ptr: int, path: Path) -> None:
+        super().__init__(None, ptr)
+        self.path = path
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> FileBtf:
+        p = Path(path)
+        ptr = lib().btf__parse(os.fsencode(os.fspath(p)), None)
+        return cls(check_ptr(ptr, "btf__parse", str(p), obj=True), p)
+
+    def _p(self) -> int:
+        if self._closed:
+            raise BpfObjectError("use btf", str(self.path), _errno.EBADF, "freed")
+        return self._ptr
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         if not self._closed:

@@ -77,6 +77,8 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(MapCreateOpts)]),
     "bpf_map_get_next_key": (_I, [_I, _P, _P]),
     "btf__load_from_kernel_by_id": (_P, [_U32]),
+    "btf__parse": (_P, [_S, _P]),
+    "bpf_map__btf_value_type_id": (_U32, [_P]),
     "bpf_prog_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_prog_get_fd_by_id": (_I, [_U32]),
     "btf__free": (None, [_P]),

@@ -85,6 +85,11 @@ class BpfMap(_Member):
         return int(lib().bpf_map__value_size(self._p("bpf_map__value_size")))
 
     @property
+    def btf_value_type_id(self) -> int:
+        """The BTF type of the map's declared value (``__type(value, T)``), or 0."""
+        return int(lib().bpf_map__btf_value_type_id(self._p("bpf_map__btf_value_type_id")))
+
+    @property
     def is_internal(self) -> bool:
         """A map libbpf made for global data (.bss, .data, .rodata, .kconfig)."""
         return bool(lib().bpf_map__is_internal(self._p("bpf_map__is_internal")))

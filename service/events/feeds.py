@@ -1,0 +1,109 @@
+"""Kernel ring buffers feeding the event hub: which maps, read by whom, until when.
+
+``--event-map NAME[=TYPE]`` names a ``BPF_MAP_TYPE_RINGBUF`` of the loaded
+object, ``--event-pin PATH[=TYPE]`` one pinned by another loader; TYPE, when
+given, is the C type of one event, found like the sample type (the object's
+BTF first, then ``--sample-btf`` files, then ``--sample-header``), so events
+go out as typed JSON. :class:`EventFeeds` owns one
+:class:`~ringbridge.kernel.eventring.KernelRingReader` per map and publishes
+what it reads into the map's :class:`~ringbridge.events.hub.EventMap`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..closing import Closing
+from ..errors import ConfigError
+from ..kernel import libbpf as lb
+from ..kernel.eventring import DEFAULT_BUDGET, KernelRingReader, ReaderStatistics
+from ..kernel.objplan import ObjectPlan
+from .hub import EventHub, EventMap
+
+__all__ = ["EventFeeds", "EventSpec", "check_event_maps", "parse_event_spec"]
+
+log = logging.getLogger("ringbridge.events")
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One configured event map: ``name`` (the map's, or the pin's file name), its
+    event type (None: raw bytes), and the pin path for ``--event-pin``."""
+
+    name: str
+    type_name: str | None = None
+    pin: Path | None = None
+
+
+def parse_event_spec(text: str, *, pinned: bool = False) -> EventSpec:
+    """``NAME[=TYPE]`` (``--event-map``) or ``PATH[=TYPE]`` (``--event-pin``)."""
+    where, sep, type_name = text.partition("=")
+    where, type_name = where.strip(), type_name.strip()
+    flag = "--event-pin PATH[=TYPE]" if pinned else "--event-map NAME[=TYPE]"
+    if not where or (sep and not type_name):
+        raise ConfigError(f"{flag}: cannot read {text!r}")
+    if pinned:
+        pin = Path(where)
+        return EventSpec(pin.name, type_name or None, pin)
+    return EventSpec(where, type_name or None)
+
+
+def check_event_maps(plan: ObjectPlan, specs: Iterable[EventSpec]) -> None:
+    """Every ``--event-map`` names a kernel ring buffer of the object (before loading it)."""
+    rings = [m.name for m in plan.maps if m.type == lb.BPF_MAP_TYPE_RINGBUF]
+    for spec in specs:
+        if spec.pin is not None:
+            continue
+        found = [m for m in plan.maps if m.name == spec.name]
+        if not found or found[0].type != lb.BPF_MAP_TYPE_RINGBUF:
+            what = "has no map" if not found else "has a map of another type called"
+            raise ConfigError(
+                f"--event-map {spec.name}: BPF object {plan.path} {what} {spec.name!r}; "
+                f"its BPF_MAP_TYPE_RINGBUF maps: {', '.join(rings) or 'none'}"
+            )
+
+
+class EventFeeds(Closing):
+    """The readers of the configured event maps, publishing into their hub maps."""
+
+    def __init__(self, hub: EventHub, feeds: Sequence[tuple[KernelRingReader, EventMap]]) -> None:
+        self.hub = hub
+        self._feeds = list(feeds)
+
+    @classmethod
+    def open(
+        cls,
+        hub: EventHub,
+        maps: Sequence[tuple[EventMap, lb.FdLike]],
+        *,
+        budget: int = DEFAULT_BUDGET,
+    ) -> EventFeeds:
+        """A reader per ``(hub map, map fd)``; the fds are dup'ed (the caller keeps its own)."""
+        opened: list[tuple[KernelRingReader, EventMap]] = []
+        try:
+            for emap, fd in maps:
+                opened.append((KernelRingReader(fd, emap.name, budget=budget), emap))
+        except BaseException:
+            for reader, _ in opened:
+                reader.close()
+            raise
+        return cls(hub, opened)
+
+    def start(self) -> None:
+        """Starts every reader on the running loop."""
+        for reader, emap in self._feeds:
+            reader.start(emap.publish)
+            log.info("reading events", extra={"map": emap.name, "size": reader.size})
+
+    def statistics(self) -> list[ReaderStatistics]:
+        return [reader.statistics() for reader, _ in self._feeds]
+
+    def close(self) -> None:
+        """Stops and closes the readers, then ends every subscription."""
+        for reader, _ in self._feeds:
+            reader.close()
+        self._feeds = []
+        self.hub.close()
