@@ -37,7 +37,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import (
@@ -53,22 +53,11 @@ from ..errors import (
 from ..kernel.ringbuf import UserRingBuffer
 from ..wire import Ack, WaitFor
 from .admission import Admission, AdmissionStatistics, BatchLine, Credit
+from .consumed import wait_consumed
 from .kick import DrainTrigger, KickStatistics
+from .submission import Batch, Submission
 
 log = logging.getLogger("ringbridge.producer")
-
-
-class Batch(Protocol):
-    """What the producer needs of a validated batch (``codec.EncodedBatch``)."""
-
-    @property
-    def records(self) -> bytes | bytearray | memoryview: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def payload_bytes(self) -> int: ...
 
 
 class SeqStore(Protocol):
@@ -81,33 +70,6 @@ class SeqStore(Protocol):
 
     def load_seq(self) -> int: ...
     def store_seq(self, next_seq: int) -> None: ...
-
-
-class _Submission:
-    """One admitted batch in line. ``batch`` is dropped when it is given up, so a
-    batch that left early holds no memory while it still sits in the line."""
-
-    __slots__ = ("batch", "credit", "enqueued_at", "future")
-
-    def __init__(
-        self, batch: Batch, credit: Credit, enqueued_at: float, future: asyncio.Future[Ack]
-    ) -> None:
-        self.batch: Batch | None = batch
-        self.credit = credit
-        self.enqueued_at = enqueued_at
-        self.future = future
-
-    def give_up(self, exc: RingbridgeError | None) -> bool:
-        """Take the batch out of play (not committed) unless it already was; True if so."""
-        if self.future.done():
-            return False
-        if exc is None:
-            self.future.cancel()
-        else:
-            self.future.set_exception(exc)
-        self.batch = None
-        self.credit.release()
-        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +104,7 @@ class Producer:
     ) -> None:
         self._ring = ring
         self._admission = Admission(admission_bytes)
-        self._line: BatchLine[_Submission] = BatchLine()
+        self._line: BatchLine[Submission] = BatchLine()
         self._kicker = kick
         self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
@@ -241,12 +203,12 @@ class Producer:
         """
         return self._enqueue(batch, credit).future
 
-    def _enqueue(self, batch: Batch, credit: Credit) -> _Submission:
+    def _enqueue(self, batch: Batch, credit: Credit) -> Submission:
         try:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = _Submission(batch, credit, loop.time(), loop.create_future())
+            sub = Submission(batch, credit, loop.time(), loop.create_future())
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
@@ -303,10 +265,12 @@ class Producer:
             )
         ack = fut.result()
         if wait == "consumed":
-            ack = await self._wait_consumed(ack, credit.remaining(loop.time()), gone)
+            ack = await wait_consumed(
+                self._ring, ack, credit.remaining(loop.time()), self._stopped, gone
+            )
         return ack
 
-    def _give_up(self, sub: _Submission, exc: RingbridgeError | None) -> None:
+    def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
         if sub.give_up(exc):
             if exc is None:
                 self._abandoned += 1
@@ -316,33 +280,7 @@ class Producer:
     async def wait_consumed(self, ack: Ack, timeout: float) -> Ack:
         """``ack`` as ``"consumed"`` once the kernel's consumer passed it, within
         ``timeout`` seconds; else ``ack`` as it is (``"committed"``)."""
-        return await self._wait_consumed(ack, timeout, None)
-
-    async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
-        # Also ends when the producer has stopped (after its grace) or the
-        # client went away: the answer is then the committed ack.
-        consumed = asyncio.ensure_future(self._ring.wait_consumed(ack.ring_end_pos, left))
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        waiters: set[asyncio.Future[Any]] = {consumed, stopped}
-        if gone is not None:
-            waiters.add(gone)
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (consumed, stopped):
-                f.cancel()
-        if consumed.done() and not consumed.cancelled():
-            exc = consumed.exception()
-            if exc is None:
-                return replace(ack, state="consumed")
-            if not isinstance(exc, RingbridgeError):
-                raise exc  # a bug: not to be hidden
-            # The ring closing or failing while we watched it changes nothing
-            # for this batch: it is committed. Anything short of a confirmed
-            # consume is the committed ack (202), never an error that would
-            # invite a resend.
-            log.warning("consume wait ended early", extra={"error": exc.message})
-        return ack
+        return await wait_consumed(self._ring, ack, timeout, self._stopped, None)
 
     # -- the task -------------------------------------------------------------------
 
@@ -390,7 +328,7 @@ class Producer:
         if self._seq_store is not None:
             self._seq_store.store_seq(self._next_seq + count)
 
-    async def _commit(self, sub: _Submission) -> None:
+    async def _commit(self, sub: Submission) -> None:
         loop = asyncio.get_running_loop()
         b = sub.batch
         if b is None or sub.future.done():
@@ -452,7 +390,7 @@ class Producer:
             except Exception:
                 log.exception("commit observer failed")
 
-    def _fail(self, sub: _Submission, exc: RingbridgeError) -> None:
+    def _fail(self, sub: Submission, exc: RingbridgeError) -> None:
         if sub.give_up(exc):
             self._failed[exc.code] += 1
 
