@@ -20,7 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .settings import CONFIG_ENV, Settings
+from .settings import Settings
+from .settingsources import CONFIG_ENV
 
 _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 

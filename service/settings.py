@@ -8,7 +8,8 @@ Every field is settable, with the same parsing, from four places (highest first)
    (``ring_size = "8M"`` or ``ring-size = 8388608``);
 4. the default.
 
-Sizes take K/M/G suffixes everywhere (:mod:`ringbridge.units`). The token can
+Sizes take K/M/G suffixes everywhere (:mod:`ringbridge.units`); the value types
+and the file source are :mod:`ringbridge.settingsources`. The token can
 come from a file (``token_file``) so that it never appears in argv or the
 environment of a container. Inconsistent combinations raise
 :class:`~ringbridge.errors.ConfigError` when the model is built, so the service
@@ -19,26 +20,17 @@ from __future__ import annotations
 
 import ipaddress
 import mmap
-import os
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import Field, PrivateAttr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core import ring as core
 from .errors import ConfigError
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
-from .units import parse_size
+from .settingsources import MapSizes, Names, Paths, Size, TomlFileSource, config_file
 
 MiB = 1024 * 1024
 
@@ -50,49 +42,6 @@ MAX_DRAIN_BUDGET = 131_072
 
 DrainMode = Literal["timer", "kick", "external"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-
-#: A byte count: an int, or a string with a K/M/G suffix.
-Size = Annotated[int, BeforeValidator(parse_size)]
-
-
-def _items(value: Any) -> list[str]:
-    """A repeated flag's list, or one comma-separated string (an environment variable)."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, list | tuple):
-        return [str(item).strip() for item in value]
-    raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
-
-
-def parse_map_sizes(value: Any) -> dict[str, int]:
-    """``{"NAME": bytes}`` from ``["NAME=SIZE", ...]``, ``"A=1K,B=2M"`` or a TOML table."""
-    if isinstance(value, dict):
-        pairs = [(str(k), v) for k, v in value.items()]
-    else:
-        pairs = []
-        for item in _items(value):
-            name, sep, size = item.partition("=")
-            if not sep or not name.strip() or not size.strip():
-                raise ValueError(f"map size {item!r}: expected NAME=SIZE, e.g. slots=1K")
-            pairs.append((name.strip(), size.strip()))
-    out: dict[str, int] = {}
-    for name, size in pairs:
-        if name in out:
-            raise ValueError(f"map size for {name!r} given twice")
-        out[name] = parse_size(size)
-    return out
-
-
-#: ``NAME=SIZE`` pairs (repeatable flag; comma-separated in the environment).
-MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
-#: Names (repeatable flag; comma-separated in the environment).
-Names = Annotated[list[str], NoDecode, BeforeValidator(_items)]
-#: Paths (repeatable flag; comma-separated in the environment).
-Paths = Annotated[list[Path], NoDecode, BeforeValidator(_items)]
-
-#: The settings file in use while a Settings is being built (see :meth:`Settings.load`).
-_config_file: ContextVar[Path | None] = ContextVar("ringbridge_config_file", default=None)
-CONFIG_ENV = "RINGBRIDGE_CONFIG"
 
 
 def is_loopback(host: str) -> bool:
@@ -107,33 +56,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _TomlFileSource(PydanticBaseSettingsSource):
-    """Field values from the TOML settings file, below the environment in priority."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ reads the whole file at once
-
-    def __call__(self) -> dict[str, Any]:
-        path = _config_file.get()
-        if path is None:
-            env = os.environ.get(CONFIG_ENV)
-            path = Path(env) if env else None
-        if path is None:
-            return {}
-        try:
-            with path.open("rb") as f:
-                data = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"settings file {path}: cannot read: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"settings file {path}: not valid TOML: {exc}") from exc
-        values = {str(k).replace("-", "_"): v for k, v in data.items()}
-        unknown = sorted(set(values) - set(self.settings_cls.model_fields))
-        if unknown:
-            raise ConfigError(f"settings file {path}: unknown settings: {', '.join(unknown)}")
-        return values
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
@@ -146,16 +68,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+        return (init_settings, env_settings, TomlFileSource(settings_cls))
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None, config: Path | None = None) -> Settings:
         """Settings from ``overrides`` (flags) over env over ``config`` (or $RINGBRIDGE_CONFIG)."""
-        token = _config_file.set(config)
+        token = config_file.set(config)
         try:
             return cls(**(overrides or {}))
         finally:
-            _config_file.reset(token)
+            config_file.reset(token)
 
     host: str = Field(default="127.0.0.1", description="listen address")
     port: int = Field(default=8470, ge=0, le=65535, description="listen port (0 = any free)")

@@ -25,7 +25,8 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     Flags default to SUPPRESS so that only the flags given override the
     environment (RINGBRIDGE_*), the settings file and the defaults.
     """
-    from ..settings import CONFIG_ENV, Settings
+    from ..settings import Settings
+    from ..settingsources import CONFIG_ENV
 
     parser.add_argument(
         "--config",
