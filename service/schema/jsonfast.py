@@ -12,7 +12,6 @@ the first bad sample.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final
@@ -23,6 +22,7 @@ from msgspec import UNSET
 from ..core import ring as core
 from .batch import EncodedBatch
 from .jsonshape import decoders, raw_field
+from .kinds.base import tuple_getter
 from .kinds.composite import CompositeNode
 
 __all__ = ["Fallback", "FlatLayout"]
@@ -65,20 +65,7 @@ class FlatLayout:
         attrs = [s.attr for s in slots]
         # One getter per field, for packing a batch column-wise at C speed.
         self.columns = tuple(attrgetter(a) for a in attrs)
-        get: Callable[[Any], Any]
-        if len(attrs) >= 2:
-            get = attrgetter(*attrs)
-        elif attrs:
-            one = attrgetter(attrs[0])
-
-            def get(s: Any) -> tuple[Any, ...]:
-                return (one(s),)
-        else:
-
-            def get(s: Any) -> tuple[Any, ...]:
-                return ()
-
-        self.get = get
+        self.get = tuple_getter(attrs)
 
     @staticmethod
     def eligible(node: CompositeNode) -> bool:
