@@ -7,7 +7,8 @@ callers get :class:`BpfObject`, :class:`BpfMap`, :class:`BpfProgram`,
 for object-level operations) in exactly one place, :mod:`.library`, so
 messages always carry the operation, the target and the errno.
 
-Callers import the package (``from ..kernel import libbpf as lb``); its parts:
+Callers import the package (``from ..kernel import libbpf as lb``), whose
+``__all__`` lists the public names once; its parts:
 
 * :mod:`.library` -- loads libbpf, routes its log, translates its errors;
 * :mod:`.structs` -- the C structures the calls take;

@@ -19,34 +19,6 @@ from .structs import RawBtfArray, RawBtfMember, RawBtfType
 if TYPE_CHECKING:
     from .objects import BpfObject
 
-__all__ = [
-    "BTF_INT_BOOL",
-    "BTF_INT_CHAR",
-    "BTF_INT_SIGNED",
-    "BTF_KIND_ARRAY",
-    "BTF_KIND_CONST",
-    "BTF_KIND_DATASEC",
-    "BTF_KIND_ENUM",
-    "BTF_KIND_ENUM64",
-    "BTF_KIND_FLOAT",
-    "BTF_KIND_FWD",
-    "BTF_KIND_INT",
-    "BTF_KIND_PTR",
-    "BTF_KIND_RESTRICT",
-    "BTF_KIND_STRUCT",
-    "BTF_KIND_TYPEDEF",
-    "BTF_KIND_TYPE_TAG",
-    "BTF_KIND_UNION",
-    "BTF_KIND_VAR",
-    "BTF_KIND_VOLATILE",
-    "Btf",
-    "BtfArray",
-    "BtfMember",
-    "BtfType",
-    "DatasecVar",
-    "FileBtf",
-    "KernelBtf",
-]
 
 # BTF kinds and int encodings (uapi linux/btf.h).
 BTF_KIND_INT: Final = 1

@@ -8,8 +8,6 @@ import os
 from ...closing import Closing
 from ...errors import KernelError
 
-__all__ = ["Fd", "FdLike", "fd_num", "fd_target"]
-
 
 class Fd(Closing):
     """An owned file descriptor: closes once, usable as a context manager.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ...errors import KernelError
 from .library import check_int, lib, raise_error
@@ -22,8 +22,6 @@ from .syscalls import (
 
 if TYPE_CHECKING:
     from .objects import BpfObject
-
-__all__ = ["BpfLink", "BpfMap", "BpfProgram"]
 
 
 class _Member:
@@ -46,17 +44,20 @@ class _Member:
         self._owner._require_open(f"{op} {self._kind} {self.name!r}")
         return self._ptr
 
+    def _call(self, what: str, *args: Any) -> Any:
+        """libbpf's ``<prefix><what>`` on this member (while its object is open)."""
+        op = self._prefix + what
+        return getattr(lib(), op)(self._p(op), *args)
+
     @property
     def fd(self) -> int:
         """The fd, owned by the object (only after load)."""
-        op = f"{self._prefix}fd"
-        rc = getattr(lib(), op)(self._p(op))
-        return check_int(rc, op, self.name, obj=True, detail="object not loaded?")
+        rc = self._call("fd")
+        return check_int(rc, f"{self._prefix}fd", self.name, obj=True, detail="object not loaded?")
 
     def pin(self, path: str | os.PathLike[str]) -> None:
-        op = f"{self._prefix}pin"
-        rc = getattr(lib(), op)(self._p(op), os.fsencode(os.fspath(path)))
-        check_int(rc, op, f"{self.name} -> {os.fspath(path)}")
+        rc = self._call("pin", os.fsencode(os.fspath(path)))
+        check_int(rc, f"{self._prefix}pin", f"{self.name} -> {os.fspath(path)}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -70,38 +71,38 @@ class BpfMap(_Member):
 
     @property
     def type(self) -> int:
-        return int(lib().bpf_map__type(self._p("bpf_map__type")))
+        return int(self._call("type"))
 
     @property
     def max_entries(self) -> int:
-        return int(lib().bpf_map__max_entries(self._p("bpf_map__max_entries")))
+        return int(self._call("max_entries"))
 
     @property
     def key_size(self) -> int:
-        return int(lib().bpf_map__key_size(self._p("bpf_map__key_size")))
+        return int(self._call("key_size"))
 
     @property
     def value_size(self) -> int:
-        return int(lib().bpf_map__value_size(self._p("bpf_map__value_size")))
+        return int(self._call("value_size"))
 
     @property
     def btf_value_type_id(self) -> int:
         """The BTF type of the map's declared value (``__type(value, T)``), or 0."""
-        return int(lib().bpf_map__btf_value_type_id(self._p("bpf_map__btf_value_type_id")))
+        return int(self._call("btf_value_type_id"))
 
     @property
     def is_internal(self) -> bool:
         """A map libbpf made for global data (.bss, .data, .rodata, .kconfig)."""
-        return bool(lib().bpf_map__is_internal(self._p("bpf_map__is_internal")))
+        return bool(self._call("is_internal"))
 
     def set_max_entries(self, n: int) -> None:
         """Resizes the map; only before the object is loaded (EBUSY after)."""
-        rc = lib().bpf_map__set_max_entries(self._p("bpf_map__set_max_entries"), n)
+        rc = self._call("set_max_entries", n)
         check_int(rc, "bpf_map__set_max_entries", self.name, obj=True)
 
     def set_pin_path(self, path: str | os.PathLike[str] | None) -> None:
         raw = os.fsencode(os.fspath(path)) if path is not None else None
-        rc = lib().bpf_map__set_pin_path(self._p("bpf_map__set_pin_path"), raw)
+        rc = self._call("set_pin_path", raw)
         check_int(rc, "bpf_map__set_pin_path", self.name, obj=True)
 
     def lookup(self, key: bytes) -> bytes:
@@ -153,17 +154,17 @@ class BpfProgram(_Member):
 
     @property
     def type(self) -> int:
-        return int(lib().bpf_program__type(self._p("bpf_program__type")))
+        return int(self._call("type"))
 
     @property
     def section(self) -> str:
-        raw = lib().bpf_program__section_name(self._p("bpf_program__section_name"))
+        raw = self._call("section_name")
         return raw.decode("utf-8", "replace") if raw else ""
 
     @property
     def autoattach(self) -> bool:
         """False when the object asked libbpf not to auto-attach this program."""
-        return bool(lib().bpf_program__autoattach(self._p("bpf_program__autoattach")))
+        return bool(self._call("autoattach"))
 
     def attach(self) -> BpfLink | None:
         """Attaches at the point its section names (libbpf auto-attach).
@@ -172,7 +173,7 @@ class BpfProgram(_Member):
         a bare ``kprobe``...): libbpf answers EOPNOTSUPP, which is no error
         here. The link keeps the program attached until it is destroyed.
         """
-        ptr = lib().bpf_program__attach(self._p("bpf_program__attach"))
+        ptr = self._call("attach")
         if not ptr:
             err = ctypes.get_errno()
             if err == _errno.EOPNOTSUPP:

@@ -14,8 +14,6 @@ from .btf import Btf
 from .library import check_int, check_ptr, lib
 from .members import BpfMap, BpfProgram
 
-__all__ = ["BpfObject"]
-
 
 class BpfObject(Closing):
     """An opened (and maybe loaded) BPF ELF object.

@@ -14,31 +14,6 @@ from .fd import Fd, FdLike, fd_num, fd_target
 from .library import check_int, lib
 from .structs import MapCreateOpts, RawMapInfo, RawProgInfoHead, TestRunOpts
 
-__all__ = [
-    "BPF_F_MMAPABLE",
-    "BPF_MAP_TYPE_ARRAY",
-    "BPF_MAP_TYPE_PERCPU_ARRAY",
-    "BPF_MAP_TYPE_RINGBUF",
-    "BPF_MAP_TYPE_USER_RINGBUF",
-    "BPF_PROG_TYPE_SYSCALL",
-    "MapInfo",
-    "ProgInfo",
-    "lookup_percpu",
-    "map_create",
-    "map_info",
-    "map_keys",
-    "map_lookup",
-    "map_update",
-    "num_possible_cpus",
-    "obj_get",
-    "obj_pin",
-    "percpu_value_stride",
-    "prog_by_id",
-    "prog_ids",
-    "prog_info",
-    "prog_test_run",
-]
-
 # enum bpf_map_type / bpf_prog_type values we check for (uapi, stable ABI).
 BPF_MAP_TYPE_ARRAY: Final = 2
 BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
