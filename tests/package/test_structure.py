@@ -151,6 +151,14 @@ def _unit(dotted: str) -> str:
     return dotted.split(".")[0] if dotted else PACKAGE
 
 
+def _all_imports() -> Iterator[tuple[Path, str, Import]]:
+    """(module, its unit, one of its imports) for every import in the package."""
+    for p in _modules():
+        unit = _unit(".".join(_name(p)))
+        for i in _imports(p):
+            yield p, unit, i
+
+
 def _allowed(unit: str, target: str) -> bool:
     if _unit(target) == unit:
         return True
@@ -167,7 +175,7 @@ def _where(path: Path, line: int = 0) -> str:
 def test_the_walk_sees_the_package() -> None:
     modules = _modules()
     assert len(modules) > 50
-    found = {i.module for p in modules for i in _imports(p)}
+    found = {i.module for _, _, i in _all_imports()}
     # The resolution of the three import forms the package uses.
     assert "kernel.libbpf" in found  # from ..kernel import libbpf as lb
     assert "errors" in found  # from ..errors import KernelError
@@ -193,10 +201,9 @@ def test_every_unit_has_a_place_in_the_layering() -> None:
 
 def test_lower_layers_never_import_upper_ones() -> None:
     bad = [
-        f"{_where(p, i.line)}: {_unit('.'.join(_name(p)))} imports {i.module or PACKAGE}"
-        for p in _modules()
-        for i in _imports(p)
-        if not _allowed(_unit(".".join(_name(p))), i.module)
+        f"{_where(p, i.line)}: {unit} imports {i.module or PACKAGE}"
+        for p, unit, i in _all_imports()
+        if not _allowed(unit, i.module)
     ]
     assert not bad, "imports against the layering:\n" + "\n".join(bad)
 
@@ -218,10 +225,7 @@ def test_the_layering_table_has_no_cycle() -> None:
 
 def test_imports_inside_the_package_are_relative() -> None:
     absolute = [
-        f"{_where(p, i.line)}: ringbridge.{i.module}"
-        for p in _modules()
-        for i in _imports(p)
-        if i.absolute
+        f"{_where(p, i.line)}: ringbridge.{i.module}" for p, _, i in _all_imports() if i.absolute
     ]
     assert not absolute, f"absolute imports of the package inside it: {absolute}"
 
