@@ -9,8 +9,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-# wrk: the benchmark's HTTP load generator (its quick mode runs in the test suite).
-APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev wrk
+# wrk: the benchmark's HTTP load generator, iperf3: its loopback TCP anchor (its
+# quick mode runs in the test suite).
+# systemd: systemd-analyze and systemd-sysusers check deploy/systemd (make lint);
+# util-linux: unshare, setpriv and mount run the unit's install and start in tests.
+# nats-server: the fleet tests start their own (JetStream, temp store, loopback).
+# Debian's package also enables a service of its own on systemd hosts (127.0.0.1:4222,
+# no JetStream); the tests never use it.
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev wrk \
+  systemd util-linux nats-server iperf3
 # `make image`: the image's base, extra `docker build` flags (e.g. --network host),
 # and the wheelhouse the build installs from (filled here with the host's pip).
 BASE_IMAGE ?= debian:bookworm-slim
@@ -23,7 +30,8 @@ WHEELHOUSE := build/wheelhouse
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup deps venv bpf bpffs serve test test-floors lint bench clean wheelhouse image base-image
+.PHONY: setup deps venv bpf bpffs serve test test-floors lint bench clean wheelhouse image base-image \
+  promtool dashboard-png
 
 setup: deps venv bpf bpffs
 
@@ -87,12 +95,34 @@ serve: setup
 build/typing/ringbridge:
 	@mkdir -p build/typing && ln -sfn ../../service $@
 
-lint: venv build/typing/ringbridge
+# promtool (and prometheus, for `make dashboard-png`) from Debian's prometheus
+# package, taken out of the .deb rather than installed: the package's postinst
+# adds a user and starts a Prometheus server on :9090, which a lint step has no
+# business doing. `apt-get download` needs no root; the index is refreshed
+# only when the first try finds nothing.
+PROMTOOL := build/tools/promtool
+promtool: $(PROMTOOL)
+build/tools/promtool build/tools/prometheus:
+	@echo "setup: extracting $(@F) from Debian's prometheus package"
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
+	  { apt-get download prometheus >/dev/null 2>&1 || \
+	    { $(SUDO) apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; } || \
+	    { echo "setup: apt-get download prometheus failed" >&2; exit 1; }; } && \
+	  dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/$(@F) && \
+	  install -D -m 0755 usr/bin/$(@F) "$(CURDIR)/$@"
+	@$@ --version >/dev/null
+
+lint: deps venv build/typing/ringbridge $(PROMTOOL)
 	$(BIN)/ruff check service tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/hadolint --ignore DL3008 Dockerfile
-	$(BIN)/yamllint --strict .yamllint deploy
+	$(BIN)/yamllint --strict .yamllint deploy tests/deploy/ringbridge-rules.test.yaml
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+	@# The alerting rules, and their unit tests on synthetic series.
+	$(PROMTOOL) check rules deploy/prometheus/ringbridge-rules.yaml
+	$(PROMTOOL) test rules tests/deploy/ringbridge-rules.test.yaml
+	@# The systemd unit: systemd-analyze verify and security, sysusers.
+	.ci/check-unit
 	@# The compose file through Compose's own parser, when a Compose is installed
 	@# (Debian's docker.io has no compose plugin; docker-compose is its own package).
 	@if $(DOCKER) compose version >/dev/null 2>&1; then \
@@ -105,11 +135,12 @@ test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Writes bench/results.{md,json,png}; BENCH_ARGS=--update-readme also rewrites
-# README.md's table, BENCH_ARGS=--quick is the smoke run the tests do.
+# README.md's table, BENCH_ARGS=--quick is the smoke run the tests do. The
+# `bench` extra brings matplotlib (the plot) and granian (served beside uvicorn).
 BENCH_ARGS ?=
 bench: setup
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
-	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	@$(BIN)/python -c 'import matplotlib, granian' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Every wheel the image needs, at the versions of constraints/lock.txt (the ones
@@ -140,6 +171,13 @@ image: wheelhouse
 # image registry: then `make image BASE_IMAGE=ringbridge-base:bookworm`.
 base-image:
 	@BASE_IMAGE=ringbridge-base:bookworm .ci/docker-engine base >/dev/null
+
+# deploy/grafana/ringbridge.png: the dashboard's queries evaluated by a real
+# Prometheus scraping a real service under load, drawn with matplotlib.
+dashboard-png: setup build/tools/prometheus
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e '.[bench]'
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	$(MAKE) -s -C bpf OUT=../build clean

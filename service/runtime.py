@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from .backends import Backend
 from .kernel.ringbuf import UserRingBuffer
+from .producer.observe import BatchObserver
 from .producer.task import Producer
 from .schema import SampleCodec
 from .settings import Settings
@@ -99,4 +100,6 @@ class Runtime:
     watch: ConsumerWatch
     rejections: Rejections = field(default_factory=Rejections)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
+    # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).
+    batches: BatchObserver = field(default_factory=BatchObserver)
     started_at: float = field(default_factory=time.time)

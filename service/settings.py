@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .core import ring as core
 from .errors import ConfigError
+from .fleet.options import NatsSettings
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
 from .settingsources import MapSizes, Names, Paths, Size, TomlFileSource, config_file
@@ -56,7 +57,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, NatsSettings):
+    """Every setting of the service; the ``nats*`` fields come from :class:`NatsSettings`."""
+
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
     @classmethod

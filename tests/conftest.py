@@ -25,7 +25,11 @@ BPFFS = Path("/sys/fs/bpf")
 
 
 #: Marker -> the variable under which a test with it must not skip (set by .ci/run).
-REQUIRED_BY_ENV = {"kernel": "RINGBRIDGE_REQUIRE_KERNEL", "container": "RINGBRIDGE_REQUIRE_DOCKER"}
+REQUIRED_BY_ENV = {
+    "kernel": "RINGBRIDGE_REQUIRE_KERNEL",
+    "container": "RINGBRIDGE_REQUIRE_DOCKER",
+    "nats": "RINGBRIDGE_REQUIRE_NATS",
+}
 
 
 def required(env_var: str) -> bool:
@@ -63,6 +67,7 @@ def kernel_or_skip() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kernel: needs root, CAP_BPF and bpffs (real kernel)")
     config.addinivalue_line("markers", "slow: takes tens of seconds (CI still runs it)")
+    config.addinivalue_line("markers", "nats: starts a real nats-server (JetStream)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

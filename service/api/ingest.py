@@ -46,6 +46,7 @@ from ..errors import (
     SampleError,
     UnsupportedMediaTypeError,
 )
+from ..producer.observe import Arrival
 from ..runtime import Runtime
 from ..wire import Ack, ErrorInfo, WaitFor
 
@@ -206,6 +207,7 @@ async def ingest_http(
     """One ``POST /v1/samples``: admit, read, decode, submit; the ack or a RingbridgeError."""
     limit = rt.settings.max_batch_bytes
     kind = media_type(content_type)
+    arrival = Arrival.now("json" if kind == JSON else "binary")
     credit = rt.producer.admit(reservation(content_length, limit), request_timeout(rt, timeout))
     try:
         body = await read_body(receive, credit.nbytes, rt.settings.body_timeout)
@@ -214,9 +216,11 @@ async def ingest_http(
         credit.resize(batch.nbytes)
         gone = asyncio.ensure_future(watch_disconnect(receive))
         try:
-            return await rt.producer.submit(batch, credit, wait=wait, gone=gone)
+            ack = await rt.producer.submit(batch, credit, wait=wait, gone=gone)
         finally:
             gone.cancel()
+        rt.batches.acked("http", arrival, ack, wait)
+        return ack
     finally:
         credit.release()
 

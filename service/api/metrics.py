@@ -7,7 +7,9 @@ consumer's per-CPU counters, a user object's exported maps and globals) --
 are read at scrape time by collectors rather than mirrored into
 prometheus-client objects, so a scrape always shows the kernel's current
 numbers. The backend brings its own collectors (``Backend.exporters``); only
-the commit latency histogram is a live prometheus-client object.
+the commit latency histogram is a live prometheus-client object. The series
+of :mod:`ringbridge.api.opsmetrics` (health gauges, batch histograms, process
+and build) are in the same registry.
 """
 
 from __future__ import annotations
@@ -29,20 +31,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..backends.exported import exact_samples
+from ..producer.observe import LATENCY_BUCKETS
 from ..runtime import Runtime
 from ..wire import Ack
+from . import opsmetrics
 from .auth import require_token_if_protected
 
 # No ``*_created`` series: a gauge of the histogram's creation time per
 # scrape that dashboards do not use (prometheus-client's own opt-out).
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-# Commit latency spans from tens of microseconds (ring has room) to the
-# submit timeout (ring full), hence the wide, log-spaced buckets.
-LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
 
 
 class RingbridgeCollector(Collector):
@@ -107,6 +104,7 @@ class RingbridgeCollector(Collector):
         if p.kick is not None:
             yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
             yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)
+        yield from opsmetrics.collect(rt)
         for export in rt.exports:
             yield from export.collect()
 
@@ -123,6 +121,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(RingbridgeCollector(runtime))
+        opsmetrics.register(self.registry)
 
     def observe_commit(self, latency: float, ack: Ack) -> None:
         self.commit_latency.observe(latency)

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from .. import wire
 from ..errors import InvalidRequestError, RingbridgeError
 from ..runtime import Runtime
-from . import fastpath, ingest
+from . import fastpath, health, ingest
 from .auth import require_token
 from .metrics import stats_snapshot
 from .openapi import AUTH_ERRORS, SAMPLES_ERRORS, SAMPLES_OPERATION, SamplesAck
@@ -116,13 +116,9 @@ async def get_stats(request: Request) -> dict[str, Any]:
     responses={503: {"description": "the producer task died: restart the process"}},
 )
 async def healthz(request: Request) -> Response:
-    rt: Runtime | None = getattr(request.app.state, "runtime", None)
-    crashed = rt.producer.crashed if rt is not None else None
-    if crashed is not None:
-        # Every batch would be refused from now on: only a restart helps.
-        return JSONResponse(
-            {"status": "failed", "reason": f"producer task died: {crashed!r}"}, status_code=503
-        )
+    failure = health.producer_failure(getattr(request.app.state, "runtime", None))
+    if failure is not None:
+        return JSONResponse({"status": "failed", "reason": failure}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
@@ -133,42 +129,7 @@ async def healthz(request: Request) -> Response:
     responses={503: {"description": "not ready; `checks` says why"}},
 )
 async def readyz(request: Request) -> Response:
-    rt: Runtime | None = getattr(request.app.state, "runtime", None)
-    checks: dict[str, Any] = {
-        "object_loaded": rt is not None and not rt.backend.closed,
-        "ring_mapped": False,
-        "producer_running": rt is not None and rt.producer.alive,
-        "consumer_progressing": False,
-        "admission_open": False,
-    }
-    if rt is not None:
-        try:
-            ring = rt.ring.statistics()
-        except RingbridgeError:
-            ring = None
-        if ring is not None:
-            checks["ring_mapped"] = True
-            pending = ring.producer_pos - ring.consumer_pos
-            stalled = rt.watch.stalled_for(ring.consumer_pos, pending)
-            checks["consumer_progressing"] = stalled < rt.watch.stall_s
-            checks["pending_bytes"] = pending
-            checks["consumer_stalled_seconds"] = round(stalled, 3)
-        adm = rt.producer.admission
-        # Open and able to admit the largest batch: a saturated instance
-        # asks its load balancer for a break instead of answering 503s.
-        checks["admission_open"] = not adm.closed and adm.free >= rt.settings.max_batch_bytes
-        checks["admission_free_bytes"] = adm.free
-        checks["admission_budget_bytes"] = adm.budget
-    ready = all(
-        checks[k]
-        for k in (
-            "object_loaded",
-            "ring_mapped",
-            "producer_running",
-            "consumer_progressing",
-            "admission_open",
-        )
-    )
+    ready, checks = health.readiness(getattr(request.app.state, "runtime", None))
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,

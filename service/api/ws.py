@@ -61,6 +61,7 @@ from starlette.websockets import WebSocketDisconnect
 from .. import wire
 from ..errors import RingbridgeError, StoppingError
 from ..producer.admission import Credit
+from ..producer.observe import Arrival
 from ..runtime import Runtime
 from ..schema import EncodedBatch, frame_id
 from ..wire import Ack, WaitFor
@@ -71,9 +72,10 @@ from .state import runtime_of
 log = logging.getLogger("ringbridge.ws")
 router = APIRouter()
 
-#: A frame's answer in the making: (its id, the future of its ack), or its
-#: error ack already written (refused before it reached the producer).
-_Pending = tuple[Any, "asyncio.Future[Ack]"] | bytes
+#: A frame's answer in the making: (its id, the future of its ack, when and
+#: how it came), or its error ack already written (refused before it reached
+#: the producer).
+_Pending = tuple[Any, "asyncio.Future[Ack]", Arrival] | bytes
 _END = object()
 
 
@@ -177,12 +179,15 @@ class _Stream:
                 return
             frame_no = self.frames
             self.frames += 1
+            arrival = Arrival.now("binary" if message.get("text") is None else "json")
             size = len(message.get("text") or message.get("bytes") or b"")
             fid, batch = await ingest.offload(size, _decode, self.rt, message, frame_no)
             del message
-            self.pending.put_nowait(self._take(fid, batch, loop.time()))
+            self.pending.put_nowait(self._take(fid, batch, loop.time(), arrival))
 
-    def _take(self, fid: Any, batch: EncodedBatch | RingbridgeError, now: float) -> _Pending:
+    def _take(
+        self, fid: Any, batch: EncodedBatch | RingbridgeError, now: float, arrival: Arrival
+    ) -> _Pending:
         """The batch enqueued with the producer (its ack's future), or its error ack."""
         if isinstance(batch, RingbridgeError):
             return ingest.refuse_frame(self.rt, fid, batch)
@@ -193,7 +198,7 @@ class _Stream:
             return ingest.refuse_frame(self.rt, fid, exc)
         # If the connection dies first, nobody awaits this ack.
         fut.add_done_callback(_retrieve)
-        return (fid, fut)
+        return (fid, fut, arrival)
 
     async def _write(self) -> None:
         while True:
@@ -204,7 +209,7 @@ class _Stream:
                 answer = entry
             else:
                 assert isinstance(entry, tuple)
-                fid, fut = entry
+                fid, fut, arrival = entry
                 try:
                     # Shielded: if this connection dies while we wait, the
                     # batch must still commit in its turn, not be cancelled
@@ -215,6 +220,7 @@ class _Stream:
                 else:
                     if self.wait == "consumed":
                         ack = await self.rt.producer.wait_consumed(ack, self.consume_timeout)
+                    self.rt.batches.acked("ws", arrival, ack, self.wait)
                     answer = wire.frame_ack_json(fid, ack)
             await self.ws.send_text(answer.decode())
             self.window.release()

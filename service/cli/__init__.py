@@ -7,7 +7,9 @@ Subcommands (one module each):
 - ``stats``  -- ``GET /v1/stats`` as a table or the raw JSON (:mod:`.stats`);
 - ``types``  -- compile a C header's types into BTF for ``--sample-btf`` (:mod:`.types`);
 - ``drain``  -- run the pinned on-demand drain program once (:mod:`.pins`);
-- ``unpin``  -- remove our pins from a pin dir (:mod:`.pins`).
+- ``unpin``  -- remove our pins from a pin dir (:mod:`.pins`);
+- ``publish`` and ``fleet status`` -- the control-plane side of fleet delivery
+  through NATS JetStream (:mod:`.fleet`).
 
 Client commands take the server's base URL (``--url``, ``$RINGBRIDGE_URL``,
 default http://127.0.0.1:8470); pin commands the pin dir ``serve`` uses.
@@ -61,6 +63,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .fleet import add_fleet, add_publish
     from .pins import cmd_drain, cmd_unpin
     from .push import cmd_push
     from .stats import cmd_stats
@@ -136,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sp in (push, stats, drain, unpin, sub.choices["types"]):
         sp.add_argument("--log-level", default="warning", help="stderr log level")
+    # Their own --log-level comes with their NATS flags.
+    add_publish(sub)
+    add_fleet(sub)
     return p
 
 

@@ -273,18 +273,31 @@ class UserRingBuffer(Closing):
         if n % 8:
             raise InvalidBatchError(f"batch length {n} is not a multiple of 8")
 
-    def commit_batch_nowait(self, records: bytes | bytearray | memoryview, count: int) -> Commit:
+    def commit_batch_nowait(
+        self,
+        records: bytes | bytearray | memoryview,
+        count: int,
+        before_publish: Callable[[int], None] | None = None,
+    ) -> Commit:
         """Copy a validated batch of ``count`` records in and publish it once.
 
         ``records`` must have passed :func:`core.validate_batch` (or come from
         :func:`core.encode_batch`); all or nothing: on RingFullError nothing
         was written.
+
+        ``before_publish(end_pos)`` runs once every check has passed, before
+        anything is written: from there on the commit cannot fail, so a record
+        it keeps of ``end_pos`` (the ``producer_pos`` this commit publishes)
+        never announces a commit that did not happen in this process. If it
+        raises, nothing is written.
         """
         self._check_open()
         n = len(records)
         self._check_batch_len(n)
         self._require_room(n, "batch")
         start = self._prod
+        if before_publish is not None:
+            before_publish(start + n)
         off = start & self._mask
         # The data area is mapped twice in a row: [off, off+n) is contiguous
         # even when it wraps past the ring's end.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import RingbridgeError
 from ..wire import Ack
 from .admission import Credit
 
-__all__ = ["Batch", "Submission"]
+__all__ = ["Batch", "BeforeCommit", "Submission"]
 
 
 class Batch(Protocol):
@@ -25,19 +26,35 @@ class Batch(Protocol):
     def payload_bytes(self) -> int: ...
 
 
+#: Called by the producer task with the ``producer_pos`` a batch's commit is
+#: about to publish, once that commit can no longer fail (see
+#: ``UserRingBuffer.commit_batch_nowait``); e.g. to record it with the pins.
+BeforeCommit = Callable[[int], None]
+
+
 class Submission:
     """One admitted batch in line. ``batch`` is dropped when it is given up, so a
     batch that left early holds no memory while it still sits in the line."""
 
-    __slots__ = ("batch", "credit", "enqueued_at", "future")
+    __slots__ = ("batch", "before_commit", "credit", "enqueued_at", "future")
+
+    # enqueued_at is time.perf_counter(), not loop.time(): uvloop's clock is
+    # libuv's, in whole milliseconds and cached per loop pass, too coarse for
+    # a latency histogram whose first buckets are tens of microseconds.
 
     def __init__(
-        self, batch: Batch, credit: Credit, enqueued_at: float, future: asyncio.Future[Ack]
+        self,
+        batch: Batch,
+        credit: Credit,
+        enqueued_at: float,
+        future: asyncio.Future[Ack],
+        before_commit: BeforeCommit | None = None,
     ) -> None:
         self.batch: Batch | None = batch
         self.credit = credit
         self.enqueued_at = enqueued_at
         self.future = future
+        self.before_commit = before_commit
 
     def give_up(self, exc: RingbridgeError | None) -> bool:
         """Take the batch out of play (not committed) unless it already was; True if so."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from ..wire import Ack, WaitFor
 from .admission import Admission, AdmissionStatistics, BatchLine, Credit
 from .consumed import wait_consumed
 from .kick import DrainTrigger, KickStatistics
-from .submission import Batch, Submission
+from .submission import Batch, BeforeCommit, Submission
 
 log = logging.getLogger("ringbridge.producer")
 
@@ -203,12 +204,16 @@ class Producer:
         """
         return self._enqueue(batch, credit).future
 
-    def _enqueue(self, batch: Batch, credit: Credit) -> Submission:
+    def _enqueue(
+        self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
+    ) -> Submission:
         try:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = Submission(batch, credit, loop.time(), loop.create_future())
+            sub = Submission(
+                batch, credit, time.perf_counter(), loop.create_future(), before_commit
+            )
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
@@ -231,6 +236,7 @@ class Producer:
         *,
         wait: WaitFor = "committed",
         gone: asyncio.Future[Any] | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Ack:
         """Enqueue ``batch`` and wait for its ack, until the credit's deadline.
 
@@ -238,9 +244,12 @@ class Producer:
         cancelled, the batch is given up: not committed unless it already was.
         With ``wait="consumed"`` the ack says ``"consumed"`` if the kernel
         consumed the batch before the deadline, else ``"committed"``.
+        ``before_commit(end_pos)`` runs in the producer task right before the
+        batch is published (see :data:`BeforeCommit`); if it raises a
+        RingbridgeError the batch fails with it, uncommitted.
         """
         loop = asyncio.get_running_loop()
-        sub = self._enqueue(batch, credit)
+        sub = self._enqueue(batch, credit, before_commit)
         fut = sub.future
         sub_timeout = credit.remaining(loop.time())
         try:
@@ -341,7 +350,7 @@ class Producer:
         try:
             try:
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count)
+                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
             except RingFullError:
                 self._full_waits += 1
                 if self._kicker is not None:
@@ -362,7 +371,7 @@ class Producer:
                     return  # given up while we waited: nothing of it was written
                 space.result()  # RingTimeoutError / RingClosedError
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count)
+                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return
@@ -386,7 +395,7 @@ class Producer:
         sub.credit.release()  # the ack returns the credit
         if self._on_commit is not None:
             try:
-                self._on_commit(loop.time() - sub.enqueued_at, ack)
+                self._on_commit(time.perf_counter() - sub.enqueued_at, ack)
             except Exception:
                 log.exception("commit observer failed")
 

@@ -20,7 +20,7 @@ from .conftest import ServerFactory
 pytestmark = pytest.mark.kernel
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-_ROW = re.compile(r"^\| `(ringbridge_[a-z_]+)(?:\{([a-z_,]+)\})?` \| (\w+) \| .* \|$")
+_ROW = re.compile(r"^\| `((?:ringbridge|process)_[a-z_]+)(?:\{([a-z_,]+)\})?` \| (\w+) \| .* \|$")
 
 Series = dict[str, tuple[str, frozenset[str]]]
 
