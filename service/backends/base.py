@@ -36,8 +36,8 @@ from ..kernel import libbpf as lb
 from ..kernel.drainer import NativeDrainer
 from ..kernel.pins import lock_producer, unpin
 from ..kernel.ringbuf import UserRingBuffer
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, Kicker
-from ..producer.task import SeqStore
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 

@@ -29,8 +29,8 @@ from ..kernel.bpfobj import LoadedRingbridge, load_default
 from ..kernel.counters import KernelCounters
 from ..kernel.pins import BUILTIN_MAPS
 from ..kernel.ringbuf import UserRingBuffer
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, TimerWaker
-from ..producer.task import SeqStore
 from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec
 from ..settings import DrainMode, Settings
 from .base import PinDirBackend, kick_trigger

@@ -21,8 +21,8 @@ from ..kernel import libbpf as lb
 from ..kernel.pinnedring import PinnedRing, open_ring_pin
 from ..kernel.pins import lock_ring_pin
 from ..kernel.ringbuf import UserRingBuffer
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
-from ..producer.task import SeqStore
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 from .base import LoadedBackend

@@ -23,8 +23,8 @@ from ..kernel import libbpf as lb
 from ..kernel.objplan import plan_object
 from ..kernel.ringbuf import UserRingBuffer
 from ..kernel.userobj import LoadedObject, load_object
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
-from ..producer.task import SeqStore
 from ..producer.ticker import DrainTicker
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings

@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Protocol
 
 from ..errors import RingbridgeError
 from ..wire import Ack
 from .admission import Credit
+from .contract import Batch, BeforeCommit
 
-__all__ = ["Batch", "BeforeCommit", "Submission"]
-
-
-class Batch(Protocol):
-    """What the producer needs of a validated batch (``codec.EncodedBatch``)."""
-
-    @property
-    def records(self) -> bytes | bytearray | memoryview: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def payload_bytes(self) -> int: ...
-
-
-#: Called by the producer task with the ``producer_pos`` a batch's commit is
-#: about to publish, once that commit can no longer fail (see
-#: ``UserRingBuffer.commit_batch_nowait``); e.g. to record it with the pins.
-BeforeCommit = Callable[[int], None]
+__all__ = ["Submission"]
 
 
 class Submission:

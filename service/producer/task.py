@@ -38,8 +38,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import (
     ClientGoneError,
@@ -53,42 +52,13 @@ from ..errors import (
 )
 from ..kernel.ringbuf import UserRingBuffer
 from ..wire import Ack, WaitFor
-from .admission import Admission, AdmissionStatistics, BatchLine, Credit
+from .admission import Admission, BatchLine, Credit
 from .consumed import wait_consumed
-from .kick import DrainTrigger, KickStatistics
-from .submission import Batch, BeforeCommit, Submission
+from .contract import Batch, BeforeCommit, ProducerStatistics, SeqStore
+from .kick import DrainTrigger
+from .submission import Submission
 
 log = logging.getLogger("ringbridge.producer")
-
-
-class SeqStore(Protocol):
-    """Where the next sample seq survives a restart, kept with the pins.
-
-    ``store_seq`` runs before every commit (make it a store into a mapping,
-    not a syscall). Implemented by the built-in consumer's ctl map and a pin
-    set's identity record; a backend offers one as ``Backend.seq_store``.
-    """
-
-    def load_seq(self) -> int: ...
-    def store_seq(self, next_seq: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerStatistics:
-    running: bool
-    stopping: bool
-    next_seq: int
-    batches_committed: int
-    samples_committed: int
-    bytes_committed: int  # payload bytes, comparable to the kernel's byte counter
-    ring_bytes_committed: int  # with headers and padding
-    ring_full_waits: int
-    batches_abandoned: int  # submitter gone before the commit: not committed
-    batches_failed: dict[str, int]  # by error code
-    queued_batches: int
-    admission: AdmissionStatistics
-    crashed: bool = False
-    kick: KickStatistics | None = None
 
 
 class Producer:
