@@ -41,7 +41,7 @@ from ..errors import (
 )
 from .mapping import PAGE_SIZE, Mapping
 from .native import ops
-from .waiter import EpollWaiter
+from .waiter import EpollWaiter, WaitingFlag
 
 #: While waiting, re-check space at least this often even without a wake-up:
 #: covers consumers that never ask for one (an external drainer passing
@@ -78,39 +78,6 @@ class RingStatistics:
     full_waits: int
     wakeups: int
     recovered_busy: int
-
-
-class WaitingFlag:
-    """``ringbridge_ctl.producer_waiting`` in the mmapped ctl array map.
-
-    Counted: the flag is set while at least one coroutine waits (for space or
-    for consumption) and cleared when the last one stops.
-    """
-
-    def __init__(self, ctl_fd: int, offset: int = 0) -> None:
-        self._map = Mapping(ctl_fd, PAGE_SIZE, 0, writable=True, what="ringbridge_ctl")
-        self._addr = self._map.addr + offset
-        self._count = 0
-
-    def acquire(self) -> None:
-        self._count += 1
-        if self._count == 1:
-            # seq_cst exchange: the flag is visible before our next load of
-            # consumer_pos (store-load order; pairs with the consumer's
-            # fetching atomic on the flag after its drain).
-            ops().xchg_u32(self._addr, 1)
-
-    def release(self) -> None:
-        self._count -= 1
-        if self._count == 0:
-            ops().xchg_u32(self._addr, 0)
-
-    def clear_all(self) -> None:
-        self._count = 0
-        ops().xchg_u32(self._addr, 0)
-
-    def close(self) -> None:
-        self._map.close()
 
 
 class UserRingBuffer(Closing):

@@ -14,6 +14,9 @@ wait never blocks the loop. Wake-ups are counted in a generation number: a
 waiter takes a token with :meth:`arm` *before* its last re-check, and
 :meth:`wait` returns at once if a wake-up came in between -- no lost wake-up,
 however many coroutines wait.
+
+Our own consumer drains with ``BPF_RB_NO_WAKEUP`` and forces a wake-up only
+while :class:`WaitingFlag` (a word of its ctl map) says a producer waits.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import asyncio
 import select
 
 from ..errors import KernelError
+from .mapping import PAGE_SIZE, Mapping
+from .native import ops
 
 
 class EpollWaiter:
@@ -101,3 +106,36 @@ class EpollWaiter:
         self._loop = None
         self._ep.close()
         self._ep = None
+
+
+class WaitingFlag:
+    """``ringbridge_ctl.producer_waiting`` in the mmapped ctl array map.
+
+    Counted: the flag is set while at least one coroutine waits (for space or
+    for consumption) and cleared when the last one stops.
+    """
+
+    def __init__(self, ctl_fd: int, offset: int = 0) -> None:
+        self._map = Mapping(ctl_fd, PAGE_SIZE, 0, writable=True, what="ringbridge_ctl")
+        self._addr = self._map.addr + offset
+        self._count = 0
+
+    def acquire(self) -> None:
+        self._count += 1
+        if self._count == 1:
+            # seq_cst exchange: the flag is visible before our next load of
+            # consumer_pos (store-load order; pairs with the consumer's
+            # fetching atomic on the flag after its drain).
+            ops().xchg_u32(self._addr, 1)
+
+    def release(self) -> None:
+        self._count -= 1
+        if self._count == 0:
+            ops().xchg_u32(self._addr, 0)
+
+    def clear_all(self) -> None:
+        self._count = 0
+        ops().xchg_u32(self._addr, 0)
+
+    def close(self) -> None:
+        self._map.close()
