@@ -40,6 +40,11 @@ ALLOWANCE = 20
 #: where built artifacts are.
 _BASE = frozenset({"errors", "closing", "units", "artifacts"})
 
+#: What the service is assembled from, below runtime and assemble.
+_SERVICE = frozenset(
+    {"core", "wire", "kernel", "schema", "producer", "events", "fleet", "backends", "settings"}
+)
+
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "closing": frozenset(),
@@ -56,30 +61,18 @@ ALLOWED: dict[str, frozenset[str]] = {
     "schema": _BASE | {"core", "nativelib", "kernel.libbpf"},
     "producer": _BASE | {"core", "wire", "kernel"},
     "events": _BASE | {"core", "kernel", "schema"},
+    # The fleet front door: NATS messages into the same producer path.
+    "fleet": _BASE | {"core", "wire", "kernel", "schema", "producer"},
     "settingsources": _BASE,
-    "settings": _BASE | {"core", "kernel", "schema", "settingsources"},
+    "settings": _BASE | {"core", "kernel", "schema", "fleet", "settingsources"},
     "backends": _BASE
     | {"core", "wire", "nativelib", "kernel", "schema", "producer", "events", "settings"},
-    "runtime": _BASE
-    | {"core", "wire", "kernel", "schema", "producer", "events", "backends", "settings"},
-    "assemble": _BASE
-    | {"core", "wire", "kernel", "schema", "producer", "events", "backends", "settings", "runtime"},
+    "runtime": _BASE | _SERVICE,
+    "assemble": _BASE | _SERVICE | {"runtime"},
     # The HTTP/WebSocket layer: everything below it but the kernel layer itself.
     "api": _BASE
-    | {
-        "ringbridge",
-        "logs",
-        "core",
-        "wire",
-        "schema",
-        "producer",
-        "events",
-        "backends",
-        "settings",
-        "settingsources",
-        "runtime",
-        "assemble",
-    },
+    | (_SERVICE - {"kernel"})
+    | {"ringbridge", "logs", "settingsources", "runtime", "assemble"},
     # The Python client talks to a service over the network contract only.
     "client": _BASE | {"core", "wire"},
     "healthcheck": _BASE | {"settings", "settingsources"},
