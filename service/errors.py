@@ -38,11 +38,13 @@ drawing is the code)::
     │       ├── RingTimeoutError         not committed by the batch's deadline
     │       └── RingClosedError          producer or ring closed (or crashed)
     ├── RingCorruptError                 the ring holds what the kernel rejects
+    │   └── ForeignWriterError           another writer moved producer_pos or wrote a record
     ├── KernelError                      a bpf()/libbpf/mmap/epoll call failed; .op, .target, .errno
     │   └── BpfObjectError               open/load/find in a BPF object
-    ├── PinError                         bpffs pin dir missing/foreign/mismatched
-    │   └── ProducerLockedError          another producer holds the pin dir's lock
+    ├── PinError                         bpffs pin dir missing/foreign/mismatched; lock unusable
+    │   └── ProducerLockedError          another producer holds the ring's lock
     ├── ConfigError                      invalid settings
+    │   ├── MapTypeError                 the map is not a BPF_MAP_TYPE_USER_RINGBUF
     │   ├── SchemaError                  a BTF type that samples cannot be made of
     │   └── ListenError                  cannot listen on --host/--port
     └── ClientError                      (none) the client side (ringbridge.client, push, stats)
@@ -232,6 +234,13 @@ class RingCorruptError(RingbridgeError):
     code = "ring_corrupt"
 
 
+class ForeignWriterError(RingCorruptError):
+    """Another writer moved the ring's producer_pos or wrote a record this producer
+    did not: the producer stopped committing (a user ring buffer takes one producer)."""
+
+    code = "foreign_writer"
+
+
 class KernelError(RingbridgeError):
     """A call into the kernel or libbpf failed.
 
@@ -257,13 +266,14 @@ class BpfObjectError(KernelError):
 
 
 class PinError(RingbridgeError):
-    """A bpffs pin directory cannot be used as asked (foreign, mismatched, missing)."""
+    """A bpffs pin directory cannot be used as asked (foreign, mismatched, missing),
+    or the producer lock cannot be taken where it lives."""
 
     code = "pin"
 
 
 class ProducerLockedError(PinError):
-    """Another producer (a running service) holds the pin dir's producer lock."""
+    """Another producer (a service or a library user) holds the ring's producer lock."""
 
     code = "producer_locked"
 
@@ -272,6 +282,12 @@ class ConfigError(RingbridgeError):
     """Settings are invalid or inconsistent."""
 
     code = "config"
+
+
+class MapTypeError(ConfigError):
+    """The map given as a user ring buffer is of another type (or not a BPF map)."""
+
+    code = "map_type"
 
 
 class SchemaError(ConfigError):

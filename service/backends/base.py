@@ -6,8 +6,10 @@ API never ask which kind they hold:
 
 - the ring: its fd and size, and the map of the flag telling the consumer a
   producer waits (if the kind has one);
-- its pins: whether they were re-used, the producer lock, and forgetting the
-  ones a failed start created;
+- its pins: whether they were re-used, and forgetting the ones a failed
+  start created (the producer lock is the ring's own, taken by the library
+  that maps it: :mod:`ringbridge.ring.lock`);
+- how to recover when another writer touched its ring;
 - where the next sample seq survives a restart (:class:`SeqStore`, or none);
 - the sample codec, from the kind's BTF;
 - its Prometheus exporters and the kernel part of ``/v1/stats``;
@@ -30,14 +32,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client.registry import Collector
 
-from ..closing import Closing
 from ..errors import RingbridgeError
 from ..kernel import libbpf as lb
 from ..kernel.drainer import NativeDrainer
-from ..kernel.pins import lock_producer, unpin
-from ..kernel.ringbuf import UserRingBuffer
+from ..kernel.pins import unpin
 from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, Kicker
+from ..ring import UserRingBuffer
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 
@@ -65,6 +66,10 @@ class Backend(Protocol):
         """The ring's data size: the settings' or, for a ring pinned by another, the pin's."""
 
     @property
+    def ring_name(self) -> str:
+        """Where the ring is pinned, for messages."""
+
+    @property
     def waiting_flag_fd(self) -> int | None:
         """An mmapable map whose first u32 tells the consumer a producer waits for
         space (the built-in ctl map); None: the consumer wakes the producer after
@@ -81,8 +86,9 @@ class Backend(Protocol):
     def seq_store(self) -> SeqStore | None:
         """Where the next sample seq survives a restart (None: seqs start at 0)."""
 
-    def lock(self) -> Closing:
-        """Takes the one-producer lock of the ring (ProducerLockedError if held)."""
+    def recovery_hint(self) -> str:
+        """How to recover once another writer touched the ring (the service stopped
+        committing): logged and served by ``/healthz`` and ``/readyz``."""
 
     def forget_pins(self) -> None:
         """Removes the pins this start created (a failed start leaves the pin dir as
@@ -180,8 +186,18 @@ class PinDirBackend(LoadedBackend[L]):
     def reused(self) -> bool:
         return self._reused
 
-    def lock(self) -> Closing:
-        return lock_producer(self.pin_dir)
+    @property
+    def ring_name(self) -> str:
+        return f"pin dir {self.pin_dir}"
+
+    def recovery_hint(self) -> str:
+        return (
+            "stop the other writer (a second ringbridge, or another program writing "
+            "this ring), then restart ringbridge; if drains keep failing "
+            "(ringbridge_kernel_drain_errors: the ring is poisoned), run "
+            f"`ringbridge unpin --pin-dir {self.pin_dir}` before the restart (it drops "
+            "the ring's contents and the kernel state kept in the maps)"
+        )
 
     def forget_pins(self) -> None:
         if self._reused:

@@ -28,9 +28,9 @@ from ..kernel import libbpf as lb
 from ..kernel.bpfobj import LoadedRingbridge, load_default
 from ..kernel.counters import KernelCounters
 from ..kernel.pins import BUILTIN_MAPS
-from ..kernel.ringbuf import UserRingBuffer
 from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, TimerWaker
+from ..ring import UserRingBuffer
 from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec
 from ..settings import DrainMode, Settings
 from .base import PinDirBackend, kick_trigger
@@ -103,7 +103,7 @@ class BuiltinBackend(PinDirBackend[LoadedRingbridge]):
             # Let the kernel consume what we committed, then stop the timer.
             drained = True
             try:
-                await ring.wait_consumed(ring.producer_pos, grace)
+                await ring.wait_consumed_async(ring.producer_pos, grace)
             except Exception:
                 drained = False
             loaded.disarm_timer()

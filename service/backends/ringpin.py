@@ -1,7 +1,7 @@
 """A user ring another loader pinned (``--ring-pin``): nothing of ours loaded or pinned.
 
-Opened by :mod:`ringbridge.kernel.pinnedring`, locked by
-:func:`ringbridge.kernel.pins.lock_ring_pin`. The other loader drains
+Opened by :mod:`ringbridge.kernel.pinnedring`; its producer lock is the
+ring's own, taken when the library maps it. The other loader drains
 (``external``), its programs' BTF gives the sample type, and the ring's size
 is the pin's. There is no place of ours to keep the next seq, so seqs start
 at 0 at every start.
@@ -15,14 +15,12 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
-from ..closing import Closing
 from ..errors import ConfigError
 from ..kernel import libbpf as lb
 from ..kernel.pinnedring import PinnedRing, open_ring_pin
-from ..kernel.pins import lock_ring_pin
-from ..kernel.ringbuf import UserRingBuffer
 from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
+from ..ring import UserRingBuffer
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 from .base import LoadedBackend
@@ -45,8 +43,17 @@ class RingPinBackend(LoadedBackend[PinnedRing]):
             settings, open_ring_pin(ring_pin, settings.ring_size, size_given=size_given)
         )
 
-    def lock(self) -> Closing:
-        return lock_ring_pin(self.loaded.path)
+    @property
+    def ring_name(self) -> str:
+        return str(self.loaded.path)
+
+    def recovery_hint(self) -> str:
+        return (
+            "stop the other writer (a second ringbridge, or another program writing "
+            "this ring), then restart ringbridge; if the ring's consumer keeps failing "
+            "to drain it (the ring is poisoned), its loader must recreate the ring pinned "
+            f"at {self.loaded.path}"
+        )
 
     def forget_pins(self) -> None:
         """Nothing: the pins are the other loader's."""

@@ -20,7 +20,13 @@ from pathlib import Path
 from ..errors import ConfigError, RingbridgeError
 from ..kernel import libbpf as lb
 from ..kernel.bpfobj import default_object_path
-from ..kernel.pins import BUILTIN_MAPS, BUILTIN_PROGS, RING_MAP
+from ..kernel.pins import (
+    BUILTIN_MAPS,
+    BUILTIN_PROGS,
+    RING_MAP,
+    keep_private,
+    retire_legacy_lock,
+)
 from ..settings import DrainMode, Settings
 from .base import Backend
 from .builtin import BuiltinBackend
@@ -84,8 +90,14 @@ def open_backend(settings: Settings) -> Backend:
     """Loads (or re-opens from pins) the kernel side the settings describe."""
     if settings.ring_pin is not None:
         return RingPinBackend(settings, settings.ring_pin)
+    # An older ringbridge on these pins would not see the ring's own lock.
+    retire_legacy_lock(settings.pin_dir)
     path = settings.bpf_object or default_object_path()
+    backend: Backend
     if settings.bpf_object is None or is_builtin_object(path):
         _check_builtin_settings(settings)
-        return BuiltinBackend(settings, path, drain_mode(settings, builtin=True))
-    return ObjectBackend(settings, path, drain_mode(settings, builtin=False))
+        backend = BuiltinBackend(settings, path, drain_mode(settings, builtin=True))
+    else:
+        backend = ObjectBackend(settings, path, drain_mode(settings, builtin=False))
+    keep_private(settings.pin_dir)
+    return backend

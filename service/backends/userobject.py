@@ -21,11 +21,11 @@ from prometheus_client.registry import Collector
 from ..errors import ConfigError, RingbridgeError
 from ..kernel import libbpf as lb
 from ..kernel.objplan import plan_object
-from ..kernel.ringbuf import UserRingBuffer
 from ..kernel.userobj import LoadedObject, load_object
 from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
 from ..producer.ticker import DrainTicker
+from ..ring import UserRingBuffer
 from ..schema import SampleCodec
 from ..settings import DrainMode, Settings
 from .base import PinDirBackend, kick_trigger

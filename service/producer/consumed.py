@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import RingbridgeError
-from ..kernel.ringbuf import UserRingBuffer
+from ..ring import UserRingBuffer
 from ..wire import Ack
 
 __all__ = ["wait_consumed"]
@@ -30,7 +30,7 @@ async def wait_consumed(
     or ``gone`` completes (the client went away): the answer is then the
     committed ack.
     """
-    consumed = asyncio.ensure_future(ring.wait_consumed(ack.ring_end_pos, left))
+    consumed = asyncio.ensure_future(ring.wait_consumed_async(ack.ring_end_pos, left))
     stopping = asyncio.ensure_future(stopped.wait())
     waiters: set[asyncio.Future[Any]] = {consumed, stopping}
     if gone is not None:
@@ -44,6 +44,8 @@ async def wait_consumed(
         exc = consumed.exception()
         if exc is None:
             return replace(ack, state="consumed")
+        if isinstance(exc, TimeoutError):
+            return ack  # not consumed in time: the committed ack (202)
         if not isinstance(exc, RingbridgeError):
             raise exc  # a bug: not to be hidden
         # The ring closing or failing while we watched it changes nothing

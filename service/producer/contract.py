@@ -1,5 +1,5 @@
 """The producer's contract with the rest of the service: what it takes (a
-:class:`Batch`, a :data:`BeforeCommit` hook), what it needs (a :class:`SeqStore`)
+:data:`Batch`, a :data:`BeforeCommit` hook), what it needs (a :class:`SeqStore`)
 and what it reports (:class:`ProducerStatistics`)."""
 
 from __future__ import annotations
@@ -8,28 +8,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..ring import EncodedBatch
 from .admission import AdmissionStatistics
 from .kick import KickStatistics
 
 __all__ = ["Batch", "BeforeCommit", "ProducerStatistics", "SeqStore"]
 
 
-class Batch(Protocol):
-    """What the producer needs of a validated batch (``codec.EncodedBatch``)."""
-
-    @property
-    def records(self) -> bytes | bytearray | memoryview: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def payload_bytes(self) -> int: ...
+#: A validated batch in the record format (the schema's decoders make them):
+#: the ring commits it as it is.
+Batch = EncodedBatch
 
 
 #: Called by the producer task with the ``producer_pos`` a batch's commit is
 #: about to publish, once that commit can no longer fail (see
-#: ``UserRingBuffer.commit_batch_nowait``); e.g. to record it with the pins.
+#: ``UserRingBuffer.commit_batch``); e.g. to record it with the pins.
 BeforeCommit = Callable[[int], None]
 
 

@@ -14,7 +14,7 @@ Per batch the task:
    not find its batch in the ring -- it would resend it;
 2. commits it at once when the ring has room (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
-   :mod:`ringbridge.kernel.waiter`, so a full ring costs no CPU -- until the
+   :mod:`ringbridge.ring.waits`, so a full ring costs no CPU -- until the
    batch's deadline or until its submitter gives up, whichever comes first,
    and then fails it (:class:`RingTimeoutError`) having committed nothing;
 4. assigns ``first_seq..last_seq``, resolves the submitter's future and
@@ -50,7 +50,7 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..kernel.ringbuf import UserRingBuffer
+from ..ring import UserRingBuffer
 from ..wire import Ack, WaitFor
 from .admission import Admission, BatchLine, Credit
 from .consumed import wait_consumed
@@ -159,6 +159,9 @@ class Producer:
         return self._admission.admit(nbytes, timeout)
 
     def _check_running(self) -> None:
+        fault = self._ring.fault
+        if fault is not None:
+            raise fault  # another writer touched the ring: nothing commits any more
         if self._crashed is not None:
             raise RingClosedError(f"the producer task crashed: {self._crashed!r}")
         if self._stopping:
@@ -320,13 +323,13 @@ class Producer:
         try:
             try:
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
+                commit = self._ring.commit_batch(b, before_publish=sub.before_commit)
             except RingFullError:
                 self._full_waits += 1
                 if self._kicker is not None:
                     self._kicker.request()
                 space = asyncio.ensure_future(
-                    self._ring.wait_for_space(b.nbytes, sub.credit.remaining(loop.time()))
+                    self._ring.wait_for_space_async(b.nbytes, sub.credit.remaining(loop.time()))
                 )
                 try:
                     # Ends early when the submitter gives up (client gone, deadline).
@@ -339,9 +342,14 @@ class Producer:
                             await space
                 if sub.future.done():
                     return  # given up while we waited: nothing of it was written
-                space.result()  # RingTimeoutError / RingClosedError
+                try:
+                    space.result()  # RingClosedError, ForeignWriterError...
+                except TimeoutError as exc:
+                    raise RingTimeoutError(
+                        f"batch not committed within its timeout: the ring stayed full ({exc})"
+                    ) from exc
                 self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
+                commit = self._ring.commit_batch(b, before_publish=sub.before_commit)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return

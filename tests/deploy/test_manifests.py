@@ -111,9 +111,16 @@ def test_ports_probes_and_bpffs_line_up() -> None:
     compose = load(REPO / "deploy" / "compose.yaml")["services"]["ringbridge"]
     (published,) = compose["ports"]
     assert published.startswith("${RINGBRIDGE_BIND:-127.0.0.1}:")  # loopback by default
-    (vol,) = compose["volumes"]
+    vol, locks = compose["volumes"]
     assert vol["source"] == vol["target"] == "/sys/fs/bpf"
     assert vol["bind"]["propagation"] == "rshared"
+    # The host's producer locks: one producer per ring, host and containers alike.
+    assert locks == "/run/ringbridge:/run/ringbridge"
+    for path in (K8S / "daemonset.yaml", K8S / "daemonset-privileged.yaml"):
+        c, spec = service_container(load(path)), pod_spec(load(path))
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/run/ringbridge"]
+        (host,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert host["hostPath"] == {"path": "/run/ringbridge", "type": "DirectoryOrCreate"}
 
 
 def test_dockerfile_has_no_syntax_line_and_a_port_following_healthcheck() -> None:

@@ -42,7 +42,8 @@ _BASE = frozenset({"errors", "closing", "units", "artifacts"})
 
 #: What the service is assembled from, below runtime and assemble.
 _SERVICE = frozenset(
-    {"core", "wire", "kernel", "schema", "producer", "events", "fleet", "backends", "settings"}
+    {"core", "wire", "kernel", "schema", "ring", "producer", "events", "fleet", "backends"}
+    | {"settings"}
 )
 
 ALLOWED: dict[str, frozenset[str]] = {
@@ -59,14 +60,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     # Reading BTF out of object and BTF files is libbpf's (user-space) work:
     # schema may use the binding, never the rest of the kernel layer.
     "schema": _BASE | {"core", "nativelib", "kernel.libbpf"},
-    "producer": _BASE | {"core", "wire", "kernel"},
+    # ringbridge.ring, the public producer library: a user ring over the binding.
+    "ring": _BASE | {"core", "kernel", "schema"},
+    "producer": _BASE | {"core", "wire", "kernel", "ring"},
     "events": _BASE | {"core", "kernel", "schema"},
     # The fleet front door: NATS messages into the same producer path.
-    "fleet": _BASE | {"core", "wire", "kernel", "schema", "producer"},
+    "fleet": _BASE | {"core", "wire", "kernel", "schema", "ring", "producer"},
     "settingsources": _BASE,
     "settings": _BASE | {"core", "kernel", "schema", "fleet", "settingsources"},
     "backends": _BASE
-    | {"core", "wire", "nativelib", "kernel", "schema", "producer", "events", "settings"},
+    | {"core", "wire", "nativelib", "kernel", "schema", "ring", "producer", "events", "settings"},
     "runtime": _BASE | _SERVICE,
     "assemble": _BASE | _SERVICE | {"runtime"},
     # The HTTP/WebSocket layer: everything below it but the kernel layer itself.

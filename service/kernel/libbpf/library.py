@@ -89,6 +89,7 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(TestRunOpts)]),
     "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
     "libbpf_num_possible_cpus": (_I, []),
+    "libbpf_bpf_map_type_str": (_S, [_I]),
     "libbpf_set_print": (_P, [_PRINT_FN]),
     "btf__find_by_name_kind": (ctypes.c_int32, [_P, _S, _U32]),
     "btf__type_by_id": (ctypes.POINTER(RawBtfType), [_P, _U32]),

@@ -88,6 +88,15 @@ def map_info(fd: FdLike, *, name: str | None = None) -> MapInfo:
     )
 
 
+def map_type_name(map_type: int) -> str:
+    """``BPF_MAP_TYPE_*`` name of a map type number (libbpf's table; the number
+    itself when libbpf does not know it)."""
+    name: bytes | None = lib().libbpf_bpf_map_type_str(map_type)
+    if not name:
+        return f"map type {map_type}"
+    return "BPF_MAP_TYPE_" + name.decode().upper()
+
+
 def prog_info(fd: FdLike, *, name: str | None = None, map_ids: bool = False) -> ProgInfo:
     """The program's info; with ``map_ids``, also the ids of the maps it uses."""
     info = RawProgInfoHead()
