@@ -11,19 +11,23 @@ Startup, in order (each step undone in reverse if a later one fails):
    it takes the ring's producer lock (one producer per ring, keyed by the
    map's id, whatever the backend), maps the ring and recovers records a
    crashed producer left BUSY;
-3. build the sample codec from the backend's BTF and its exporters;
+3. find the sample type and the event maps' types (the backend's BTF, then
+   ``--sample-btf`` files, then ``--sample-header``), build the sample codec,
+   open a reader per event map (``--event-map``, ``--event-pin``) and the
+   backend's exporters;
 4. set up the drain in the kernel (the built-in consumer's timer or budget);
 5. with ``drop_privileges``, give up every capability (the fds suffice from
    here on, Linux >= 5.19; the lock is held by fd); with ``user``, also switch
    to that unprivileged uid/gid;
 6. start the drain trigger (native kick worker, drain ticker), the producer
-   task and the foreign-writer watch.
+   task, the foreign-writer watch and the event readers.
 
 Shutdown, the exit stack unwinding: the watch stops, the producer stops
 (queued batches get ``shutdown_grace`` seconds to commit), the drain quiesces
 (a timer drain gets the same grace to consume what was committed, then is
 disarmed; the kick worker stops), the ring is freed and its lock released,
-the backend closed, last.
+the event readers stop (their subscribers' streams end), the backend closed,
+last.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from contextlib import AsyncExitStack
 
 from .backends import open_backend
 from .errors import RingbridgeError
+from .events.feeds import open_event_feeds
 from .kernel.environment import startup_hint
+from .kernel.eventring import DEFAULT_BUDGET
 from .kernel.privileges import drop_all_capabilities, resolve_user
 from .producer.task import Producer
 from .ring import UserRingBuffer
@@ -90,7 +96,13 @@ async def assemble(
     # Registered before the producer's stop: an ExitStack unwinds in
     # reverse, so the ring is freed after everything that writes it.
     stack.callback(ring.close)
-    codec = backend.sample_codec()
+    with backend.open_types() as types:
+        codec = backend.sample_codec(types)
+        feeds = open_event_feeds(
+            settings.event_specs, backend, types, budget=event_budget(settings)
+        )
+    # Unwound before the backend closes (the readers map the object's maps).
+    stack.callback(feeds.close)
     exports = backend.exporters()
     if ring.recovered_busy:
         log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
@@ -114,6 +126,7 @@ async def assemble(
     writers = ForeignWriterWatch(ring, backend.recovery_hint())
     watch_task = asyncio.create_task(writers.run(), name="ringbridge-writer-watch")
     stack.callback(watch_task.cancel)
+    feeds.start()
     runtime = Runtime(
         settings=settings,
         backend=backend,
@@ -123,6 +136,8 @@ async def assemble(
         exports=exports,
         watch=ConsumerWatch(settings.ready_stall_seconds),
         writers=writers,
+        events=feeds.hub,
+        feeds=feeds,
     )
     log.info(
         "ringbridge started",
@@ -133,10 +148,21 @@ async def assemble(
             "ring_size": settings.ring_size,
             "drain": backend.drain,
             "auth": settings.token is not None,
+            "event_maps": feeds.hub.names(),
         },
     )
     started = True
     return runtime
+
+
+def event_budget(settings: Settings) -> int:
+    """Records one read pass of an event map publishes before it yields to the loop.
+
+    A quarter of a subscriber's buffer: a subscriber that keeps up drains
+    what one pass gave it before the next pass comes, so bursts alone never
+    overflow it.
+    """
+    return max(1, min(DEFAULT_BUDGET, settings.event_buffer_events // 4))
 
 
 def report_startup_failure(exc: RingbridgeError) -> None:

@@ -26,7 +26,8 @@ drawing is the code)::
     ├── RequestError                     (400) the request itself, before its batch is looked at
     │   ├── UnauthorizedError            (401) no bearer token
     │   ├── ForbiddenError               (403) wrong bearer token
-    │   ├── InvalidRequestError          (422) a bad ?wait= or ?timeout=
+    │   ├── InvalidRequestError          (422) a bad query parameter (?wait=, ?map=...)
+    │   ├── NotFoundError                (404) no such route or event map
     │   ├── RequestTimeoutError          (408) body not received before the deadline
     │   ├── ClientGoneError              (499) the client left before the commit
     │   └── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
@@ -149,10 +150,17 @@ class ForbiddenError(RequestError):
 
 
 class InvalidRequestError(RequestError):
-    """A query parameter is not in its form (``wait``, ``timeout``)."""
+    """A query parameter is missing or not in its form (``wait``, ``timeout``, ``map``)."""
 
     status_hint = 422
     code = "invalid_request"
+
+
+class NotFoundError(RequestError):
+    """What the request names does not exist: a route, or an event map (``?map=``)."""
+
+    status_hint = 404
+    code = "not_found"
 
 
 class RequestTimeoutError(RequestError):

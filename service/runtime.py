@@ -4,8 +4,9 @@
 routes reach it through ``ringbridge.api.state.runtime_of``. Beside the
 backend, ring, producer and codec it holds the state every front door
 shares: refused batches by reason, the consumer's progress for readiness,
-whether anybody else writes the ring, and the open streams a shutdown has
-to finish.
+whether anybody else writes the ring, the open streams a shutdown has to
+finish, and the event maps read out of the kernel (``--event-map``,
+``--event-pin``) with their readers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from prometheus_client.registry import Collector
 
 from .backends import Backend
 from .errors import ForeignWriterError, RingbridgeError
+from .events.feeds import EventFeeds
+from .events.hub import EventHub
 from .producer.observe import BatchObserver
 from .producer.task import Producer
 from .ring import UserRingBuffer
@@ -119,7 +122,8 @@ class _Stoppable(Protocol):
 
 
 class StreamRegistry:
-    """The open streams (WebSocket connections), so that a shutdown can finish their acks."""
+    """The open streams, so that a shutdown can end them in order: sample streams
+    finish their acks, event subscribers get what they hold, then each closes."""
 
     def __init__(self) -> None:
         self._streams: set[_Stoppable] = set()
@@ -152,6 +156,9 @@ class Runtime:
     exports: list[Collector]
     watch: ConsumerWatch
     writers: ForeignWriterWatch
+    # The event maps subscribers read (GET /v1/events) and what reads them.
+    events: EventHub = field(default_factory=EventHub)
+    feeds: EventFeeds | None = None
     rejections: Rejections = field(default_factory=Rejections)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).

@@ -28,10 +28,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .core import ring as core
 from .errors import ConfigError
+from .events.options import EventSettings
 from .fleet.options import NatsSettings
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
-from .settingsources import MapSizes, Names, Paths, Size, TomlFileSource, config_file
+from .settingsources import Globals, MapSizes, Names, Paths, Size, TomlFileSource, config_file
 
 MiB = 1024 * 1024
 
@@ -57,8 +58,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Settings(BaseSettings, NatsSettings):
-    """Every setting of the service; the ``nats*`` fields come from :class:`NatsSettings`."""
+class Settings(BaseSettings, NatsSettings, EventSettings):
+    """Every setting of the service; the ``nats*`` fields come from :class:`NatsSettings`,
+    the ``event_*`` ones from :class:`EventSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
@@ -153,6 +155,13 @@ class Settings(BaseSettings, NatsSettings):
         default=True,
         description="attach the object's programs that have an attach point "
         "(fentry, kprobe, tracepoint...) while serving",
+    )
+    set_global: Globals = Field(
+        default_factory=dict,
+        description="NAME=VALUE: an integer global (.bss or .data) of your object, written "
+        "after it loads and before its programs attach, as a loader sets "
+        "skel->bss->NAME (e.g. a pid filter; repeatable)",
+        json_schema_extra={"metavar": "NAME=VALUE"},
     )
     ring_pin: Path | None = Field(
         default=None,
@@ -250,6 +259,7 @@ class Settings(BaseSettings, NatsSettings):
         self._given = frozenset(self.model_fields_set)
         if self.ring_pin is not None:
             self._check_ring_pin()
+        self._check_events()
         if self.sample_header is None and (self.header_include or self.header_include_dir):
             raise ConfigError(
                 "--header-include and --header-include-dir only apply to --sample-header"
@@ -333,7 +343,9 @@ class Settings(BaseSettings, NatsSettings):
                 ("ring_map", "--ring-map"),
                 ("map_size", "--map-size"),
                 ("drain_program", "--drain-program"),
+                ("set_global", "--set-global"),
                 ("export_map", "--export-map"),
+                ("event_map", "--event-map"),
             )
             if name in given and getattr(self, name)
         ]

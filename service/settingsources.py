@@ -2,7 +2,7 @@
 
 Flags, environment variables and the settings file share the annotated value
 types here (sizes with K/M/G suffixes, repeatable lists given comma-separated
-in the environment, ``NAME=SIZE`` pairs); :class:`TomlFileSource` reads the
+in the environment, ``NAME=SIZE`` and ``NAME=VALUE`` pairs); :class:`TomlFileSource` reads the
 TOML settings file, below flags and the environment in priority.
 """
 
@@ -23,12 +23,14 @@ from .units import parse_size
 
 __all__ = [
     "CONFIG_ENV",
+    "Globals",
     "MapSizes",
     "Names",
     "Paths",
     "Size",
     "TomlFileSource",
     "config_file",
+    "parse_globals",
     "parse_map_sizes",
 ]
 
@@ -64,6 +66,34 @@ def parse_map_sizes(value: Any) -> dict[str, int]:
     return out
 
 
+def parse_globals(value: Any) -> dict[str, int]:
+    """``{"NAME": int}`` from ``["NAME=VALUE", ...]``, ``"a=1,b=0x10"`` or a TOML table."""
+    if isinstance(value, dict):
+        pairs = [(str(k), v) for k, v in value.items()]
+    else:
+        pairs = []
+        for item in _items(value):
+            name, sep, text = item.partition("=")
+            if not sep or not name.strip() or not text.strip():
+                raise ValueError(f"global {item!r}: expected NAME=VALUE, e.g. pid=1234")
+            pairs.append((name.strip(), text.strip()))
+    out: dict[str, int] = {}
+    for name, v in pairs:
+        if name in out:
+            raise ValueError(f"global {name!r} given twice")
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError(f"global {name!r}: {v!r} is not an integer")
+        try:
+            out[name] = v if isinstance(v, int) else int(v, 0)
+        except ValueError:
+            raise ValueError(
+                f"global {name!r}: {v!r} is not an integer (e.g. 42, -1, 0x2a)"
+            ) from None
+    return out
+
+
+#: ``NAME=VALUE`` integers (repeatable flag; comma-separated in the environment).
+Globals = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_globals)]
 #: ``NAME=SIZE`` pairs (repeatable flag; comma-separated in the environment).
 MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
 #: Names (repeatable flag; comma-separated in the environment).

@@ -2,8 +2,8 @@
 
 With ``settings.token`` unset, everything is open (the default on loopback;
 settings refuse a non-loopback listener without a token unless told
-otherwise). With a token, ``POST /v1/samples``, ``GET /v1/stats`` and
-``WS /v1/stream`` need ``Authorization: Bearer <token>``: a missing or
+otherwise). With a token, ``POST /v1/samples``, ``GET /v1/stats``,
+``WS /v1/stream`` and ``GET``/``WS /v1/events`` need ``Authorization: Bearer <token>``: a missing or
 malformed header is 401, a wrong token 403. ``/healthz``, ``/readyz`` and
 ``/metrics`` stay open by default: probes and Prometheus scrapers rarely
 carry credentials, and those routes neither write nor reveal sample data.

@@ -11,7 +11,9 @@ API never ask which kind they hold:
   that maps it: :mod:`ringbridge.ring.lock`);
 - how to recover when another writer touched its ring;
 - where the next sample seq survives a restart (:class:`SeqStore`, or none);
-- the sample codec, from the kind's BTF;
+- where sample and event types are found (the kind's BTF, then the user's
+  ``--sample-btf`` files and ``--sample-header``), the sample codec, and what
+  its maps declare as their values (to check those types against);
 - its Prometheus exporters and the kernel part of ``/v1/stats``;
 - the drain trigger for its mode, in two steps around the privilege drop,
   with its shutdown (quiesce, close) registered on the caller's exit stack;
@@ -26,23 +28,34 @@ implements :class:`SeqStore` and is returned by ``seq_store``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client.registry import Collector
 
-from ..errors import RingbridgeError
+from ..closing import Closing
+from ..errors import RingbridgeError, SchemaError
 from ..kernel import libbpf as lb
 from ..kernel.drainer import NativeDrainer
 from ..kernel.pins import unpin
 from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, Kicker
 from ..ring import UserRingBuffer
-from ..schema import SampleCodec
+from ..schema import SampleCodec, TypeSources, model
+from ..schema.btf import BtfSource
 from ..settings import DrainMode, Settings
 
-__all__ = ["Backend", "LoadedBackend", "PinDirBackend", "SeqStore", "kick_trigger"]
+__all__ = [
+    "Backend",
+    "LoadedBackend",
+    "PinDirBackend",
+    "SeqStore",
+    "kick_trigger",
+    "open_type_sources",
+    "typed_codec",
+]
 
 log = logging.getLogger("ringbridge.backends")
 
@@ -94,8 +107,17 @@ class Backend(Protocol):
         """Removes the pins this start created (a failed start leaves the pin dir as
         it found it); nothing when they were re-used or are not ours. Never raises."""
 
-    def sample_codec(self) -> SampleCodec:
-        """The JSON sample codec (``--sample-type`` from this kind's BTF, or raw only)."""
+    def open_types(self) -> TypeSources:
+        """Where sample and event types are found: this kind's BTF first, then the
+        ``--sample-btf`` files, then the ``--sample-header`` (compiled now); the caller
+        closes it (:func:`open_type_sources`)."""
+
+    def sample_codec(self, types: TypeSources) -> SampleCodec:
+        """The JSON sample codec (``--sample-type`` found in ``types``, or raw only)."""
+
+    def declared_value(self, map_name: str) -> tuple[int, model.Type | None]:
+        """What the kernel side's map ``map_name`` declares as its value:
+        ``(value_size, type or None)``; ``(0, None)`` when nothing is known."""
 
     def exporters(self) -> list[Collector]:
         """Prometheus collectors of the kernel side, read at scrape time."""
@@ -120,6 +142,38 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Releases the fds (pins stay); idempotent."""
+
+
+def open_type_sources(
+    settings: Settings,
+    primary: tuple[str, BtfSource] | None = None,
+    owned: Sequence[Closing] = (),
+) -> TypeSources:
+    """``primary`` (a kind's own BTF; ``owned`` closes with the sources), then the
+    settings' ``--sample-btf`` files and ``--sample-header``."""
+    return TypeSources.open(
+        primary=primary,
+        btf_files=settings.sample_btf,
+        header=settings.sample_header,
+        header_options=settings.header_options,
+        owned=owned,
+    )
+
+
+def typed_codec(
+    types: TypeSources,
+    type_name: str,
+    *,
+    ring_map: str | None = None,
+    declared: tuple[int, model.Type | None] = (0, None),
+) -> SampleCodec:
+    """The codec of ``--sample-type type_name``, checked against what the ring map declares."""
+    flag = f"--sample-type {type_name}"
+    found = types.find_for(type_name, flag, map_name=ring_map, declared=declared)
+    try:
+        return types.codec(found)
+    except RingbridgeError as exc:
+        raise SchemaError(f"{flag}: {exc.message}") from exc
 
 
 def kick_trigger(prog_fd: int, ring: UserRingBuffer, stack: AsyncExitStack) -> Kicker:
@@ -164,6 +218,10 @@ class LoadedBackend(Generic[L]):
     @property
     def closed(self) -> bool:
         return self.loaded.closed
+
+    def declared_value(self, map_name: str) -> tuple[int, model.Type | None]:
+        """Nothing known by default (the built-in consumer's and a pinned ring's maps)."""
+        return 0, None
 
     def close(self) -> None:
         self.loaded.close()

@@ -31,9 +31,9 @@ from ..kernel.pins import BUILTIN_MAPS
 from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, TimerWaker
 from ..ring import UserRingBuffer
-from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec
+from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec, TypeSources
 from ..settings import DrainMode, Settings
-from .base import PinDirBackend, kick_trigger
+from .base import PinDirBackend, kick_trigger, open_type_sources, typed_codec
 
 __all__ = ["BuiltinBackend", "KernelCountersCollector"]
 
@@ -59,10 +59,17 @@ class BuiltinBackend(PinDirBackend[LoadedRingbridge]):
         # The next seq lives in the pinned ctl map.
         return self.loaded
 
-    def sample_codec(self) -> SampleCodec:
-        return SampleCodec.from_object(
-            self.obj_path, self.settings.sample_type or DEFAULT_SAMPLE_TYPE
-        )
+    def open_types(self) -> TypeSources:
+        obj = lb.BpfObject.open(self.obj_path)
+        try:
+            btf = obj.btf()
+        except BaseException:
+            obj.close()
+            raise
+        return open_type_sources(self.settings, (str(self.obj_path), btf), owned=[obj])
+
+    def sample_codec(self, types: TypeSources) -> SampleCodec:
+        return typed_codec(types, self.settings.sample_type or DEFAULT_SAMPLE_TYPE)
 
     def exporters(self) -> list[Collector]:
         return [KernelCountersCollector(self.loaded)]

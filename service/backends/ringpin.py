@@ -21,9 +21,9 @@ from ..kernel.pinnedring import PinnedRing, open_ring_pin
 from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
 from ..ring import UserRingBuffer
-from ..schema import SampleCodec
+from ..schema import SampleCodec, TypeSources
 from ..settings import DrainMode, Settings
-from .base import LoadedBackend
+from .base import LoadedBackend, open_type_sources, typed_codec
 
 __all__ = ["RingPinBackend"]
 
@@ -58,15 +58,26 @@ class RingPinBackend(LoadedBackend[PinnedRing]):
     def forget_pins(self) -> None:
         """Nothing: the pins are the other loader's."""
 
-    def sample_codec(self) -> SampleCodec:
+    def open_types(self) -> TypeSources:
+        """The kernel's BTF for the ring's loader first (see
+        :meth:`~ringbridge.kernel.pinnedring.PinnedRing.btf`), when there is one."""
+        s = self.settings
+        try:
+            btf = self.loaded.btf()
+        except ConfigError:
+            # A ring without BTF anywhere: fine when the user's files have the
+            # types, or when no type is asked for.
+            wanted = s.sample_type is not None or any(e.type_name for e in s.event_specs)
+            if wanted and not (s.sample_btf or s.sample_header):
+                raise
+            return open_type_sources(s)
+        where = f"BTF of the ring pinned at {self.loaded.path}"
+        return open_type_sources(s, (where, btf), owned=[btf])
+
+    def sample_codec(self, types: TypeSources) -> SampleCodec:
         if self.settings.sample_type is None:
             return SampleCodec.raw_only()
-        with self.loaded.btf() as btf:
-            return SampleCodec.from_btf(
-                btf,
-                self.settings.sample_type,
-                where=f"BTF of the ring pinned at {self.loaded.path}",
-            )
+        return typed_codec(types, self.settings.sample_type)
 
     def exporters(self) -> list[Collector]:
         return []

@@ -54,15 +54,22 @@ def _check_builtin_settings(settings: Settings) -> None:
             ("--drain-program", settings.drain_program is not None),
             ("--map-size", bool(settings.map_size)),
             ("--export-map", bool(settings.export_map)),
+            ("--event-map", bool(settings.event_map)),
+            ("--set-global", bool(settings.set_global)),
         )
         if given
     ]
     if settings.ring_map not in (None, RING_MAP):
         extra.append("--ring-map")
     if extra:
+        events = (
+            ", and no kernel ring buffer (--event-pin reads one another loader pinned)"
+            if settings.event_map
+            else ""
+        )
         raise ConfigError(
             f"{', '.join(extra)}: only for your own --bpf-object; the built-in consumer "
-            "has its own ring, drain programs and counters"
+            f"has its own ring, drain programs and counters{events}"
         )
 
 

@@ -37,8 +37,8 @@ ALLOWANCE = 20
 # from the bottom up: core -> kernel -> producer -> api -> cli.
 
 #: Helpers everything may use: the exception tree, idempotent close, sizes,
-#: where built artifacts are.
-_BASE = frozenset({"errors", "closing", "units", "artifacts"})
+#: where built artifacts are, the value types of settings.
+_BASE = frozenset({"errors", "closing", "units", "artifacts", "settingsources"})
 
 #: What the service is assembled from, below runtime and assemble.
 _SERVICE = frozenset(
@@ -63,22 +63,20 @@ ALLOWED: dict[str, frozenset[str]] = {
     # ringbridge.ring, the public producer library: a user ring over the binding.
     "ring": _BASE | {"core", "kernel", "schema"},
     "producer": _BASE | {"core", "wire", "kernel", "ring"},
-    "events": _BASE | {"core", "kernel", "schema"},
+    "events": _BASE | {"core", "wire", "kernel", "schema"},
     # The fleet front door: NATS messages into the same producer path.
     "fleet": _BASE | {"core", "wire", "kernel", "schema", "ring", "producer"},
-    "settingsources": _BASE,
-    "settings": _BASE | {"core", "kernel", "schema", "fleet", "settingsources"},
+    "settingsources": frozenset({"errors", "units"}),
+    "settings": _BASE | {"core", "kernel", "schema", "events", "fleet"},
     "backends": _BASE
     | {"core", "wire", "nativelib", "kernel", "schema", "ring", "producer", "events", "settings"},
     "runtime": _BASE | _SERVICE,
     "assemble": _BASE | _SERVICE | {"runtime"},
     # The HTTP/WebSocket layer: everything below it but the kernel layer itself.
-    "api": _BASE
-    | (_SERVICE - {"kernel"})
-    | {"ringbridge", "logs", "settingsources", "runtime", "assemble"},
+    "api": _BASE | (_SERVICE - {"kernel"}) | {"ringbridge", "logs", "runtime", "assemble"},
     # The Python client talks to a service over the network contract only.
     "client": _BASE | {"core", "wire"},
-    "healthcheck": _BASE | {"settings", "settingsources"},
+    "healthcheck": _BASE | {"settings"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
     "ringbridge": frozenset({"client"}),
