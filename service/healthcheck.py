@@ -20,8 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .settings import Settings
-from .settingsources import CONFIG_ENV
+from .settings import CONFIG_ENV, Settings
 
 _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 

@@ -8,10 +8,13 @@ Every field is settable, with the same parsing, from four places (highest first)
    (``ring_size = "8M"`` or ``ring-size = 8388608``);
 4. the default.
 
-Sizes take K/M/G suffixes everywhere (:mod:`ringbridge.units`); the value types
-and the file source are :mod:`ringbridge.settingsources`. The token can
-come from a file (``token_file``) so that it never appears in argv or the
-environment of a container. Inconsistent combinations raise
+Sizes take K/M/G suffixes everywhere (:mod:`ringbridge.units`); durations are
+finite seconds up to a day; a boolean is a value only for a switch (TOML's
+``submit_timeout = true`` is refused, not read as 1 s). A ``RINGBRIDGE_*``
+variable or a file key that is no setting is refused, naming the nearest one
+(:mod:`ringbridge.settings_sources`). The token can come from a file
+(``token_file``) so that it never appears in argv or the environment of a
+container. Inconsistent combinations raise
 :class:`~ringbridge.errors.ConfigError` when the model is built, so the service
 refuses to start instead of failing on the first request.
 """
@@ -23,16 +26,39 @@ import mmap
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .core import ring as core
 from .errors import ConfigError
 from .events.options import EventSettings
 from .fleet.options import NatsSettings
+from .kernel.environment import bpffs_name_problem
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
-from .settingsources import Globals, MapSizes, Names, Paths, Size, TomlFileSource, config_file
+from .settings_sources import CONFIG_ENV, EnvNamespaceCheck, TomlFileSource, config_file
+from .settings_types import (
+    MAX_SECONDS,
+    Globals,
+    MapSizes,
+    Names,
+    Paths,
+    Seconds,
+    Size,
+    usable_token,
+)
+
+__all__ = ["CONFIG_ENV", "MAX_SECONDS", "MiB", "Settings", "is_loopback"]
 
 MiB = 1024 * 1024
 
@@ -44,7 +70,6 @@ MAX_DRAIN_BUDGET = 131_072
 
 DrainMode = Literal["timer", "kick", "external"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only listens on the loopback interface."""
@@ -73,7 +98,12 @@ class Settings(BaseSettings, NatsSettings, EventSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlFileSource(settings_cls))
+        return (
+            init_settings,
+            EnvNamespaceCheck(settings_cls),
+            env_settings,
+            TomlFileSource(settings_cls),
+        )
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None, config: Path | None = None) -> Settings:
@@ -182,18 +212,33 @@ class Settings(BaseSettings, NatsSettings, EventSettings):
     )
     max_sample_bytes: Size = Field(default=65536, description="max bytes of one sample")
     max_batch_bytes: Size = Field(default=4 * MiB, description="max body / frame / batch bytes")
-    submit_timeout: float = Field(
+    submit_timeout: Seconds = Field(
         default=5.0,
         gt=0,
         description="default ?timeout=: how long a batch may wait, from admission, behind "
         "other batches and for ring space before it is refused (503), s",
     )
-    max_timeout: float = Field(default=300.0, gt=0, description="upper bound of ?timeout=, s")
-    body_timeout: float = Field(
+    max_timeout: Seconds = Field(default=300.0, gt=0, description="upper bound of ?timeout=, s")
+    body_timeout: Seconds = Field(
         default=10.0,
         gt=0,
         description="time a client has to send its whole body once admitted, else 408; "
         "bounds how long a slow client holds admission credit, s",
+    )
+    header_timeout: Seconds = Field(
+        default=10.0,
+        gt=0,
+        description="time a client has to send a request's line and headers, from connecting "
+        "(or from the request's first byte on a kept-alive connection), else the connection "
+        "is closed (408 if the request had begun); bounds slowloris clients, s",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        gt=0,
+        description="most connections open at once, HTTP and WebSocket; beyond it a new one "
+        "closes the connection that waited longest without a request in progress, else gets "
+        "503 at once (default 16384, lowered to fit the fd limit, which is raised to its "
+        "hard limit at start)",
     )
     token: str | None = Field(
         default=None,
@@ -217,9 +262,11 @@ class Settings(BaseSettings, NatsSettings, EventSettings):
         "unread (default: the larger of 64 MiB and 8 * max_batch_bytes)",
     )
     ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
-    shutdown_grace: float = Field(default=5.0, ge=0, description="time to finish queued batches, s")
+    shutdown_grace: Seconds = Field(
+        default=5.0, ge=0, description="time to finish queued batches, s"
+    )
     retry_after: int = Field(default=1, ge=0, description="Retry-After seconds on 503")
-    ready_stall_seconds: float = Field(
+    ready_stall_seconds: Seconds = Field(
         default=10.0, gt=0, description="readyz fails when the consumer is stuck this long"
     )
     log_level: LogLevel = Field(default="info", description="log level")
@@ -236,6 +283,24 @@ class Settings(BaseSettings, NatsSettings, EventSettings):
             "(implies drop_privileges; the held fds keep working)"
         ),
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _switches_only_take_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for a number; from a TOML file that is a
+        # mistake (`submit_timeout = true`), never a duration or a count.
+        name = info.field_name
+        if isinstance(value, bool) and name and cls.model_fields[name].annotation is not bool:
+            raise ValueError(f"got the boolean {str(value).lower()}: {name} is not a switch")
+        return value
+
+    @field_validator("pin_dir", "ring_pin")
+    @classmethod
+    def _bpffs_takes_the_name(cls, value: Path | None) -> Path | None:
+        problem = bpffs_name_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     # The fields given (flags, env, file) before the validator derived others.
     _given: frozenset[str] = PrivateAttr(default=frozenset())
@@ -269,11 +334,13 @@ class Settings(BaseSettings, NatsSettings, EventSettings):
             if self.token is not None:
                 raise ConfigError("token and token_file are both set; keep one")
             try:
-                self.token = self.token_file.read_text().strip()
+                self.token = self.token_file.read_text()
             except OSError as exc:
                 raise ConfigError(
                     f"token_file {self.token_file}: cannot read: {exc.strerror or exc}"
                 ) from exc
+        if self.token is not None:
+            self.token = usable_token(self.token)
         # Limits left at their defaults follow a smaller ring, so that
         # `--ring-size 64K` alone is a valid configuration; limits given
         # explicitly are checked as given.
@@ -315,8 +382,6 @@ class Settings(BaseSettings, NatsSettings, EventSettings):
             # Resolved now so that an unknown user stops the service before
             # it loads or pins anything.
             resolve_user(self.user)
-        if self.token is not None and not self.token.strip():
-            raise ConfigError("token is empty; unset it to disable authentication")
         if self.token is None and not is_loopback(self.host) and not self.allow_unauthenticated:
             raise ConfigError(
                 f"refusing to listen on {self.host} without a token: anyone who can reach "

@@ -12,11 +12,15 @@ closed with 1009.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import math
+import signal
 import socket
+import threading
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -31,6 +35,7 @@ from ..errors import ListenError, RingbridgeError
 from ..logs import configure_logging
 from ..runtime import Runtime
 from ..settings import Settings
+from . import connguard
 from .app import create_app
 
 log = logging.getLogger("ringbridge.server")
@@ -50,7 +55,7 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Chosen explicitly, never "auto": a missing C parser or libuv loop
         # would otherwise fall back silently to h11 and the stdlib loop,
         # which halves HTTP throughput (bench/results.md).
-        http=RingbridgeHttpProtocol,
+        http=ServedHttpProtocol,
         loop="uvloop",
         ws=RingbridgeWSProtocol,
         ws_per_message_deflate=False,
@@ -61,6 +66,9 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Longer than the producer's grace: see RingbridgeServer.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         server_header=False,
+        # Queued connections are accepted (fds) before the first is looked
+        # at: the backlog is part of the fd budget (api/connguard.py).
+        backlog=connguard.backlog_for(connguard.fd_limit()),
     )
 
 
@@ -294,6 +302,10 @@ class RingbridgeWSProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
 
 
+class ServedHttpProtocol(connguard.GuardedHttpProtocol, RingbridgeHttpProtocol):
+    """The HTTP protocol served: :class:`RingbridgeHttpProtocol` under the connection guard."""
+
+
 class RingbridgeServer(uvicorn.Server):
     """uvicorn's server, telling the producer as soon as shutdown begins.
 
@@ -312,9 +324,19 @@ class RingbridgeServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._stopping: asyncio.Task[None] | None = None
+        settings: Settings = app.state.settings
+        self.guard = connguard.install(
+            self.server_state,
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+            retry_after=settings.retry_after,
+        )
+        app.state.metrics.registry.register(connguard.ConnectionCollector(self.guard))
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started:
+            self.guard.start(asyncio.get_running_loop(), self.config.backlog)
         if self.started and sockets:
             # uvicorn announces only the sockets it bound itself; say where we
             # listen in the same words (scripts and the test launcher read it).
@@ -332,6 +354,7 @@ class RingbridgeServer(uvicorn.Server):
             )
             rt.streams.shutdown()
         await super().shutdown(sockets)
+        self.guard.stop()
 
 
 def make_server(settings: Settings, app: FastAPI | None = None) -> RingbridgeServer:
@@ -391,9 +414,38 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
+@contextlib.contextmanager
+def _stop_signals_end_the_run(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the server and then let :func:`run` return.
+
+    uvicorn catches both while it serves, shuts down in order and then, once
+    it has put back the handlers it found, raises the signal again so that
+    the process dies "of" it: a SIGTERM exit status of 143, where an orderly
+    stop should exit 0 (what the README promises; a supervisor or
+    ``docker stop`` reads anything else as a failure). The handlers it finds
+    here are its own ``handle_exit``: the re-raised signal only sets a flag
+    nobody reads any more, and :func:`run` returns. A signal that arrives
+    before uvicorn installs its handlers stops the server the same way.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers are the main thread's (uvicorn skips them too)
+        return
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    # Room for connections: the connection cap is fitted below this limit.
+    connguard.raise_fd_limit()
     try:
         sock = bind(settings)
     except RingbridgeError as exc:
@@ -408,7 +460,8 @@ def run(settings: Settings) -> int:
     quiet = _KnownStartupFailure(server._app)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
-        server.run(sockets=[sock])
+        with _stop_signals_end_the_run(server):
+            server.run(sockets=[sock])
     finally:
         sock.close()
         logging.getLogger("uvicorn.error").removeFilter(quiet)

@@ -174,15 +174,15 @@ class KernelCountersCollector(Collector):
         )
         value = CounterMetricFamily(
             "ringbridge_kernel_kind_value",
-            "Sum of `value` by kind (mod 2**64); a float, exact up to 2**53: "
-            "see ringbridge_kernel_kind_value_high/_low for the exact sum.",
+            "Sum of `value` by kind (carried past 2**64, never wraps); a float, exact up "
+            "to 2**53: see ringbridge_kernel_kind_value_high/_low for the exact sum.",
             labels=["kind"],
         )
-        # Prometheus values are float64: a u64 sum above 2**53 loses its low
-        # bits. Its two 32-bit halves are exact: sum = high * 2**32 + low.
+        # Prometheus values are float64: a sum above 2**53 loses its low bits.
+        # sum = high * 2**32 + low with both exact (high up to 2**53: sums below 2**85).
         high = GaugeMetricFamily(
             "ringbridge_kernel_kind_value_high",
-            "Upper 32 bits of the per-kind `value` sum (exact).",
+            "The per-kind `value` sum divided by 2**32, rounded down (exact below 2**85).",
             labels=["kind"],
         )
         low = GaugeMetricFamily(

@@ -25,8 +25,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     Flags default to SUPPRESS so that only the flags given override the
     environment (RINGBRIDGE_*), the settings file and the defaults.
     """
-    from ..settings import Settings
-    from ..settingsources import CONFIG_ENV
+    from ..settings import CONFIG_ENV, Settings
 
     parser.add_argument(
         "--config",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from ..errors import ConfigError
-from ..settingsources import Names, Size
+from ..settings_types import Names, Size
 from .feeds import EventSpec, parse_event_spec
 
 __all__ = ["EventSettings"]

@@ -274,6 +274,8 @@ def test_msg_protocol_content(load: LoadFn) -> None:
         kind, value = (i * 7) % 256, (i * 0x9E3779B97F4A7C15) % (1 << 64)
         payloads.append(sample(kind, value, bytes(i % 40)))
         cnt, tot = sent.get(kind, (0, 0))
+        # The selftest-style object sums in a plain __u64 (ringbridge's own
+        # consumer carries past 2**64; this one wraps, as upstream's would).
         sent[kind] = (cnt + 1, (tot + value) % (1 << 64))
     payloads.append(b"short")  # < 16 bytes: counted, not parsed
     payloads.append(sample(300, 5))  # kind out of range

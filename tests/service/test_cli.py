@@ -532,7 +532,10 @@ def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: floa
 
 
 @pytest.mark.kernel
-def test_ctrl_c_on_serve_shuts_down_quietly(pin_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_on_serve_shuts_down_quietly_with_status_0(
+    pin_dir: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -542,8 +545,8 @@ def test_ctrl_c_on_serve_shuts_down_quietly(pin_dir: Path, tmp_path: Path) -> No
         )  # fmt: skip
     try:
         _wait_for(log, "running on http://", proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -3,7 +3,9 @@
 server.py subclasses ``HttpToolsProtocol`` and ``WebSocketsSansIOProtocol``
 (and ``uvicorn.Server``): it overrides hooks uvicorn calls by name, reads the
 protocols' attributes and swaps the request cycle's ``body`` buffer for its
-own. None of that is uvicorn's public API, so pyproject.toml pins uvicorn
+own. ``api/connguard.py`` (the header deadline and connection cap) hooks the
+HTTP protocol's connection and request events and counts uvicorn's set of
+open connections. None of that is uvicorn's public API, so pyproject.toml pins uvicorn
 below the next minor version. An upgrade may rename a hook (the override is
 then silently never called: the pong bound or the shutdown acks are lost), drop
 an attribute (an AttributeError mid-request) or change how the body buffer is
@@ -25,7 +27,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from ringbridge.api import server
+from ringbridge.api import connguard, server
 
 HTTP = "uvicorn.protocols.http.httptools_impl"
 WS = "uvicorn.protocols.websockets.websockets_sansio_impl"
@@ -42,6 +44,11 @@ IMPORTS = {
 METHODS: dict[tuple[str, str, str], tuple[tuple[str, ...], bool]] = {
     (HTTP, "HttpToolsProtocol", "on_headers_complete"): (("self",), False),
     (HTTP, "HttpToolsProtocol", "on_body"): (("self", "body"), False),
+    # api/connguard.py's GuardedHttpProtocol (the connection guard):
+    (HTTP, "HttpToolsProtocol", "connection_made"): (("self", "transport"), False),
+    (HTTP, "HttpToolsProtocol", "connection_lost"): (("self", "exc"), False),
+    (HTTP, "HttpToolsProtocol", "on_message_begin"): (("self",), False),
+    (HTTP, "HttpToolsProtocol", "on_response_complete"): (("self",), False),
     (WS, "WebSocketsSansIOProtocol", "send_receive_event_to_app"): (("self",), False),
     (WS, "WebSocketsSansIOProtocol", "receive"): (("self",), True),
     (WS, "WebSocketsSansIOProtocol", "send"): (("self", "message"), True),
@@ -59,6 +66,15 @@ METHODS: dict[tuple[str, str, str], tuple[tuple[str, ...], bool]] = {
 SOURCE = {
     (HTTP, "HttpToolsProtocol", "__init__"): ("httptools.HttpRequestParser(self)",),
     (HTTP, "HttpToolsProtocol", "on_body"): ("self.cycle.body += body", "len(self.cycle.body)"),
+    # The guard counts uvicorn's set of open connections (WebSockets join it
+    # on the upgrade) and learns of a response's end through the cycle's hook.
+    (HTTP, "HttpToolsProtocol", "connection_made"): ("self.connections.add(self)",),
+    (HTTP, "HttpToolsProtocol", "on_headers_complete"): (
+        "on_response=self.on_response_complete",
+        "self.pipeline.appendleft(",
+    ),
+    (WS, "WebSocketsSansIOProtocol", "connection_made"): ("self.connections.add(self)",),
+    ("uvicorn.server", "Server", "startup"): ("backlog=config.backlog",),
     (HTTP, "RequestResponseCycle", "__init__"): (
         "self.body = bytearray()",
         "self.transport = transport",
@@ -78,7 +94,7 @@ SOURCE = {
 
 #: Instance attributes server.py reads or writes, per protocol class.
 ATTRIBUTES = {
-    "HttpToolsProtocol": ("cycle", "loop"),
+    "HttpToolsProtocol": ("cycle", "loop", "pipeline", "server_state", "connections"),
     "WebSocketsSansIOProtocol": (
         "frames",
         "read_paused",
@@ -176,12 +192,18 @@ def test_server_py_subclasses_the_classes_checked_here() -> None:
     assert issubclass(server.RingbridgeHttpProtocol, _lookup(HTTP, "HttpToolsProtocol"))
     assert issubclass(server.RingbridgeWSProtocol, _lookup(WS, "WebSocketsSansIOProtocol"))
     assert issubclass(server.RingbridgeServer, uvicorn.Server)
+    assert server.ServedHttpProtocol.__mro__[1:3] == (
+        connguard.GuardedHttpProtocol,
+        server.RingbridgeHttpProtocol,
+    )
+    assert hasattr(ServerState(), "connections")
     # Every method server.py overrides is in METHODS, so a rename upstream is caught.
     checked = {(cls, name) for _, cls, name in METHODS}
     for ours, base in (
         (server.RingbridgeHttpProtocol, "HttpToolsProtocol"),
         (server.RingbridgeWSProtocol, "WebSocketsSansIOProtocol"),
         (server.RingbridgeServer, "Server"),
+        (connguard.GuardedHttpProtocol, "HttpToolsProtocol"),
     ):
         parent = ours.__mro__[1]
         overridden = {

@@ -1,41 +1,30 @@
-"""Where a setting's value comes from and how it parses.
+"""The value types of settings, each parsed the same from a flag, a variable or the file.
 
-Flags, environment variables and the settings file share the annotated value
-types here (sizes with K/M/G suffixes, repeatable lists given comma-separated
-in the environment, ``NAME=SIZE`` and ``NAME=VALUE`` pairs); :class:`TomlFileSource` reads the
-TOML settings file, below flags and the environment in priority.
+Sizes take K/M/G suffixes (:mod:`ringbridge.units`); durations are finite
+seconds up to a day; lists are a repeated flag, a comma-separated variable or
+a TOML array; the token is what a client can present.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
-from pydantic.fields import FieldInfo
-from pydantic_settings import NoDecode, PydanticBaseSettingsSource
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode
 
 from .errors import ConfigError
 from .units import parse_size
 
-__all__ = [
-    "CONFIG_ENV",
-    "Globals",
-    "MapSizes",
-    "Names",
-    "Paths",
-    "Size",
-    "TomlFileSource",
-    "config_file",
-    "parse_globals",
-    "parse_map_sizes",
-]
-
 #: A byte count: an int, or a string with a K/M/G suffix.
 Size = Annotated[int, BeforeValidator(parse_size)]
+
+#: The longest duration a setting takes: a day. Far beyond any sensible
+#: timeout, and every timer and ``math.ceil`` the service feeds it works.
+MAX_SECONDS = 86_400.0
+#: A duration in seconds: finite (``inf`` and ``nan`` are refused), at most a day.
+Seconds = Annotated[float, Field(allow_inf_nan=False, le=MAX_SECONDS)]
 
 
 def _items(value: Any) -> list[str]:
@@ -43,6 +32,10 @@ def _items(value: Any) -> list[str]:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     if isinstance(value, list | tuple):
+        # Names or paths (a Path when settings are rebuilt from settings);
+        # never numbers or tables (a TOML file can hold anything).
+        if not all(isinstance(item, str | os.PathLike) for item in value):
+            raise ValueError(f"expected a list of names, got {value!r}")
         return [str(item).strip() for item in value]
     raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
 
@@ -101,34 +94,26 @@ Names = Annotated[list[str], NoDecode, BeforeValidator(_items)]
 #: Paths (repeatable flag; comma-separated in the environment).
 Paths = Annotated[list[Path], NoDecode, BeforeValidator(_items)]
 
-#: The settings file in use while a Settings is being built (see :meth:`Settings.load`).
-config_file: ContextVar[Path | None] = ContextVar("ringbridge_config_file", default=None)
-#: The environment variable that names the settings file when no ``--config`` does.
-CONFIG_ENV = "RINGBRIDGE_CONFIG"
 
+def usable_token(token: str) -> str:
+    """The token as a client can present it; ConfigError if none could.
 
-class TomlFileSource(PydanticBaseSettingsSource):
-    """Field values from the TOML settings file, below the environment in priority."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ reads the whole file at once
-
-    def __call__(self) -> dict[str, Any]:
-        path = config_file.get()
-        if path is None:
-            env = os.environ.get(CONFIG_ENV)
-            path = Path(env) if env else None
-        if path is None:
-            return {}
-        try:
-            with path.open("rb") as f:
-                data = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"settings file {path}: cannot read: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"settings file {path}: not valid TOML: {exc}") from exc
-        values = {str(k).replace("-", "_"): v for k, v in data.items()}
-        unknown = sorted(set(values) - set(self.settings_cls.model_fields))
-        if unknown:
-            raise ConfigError(f"settings file {path}: unknown settings: {', '.join(unknown)}")
-        return values
+    Surrounding whitespace is dropped: HTTP strips it from every header value
+    (RFC 9110 §5.5), so ``--token 'abc '`` could never be presented as
+    written -- and a token file's final newline is no part of the token
+    either. What is left must be printable ASCII: a header value's bytes
+    reach the service decoded as Latin-1, so a non-ASCII token would match
+    only a client that encodes it the same way (most send UTF-8 or refuse).
+    """
+    stripped = token.strip()
+    if not stripped:
+        raise ConfigError("token is empty; unset it to disable authentication")
+    bad = sorted({c for c in stripped if not " " <= c <= "~"})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ConfigError(
+            f"token holds characters a client cannot send in an Authorization header "
+            f"({shown}): use printable ASCII, e.g. `python3 -c 'import secrets; "
+            "print(secrets.token_hex(24))'`"
+        )
+    return stripped
