@@ -23,8 +23,8 @@ from ..errors import ConfigError, PinError
 from ..kernel import libbpf as lb
 from ..kernel.pinnedring import PinnedRing, open_ring_pin
 from ..kernel.pins import STATE_PINS, check_pin_dir
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
-from ..producer.task import SeqStore
 from ..ring import UserRingBuffer
 from ..schema import SampleCodec, TypeSources
 from ..settings import DrainMode, Settings

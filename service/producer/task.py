@@ -38,8 +38,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import (
     ClientGoneError,
@@ -51,90 +50,15 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..ring import EncodedBatch, UserRingBuffer
+from ..ring import UserRingBuffer
 from ..wire import Ack, WaitFor
-from .admission import Admission, AdmissionStatistics, BatchLine, Credit
-from .kick import DrainTrigger, KickStatistics
+from .admission import Admission, BatchLine, Credit
+from .consumed import wait_consumed
+from .contract import Batch, BeforeCommit, ProducerStatistics, SeqStore
+from .kick import DrainTrigger
+from .submission import Submission
 
 log = logging.getLogger("ringbridge.producer")
-
-
-#: A validated batch in the record format (the schema's decoders make them):
-#: the ring commits it as it is.
-Batch = EncodedBatch
-
-
-class SeqStore(Protocol):
-    """Where the next sample seq survives a restart, kept with the pins.
-
-    ``store_seq`` runs before every commit (make it a store into a mapping,
-    not a syscall). Implemented by the built-in consumer's ctl map and a pin
-    set's identity record; a backend offers one as ``Backend.seq_store``.
-    """
-
-    def load_seq(self) -> int: ...
-    def store_seq(self, next_seq: int) -> None: ...
-
-
-#: Called by the producer task with the ``producer_pos`` a batch's commit is
-#: about to publish, once that commit can no longer fail (see
-#: ``UserRingBuffer.commit_batch``); e.g. to record it with the pins.
-BeforeCommit = Callable[[int], None]
-
-
-class _Submission:
-    """One admitted batch in line. ``batch`` is dropped when it is given up, so a
-    batch that left early holds no memory while it still sits in the line."""
-
-    __slots__ = ("batch", "before_commit", "credit", "enqueued_at", "future")
-
-    # enqueued_at is time.perf_counter(), not loop.time(): uvloop's clock is
-    # libuv's, in whole milliseconds and cached per loop pass, too coarse for
-    # a latency histogram whose first buckets are tens of microseconds.
-
-    def __init__(
-        self,
-        batch: Batch,
-        credit: Credit,
-        enqueued_at: float,
-        future: asyncio.Future[Ack],
-        before_commit: BeforeCommit | None = None,
-    ) -> None:
-        self.batch: Batch | None = batch
-        self.credit = credit
-        self.enqueued_at = enqueued_at
-        self.future = future
-        self.before_commit = before_commit
-
-    def give_up(self, exc: RingbridgeError | None) -> bool:
-        """Take the batch out of play (not committed) unless it already was; True if so."""
-        if self.future.done():
-            return False
-        if exc is None:
-            self.future.cancel()
-        else:
-            self.future.set_exception(exc)
-        self.batch = None
-        self.credit.release()
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerStatistics:
-    running: bool
-    stopping: bool
-    next_seq: int
-    batches_committed: int
-    samples_committed: int
-    bytes_committed: int  # payload bytes, comparable to the kernel's byte counter
-    ring_bytes_committed: int  # with headers and padding
-    ring_full_waits: int
-    batches_abandoned: int  # submitter gone before the commit: not committed
-    batches_failed: dict[str, int]  # by error code
-    queued_batches: int
-    admission: AdmissionStatistics
-    crashed: bool = False
-    kick: KickStatistics | None = None
 
 
 class Producer:
@@ -151,7 +75,7 @@ class Producer:
     ) -> None:
         self._ring = ring
         self._admission = Admission(admission_bytes)
-        self._line: BatchLine[_Submission] = BatchLine()
+        self._line: BatchLine[Submission] = BatchLine()
         self._kicker = kick
         self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
@@ -255,12 +179,12 @@ class Producer:
 
     def _enqueue(
         self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
-    ) -> _Submission:
+    ) -> Submission:
         try:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = _Submission(
+            sub = Submission(
                 batch, credit, time.perf_counter(), loop.create_future(), before_commit
             )
             self._line.append(sub)
@@ -323,10 +247,12 @@ class Producer:
             )
         ack = fut.result()
         if wait == "consumed":
-            ack = await self._wait_consumed(ack, credit.remaining(loop.time()), gone)
+            ack = await wait_consumed(
+                self._ring, ack, credit.remaining(loop.time()), self._stopped, gone
+            )
         return ack
 
-    def _give_up(self, sub: _Submission, exc: RingbridgeError | None) -> None:
+    def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
         if sub.give_up(exc):
             if exc is None:
                 self._abandoned += 1
@@ -336,35 +262,7 @@ class Producer:
     async def wait_consumed(self, ack: Ack, timeout: float) -> Ack:
         """``ack`` as ``"consumed"`` once the kernel's consumer passed it, within
         ``timeout`` seconds; else ``ack`` as it is (``"committed"``)."""
-        return await self._wait_consumed(ack, timeout, None)
-
-    async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
-        # Also ends when the producer has stopped (after its grace) or the
-        # client went away: the answer is then the committed ack.
-        consumed = asyncio.ensure_future(self._ring.wait_consumed_async(ack.ring_end_pos, left))
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        waiters: set[asyncio.Future[Any]] = {consumed, stopped}
-        if gone is not None:
-            waiters.add(gone)
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (consumed, stopped):
-                f.cancel()
-        if consumed.done() and not consumed.cancelled():
-            exc = consumed.exception()
-            if exc is None:
-                return replace(ack, state="consumed")
-            if isinstance(exc, TimeoutError):
-                return ack  # not consumed in time: the committed ack (202)
-            if not isinstance(exc, RingbridgeError):
-                raise exc  # a bug: not to be hidden
-            # The ring closing or failing while we watched it changes nothing
-            # for this batch: it is committed. Anything short of a confirmed
-            # consume is the committed ack (202), never an error that would
-            # invite a resend.
-            log.warning("consume wait ended early", extra={"error": exc.message})
-        return ack
+        return await wait_consumed(self._ring, ack, timeout, self._stopped, None)
 
     # -- the task -------------------------------------------------------------------
 
@@ -412,7 +310,7 @@ class Producer:
         if self._seq_store is not None:
             self._seq_store.store_seq(self._next_seq + count)
 
-    async def _commit(self, sub: _Submission) -> None:
+    async def _commit(self, sub: Submission) -> None:
         loop = asyncio.get_running_loop()
         b = sub.batch
         if b is None or sub.future.done():
@@ -479,7 +377,7 @@ class Producer:
             except Exception:
                 log.exception("commit observer failed")
 
-    def _fail(self, sub: _Submission, exc: RingbridgeError) -> None:
+    def _fail(self, sub: Submission, exc: RingbridgeError) -> None:
         if sub.give_up(exc):
             self._failed[exc.code] += 1
 
