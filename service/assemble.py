@@ -24,7 +24,7 @@ Startup, in order (each step undone in reverse if a later one fails):
 7. with ``--nats``, the fleet front door (JetStream -> producer): its cursor
    is opened with the pins and resolved against the ring after step 2,
    before anything commits and before the privilege drop; the front door
-   starts last (:mod:`ringbridge.fleet.wiring`).
+   starts last (:func:`open_fleet_cursor`, :func:`start_front_door`).
 
 Shutdown, the exit stack unwinding: the fleet front door stops (the message
 in hand gets ``shutdown_grace`` seconds to commit and be acked), the watch
@@ -49,20 +49,21 @@ import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
-from .backends import open_backend
+from .backends import Backend, open_backend
 from .errors import RingbridgeError
 from .events.feeds import open_event_feeds
-from .fleet.wiring import open_cursor, start_front_door
+from .fleet.cursor import Cursor, PinnedCursorStore
 from .kernel.environment import startup_hint
 from .kernel.eventring import DEFAULT_BUDGET
+from .kernel.pins import CURSOR_PIN
 from .kernel.privileges import drop_all_capabilities, resolve_user
 from .producer.task import Producer
-from .ring import UserRingBuffer
-from .runtime import ConsumerWatch, ForeignWriterWatch, Runtime
+from .ring import ProducerLock, UserRingBuffer
+from .runtime import ConsumerWatch, FleetDoor, ForeignWriterWatch, Runtime
 from .settings import Settings
 from .wire import Ack
 
-__all__ = ["assemble", "report_startup_failure"]
+__all__ = ["assemble", "open_fleet_cursor", "report_startup_failure", "start_front_door"]
 
 log = logging.getLogger("ringbridge.app")
 
@@ -113,8 +114,8 @@ async def assemble(
     exports = backend.exporters()
     if ring.recovered_busy:
         log.warning("recovered records left BUSY", extra={"records": ring.recovered_busy})
-    # Before the producer starts and before the privilege drop (see fleet.wiring).
-    cursor = open_cursor(backend, ring, stack, enabled=bool(settings.nats))
+    # Before the producer starts and before the privilege drop.
+    cursor = open_fleet_cursor(backend, ring, stack) if settings.nats else None
     backend.prepare_drain()
     if drop:
         # Everything privileged is done: loading, pinning, locking, the
@@ -174,6 +175,54 @@ def event_budget(settings: Settings) -> int:
     overflow it.
     """
     return max(1, min(DEFAULT_BUDGET, settings.event_buffer_events // 4))
+
+
+# -- the fleet front door (--nats) ------------------------------------------------------
+
+
+def open_fleet_cursor(backend: Backend, ring: UserRingBuffer, stack: AsyncExitStack) -> Cursor:
+    """The node's place in the stream, resolved against ``ring``.
+
+    Called after the ring is mapped and before the producer starts (nothing
+    may commit before the cursor is resolved, see :mod:`ringbridge.fleet.cursor`)
+    and before the privilege drop (it may create and pin the cursor's map).
+    The record lives with the backend's pins (``Backend.state_pin``: in the
+    built-in set, in a user object's set, or in ``--pin-dir`` beside a ring
+    another loader pinned) and has one writer: the lock of its map, keyed by
+    the map's id like a ring's, so two services never share one cursor.
+    """
+    store = PinnedCursorStore.open(backend.state_pin(CURSOR_PIN))
+    stack.callback(store.close)
+    lock = ProducerLock.acquire(store.map_id, what=f"the fleet cursor pinned at {store.path}")
+    stack.callback(lock.close)
+    return Cursor.open(store, ring.map_id, ring.producer_pos)
+
+
+def start_front_door(
+    runtime: Runtime, cursor: Cursor | None, stack: AsyncExitStack
+) -> FleetDoor | None:
+    """Starts the JetStream front door on the running producer (None without a cursor).
+
+    Its stop is registered after the producer's, so that it unwinds first:
+    the message in hand is finished and acked while the producer still
+    takes batches. nats-py is imported only here, with ``--nats``.
+    """
+    if cursor is None:
+        return None
+    from .fleet.config import FleetConfig
+    from .fleet.frontdoor import FrontDoor
+
+    observe = runtime.batches.acked
+    door = FrontDoor(
+        FleetConfig.from_settings(runtime.settings),
+        runtime.producer,
+        runtime.codec,
+        cursor,
+        on_ack=lambda arrival, ack: observe("nats", arrival, ack, "committed"),
+    )
+    door.start()
+    stack.push_async_callback(door.stop, runtime.settings.shutdown_grace)
+    return door
 
 
 def report_startup_failure(exc: RingbridgeError) -> None:

@@ -188,6 +188,18 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     #: The JetStream front door (``--nats``), or None.
     fleet: FleetDoor | None = None
+    _stops: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+
+    def begin_shutdown(self) -> asyncio.Task[None]:
+        """What a server does as its shutdown begins: the producer's stop (returned)
+        and the fleet front door's start at once -- it pulls no more and finishes the
+        message in hand while queued batches still commit -- and the streams finish."""
+        grace = self.settings.shutdown_grace
+        if self.fleet is not None:
+            stop = asyncio.create_task(self.fleet.stop(grace), name="ringbridge-fleet-stop")
+            self._stops.add(stop)
+        self.streams.shutdown()
+        return asyncio.create_task(self.producer.stop(grace), name="ringbridge-stop")
 
     def ring_fault(self) -> str | None:
         """Why the service can no longer commit to its ring (another writer), or None:

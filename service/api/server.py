@@ -316,16 +316,14 @@ class RingbridgeServer(uvicorn.Server):
     lifespan could stop the producer. So the producer's stop starts with the
     shutdown: new batches get 503 ``stopping`` at once, queued ones get
     ``shutdown_grace`` seconds to commit and then a 503 -- all answered
-    before uvicorn's own, longer, grace ends. The fleet front door's stop
-    starts with it (it pulls no more; the message in hand commits and is
-    acked). The lifespan's stops are then no-op waits (both are idempotent).
+    before uvicorn's own, longer, grace ends (``Runtime.begin_shutdown``: the
+    fleet front door too). The lifespan's stops are then no-op waits.
     """
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self._app = app
         self._stopping: asyncio.Task[None] | None = None
-        self._fleet_stopping: asyncio.Task[None] | None = None
         settings: Settings = app.state.settings
         self.guard = connguard.install(
             self.server_state,
@@ -351,15 +349,7 @@ class RingbridgeServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         rt = getattr(self._app.state, "runtime", None)
         if isinstance(rt, Runtime) and self._stopping is None:
-            grace = rt.settings.shutdown_grace
-            if rt.fleet is not None:
-                # The fleet front door stops pulling and finishes the message
-                # in hand while the producer still commits queued batches.
-                self._fleet_stopping = asyncio.create_task(
-                    rt.fleet.stop(grace), name="ringbridge-fleet-stop"
-                )
-            self._stopping = asyncio.create_task(rt.producer.stop(grace), name="ringbridge-stop")
-            rt.streams.shutdown()
+            self._stopping = rt.begin_shutdown()
         await super().shutdown(sockets)
         self.guard.stop()
 

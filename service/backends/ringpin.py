@@ -8,7 +8,7 @@ at 0 at every start.
 
 ringbridge's own state records (the fleet cursor) go to ``--pin-dir``, which
 nothing else uses with ``--ring-pin``; like every cursor, it has one writer
-(its map's lock, :mod:`ringbridge.fleet.wiring`).
+(its map's lock, :func:`ringbridge.assemble.open_fleet_cursor`).
 """
 
 from __future__ import annotations

@@ -121,15 +121,11 @@ class FrontDoor:
             return
         self._stopping.set()
         self._wake.set()
-        if self._intake is None:
-            # Not consuming (connecting, or waiting for the stream): nothing
-            # in hand to finish, and a connect may retry for ever.
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            self._state = "stopped"
-            return
         try:
+            if self._intake is None:
+                # Not consuming (connecting, or waiting for the stream): nothing
+                # in hand to finish, and a connect may retry for ever.
+                return
             await asyncio.wait_for(asyncio.shield(task), grace)
         except TimeoutError:
             if self._give_up is not None and not self._give_up.done():
@@ -411,31 +407,11 @@ class FrontDoor:
     # -- introspection --------------------------------------------------------------------
 
     def statistics(self) -> FleetStatistics:
-        c = self._counters
-        return FleetStatistics(
-            node=self.cfg.node,
-            stream=self.cfg.stream,
-            subjects=tuple(self.cfg.subjects),
-            mode=self.cfg.mode,
+        cfg, link = self.cfg, self.link
+        return self._counters.snapshot(
+            FleetStatistics.identity(cfg.node, cfg.stream, cfg.subjects, cfg.mode),
             state=self.state,
-            connected=self.link.connected,
-            committed=c.committed,
-            duplicate=c.duplicate,
-            invalid=dict(c.invalid),
-            redelivered=c.redelivered,
-            recovered=c.recovered,
-            dead_lettered=c.dead_lettered,
-            dead_letter_failures=c.dead_letter_failures,
-            retries=dict(c.retries),
-            last_committed_seq=c.last_committed_seq,
+            link=(link.connected, link.disconnects, link.reconnects, link.last_error),
             last_resolved_seq=self._cursor.seq,
-            pending=c.pending,
-            ack_pending=c.ack_pending,
-            pending_by_consumer=dict(c.pending_by_consumer),
-            ack_pending_by_consumer=dict(c.ack_pending_by_consumer),
-            held_messages=self._seq.held_messages,
-            held_bytes=self._seq.held_bytes,
-            disconnects=self.link.disconnects,
-            reconnects=self.link.reconnects,
-            last_error=self.link.last_error,
+            held=(self._seq.held_messages, self._seq.held_bytes),
         )

@@ -11,7 +11,9 @@ their delivery had not come: after a restart, or lost with a connection).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["RESULTS", "STATES", "FleetCounters", "FleetStatistics"]
 
@@ -61,6 +63,11 @@ class FleetStatistics:
     reconnects: int
     last_error: str | None
 
+    @staticmethod
+    def identity(node: str, stream: str, subjects: Sequence[str], mode: str) -> dict[str, Any]:
+        """The fields that name the front door (for :meth:`FleetCounters.snapshot`)."""
+        return {"node": node, "stream": stream, "subjects": tuple(subjects), "mode": mode}
+
     @property
     def messages(self) -> dict[str, int]:
         """Messages by result, the ``result`` label of a counter."""
@@ -89,3 +96,43 @@ class FleetCounters:
     ack_pending: int | None = None
     pending_by_consumer: dict[str, int] = field(default_factory=dict)
     ack_pending_by_consumer: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(
+        self,
+        identity: dict[str, Any],
+        *,
+        state: str,
+        link: tuple[bool, int, int, str | None],
+        last_resolved_seq: int,
+        held: tuple[int, int],
+    ) -> FleetStatistics:
+        """These counters as :class:`FleetStatistics` (copies: later counts do not show).
+
+        ``link``: connected, disconnects, reconnects, last error; ``held``:
+        messages and bytes in hand.
+        """
+        connected, disconnects, reconnects, last_error = link
+        return FleetStatistics(
+            **identity,
+            state=state,
+            connected=connected,
+            committed=self.committed,
+            duplicate=self.duplicate,
+            invalid=dict(self.invalid),
+            redelivered=self.redelivered,
+            recovered=self.recovered,
+            dead_lettered=self.dead_lettered,
+            dead_letter_failures=self.dead_letter_failures,
+            retries=dict(self.retries),
+            last_committed_seq=self.last_committed_seq,
+            last_resolved_seq=last_resolved_seq,
+            pending=self.pending,
+            ack_pending=self.ack_pending,
+            pending_by_consumer=dict(self.pending_by_consumer),
+            ack_pending_by_consumer=dict(self.ack_pending_by_consumer),
+            held_messages=held[0],
+            held_bytes=held[1],
+            disconnects=disconnects,
+            reconnects=reconnects,
+            last_error=last_error,
+        )
