@@ -236,4 +236,3 @@ def test_a_pending_record_the_service_did_not_write_is_caught(
             _fault_reported(addr, "claims 4000 bytes", "another writer wrote it")
         finally:
             raw.close()
-
