@@ -119,9 +119,7 @@ async def load(addr: str, seconds: float) -> None:
             await asyncio.sleep(0.1 * (1.1 - level()))
 
     async def ws_frames(wait: str) -> None:
-        async with websockets.connect(
-            f"ws://{addr}/v1/stream?wait={wait}", compression=None
-        ) as ws:
+        async with websockets.connect(f"ws://{addr}/v1/stream?wait={wait}", compression=None) as ws:
             i = 0
             while time.monotonic() - start < seconds:
                 if i % 3:
@@ -195,9 +193,7 @@ def draw(url: str, start: float, end: float, out: Path) -> None:
             spine.set_color("#2f3136")
         ax.tick_params(colors="#9fa7b3", labelsize=7)
         ax.set_title(p["title"], color="#d8d9da", fontsize=9, loc="left")
-        series = [
-            (t, s) for t in p["targets"] for s in query_range(url, t["expr"], start, end)
-        ]
+        series = [(t, s) for t in p["targets"] for s in query_range(url, t["expr"], start, end)]
         if p["type"] == "stat":
             ax.set_xticks([])
             ax.set_yticks([])
@@ -248,9 +244,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ringbridge-dashboard-"))
     pins = Path("/sys/fs/bpf") / workdir.name
     try:
-        with served(
-            [f"--pin-dir={pins}", "--ring-size=1M", "--no-access-log"], workdir / "serve.log"
-        ) as addr, prometheus(addr, workdir) as url:
+        with (
+            served(
+                [f"--pin-dir={pins}", "--ring-size=1M", "--no-access-log"], workdir / "serve.log"
+            ) as addr,
+            prometheus(addr, workdir) as url,
+        ):
             time.sleep(3 * SCRAPE)
             start = time.time()
             print(f"dashboard: loading {addr} for {args.seconds:.0f} s, Prometheus at {url}")

@@ -5,6 +5,9 @@
   credit for 256 WebSocket connections;
 - ``bare``: the bare FastAPI endpoint (``bench/bare_app.py``) under the same
   uvicorn setup as ringbridge (httptools, uvloop, no access log, one worker);
+- ``baseline``: ``ringbridge serve --drain kick`` of another checkout
+  (``--baseline DIR``, with its own ``.venv``): a change measured against the
+  code before it, in the same interleaved rounds;
 - ``granian`` / ``granian-bare``: the same two apps under granian (a Rust
   HTTP server; ASGI interface, uvloop, one worker, HTTP/1), when granian is
   installed (the ``bench`` extra). ringbridge's app comes from its factory,
@@ -37,7 +40,9 @@ MAX_BATCH_BYTES = 1 << 20
 #: (64 MiB) refuses the 61st connection of the many-clients rows. Credit is
 #: accounting, not memory: each row's peak RSS is measured.
 ADMISSION_BYTES = 512 << 20
-NAMES = ("kick", "many", "timer", "bare", "granian", "granian-bare")
+NAMES = ("kick", "many", "timer", "bare", "granian", "granian-bare", "baseline")
+#: ``--baseline DIR``: another checkout (with its own .venv) served as "baseline".
+BASELINE: dict[str, Path] = {}
 
 _QUIET = {"RINGBRIDGE_ACCESS_LOG": "false"}
 
@@ -117,6 +122,11 @@ def start(name: str, stack: ExitStack, tmp: Path) -> procs.Server:
     log = tmp / f"{name}.log"
     if name == "bare":
         return stack.enter_context(procs.spawned(name, bare_cmd(), log, cwd=REPO))
+    if name == "baseline":
+        root = BASELINE["dir"]
+        pins = stack.enter_context(pinned_dir(name))
+        cmd = [str(root / ".venv" / "bin" / "python"), *ringbridge_cmd(pins, "kick")[1:]]
+        return stack.enter_context(procs.spawned(name, cmd, log, cwd=root, env=_QUIET))
     if name in ("kick", "many", "timer"):
         pins = stack.enter_context(pinned_dir(name))
         many = name == "many"

@@ -50,6 +50,7 @@ from . import btf as btf_reader
 from .batch import EncodedBatch
 from .compiler import compile_type
 from .jsonkeys import check_duplicate_keys, id_member
+from .jsonscan import JsonScanner
 from .kinds.array import ArrayNode
 from .kinds.base import BASE64_PATTERN, Node, PackError
 from .kinds.chars import CharArrayNode
@@ -196,6 +197,8 @@ class SampleCodec:
             if self.typed and _Flat.eligible(node)
             else None
         )
+        # The native scanner, tried before anything else (see jsonscan).
+        self.scanner = JsonScanner.for_node(node) if self.typed else None
         self._zero_record = _HDR.pack(node.size, 0) + bytes(self.record_size - core.HDR_SIZE)
         self._objects_per_sample = max(1, _max_objects(node))
         # Quoted JSON keys whose presence next to a `data` sample makes the
@@ -343,6 +346,9 @@ class SampleCodec:
         limit: int,
         max_samples: int | None = None,
     ) -> tuple[Any, EncodedBatch]:
+        scanned = self._scan(body, frame, ring_size, limit, max_samples)
+        if scanned is not None:
+            return scanned
         if max_samples is not None:
             _check_sample_count(body, max_samples, self._objects_per_sample)
         try:
@@ -357,6 +363,25 @@ class SampleCodec:
             # Valid JSON over our nesting limit: a limit, not malformed text
             # (as the duplicate-key scan's depth check says).
             raise SampleError("invalid JSON: nested too deeply", -1) from None
+
+    def _scan(
+        self, body: bytes | str, frame: bool, ring_size: int, limit: int, max_samples: int | None
+    ) -> tuple[Any, EncodedBatch] | None:
+        """The native scanner's batch, or None: the exact path decides."""
+        scanner = self.scanner
+        if scanner is None or self.sample_size > min(limit, core.max_payload(ring_size)):
+            return None
+        most = ring_size // self.record_size
+        if max_samples is not None:
+            most = min(most, max_samples)
+        if most <= 0:
+            return None
+        raw = body.encode() if isinstance(body, str) else body
+        got = scanner.scan(raw, frame=frame, max_samples=most, limit=most * self.record_size)
+        if got is None:
+            return None
+        n = got.count
+        return got.id, EncodedBatch(got.records, n, n * self.record_size, n * self.sample_size)
 
     def _decode_checked(
         self, body: bytes | str, *, frame: bool, ring_size: int, limit: int
