@@ -90,7 +90,6 @@ class _Ops:
         cell.value = value
         return old
 
-
     def fence(self) -> None:
         """A full (seq_cst) barrier: orders an earlier store before a later load.
 

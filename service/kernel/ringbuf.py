@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ from ..errors import (
 from .mapping import PAGE_SIZE, Mapping
 from .native import ops
 from .waiter import EpollWaiter
+
+_HDR = struct.Struct("<II")
 
 #: While waiting, re-check space at least this often even without a wake-up:
 #: covers consumers that never ask for one (an external drainer passing
@@ -75,6 +78,7 @@ class RingStatistics:
     consumer_pos: int
     free_bytes: int
     outstanding_reservations: int
+    claimed_bytes: int  # claimed, written in place, not yet published
     full_waits: int
     wakeups: int
     recovered_busy: int
@@ -159,6 +163,8 @@ class UserRingBuffer(Closing):
         self._ops = ops()
         # The kernel never writes producer_pos: our copy is the truth.
         self._prod = self._ops.load_acquire_u64(self._prod_addr)
+        # End of the space claimed (see claim_nowait): == _prod with no claims.
+        self._claimed = self._prod
         self._cons = self._ops.load_acquire_u64(self._cons_addr)
         self._outstanding: dict[int, Reservation] = {}
         self.full_waits = 0
@@ -188,13 +194,14 @@ class UserRingBuffer(Closing):
         return core.free_space(self.size, self._prod, self.consumer_pos())
 
     def _has_room(self, need: int) -> bool:
-        if core.free_space(self.size, self._prod, self._cons) >= need:
+        # Claimed space counts as used: it is written, just not published yet.
+        if core.free_space(self.size, self._claimed, self._cons) >= need:
             return True
-        return core.free_space(self.size, self._prod, self.consumer_pos()) >= need
+        return core.free_space(self.size, self._claimed, self.consumer_pos()) >= need
 
     def _require_room(self, need: int, what: str) -> None:
         if not self._has_room(need):
-            free = core.free_space(self.size, self._prod, self._cons)
+            free = core.free_space(self.size, self._claimed, self._cons)
             raise RingFullError(f"user ring buffer has {free} bytes free, {what} needs {need}")
 
     def _check_open(self) -> None:
@@ -224,6 +231,93 @@ class UserRingBuffer(Closing):
             self._ops.store_release_u32(addr, word | core.DISCARD_BIT)
         return len(plan.busy_offsets)
 
+    # -- claims: space written in place, published later, in order ---------
+
+    @property
+    def claimed_pos(self) -> int:
+        """End of the space claimed so far (``producer_pos`` when nothing is)."""
+        return self._claimed
+
+    def claim_nowait(self, nbytes: int) -> int:
+        """Claim ``nbytes`` (a positive multiple of 8) after every earlier claim; its position.
+
+        Nothing is published: the kernel does not see the space until
+        :meth:`publish` passes it, so whatever is written there meanwhile --
+        a body arriving from a socket, a frame being unmasked -- is invisible
+        until it has been validated, and a claim never published costs
+        nothing after a crash (the next producer starts at ``producer_pos``).
+        Claims are published in claim order; one that must never be read is
+        covered with DISCARD records first (:meth:`discard_region`).
+        Raises :class:`RingFullError` when the ring lacks the room now.
+        """
+        self._check_open()
+        if nbytes <= 0 or nbytes % 8 or nbytes > self.size:
+            raise InvalidBatchError(
+                f"a claim is a positive multiple of 8 bytes up to the ring's {self.size}, "
+                f"not {nbytes}"
+            )
+        self._require_room(nbytes, "claim")
+        pos = self._claimed
+        self._claimed = pos + nbytes
+        return pos
+
+    def region(self, pos: int, nbytes: int) -> memoryview:
+        """The ``nbytes`` of ring space at ``pos`` (contiguous: the data area is
+        mapped twice); valid until :meth:`close`."""
+        off = pos & self._mask
+        return self._data[off : off + nbytes]
+
+    def address(self, pos: int) -> int:
+        """The address of ring position ``pos`` in this mapping (for native code)."""
+        self._check_open()
+        return self._data_addr + (pos & self._mask)
+
+    def discard_region(self, pos: int, nbytes: int) -> None:
+        """Cover the claimed ``[pos, pos + nbytes)`` with DISCARD records (the kernel
+        skips them); plain stores, ordered by the release of :meth:`publish`."""
+        self._check_open()
+        if not (self._prod <= pos and pos + nbytes <= self._claimed):
+            raise InvalidBatchError(f"[{pos}, {pos + nbytes}) is not claimed, unpublished space")
+        for off, word in core.discard_headers(nbytes):
+            at = (pos + off) & self._mask
+            _HDR.pack_into(self._data, at, word, 0)
+
+    def unclaim(self, pos: int) -> None:
+        """Give back every claim from ``pos`` on (none of it was published): the
+        space is claimed again next, as if those claims never were."""
+        self._check_open()
+        if not self._prod <= pos <= self._claimed or pos % 8:
+            raise InvalidBatchError(
+                f"cannot unclaim from {pos}: producer_pos is {self._prod}, "
+                f"claimed up to {self._claimed}"
+            )
+        self._claimed = pos
+
+    def publish(self, end: int) -> None:
+        """Publish every claim up to ``end`` with one release store of ``producer_pos``.
+
+        ``end`` is a claim boundary the caller tracks; everything in
+        ``[producer_pos, end)`` must be whole records by now (validated data
+        or DISCARD records).
+        """
+        self._check_open()
+        if not self._prod < end <= self._claimed or end % 8:
+            raise InvalidBatchError(
+                f"cannot publish up to {end}: producer_pos is {self._prod}, "
+                f"claimed up to {self._claimed}"
+            )
+        self._prod = end
+        # Release: every header and payload byte of the claims is visible to
+        # the kernel before it sees the new producer_pos.
+        self._ops.store_release_u64(self._prod_addr, end)
+
+    def _no_claims(self, what: str) -> None:
+        if self._claimed != self._prod:
+            raise InvalidBatchError(
+                f"{what} while {self._claimed - self._prod} claimed bytes are unpublished: "
+                "publish them first (records land after every claim)"
+            )
+
     # -- one record --------------------------------------------------------
 
     def reserve_nowait(self, length: int) -> Reservation:
@@ -234,6 +328,7 @@ class UserRingBuffer(Closing):
         behind it until it is submitted or discarded.
         """
         self._check_open()
+        self._no_claims("a reservation")
         core.check_payload_len(length, self.size)
         need = core.record_size(length)
         self._require_room(need, "record")
@@ -241,7 +336,7 @@ class UserRingBuffer(Closing):
         off = pos & self._mask
         self._data[off + 4 : off + 8] = b"\0\0\0\0"
         self._ops.store_release_u32(self._data_addr + off, length | core.BUSY_BIT)
-        self._prod = pos + need
+        self._prod = self._claimed = pos + need
         self._ops.store_release_u64(self._prod_addr, self._prod)
         r = Reservation(pos, length, self._data[off + 8 : off + 8 + length])
         self._outstanding[pos] = r
@@ -292,6 +387,7 @@ class UserRingBuffer(Closing):
         raises, nothing is written.
         """
         self._check_open()
+        self._no_claims("a batch commit")
         n = len(records)
         self._check_batch_len(n)
         self._require_room(n, "batch")
@@ -302,7 +398,7 @@ class UserRingBuffer(Closing):
         # The data area is mapped twice in a row: [off, off+n) is contiguous
         # even when it wraps past the ring's end.
         self._data[off : off + n] = records
-        self._prod = start + n
+        self._prod = self._claimed = start + n
         self._ops.store_release_u64(self._prod_addr, self._prod)
         return Commit(start, self._prod, count)
 
@@ -385,6 +481,7 @@ class UserRingBuffer(Closing):
             consumer_pos=cons,
             free_bytes=core.free_space(self.size, self._prod, cons),
             outstanding_reservations=len(self._outstanding),
+            claimed_bytes=self._claimed - self._prod,
             full_waits=self.full_waits,
             wakeups=self._waiter.generation if self._waiter else 0,
             recovered_busy=self.recovered_busy,

@@ -169,8 +169,6 @@ def _open_sized(plan: ObjectPlan, pin_to: Path) -> lb.BpfObject:
     return obj
 
 
-
-
 def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> LoadedObject:
     """Loads the planned object with its maps pinned under ``pin_dir`` (see the module doc)."""
     check_pin_dir(pin_dir)

@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -55,6 +54,18 @@ from ..kernel.ringbuf import UserRingBuffer
 from ..wire import Ack, WaitFor
 from .admission import Admission, AdmissionStatistics, BatchLine, Credit
 from .kick import DrainTrigger, KickStatistics
+from .regions import BeforeCommit, CommitCounts, Publisher, Region, RegionOwner, SeqStore
+
+__all__ = [
+    "Batch",
+    "BeforeCommit",
+    "Producer",
+    "ProducerStatistics",
+    "Region",
+    "RegionOwner",
+    "SeqStore",
+    "Submission",
+]
 
 log = logging.getLogger("ringbridge.producer")
 
@@ -72,25 +83,7 @@ class Batch(Protocol):
     def payload_bytes(self) -> int: ...
 
 
-class SeqStore(Protocol):
-    """Where the next sample seq survives a restart, kept with the pins.
-
-    ``store_seq`` runs before every commit (make it a store into a mapping,
-    not a syscall). Implemented by the built-in consumer's ctl map and a pin
-    set's identity record; a backend offers one as ``Backend.seq_store``.
-    """
-
-    def load_seq(self) -> int: ...
-    def store_seq(self, next_seq: int) -> None: ...
-
-
-#: Called by the producer task with the ``producer_pos`` a batch's commit is
-#: about to publish, once that commit can no longer fail (see
-#: ``UserRingBuffer.commit_batch_nowait``); e.g. to record it with the pins.
-BeforeCommit = Callable[[int], None]
-
-
-class _Submission:
+class Submission:
     """One admitted batch in line. ``batch`` is dropped when it is given up, so a
     batch that left early holds no memory while it still sits in the line."""
 
@@ -126,6 +119,22 @@ class _Submission:
         self.credit.release()
         return True
 
+    # As the owner of the region the producer task copies the batch into.
+
+    @property
+    def wanted(self) -> bool:
+        return not self.future.done()
+
+    def region_published(self, region: Region, ack: Ack) -> None:
+        self.future.set_result(ack)
+        self.batch = None
+
+    def region_failed(self, region: Region, exc: RingbridgeError) -> None:
+        self.give_up(exc)
+
+    def region_evict(self, region: Region) -> None:  # pragma: no cover - ready at once
+        raise AssertionError("a batch copied in whole is never still receiving")
+
 
 @dataclass(frozen=True, slots=True)
 class ProducerStatistics:
@@ -141,6 +150,10 @@ class ProducerStatistics:
     batches_failed: dict[str, int]  # by error code
     queued_batches: int
     admission: AdmissionStatistics
+    #: Claimed regions not yet published (receiving, or ready behind one that is).
+    regions_pending: int = 0
+    #: Ring bytes published as DISCARD (refused or abandoned in place).
+    discarded_bytes: int = 0
     crashed: bool = False
     kick: KickStatistics | None = None
 
@@ -159,22 +172,19 @@ class Producer:
     ) -> None:
         self._ring = ring
         self._admission = Admission(admission_bytes)
-        self._line: BatchLine[_Submission] = BatchLine()
+        self._line: BatchLine[Submission] = BatchLine()
         self._kicker = kick
-        self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._crashed: BaseException | None = None
         self._stopped = asyncio.Event()
-        self._seq_store = seq_store
-        self._next_seq = seq_store.load_seq() if seq_store is not None else 0
-        self._batches = 0
-        self._samples = 0
-        self._bytes = 0
-        self._ring_bytes = 0
+        self._counts = CommitCounts()
+        self._pub = Publisher(
+            ring, self._counts, seq_store=seq_store, kick=kick, on_commit=on_commit
+        )
         self._full_waits = 0
-        self._abandoned = 0
-        self._failed: Counter[str] = Counter()
+        # The task waits for ring space: batches arriving now queue behind it.
+        self._waiting_for_space = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -223,7 +233,10 @@ class Producer:
                     await task
             except Exception:
                 pass  # a crash: logged by the task, remembered in self._crashed
-        left = self._fail_line(StoppingError("the service stopped before this batch was committed"))
+        stopped = StoppingError("the service stopped before this batch was committed")
+        left = self._fail_line(stopped)
+        left += self._pub.fail_receiving(stopped)
+        self._pub.close()
         if left:
             log.warning("batches failed at shutdown", extra={"batches": left})
         if self._kicker is not None:
@@ -260,18 +273,18 @@ class Producer:
 
     def _enqueue(
         self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
-    ) -> _Submission:
+    ) -> Submission:
         try:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = _Submission(
+            sub = Submission(
                 batch, credit, time.perf_counter(), loop.create_future(), before_commit
             )
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
-            self._failed[exc.code] += 1
+            self._counts.failed[exc.code] += 1
             raise
         return sub
 
@@ -282,6 +295,87 @@ class Producer:
             raise RecordTooLargeError(
                 f"batch of {batch.nbytes} bytes can never fit a ring of {self._ring.size} bytes"
             )
+
+    # -- writing in place (the data plane) ---------------------------------------------
+
+    def claim(
+        self, nbytes: int, credit: Credit, owner: RegionOwner, started: float | None = None
+    ) -> Region | None:
+        """Ring space to receive a batch of ``nbytes`` into, or None: put it in line.
+
+        Only while nothing waits in line or for space (a region claimed now
+        would overtake them) and the ring has the room now. The region holds
+        ``credit`` until it is published; fill :meth:`view` (or
+        :meth:`address`), then :meth:`ready` or :meth:`discard` it. Raises
+        what :meth:`admit` raises once the producer stopped or died.
+        """
+        self._check_running()
+        if self._line or self._waiting_for_space or nbytes > self._ring.size:
+            return None
+        try:
+            return self._pub.claim(nbytes, owner, credit, started=started)
+        except RingFullError:
+            self._full_waits += 1
+            if self._kicker is not None:
+                self._kicker.request()
+            return None
+
+    def view(self, region: Region) -> memoryview:
+        """The region's bytes in the ring (never touch them once it ended)."""
+        return self._pub.view(region)
+
+    def address(self, region: Region) -> int:
+        return self._pub.address(region)
+
+    def ready(self, region: Region, count: int, payload_bytes: int) -> None:
+        """``region`` holds ``count`` validated records: it publishes in its turn."""
+        region.count, region.payload_bytes = count, payload_bytes
+        self._publishing(self._pub.ready, region, count, payload_bytes)
+
+    def discard(self, region: Region) -> None:
+        """``region`` must never be read: it publishes as DISCARD in its turn."""
+        self._publishing(self._pub.discard, region)
+
+    def commit_now(
+        self, batch: Batch, credit: Credit, owner: RegionOwner, started: float | None = None
+    ) -> Region | None:
+        """``batch`` copied into a region at once (see :meth:`claim`), or None."""
+        self._check_batch(batch)
+        region = self.claim(batch.nbytes, credit, owner, started)
+        if region is not None:
+            self._pub.view(region)[:] = batch.records
+            self.ready(region, batch.count, batch.payload_bytes)
+        return region
+
+    def _publishing(self, step: Callable[..., None], *args: Any) -> None:
+        try:
+            step(*args)
+        except BaseException as exc:
+            # A bug where producer_pos moves: stop everything, as a crash of
+            # the task would (healthz reports it).
+            self._crash(exc)
+            raise RingClosedError(f"the producer crashed: {exc!r}") from exc
+
+    def _crash(self, exc: BaseException) -> None:
+        if self._crashed is None:
+            log.error("producer crashed", exc_info=exc)
+            self._crashed = exc
+        self._admission.close()
+        self._line.close()
+        self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def withdraw(self, sub: Submission) -> None:
+        """Give ``sub`` up (its client left): not committed unless it already was."""
+        self._give_up(sub, None)
+
+    def line_up(
+        self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
+    ) -> Submission:
+        """:meth:`enqueue`, returning the submission (its ``future``, and a handle
+        for :meth:`withdraw`)."""
+        return self._enqueue(batch, credit, before_commit)
 
     async def submit(
         self,
@@ -331,12 +425,12 @@ class Producer:
             ack = await self._wait_consumed(ack, credit.remaining(loop.time()), gone)
         return ack
 
-    def _give_up(self, sub: _Submission, exc: RingbridgeError | None) -> None:
+    def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
         if sub.give_up(exc):
             if exc is None:
-                self._abandoned += 1
+                self._counts.abandoned += 1
             else:
-                self._failed[exc.code] += 1
+                self._counts.failed[exc.code] += 1
 
     async def wait_consumed(self, ack: Ack, timeout: float) -> Ack:
         """``ack`` as ``"consumed"`` once the kernel's consumer passed it, within
@@ -376,7 +470,7 @@ class Producer:
         while (rest := self._line.get_nowait()) is not None:
             if rest.give_up(exc):
                 left += 1
-                self._failed[exc.code] += 1
+                self._counts.failed[exc.code] += 1
         return left
 
     async def _run(self) -> None:
@@ -403,19 +497,13 @@ class Producer:
             # A bug here would leave every submitter waiting forever: fail
             # them all and refuse new batches; /healthz reports the dead task.
             log.exception("producer task crashed")
-            self._crashed = exc
+            self._crashed = self._crashed or exc
             self._admission.close()
             self._line.close()
             self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
             raise
 
-    def _store_seq(self, count: int) -> None:
-        # Stored *before* the commit: a crash in between leaves a gap in the
-        # seqs, never a seq given to two samples.
-        if self._seq_store is not None:
-            self._seq_store.store_seq(self._next_seq + count)
-
-    async def _commit(self, sub: _Submission) -> None:
+    async def _commit(self, sub: Submission) -> None:
         loop = asyncio.get_running_loop()
         b = sub.batch
         if b is None or sub.future.done():
@@ -425,77 +513,70 @@ class Producer:
                 sub, RingTimeoutError("batch not committed within its timeout: it waited in line")
             )
             return
+        pub = self._pub
         try:
             try:
-                self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
+                region = pub.claim(b.nbytes, sub, sub.credit, sub.before_commit, sub.enqueued_at)
             except RingFullError:
-                self._full_waits += 1
-                if self._kicker is not None:
-                    self._kicker.request()
-                space = asyncio.ensure_future(
-                    self._ring.wait_for_space(b.nbytes, sub.credit.remaining(loop.time()))
-                )
-                try:
-                    # Ends early when the submitter gives up (client gone, deadline).
-                    both: set[asyncio.Future[Any]] = {space, sub.future}
-                    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if not space.done():
-                        space.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await space
-                if sub.future.done():
+                if not await self._wait_for_space(sub, b.nbytes):
                     return  # given up while we waited: nothing of it was written
-                space.result()  # RingTimeoutError / RingClosedError
-                self._store_seq(b.count)
-                commit = self._ring.commit_batch_nowait(b.records, b.count, sub.before_commit)
+                region = pub.claim(b.nbytes, sub, sub.credit, sub.before_commit, sub.enqueued_at)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return
-        first = self._next_seq
-        self._next_seq += b.count
-        ack = Ack(
-            accepted=b.count,
-            first_seq=first,
-            last_seq=first + b.count - 1,
-            ring_start_pos=commit.start,
-            ring_end_pos=commit.end,
-        )
-        self._batches += 1
-        self._samples += b.count
-        self._bytes += b.payload_bytes
-        self._ring_bytes += b.nbytes
+        pub.view(region)[:] = b.records
+        # Published now, or once the regions claimed before it are (the
+        # submitter's future resolves then).
+        pub.ready(region, b.count, b.payload_bytes)
+
+    async def _wait_for_space(self, sub: Submission, nbytes: int) -> bool:
+        """Until ``nbytes`` are free (True) or ``sub`` was given up (False);
+        RingTimeoutError / RingClosedError as the ring's wait raises them."""
+        loop = asyncio.get_running_loop()
+        self._full_waits += 1
         if self._kicker is not None:
             self._kicker.request()
-        sub.future.set_result(ack)
-        sub.batch = None
-        sub.credit.release()  # the ack returns the credit
-        if self._on_commit is not None:
-            try:
-                self._on_commit(time.perf_counter() - sub.enqueued_at, ack)
-            except Exception:
-                log.exception("commit observer failed")
+        self._waiting_for_space = True
+        space = asyncio.ensure_future(
+            self._ring.wait_for_space(nbytes, sub.credit.remaining(loop.time()))
+        )
+        try:
+            # Ends early when the submitter gives up (client gone, deadline).
+            both: set[asyncio.Future[Any]] = {space, sub.future}
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting_for_space = False
+            if not space.done():
+                space.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await space
+        if sub.future.done():
+            return False
+        space.result()  # RingTimeoutError / RingClosedError
+        return True
 
-    def _fail(self, sub: _Submission, exc: RingbridgeError) -> None:
+    def _fail(self, sub: Submission, exc: RingbridgeError) -> None:
         if sub.give_up(exc):
-            self._failed[exc.code] += 1
+            self._counts.failed[exc.code] += 1
 
     # -- introspection -----------------------------------------------------------
 
     def statistics(self) -> ProducerStatistics:
+        c = self._counts
         return ProducerStatistics(
             running=self.alive,
             stopping=self._stopping,
-            next_seq=self._next_seq,
-            batches_committed=self._batches,
-            samples_committed=self._samples,
-            bytes_committed=self._bytes,
-            ring_bytes_committed=self._ring_bytes,
+            next_seq=self._pub.next_seq,
+            batches_committed=c.batches,
+            samples_committed=c.samples,
+            bytes_committed=c.bytes,
+            ring_bytes_committed=c.ring_bytes,
             ring_full_waits=self._full_waits,
-            batches_abandoned=self._abandoned,
-            batches_failed=dict(self._failed),
+            batches_abandoned=c.abandoned,
+            batches_failed=dict(c.failed),
             queued_batches=len(self._line),
+            regions_pending=len(self._pub),
+            discarded_bytes=c.discarded_bytes,
             admission=self._admission.statistics(),
             crashed=self._crashed is not None,
             kick=self._kicker.statistics() if self._kicker is not None else None,

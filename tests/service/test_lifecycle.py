@@ -108,8 +108,8 @@ def test_healthz_fails_once_the_producer_task_died(make_server: ServerFactory) -
 
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get("/healthz").status_code == 200
-        # A bug (not a RingbridgeError) in the commit path kills the task.
-        ring.commit_batch_nowait = boom  # type: ignore[method-assign]
+        # A bug (not a RingbridgeError) where producer_pos moves kills the producer.
+        ring.publish = boom  # type: ignore[method-assign]
         r = c.post("/v1/samples", json={"samples": [{"kind": 1}]})
         assert r.status_code == 503 and r.json()["error"]["code"] == "closed"
         h = c.get("/healthz")
