@@ -32,6 +32,7 @@ from ..logs import configure_logging
 from ..runtime import Runtime
 from ..settings import Settings
 from .app import create_app
+from .dataplane import DataPlaneProtocol
 
 log = logging.getLogger("ringbridge.server")
 
@@ -41,8 +42,12 @@ STARTUP_FAILURE = 3
 
 def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
     """The uvicorn configuration used by :func:`run` (and by the tests)."""
+    app = app if app is not None else create_app(settings)
+    # The data plane serves POST /v1/samples and WS /v1/stream itself and
+    # hands every other request to uvicorn's own protocols (api/dataplane).
+    protocol = DataPlaneProtocol.bound(app)
     return uvicorn.Config(
-        app if app is not None else create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         workers=1,
@@ -50,9 +55,9 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Chosen explicitly, never "auto": a missing C parser or libuv loop
         # would otherwise fall back silently to h11 and the stdlib loop,
         # which halves HTTP throughput (bench/results.md).
-        http=RingbridgeHttpProtocol,
+        http=protocol,
         loop="uvloop",
-        ws=RingbridgeWSProtocol,
+        ws=protocol,
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_frame_bytes,
         # Our structured handler is installed by configure_logging().

@@ -99,7 +99,8 @@ class RegionOwner(Protocol):
 
     def region_evict(self, region: Region) -> None:
         """Copy what arrived out of the region now and receive the rest elsewhere:
-        the region becomes DISCARD on return (its memory is no longer the owner's)."""
+        the region becomes DISCARD on return (its memory is no longer the owner's)
+        and its credit is the owner's again, to pay for the copy."""
 
 
 #: Called with the ``producer_pos`` a region's publish reaches, once nothing
@@ -139,7 +140,8 @@ class Region:
         self.nbytes = nbytes
         self.end = pos + nbytes
         self.owner = owner
-        self.credit = credit
+        # None once an evicted region's owner took its credit back.
+        self.credit: Credit | None = credit
         self.before_commit = before_commit
         self.claimed_at = claimed_at  # loop time
         # perf_counter() when the batch arrived, for the commit latency
@@ -242,7 +244,7 @@ class Publisher:
             r = regions.popleft()
             error: RingbridgeError | None = None
             if r.state == READY and r.owner.wanted:
-                if now >= r.credit.deadline:
+                if r.credit is not None and now >= r.credit.deadline:
                     error = RingTimeoutError(
                         "batch not committed within its timeout (counted from admission): "
                         "it waited behind a batch still arriving"
@@ -287,7 +289,8 @@ class Publisher:
 
     def _settle(self, r: Region, first: int, error: RingbridgeError | None) -> None:
         c = self._counts
-        r.credit.release()
+        if r.credit is not None:
+            r.credit.release()
         if first < 0:
             c.discarded_bytes += r.nbytes
             if error is not None:
@@ -336,6 +339,7 @@ class Publisher:
             if r.state == RECEIVING and r.claimed_at <= due:
                 r.owner.region_evict(r)
                 r.state = DISCARD
+                r.credit = None  # the owner's again, for the copy it now holds
                 evicted += 1
         if evicted:
             self.publish()

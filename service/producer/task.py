@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -315,7 +316,7 @@ class Producer:
         try:
             return self._pub.claim(nbytes, owner, credit, started=started)
         except RingFullError:
-            self._full_waits += 1
+            # In line it goes; the task counts the wait (ring_full_waits).
             if self._kicker is not None:
                 self._kicker.request()
             return None
@@ -366,6 +367,11 @@ class Producer:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
+    def note_abandoned(self) -> None:
+        """Count a batch whose client left before its commit (a region it held
+        publishes as DISCARD; a body being read is dropped)."""
+        self._counts.abandoned += 1
+
     def withdraw(self, sub: Submission) -> None:
         """Give ``sub`` up (its client left): not committed unless it already was."""
         self._give_up(sub, None)
@@ -374,8 +380,22 @@ class Producer:
         self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
     ) -> Submission:
         """:meth:`enqueue`, returning the submission (its ``future``, and a handle
-        for :meth:`withdraw`)."""
-        return self._enqueue(batch, credit, before_commit)
+        for :meth:`withdraw`); it fails with :class:`RingTimeoutError` at its
+        credit's deadline if it is not committed by then."""
+        sub = self._enqueue(batch, credit, before_commit)
+        if math.isfinite(credit.deadline):
+            timer = asyncio.get_running_loop().call_at(credit.deadline, self._expire, sub)
+            sub.future.add_done_callback(lambda _: timer.cancel())
+        return sub
+
+    def _expire(self, sub: Submission) -> None:
+        self._give_up(
+            sub,
+            RingTimeoutError(
+                "batch not committed within its timeout (counted from admission); "
+                f"{len(self._line)} batches in line"
+            ),
+        )
 
     async def submit(
         self,
