@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         type=Path,
         default=None,
-        help="another checkout (with its .venv) whose service runs the same ringbridge rows",
+        help="another source tree (e.g. git archive main) whose service runs the same rows",
     )
     args = ap.parse_args(argv)
     rounds = 1 if args.quick else args.rounds

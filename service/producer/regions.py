@@ -184,10 +184,19 @@ class Publisher:
         self._on_commit = on_commit
         self._regions: deque[Region] = deque()
         self._evict_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.next_seq = seq_store.load_seq() if seq_store is not None else 0
 
     def __len__(self) -> int:
         return len(self._regions)
+
+    def _time(self) -> float:
+        """The event loop's clock (the credits' deadlines are in it); the loop
+        is looked up once: ``asyncio.get_running_loop()`` costs a getpid(2)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     # -- claiming ----------------------------------------------------------------
 
@@ -204,7 +213,7 @@ class Publisher:
         ``started``: when the batch arrived (``time.perf_counter()``; default now).
         """
         pos = self._ring.claim_nowait(nbytes)
-        loop_now = asyncio.get_running_loop().time()
+        loop_now = self._time()
         t0 = time.perf_counter() if started is None else started
         region = Region(pos, nbytes, owner, credit, before_commit, loop_now, t0)
         self._regions.append(region)
@@ -237,7 +246,7 @@ class Publisher:
             self._watch_head()
             return
         ring = self._ring
-        now = asyncio.get_running_loop().time()  # the credits' clock
+        now = self._time()  # the credits' clock
         seq = self.next_seq
         done: list[tuple[Region, int, RingbridgeError | None]] = []
         while regions and regions[0].state != RECEIVING:
@@ -333,7 +342,7 @@ class Publisher:
         # Regions behind which something waits: every one before the last
         # that is not receiving any more.
         last = max((i for i, r in enumerate(regions) if r.state != RECEIVING), default=-1)
-        due = asyncio.get_running_loop().time() - EVICT_AFTER
+        due = self._time() - EVICT_AFTER
         evicted = 0
         for r in list(regions)[:last]:
             if r.state == RECEIVING and r.claimed_at <= due:

@@ -124,6 +124,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.gone = False
         self.paused = False
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None
         self._scan_from = 0  # where the search for the head's end resumes
 
     # -- transport -----------------------------------------------------------------
@@ -138,7 +139,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.server_state.connections.discard(self)  # type: ignore[arg-type]
         self.gone = True
         self.state = CLOSED
-        self._disarm_idle()
+        self._cancel_idle()
         handler, self.handler = self.handler, None
         self.sink = None
         if handler is not None:
@@ -323,7 +324,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         """Give the connection, with what is staged, to uvicorn's HTTP protocol
         (or, for a WebSocket upgrade the data plane does not serve, to uvicorn's
         WebSocket protocol, as uvicorn's HTTP protocol would)."""
-        self._disarm_idle()
+        self._cancel_idle()
         self.state = CLOSED
         self.server_state.connections.discard(self)  # type: ignore[arg-type]
         cls: Any = self.fallback
@@ -346,17 +347,30 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
     # -- idle connections and shutdown ---------------------------------------------------
 
     def _arm_idle(self) -> None:
+        """Idle from now: closed after keep_alive unless a request begins. One
+        timer per connection, moved lazily (not one per request)."""
+        self._idle_since = self.loop.time()
         if self._idle is None and not self.gone:
             self._idle = self.loop.call_later(self.keep_alive, self._idle_timeout)
 
     def _disarm_idle(self) -> None:
+        self._idle_since = None
+
+    def _cancel_idle(self) -> None:
+        self._idle_since = None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
 
     def _idle_timeout(self) -> None:
         self._idle = None
-        if self.state == HEAD and not self.staged:
+        since = self._idle_since
+        if since is None or self.gone:
+            return
+        left = since + self.keep_alive - self.loop.time()
+        if left > 0:
+            self._idle = self.loop.call_later(left, self._idle_timeout)
+        elif self.state == HEAD and not self.staged:
             self.close()
 
     def shutdown(self) -> None:

@@ -34,6 +34,7 @@ class Head:
         "http11",
         "method",
         "path",
+        "plan",
         "query",
         "upgrade",
         "url",
@@ -53,6 +54,9 @@ class Head:
         self.expect_continue = False
         self.close = False
         self.http11 = True
+        # What a request with this head is admitted with, once worked out
+        # (see post.PostRequest): heads repeat, and are cached (parse_head).
+        self.plan: tuple[object, ...] | None = None
 
     # httptools callbacks
 
@@ -78,9 +82,30 @@ class Head:
             self.upgrade = value.lower()
 
 
+#: Heads seen lately, by their bytes: a client sends the same head again and
+#: again (same path, query, headers, length), and a head's parse depends on
+#: its bytes alone. Bounded: cleared when full.
+_CACHE: dict[bytes, Head | None] = {}
+CACHE_HEADS: Final = 512
+CACHE_HEAD_BYTES: Final = 2048
+
+
 def parse_head(data: bytes) -> Head | None:
     """The head ``data`` (up to and including its blank line), or None when
-    httptools refuses it (uvicorn then answers it as it would)."""
+    httptools refuses it (uvicorn then answers it as it would). Cached."""
+    try:
+        return _CACHE[data]
+    except KeyError:
+        pass
+    head = _parse(data)
+    if len(data) <= CACHE_HEAD_BYTES:
+        if len(_CACHE) >= CACHE_HEADS:
+            _CACHE.clear()
+        _CACHE[data] = head
+    return head
+
+
+def _parse(data: bytes) -> Head | None:
     head = Head()
     parser = httptools.HttpRequestParser(head)
     try:
