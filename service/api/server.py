@@ -45,7 +45,7 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
     app = app if app is not None else create_app(settings)
     # The data plane serves POST /v1/samples and WS /v1/stream itself and
     # hands every other request to uvicorn's own protocols (api/dataplane).
-    protocol = DataPlaneProtocol.bound(app)
+    protocol: Any = DataPlaneProtocol.bound(app)  # an asyncio.BufferedProtocol
     return uvicorn.Config(
         app,
         host=settings.host,

@@ -1,4 +1,4 @@
-"""The data plane: ``POST /v1/samples`` and ``WS /v1/stream`` below FastAPI, bytes straight to the ring.
+"""The data plane: ``POST /v1/samples`` and ``WS /v1/stream`` below FastAPI, straight to the ring.
 
 uvicorn (uvloop, httptools) stays the server and FastAPI the control plane;
 the connection protocol uvicorn runs is :class:`DataPlaneProtocol`

@@ -131,12 +131,12 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
-        self.client = get_remote_addr(transport)
+        self.client = get_remote_addr(self.transport)
         self.server_state.connections.add(self)  # type: ignore[arg-type]
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server_state.connections.discard(self)  # type: ignore[arg-type]
+        self.server_state.connections.discard(self)
         self.gone = True
         self.state = CLOSED
         self._cancel_idle()
@@ -326,7 +326,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         WebSocket protocol, as uvicorn's HTTP protocol would)."""
         self._cancel_idle()
         self.state = CLOSED
-        self.server_state.connections.discard(self)  # type: ignore[arg-type]
+        self.server_state.connections.discard(self)
         cls: Any = self.fallback
         if websocket and self.config.ws_protocol_class is not None:
             cls = self.ws_fallback

@@ -127,7 +127,7 @@ class Frame:
         data = bytes(body)
         kind = ingest.TEXT_FRAME if self.text else ingest.BINARY
         if len(data) > ingest.THREAD_DECODE_BYTES:
-            asyncio.ensure_future(self._decode_off_loop(kind, data))
+            s.spawn(self._decode_off_loop(kind, data))
             return
         try:
             fid, batch = ingest.decode_now(s.rt, kind, data)

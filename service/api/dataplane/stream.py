@@ -35,7 +35,8 @@ import logging
 import math
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
@@ -131,6 +132,7 @@ class Stream(Handler):
         self.out: list[bytes] = []
         self.flush_due = False
         self.pongs_dropped = 0
+        self.tasks: set[asyncio.Future[None]] = set()
         self._ping_payload: bytes | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._arm_ping()
@@ -256,7 +258,7 @@ class Stream(Handler):
     def acked(self, frame: Frame, ack: Ack) -> None:
         """``frame``'s batch is committed: its ack (after the kernel, with wait=consumed)."""
         if self.wait == "consumed":
-            asyncio.ensure_future(self._consumed(frame, ack))
+            self.spawn(self._consumed(frame, ack))
             return
         self._ack(frame, ack)
 
@@ -268,6 +270,12 @@ class Stream(Handler):
             self.rt.batches.acked("ws", frame.arrival, ack, self.wait)
         frame.answer = wire.frame_ack_json(frame.id, ack)
         self.settle()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` beside the stream (held here until it is done)."""
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def refused(self, frame: Frame, exc: RingbridgeError) -> None:
         frame.answer = ingest.refuse_frame(self.rt, frame.id, exc)
