@@ -34,7 +34,7 @@ from bench.cases import Case, Run
 from ringbridge.core import ring as core
 from ringbridge.errors import RingFullError
 from ringbridge.kernel.bpfobj import LoadedRingbridge
-from ringbridge.kernel.ringbuf import UserRingBuffer
+from ringbridge.ring import UserRingBuffer
 from ringbridge.schema import validate_binary_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,14 +146,14 @@ def run_python(local: LoadedRingbridge, case: Case, quick: bool, ring_size: int)
     rounds = max(1, c_samples(case.size, quick) // (per * len(batches)))
     n = rounds * per * len(batches)
     before = local.read_counters().samples
-    with UserRingBuffer(local.ring_fd, ring_size) as rb:
+    with UserRingBuffer(local.ring_fd) as rb:
         t0 = time.perf_counter()
         for _ in range(rounds):
             for b in batches:
                 batch = validate_binary_batch(b, ring_size=ring_size, max_sample_bytes=case.size)
                 while True:
                     try:
-                        rb.commit_batch_nowait(batch.records, batch.count)
+                        rb.commit_batch(batch)
                         break
                     except RingFullError:
                         local.drain()

@@ -26,7 +26,8 @@ drawing is the code)::
     ├── RequestError                     (400) the request itself, before its batch is looked at
     │   ├── UnauthorizedError            (401) no bearer token
     │   ├── ForbiddenError               (403) wrong bearer token
-    │   ├── InvalidRequestError          (422) a bad ?wait= or ?timeout=
+    │   ├── InvalidRequestError          (422) a bad query parameter (?wait=, ?map=...)
+    │   ├── NotFoundError                (404) no such route or event map
     │   ├── RequestTimeoutError          (408) body not received before the deadline
     │   ├── ClientGoneError              (499) the client left before the commit
     │   └── UnsupportedMediaTypeError    (415) neither JSON nor octet-stream
@@ -38,11 +39,13 @@ drawing is the code)::
     │       ├── RingTimeoutError         not committed by the batch's deadline
     │       └── RingClosedError          producer or ring closed (or crashed)
     ├── RingCorruptError                 the ring holds what the kernel rejects
+    │   └── ForeignWriterError           another writer moved producer_pos or wrote a record
     ├── KernelError                      a bpf()/libbpf/mmap/epoll call failed; .op, .target, .errno
     │   └── BpfObjectError               open/load/find in a BPF object
-    ├── PinError                         bpffs pin dir missing/foreign/mismatched
-    │   └── ProducerLockedError          another producer holds the pin dir's lock
+    ├── PinError                         bpffs pin dir missing/foreign/mismatched; lock unusable
+    │   └── ProducerLockedError          another producer holds the ring's lock
     ├── ConfigError                      invalid settings
+    │   ├── MapTypeError                 the map is not a BPF_MAP_TYPE_USER_RINGBUF
     │   ├── SchemaError                  a BTF type that samples cannot be made of
     │   └── ListenError                  cannot listen on --host/--port
     └── ClientError                      (none) the client side (ringbridge.client, push, stats)
@@ -147,10 +150,17 @@ class ForbiddenError(RequestError):
 
 
 class InvalidRequestError(RequestError):
-    """A query parameter is not in its form (``wait``, ``timeout``)."""
+    """A query parameter is missing or not in its form (``wait``, ``timeout``, ``map``)."""
 
     status_hint = 422
     code = "invalid_request"
+
+
+class NotFoundError(RequestError):
+    """What the request names does not exist: a route, or an event map (``?map=``)."""
+
+    status_hint = 404
+    code = "not_found"
 
 
 class RequestTimeoutError(RequestError):
@@ -232,6 +242,13 @@ class RingCorruptError(RingbridgeError):
     code = "ring_corrupt"
 
 
+class ForeignWriterError(RingCorruptError):
+    """Another writer moved the ring's producer_pos or wrote a record this producer
+    did not: the producer stopped committing (a user ring buffer takes one producer)."""
+
+    code = "foreign_writer"
+
+
 class KernelError(RingbridgeError):
     """A call into the kernel or libbpf failed.
 
@@ -257,13 +274,14 @@ class BpfObjectError(KernelError):
 
 
 class PinError(RingbridgeError):
-    """A bpffs pin directory cannot be used as asked (foreign, mismatched, missing)."""
+    """A bpffs pin directory cannot be used as asked (foreign, mismatched, missing),
+    or the producer lock cannot be taken where it lives."""
 
     code = "pin"
 
 
 class ProducerLockedError(PinError):
-    """Another producer (a running service) holds the pin dir's producer lock."""
+    """Another producer (a service or a library user) holds the ring's producer lock."""
 
     code = "producer_locked"
 
@@ -272,6 +290,12 @@ class ConfigError(RingbridgeError):
     """Settings are invalid or inconsistent."""
 
     code = "config"
+
+
+class MapTypeError(ConfigError):
+    """The map given as a user ring buffer is of another type (or not a BPF map)."""
+
+    code = "map_type"
 
 
 class SchemaError(ConfigError):

@@ -4,11 +4,15 @@
 routes reach it through ``ringbridge.api.state.runtime_of``. Beside the
 backend, ring, producer and codec it holds the state every front door
 shares: refused batches by reason, the consumer's progress for readiness,
-and the open streams a shutdown has to finish.
+whether anybody else writes the ring, the open streams a shutdown has to
+finish, and the event maps read out of the kernel (``--event-map``,
+``--event-pin``) with their readers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,13 +21,18 @@ from typing import Protocol
 from prometheus_client.registry import Collector
 
 from .backends import Backend
-from .kernel.ringbuf import UserRingBuffer
+from .errors import ForeignWriterError, RingbridgeError
+from .events.feeds import EventFeeds
+from .events.hub import EventHub
 from .producer.observe import BatchObserver
 from .producer.task import Producer
+from .ring import UserRingBuffer
 from .schema import SampleCodec
 from .settings import Settings
 
-__all__ = ["ConsumerWatch", "Rejections", "Runtime", "StreamRegistry"]
+__all__ = ["ConsumerWatch", "ForeignWriterWatch", "Rejections", "Runtime", "StreamRegistry"]
+
+log = logging.getLogger("ringbridge.app")
 
 
 class ConsumerWatch:
@@ -51,6 +60,53 @@ class ConsumerWatch:
         return now - self._since
 
 
+class ForeignWriterWatch:
+    """Whether someone else writes the ring, for ``/healthz``, ``/readyz`` and the log.
+
+    The ring checks its ``producer_pos`` before every commit and refuses to
+    commit once another writer moved it (:class:`~ringbridge.ring.UserRingBuffer`);
+    :meth:`check` also runs the ring's full check (pending records included)
+    at most every ``interval`` seconds, and :meth:`run` calls it on that
+    period so that a writer is caught while no batch comes. The first time a
+    foreign writer is seen, it is logged once, with ``recovery``: how to
+    recover.
+    """
+
+    def __init__(self, ring: UserRingBuffer, recovery: str, interval: float = 1.0) -> None:
+        self._ring = ring
+        self.recovery = recovery
+        self.interval = interval
+        self._checked = float("-inf")
+        self._fault: str | None = None
+
+    def check(self, now: float | None = None) -> str | None:
+        """The cause and how to recover when another writer was seen, else None."""
+        if self._fault is not None:
+            return self._fault
+        now = time.monotonic() if now is None else now
+        fault = self._ring.fault
+        if fault is None and now - self._checked >= self.interval and not self._ring.closed:
+            self._checked = now
+            try:
+                self._ring.verify()
+            except ForeignWriterError as exc:
+                fault = exc
+            except RingbridgeError:
+                pass  # closed meanwhile: shutting down
+        if fault is not None:
+            self._fault = f"{fault.message}. To recover: {self.recovery}"
+            log.error(
+                "foreign writer on the ring: stopped committing",
+                extra={"error": fault.message, "fix": self.recovery},
+            )
+        return self._fault
+
+    async def run(self) -> None:
+        """Checks every ``interval`` seconds until cancelled (or a writer is seen)."""
+        while self.check() is None:
+            await asyncio.sleep(self.interval)
+
+
 @dataclass
 class Rejections:
     """Batches refused, by reason (the error code); exported as a labelled counter."""
@@ -66,7 +122,8 @@ class _Stoppable(Protocol):
 
 
 class StreamRegistry:
-    """The open streams (WebSocket connections), so that a shutdown can finish their acks."""
+    """The open streams, so that a shutdown can end them in order: sample streams
+    finish their acks, event subscribers get what they hold, then each closes."""
 
     def __init__(self) -> None:
         self._streams: set[_Stoppable] = set()
@@ -98,8 +155,17 @@ class Runtime:
     # The backend's Prometheus collectors (kernel counters, exported maps and globals).
     exports: list[Collector]
     watch: ConsumerWatch
+    writers: ForeignWriterWatch
+    # The event maps subscribers read (GET /v1/events) and what reads them.
+    events: EventHub = field(default_factory=EventHub)
+    feeds: EventFeeds | None = None
     rejections: Rejections = field(default_factory=Rejections)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     # Batch sizes and ack latencies by path (exported by ringbridge.api.opsmetrics).
     batches: BatchObserver = field(default_factory=BatchObserver)
     started_at: float = field(default_factory=time.time)
+
+    def ring_fault(self) -> str | None:
+        """Why the service can no longer commit to its ring (another writer), or None:
+        what ``/healthz`` and ``/readyz`` fail with."""
+        return self.writers.check()

@@ -21,7 +21,7 @@ from .. import __version__
 from ..assemble import assemble, report_startup_failure
 from ..errors import RingbridgeError
 from ..settings import Settings
-from . import docs, metrics, routes, ws
+from . import docs, events, metrics, routes, ws
 from .fastpath import RingbridgeApp
 
 log = logging.getLogger("ringbridge.app")
@@ -81,5 +81,6 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
     docs.install_docs(app, protect=protect)
     app.include_router(routes.router)
     app.include_router(ws.router)
+    app.include_router(events.router)
     app.include_router(metrics.router)
     return app

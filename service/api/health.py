@@ -18,31 +18,41 @@ READY_CHECKS = (
     "object_loaded",
     "ring_mapped",
     "producer_running",
+    "single_producer",
     "consumer_progressing",
     "admission_open",
 )
 
 
 def producer_failure(rt: Runtime | None) -> str | None:
-    """Why the process is no longer alive (``/healthz`` 503), or None while it is."""
-    crashed = rt.producer.crashed if rt is not None else None
+    """Why the process is no longer alive (``/healthz`` 503), or None while it is:
+    its producer task died, or another writer touched its ring (the cause says
+    how to recover)."""
+    if rt is None:
+        return None
+    # Either way every batch would be refused from now on: only a restart helps.
+    crashed = rt.producer.crashed
     if crashed is not None:
-        # Every batch would be refused from now on: only a restart helps.
         return f"producer task died: {crashed!r}"
-    return None
+    return rt.ring_fault()
 
 
 def readiness(rt: Runtime | None) -> tuple[bool, dict[str, Any]]:
-    """``(ready, checks)``: object loaded, ring mapped, producer running, consumer
-    progressing, admission open with credit for a full batch."""
+    """``(ready, checks)``: object loaded, ring mapped, producer running and alone
+    on the ring, consumer progressing, admission open with credit for a full batch."""
     checks: dict[str, Any] = {
         "object_loaded": rt is not None and not rt.backend.closed,
         "ring_mapped": False,
         "producer_running": rt is not None and rt.producer.alive,
+        "single_producer": False,
         "consumer_progressing": False,
         "admission_open": False,
     }
     if rt is not None:
+        fault = rt.ring_fault()
+        checks["single_producer"] = fault is None
+        if fault is not None:
+            checks["ring_fault"] = fault
         try:
             ring = rt.ring.statistics()
         except RingbridgeError:

@@ -105,8 +105,42 @@ class RingbridgeCollector(Collector):
             yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
             yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)
         yield from opsmetrics.collect(rt)
+        yield from _event_metrics(rt)
         for export in rt.exports:
             yield from export.collect()
+
+
+def _event_metrics(rt: Runtime) -> Iterator[Metric]:
+    """Per event map (``--event-map``, ``--event-pin``); the families are there, empty,
+    without event maps, so that dashboards and alert rules find them."""
+    events = CounterMetricFamily(
+        "ringbridge_events", "Events read out of a kernel ring buffer, by map.", labels=["map"]
+    )
+    nbytes = CounterMetricFamily(
+        "ringbridge_events_bytes", "Bytes of those events, by map.", labels=["map"]
+    )
+    lost = CounterMetricFamily(
+        "ringbridge_events_lost",
+        "Events a subscriber did not get: slow_subscriber (its buffer was full; counted "
+        "per subscriber) or no_subscriber (nobody subscribed), by map.",
+        labels=["map", "reason"],
+    )
+    subscribers = GaugeMetricFamily(
+        "ringbridge_events_subscribers", "Subscribers of an event map now.", labels=["map"]
+    )
+    decode_errors = CounterMetricFamily(
+        "ringbridge_events_decode_errors",
+        "Events shorter than their map's type, sent with their bytes instead, by map.",
+        labels=["map"],
+    )
+    for st in rt.events.statistics():
+        events.add_metric([st.name], st.events)
+        nbytes.add_metric([st.name], st.bytes)
+        for reason, n in st.lost.items():
+            lost.add_metric([st.name, reason], n)
+        subscribers.add_metric([st.name], st.subscribers)
+        decode_errors.add_metric([st.name], st.decode_errors)
+    yield from (events, nbytes, lost, subscribers, decode_errors)
 
 
 class ServiceMetrics:
@@ -141,6 +175,7 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
         "ring": asdict(ring),
         "kernel": rt.backend.kernel_stats(),
         "exported": exact_samples(rt.exports),
+        "events": event_stats(rt),
         "config": {
             "drain": rt.backend.drain,
             "ring_size": rt.settings.ring_size,
@@ -150,6 +185,20 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
             "pins_reused": rt.backend.reused,
         },
     }
+
+
+def event_stats(rt: Runtime) -> dict[str, Any]:
+    """Per event map: its counters and its reader's positions."""
+    readers = {r.name: r for r in (rt.feeds.statistics() if rt.feeds is not None else [])}
+    out: dict[str, Any] = {}
+    for st in rt.events.statistics():
+        entry = asdict(st)
+        del entry["name"]
+        reader = readers.get(st.name)
+        if reader is not None:
+            entry["reader"] = {k: v for k, v in asdict(reader).items() if k != "name"}
+        out[st.name] = entry
+    return out
 
 
 router = APIRouter()

@@ -1,7 +1,7 @@
 """A user ring another loader pinned (``--ring-pin``): nothing of ours loaded or pinned.
 
-Opened by :mod:`ringbridge.kernel.pinnedring`, locked by
-:func:`ringbridge.kernel.pins.lock_ring_pin`. The other loader drains
+Opened by :mod:`ringbridge.kernel.pinnedring`; its producer lock is the
+ring's own, taken when the library maps it. The other loader drains
 (``external``), its programs' BTF gives the sample type, and the ring's size
 is the pin's. There is no place of ours to keep the next seq, so seqs start
 at 0 at every start.
@@ -15,17 +15,15 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
-from ..closing import Closing
 from ..errors import ConfigError
 from ..kernel import libbpf as lb
 from ..kernel.pinnedring import PinnedRing, open_ring_pin
-from ..kernel.pins import lock_ring_pin
-from ..kernel.ringbuf import UserRingBuffer
 from ..producer.kick import DrainTrigger
 from ..producer.task import SeqStore
-from ..schema import SampleCodec
+from ..ring import UserRingBuffer
+from ..schema import SampleCodec, TypeSources
 from ..settings import DrainMode, Settings
-from .base import LoadedBackend
+from .base import LoadedBackend, open_type_sources, typed_codec
 
 __all__ = ["RingPinBackend"]
 
@@ -45,21 +43,41 @@ class RingPinBackend(LoadedBackend[PinnedRing]):
             settings, open_ring_pin(ring_pin, settings.ring_size, size_given=size_given)
         )
 
-    def lock(self) -> Closing:
-        return lock_ring_pin(self.loaded.path)
+    @property
+    def ring_name(self) -> str:
+        return str(self.loaded.path)
+
+    def recovery_hint(self) -> str:
+        return (
+            "stop the other writer (a second ringbridge, or another program writing "
+            "this ring), then restart ringbridge; if the ring's consumer keeps failing "
+            "to drain it (the ring is poisoned), its loader must recreate the ring pinned "
+            f"at {self.loaded.path}"
+        )
 
     def forget_pins(self) -> None:
         """Nothing: the pins are the other loader's."""
 
-    def sample_codec(self) -> SampleCodec:
+    def open_types(self) -> TypeSources:
+        """The kernel's BTF for the ring's loader first (see
+        :meth:`~ringbridge.kernel.pinnedring.PinnedRing.btf`), when there is one."""
+        s = self.settings
+        try:
+            btf = self.loaded.btf()
+        except ConfigError:
+            # A ring without BTF anywhere: fine when the user's files have the
+            # types, or when no type is asked for.
+            wanted = s.sample_type is not None or any(e.type_name for e in s.event_specs)
+            if wanted and not (s.sample_btf or s.sample_header):
+                raise
+            return open_type_sources(s)
+        where = f"BTF of the ring pinned at {self.loaded.path}"
+        return open_type_sources(s, (where, btf), owned=[btf])
+
+    def sample_codec(self, types: TypeSources) -> SampleCodec:
         if self.settings.sample_type is None:
             return SampleCodec.raw_only()
-        with self.loaded.btf() as btf:
-            return SampleCodec.from_btf(
-                btf,
-                self.settings.sample_type,
-                where=f"BTF of the ring pinned at {self.loaded.path}",
-            )
+        return typed_codec(types, self.settings.sample_type)
 
     def exporters(self) -> list[Collector]:
         return []

@@ -1,4 +1,4 @@
-"""``Client`` and ``AsyncClient``: batches over HTTP, streams over the WebSocket.
+"""``Client`` and ``AsyncClient``: batches over HTTP, streams over the WebSocket, events out.
 
 Retries follow the contract, never guess: a batch is sent again only when
 the server cannot have committed it --
@@ -30,6 +30,7 @@ from ..closing import Closing
 from ..errors import ClientError, OutcomeUnknownError, RejectedError, ServerUnreachableError
 from ..wire import Ack, WaitFor
 from .acks import error_from_body
+from .events import AsyncEventStream, EventStream
 from .samples import Body, SampleLike, encode
 from .urls import TOKEN_ENV, ServerURL, default_url, unreachable_hint
 
@@ -173,6 +174,11 @@ class Client(_Base, Closing):
 
         return Stream.open(self, window=window, wait=wait)
 
+    def events(self, map_name: str) -> EventStream:
+        """Subscribes to the server's event map ``map_name``: ``with c.events("replies")
+        as events: for ev in events: ...`` (see :mod:`ringbridge.client.events`)."""
+        return EventStream.open(self, self._http, map_name)
+
 
 class AsyncClient(_Base):
     """asyncio client. ``async with AsyncClient(url) as c: await c.send([...])``."""
@@ -235,3 +241,8 @@ class AsyncClient(_Base):
         from .stream import AsyncStream
 
         return AsyncStream.connect(self, window=window, wait=wait)
+
+    async def events(self, map_name: str) -> AsyncEventStream:
+        """As :meth:`Client.events`: ``async with await c.events("replies") as events:
+        async for ev in events: ...``."""
+        return await AsyncEventStream.open(self, self._http, map_name)

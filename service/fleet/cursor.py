@@ -6,7 +6,7 @@ crash is kernel state: the ring's ``producer_pos`` (in the ring map's pages)
 and the :class:`CursorRecord` below (in a pinned map, see
 :class:`PinnedCursorStore`). The record is written **before** the commit's
 ``producer_pos`` store, from inside the ring's commit, once the commit can no
-longer fail (``UserRingBuffer.commit_batch_nowait``'s ``before_publish``)::
+longer fail (``UserRingBuffer.commit_batch``'s ``before_publish``)::
 
     {seq: S, end_pos: T, prev_seq: P, ...}     T = producer_pos after S's commit
 

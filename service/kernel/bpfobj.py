@@ -25,7 +25,7 @@ from ..closing import Closing
 from ..core import ring as core
 from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
-from .counters import COUNTERS_VALUE_SIZE, KernelCounters
+from .counters import COUNTERS_VALUE_SIZE, KernelCounters, read_consistent
 from .pins import (
     ARM_PROG,
     COUNTERS_MAP,
@@ -178,8 +178,9 @@ class LoadedRingbridge(Closing):
         self._write_ctl(_CTL_SEQ, _CTL_SEQ_OFF, next_seq)
 
     def read_counters(self) -> KernelCounters:
-        values = lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)
-        return KernelCounters.from_percpu(values)
+        return read_consistent(
+            lambda: lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)
+        )
 
     def _write_ctl(self, fmt: struct.Struct, offset: int, value: int) -> None:
         # Written in place through the mmap rather than by a whole-value map

@@ -78,6 +78,7 @@ __all__ = [
     "map_info",
     "map_keys",
     "map_lookup",
+    "map_type_name",
     "map_update",
     "num_possible_cpus",
     "obj_get",
@@ -300,6 +301,7 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(_TestRunOpts)]),
     "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
     "libbpf_num_possible_cpus": (_I, []),
+    "libbpf_bpf_map_type_str": (_S, [_I]),
     "libbpf_set_print": (_P, [_PRINT_FN]),
     "btf__find_by_name_kind": (ctypes.c_int32, [_P, _S, _U32]),
     "btf__type_by_id": (ctypes.POINTER(_BtfType), [_P, _U32]),
@@ -538,6 +540,15 @@ def map_info(fd: FdLike, *, name: str | None = None) -> MapInfo:
         btf_value_type_id=info.btf_value_type_id,
         map_extra=info.map_extra,
     )
+
+
+def map_type_name(map_type: int) -> str:
+    """``BPF_MAP_TYPE_*`` name of a map type number (libbpf's table; the number
+    itself when libbpf does not know it)."""
+    name: bytes | None = _lib().libbpf_bpf_map_type_str(map_type)
+    if not name:
+        return f"map type {map_type}"
+    return "BPF_MAP_TYPE_" + name.decode().upper()
 
 
 def prog_info(fd: FdLike, *, name: str | None = None, map_ids: bool = False) -> ProgInfo:

@@ -1,4 +1,4 @@
-"""Load a user's BPF object: size, pin its maps, attach its programs, drain on demand.
+"""Load a user's BPF object: size, pin its maps, set globals, attach its programs, drain on demand.
 
 State lives in the maps, so the maps are what is pinned (one pin per map
 under the pin dir, ``.`` of global-data map names turned into ``_``), plus
@@ -26,7 +26,8 @@ from pathlib import Path
 from ..closing import Closing
 from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
-from .attach import attach_programs
+from .attach import attach_programs, load_object_programs
+from .globals import write_globals
 from .objplan import ObjectPlan
 from .pins import META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
 
@@ -181,13 +182,15 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
         if reused:
             meta = _check_existing(plan, pin_dir, digest)
             obj = _open_sized(plan, pin_dir)
-            obj.load()
+            load_object_programs(obj, plan.programs)
         else:
             with staged(pin_dir) as staging:
                 obj = _open_sized(plan, staging)
-                obj.load()
+                load_object_programs(obj, plan.programs)
                 meta = PinMeta.create(digest, staging / META_PIN)
             meta.path = pin_dir / META_PIN
+        # Before anything runs: the programs may act on these from their first event.
+        write_globals(obj, plan.globals)
         if attach:
             links = attach_programs(obj, plan.programs)
         loaded = LoadedObject(plan, pin_dir, obj, meta, links, reused=reused)

@@ -1,7 +1,7 @@
 """Claimed ring space, published in claim order: the one place ``producer_pos`` moves.
 
 Every batch lands in the ring through a :class:`Region`: space claimed after
-every earlier claim (``UserRingBuffer.claim_nowait``), filled in place, then
+every earlier claim (``UserRingBuffer.claim``, :mod:`ringbridge.ring.claims`), filled in place, then
 published. Two kinds of writer fill regions, both on the event loop's thread:
 
 - the producer task, for batches that waited in line (decoded elsewhere:
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from ..errors import RingbridgeError, RingTimeoutError
-from ..kernel.ringbuf import UserRingBuffer
+from ..ring import UserRingBuffer
 from ..wire import Ack
 from .admission import Credit
 from .kick import DrainTrigger
@@ -212,7 +212,7 @@ class Publisher:
 
         ``started``: when the batch arrived (``time.perf_counter()``; default now).
         """
-        pos = self._ring.claim_nowait(nbytes)
+        pos = self._ring.claim(nbytes)
         loop_now = self._time()
         t0 = time.perf_counter() if started is None else started
         region = Region(pos, nbytes, owner, credit, before_commit, loop_now, t0)
@@ -220,10 +220,10 @@ class Publisher:
         return region
 
     def view(self, region: Region) -> memoryview:
-        return self._ring.region(region.pos, region.nbytes)
+        return self._ring.claim_view(region.pos, region.nbytes)
 
     def address(self, region: Region) -> int:
-        return self._ring.address(region.pos)
+        return self._ring.claim_address(region.pos)
 
     def ready(self, region: Region, count: int, payload_bytes: int) -> None:
         """The region holds ``count`` validated records: publish what can be."""
@@ -282,7 +282,7 @@ class Publisher:
                 ring.unclaim(end)
         for r, first, _ in done:
             if first < 0 and r.end <= end:
-                ring.discard_region(r.pos, r.nbytes)
+                ring.discard_claim(r.pos, r.nbytes)
         if seq != self.next_seq and self._seq_store is not None:
             # Before the publish: a crash in between leaves a gap in the
             # seqs, never a seq given to two samples.

@@ -14,7 +14,7 @@ Per batch the task:
    not find its batch in the ring -- it would resend it;
 2. commits it at once when the ring has room (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
-   :mod:`ringbridge.kernel.waiter`, so a full ring costs no CPU -- until the
+   :mod:`ringbridge.ring.waits`, so a full ring costs no CPU -- until the
    batch's deadline or until its submitter gives up, whichever comes first,
    and then fails it (:class:`RingTimeoutError`) having committed nothing;
 4. assigns ``first_seq..last_seq``, resolves the submitter's future and
@@ -39,7 +39,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import (
     ClientGoneError,
@@ -51,7 +51,7 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..kernel.ringbuf import UserRingBuffer
+from ..ring import EncodedBatch, UserRingBuffer
 from ..wire import Ack, WaitFor
 from .admission import Admission, AdmissionStatistics, BatchLine, Credit
 from .kick import DrainTrigger, KickStatistics
@@ -71,17 +71,9 @@ __all__ = [
 log = logging.getLogger("ringbridge.producer")
 
 
-class Batch(Protocol):
-    """What the producer needs of a validated batch (``codec.EncodedBatch``)."""
-
-    @property
-    def records(self) -> bytes | bytearray | memoryview: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def payload_bytes(self) -> int: ...
+#: A validated batch in the record format (the schema's decoders make them):
+#: the ring commits it as it is.
+Batch = EncodedBatch
 
 
 class Submission:
@@ -257,6 +249,9 @@ class Producer:
         return self._admission.admit(nbytes, timeout)
 
     def _check_running(self) -> None:
+        fault = self._ring.fault
+        if fault is not None:
+            raise fault  # another writer touched the ring: nothing commits any more
         if self._crashed is not None:
             raise RingClosedError(f"the producer task crashed: {self._crashed!r}")
         if self._stopping:
@@ -460,7 +455,7 @@ class Producer:
     async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
         # Also ends when the producer has stopped (after its grace) or the
         # client went away: the answer is then the committed ack.
-        consumed = asyncio.ensure_future(self._ring.wait_consumed(ack.ring_end_pos, left))
+        consumed = asyncio.ensure_future(self._ring.wait_consumed_async(ack.ring_end_pos, left))
         stopped = asyncio.ensure_future(self._stopped.wait())
         waiters: set[asyncio.Future[Any]] = {consumed, stopped}
         if gone is not None:
@@ -474,6 +469,8 @@ class Producer:
             exc = consumed.exception()
             if exc is None:
                 return replace(ack, state="consumed")
+            if isinstance(exc, TimeoutError):
+                return ack  # not consumed in time: the committed ack (202)
             if not isinstance(exc, RingbridgeError):
                 raise exc  # a bug: not to be hidden
             # The ring closing or failing while we watched it changes nothing
@@ -558,7 +555,7 @@ class Producer:
             self._kicker.request()
         self._waiting_for_space = True
         space = asyncio.ensure_future(
-            self._ring.wait_for_space(nbytes, sub.credit.remaining(loop.time()))
+            self._ring.wait_for_space_async(nbytes, sub.credit.remaining(loop.time()))
         )
         try:
             # Ends early when the submitter gives up (client gone, deadline).
@@ -572,7 +569,12 @@ class Producer:
                     await space
         if sub.future.done():
             return False
-        space.result()  # RingTimeoutError / RingClosedError
+        try:
+            space.result()  # RingClosedError, ForeignWriterError...
+        except TimeoutError as exc:
+            raise RingTimeoutError(
+                f"batch not committed within its timeout: the ring stayed full ({exc})"
+            ) from exc
         return True
 
     def _fail(self, sub: Submission, exc: RingbridgeError) -> None:

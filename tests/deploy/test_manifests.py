@@ -111,9 +111,16 @@ def test_ports_probes_and_bpffs_line_up() -> None:
     compose = load(REPO / "deploy" / "compose.yaml")["services"]["ringbridge"]
     (published,) = compose["ports"]
     assert published.startswith("${RINGBRIDGE_BIND:-127.0.0.1}:")  # loopback by default
-    (vol,) = compose["volumes"]
+    vol, locks = compose["volumes"]
     assert vol["source"] == vol["target"] == "/sys/fs/bpf"
     assert vol["bind"]["propagation"] == "rshared"
+    # The host's producer locks: one producer per ring, host and containers alike.
+    assert locks == "/run/ringbridge:/run/ringbridge"
+    for path in (K8S / "daemonset.yaml", K8S / "daemonset-privileged.yaml"):
+        c, spec = service_container(load(path)), pod_spec(load(path))
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/run/ringbridge"]
+        (host,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert host["hostPath"] == {"path": "/run/ringbridge", "type": "DirectoryOrCreate"}
 
 
 def test_dockerfile_has_no_syntax_line_and_a_port_following_healthcheck() -> None:
@@ -126,8 +133,8 @@ def test_dockerfile_has_no_syntax_line_and_a_port_following_healthcheck() -> Non
 
 
 def test_every_setting_named_in_a_manifest_exists() -> None:
-    # pydantic-settings ignores an unknown RINGBRIDGE_* variable: a renamed
-    # setting would silently stop applying.
+    # serve refuses a RINGBRIDGE_* variable that is no setting: a renamed
+    # setting would stop every pod.
     from ringbridge.settings import Settings
 
     named: dict[str, str] = {}
@@ -139,3 +146,10 @@ def test_every_setting_named_in_a_manifest_exists() -> None:
     fields = {f"RINGBRIDGE_{name.upper()}" for name in Settings.model_fields}
     assert set(named) - fields == set()
     assert "RINGBRIDGE_ADMISSION_BYTES" in named and "RINGBRIDGE_USER" in named
+
+
+def test_pods_get_no_service_link_variables() -> None:
+    # Kubernetes would define RINGBRIDGE_PORT=tcp://ip:8470 (and more) for the
+    # Service named ringbridge: a setting's name with a value that is no port.
+    for path in (K8S / "daemonset.yaml", K8S / "daemonset-privileged.yaml"):
+        assert pod_spec(load(path))["enableServiceLinks"] is False, path

@@ -32,8 +32,8 @@ from ringbridge.fleet.frontdoor import FrontDoor
 from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
 from ringbridge.kernel.counters import KernelCounters
-from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.producer.task import Producer
+from ringbridge.ring import EncodedBatch, UserRingBuffer
 from ringbridge.schema import SampleCodec
 
 from ..conftest import REQUIRED_BY_ENV, required
@@ -80,14 +80,8 @@ def json_body(samples: Iterable[tuple[int, int]]) -> bytes:
     return json.dumps({"samples": [{"kind": k, "value": v} for k, v in samples]}).encode()
 
 
-@dataclass(frozen=True)
-class Batch:
-    """A validated batch as the producer takes it."""
-
-    records: bytes
-    count: int
-    nbytes: int
-    payload_bytes: int
+#: A validated batch as the producer takes it.
+Batch = EncodedBatch
 
 
 @dataclass
@@ -175,7 +169,7 @@ async def running_node(
 ) -> AsyncIterator[Node]:
     loaded = load_default(bpf_object_path, pin_dir, ring_size)
     loaded.disarm_timer()
-    ring = UserRingBuffer(loaded.ring_fd, ring_size, ctl_fd=loaded.ctl_fd)
+    ring = UserRingBuffer(loaded.ring_fd, waiting_flag_fd=loaded.ctl_fd)
     store = PinnedCursorStore.open(cursor_pin(pin_dir))
     # Resolved before the producer may commit anything (see fleet.cursor).
     cursor = Cursor.open(store, lb.map_info(loaded.ring_fd).id, ring.producer_pos)

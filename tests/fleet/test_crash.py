@@ -155,7 +155,7 @@ async def test_kill_9_after_the_cursor_record_before_the_publish_commits_it_on_r
 
 
 def loaded_ring_pos(loaded: Any) -> int:
-    from ringbridge.kernel.ringbuf import UserRingBuffer
+    from ringbridge.ring import UserRingBuffer
 
-    with UserRingBuffer(loaded.ring_fd, RING, recover=False) as ring:
-        return ring.producer_pos
+    with UserRingBuffer(loaded.ring_fd, recover=False) as ring:
+        return int(ring.producer_pos)

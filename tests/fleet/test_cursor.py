@@ -19,9 +19,9 @@ from ringbridge.fleet.cursor import (
 )
 from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.bpfobj import load_default
-from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.kernel.statemap import PinnedRecord
 from ringbridge.producer.task import Producer
+from ringbridge.ring import UserRingBuffer
 
 from ..service.conftest import SMALL_RING, sample
 from .conftest import Batch
@@ -135,7 +135,7 @@ async def test_the_producer_stamps_the_commits_end_before_publishing_it(
 ) -> None:
     with (
         load_default(bpf_object_path, pin_dir, SMALL_RING) as loaded,
-        UserRingBuffer(loaded.ring_fd, SMALL_RING) as ring,
+        UserRingBuffer(loaded.ring_fd) as ring,
     ):
         loaded.disarm_timer()
         store = PinnedCursorStore.open(pin_dir.parent / "fleet" / "cursor")

@@ -11,8 +11,7 @@ from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.pins import (
     META_PIN,
     PinMeta,
-    lock_producer,
-    producer_lock_path,
+    legacy_lock_path,
     staged,
     unpin,
 )
@@ -56,11 +55,12 @@ def test_unpin_removes_a_user_objects_whole_set_and_its_lock(pin_dir: Path) -> N
         _pin_map(staging / "counts")
         _pin_map(staging / "obj_bss")
         PinMeta.create(b"\0" * 32, staging / META_PIN).close()
-    lock_producer(pin_dir).close()
-    assert producer_lock_path(pin_dir).is_dir()
+    # What older versions left next to every pin dir (migration: unpin removes it).
+    legacy_lock_path(pin_dir).mkdir(mode=0o700)
+    assert legacy_lock_path(pin_dir).is_dir()
     removed = unpin(pin_dir)
     assert {p.name for p in removed} == {"counts", "obj_bss", META_PIN, pin_dir.name}
     assert removed[-2].name == META_PIN  # the identity record last, then the dir
     assert not pin_dir.exists()
-    assert not producer_lock_path(pin_dir).exists()
+    assert not legacy_lock_path(pin_dir).exists()
     assert unpin(pin_dir) == []

@@ -23,7 +23,8 @@ import pytest
 from ringbridge.assemble import assemble
 from ringbridge.errors import ConfigError, ProducerLockedError
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.pins import producer_lock_path
+from ringbridge.kernel.pins import legacy_lock_path
+from ringbridge.ring import ProducerLock, UserRingBuffer
 from ringbridge.runtime import Runtime
 from ringbridge.settings import Settings
 from tests.support.byo import EXAMPLE_OBJ, TWO_RINGS_OBJ, ensure_built, read_globals
@@ -52,7 +53,7 @@ class Kind:
 
 
 async def _wait_consumed(rt: Runtime) -> None:
-    await rt.ring.wait_consumed(rt.ring.producer_pos, 10.0)
+    await rt.ring.wait_consumed_async(rt.ring.producer_pos, 10.0)
 
 
 def _builtin(bpf_object_path: Path, pin_dir: Path) -> Kind:
@@ -151,9 +152,12 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
         assert backend.kind == kind.name
         assert rt.settings.ring_size == backend.ring_size == RING
         assert (rt.producer.alive, backend.closed) == (True, False)
-        # One producer per ring, whatever the kind.
+        # One producer per ring, whatever the kind: the ring's own lock.
+        map_id = rt.ring.map_id
         with pytest.raises(ProducerLockedError):
-            backend.lock()
+            UserRingBuffer(backend.ring_fd)
+        with pytest.raises(ProducerLockedError):
+            ProducerLock.acquire(map_id, what="a second producer")
         await _send(rt, kind.samples)
         await kind.consumed(rt)
         names = {m.name for e in rt.exports for m in e.collect()}
@@ -164,7 +168,7 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
             backend.map_fd("no_such_map")
     # Unwound: the producer stopped, the ring unmapped, the backend closed, the lock freed.
     assert (rt.producer.alive, backend.closed) == (False, True)
-    backend.lock().close()
+    ProducerLock.acquire(map_id, what="the next producer").close()
 
 
 async def test_seqs_carry_over_a_restart_where_the_kind_keeps_them(kind: Kind) -> None:
@@ -191,7 +195,7 @@ async def test_a_failed_start_forgets_new_pins_and_keeps_reused_ones(
             await assemble(bad, stack)
     # The load pinned a fresh set; the start failed after it: the set is gone.
     assert not pin_dir.exists()
-    assert not producer_lock_path(pin_dir).exists()
+    assert not legacy_lock_path(pin_dir).exists()
 
     good = Settings(pin_dir=pin_dir, bpf_object=bpf_object_path)
     async with AsyncExitStack() as stack:

@@ -37,6 +37,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 
 from ...errors import RingbridgeError
+from ..connguard import ConnectionGuard, guard_of
 from .head import POST_SAMPLES, STREAM, parse_head, route_of
 from .plane import STAGE_BYTES, Plane
 
@@ -88,9 +89,12 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
     keep_alive: float = 5.0
 
     @classmethod
-    def bound(cls, app: Any) -> type[DataPlaneProtocol]:
-        """This class for ``app`` (its plane is made at the first connection)."""
-        return type("BoundDataPlaneProtocol", (cls,), {"_app": app})
+    def bound(
+        cls, app: Any, fallback: type[HttpToolsProtocol] = HttpToolsProtocol
+    ) -> type[DataPlaneProtocol]:
+        """This class for ``app`` (its plane is made at the first connection),
+        handing what it does not serve to ``fallback``."""
+        return type("BoundDataPlaneProtocol", (cls,), {"_app": app, "fallback": fallback})
 
     _app: Any = None
 
@@ -126,6 +130,12 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since: float | None = None
         self._scan_from = 0  # where the search for the head's end resumes
+        # The server's connection guard (header deadline, connection cap):
+        # told when a request begins, when its head is complete, when its
+        # answer is out, as it is by uvicorn's protocol (api/connguard.py).
+        self.guard: ConnectionGuard | None = None
+        self._began = False
+        self._upgraded = False  # made by uvicorn's HTTP protocol for an upgrade
 
     # -- transport -----------------------------------------------------------------
 
@@ -134,9 +144,14 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.client = get_remote_addr(self.transport)
         self.server_state.connections.add(self)  # type: ignore[arg-type]
         self._arm_idle()
+        self.guard = guard_of(self.server_state)
+        if self.guard is not None:
+            self.guard.opened(self)  # may close this one (the cap): connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
+        if self.guard is not None:
+            self.guard.lost(self)
         self.gone = True
         self.state = CLOSED
         self._cancel_idle()
@@ -149,6 +164,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         """Bytes handed over by uvicorn's HTTP protocol, which creates this protocol
         as its WebSocket protocol (``uvicorn.Config(ws=...)``) for an upgrade on a
         connection it took over: the upgrade request's head, rebuilt."""
+        self._upgraded = True
         n = len(data)
         if self.end + n > len(self.stage):
             self.view.release()
@@ -271,9 +287,17 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
             # A pipelined request fills the buffer while the answer is due.
             self.pause()
 
+    def request_in_progress(self) -> bool:
+        """For the guard: a request is being read or answered, or a stream is open."""
+        return self.state in (REQUEST, STREAM_STATE) or self.sink is not None
+
     def _head(self) -> bool:
         """One request head from the staged bytes; False when it has not all arrived."""
         self._disarm_idle()
+        if not self._began:
+            self._began = True
+            if self.guard is not None:
+                self.guard.request_began(self)
         at = self.stage.find(b"\r\n\r\n", max(self.start, self._scan_from), self.end)
         if at < 0:
             if self.start == 0 and self.end == len(self.stage):
@@ -283,9 +307,16 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
             return False
         raw = bytes(self.view[self.start : at + 4])
         head = parse_head(raw)
+        self._began = False
+        if self.guard is not None:
+            self.guard.headers_done(self)
         route = None if head is None else route_of(head)
         if head is None or route is None:
-            self.hand_off(websocket=head is not None and head.upgrade == b"websocket")
+            # An upgrade uvicorn's HTTP protocol already handled (it rebuilt
+            # the head, names lowercased, as ASGI wants them) goes on to its
+            # WebSocket protocol; anything else to its HTTP protocol, which
+            # upgrades through this one (config.ws) if it must.
+            self.hand_off(websocket=self._upgraded)
             return False
         self.take(at + 4 - self.start)
         self._scan_from = self.start
@@ -314,6 +345,8 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
             return
         self.state = HEAD
         self._arm_idle()
+        if self.guard is not None:
+            self.guard.response_done(self)
         self.unpause()
         if self.staged:
             self.process()
@@ -327,6 +360,8 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self._cancel_idle()
         self.state = CLOSED
         self.server_state.connections.discard(self)
+        if self.guard is not None:
+            self.guard.lost(self)  # the protocol taking over reports from here on
         cls: Any = self.fallback
         if websocket and self.config.ws_protocol_class is not None:
             cls = self.ws_fallback

@@ -7,12 +7,13 @@
 - which object made a set, and the next sample seq: the identity record
   (:mod:`.meta`);
 - how a set goes: :func:`unpin` for both kinds (:mod:`.unpin`);
-- who may produce into its ring: the producer lock (:mod:`.lock`).
+- the producer lock of older versions, retired (:mod:`.legacy`); the lock
+  itself is the ring's own (:mod:`ringbridge.ring.lock`).
 """
 
 from __future__ import annotations
 
-from .bpffs import BPF_FS_MAGIC, check_pin_dir, is_bpffs
+from .bpffs import BPF_FS_MAGIC, check_pin_dir, is_bpffs, keep_private
 from .layout import (
     ARM_PROG,
     BUILTIN_MAPS,
@@ -27,10 +28,10 @@ from .layout import (
     RingbridgePins,
     pin_name,
 )
-from .lock import lock_producer, lock_ring_pin, producer_lock_path
+from .legacy import legacy_lock_path, retire_legacy_lock
 from .meta import PinMeta, object_digest
 from .staging import staged
-from .unpin import remove_pins, unpin, unpin_hint
+from .unpin import remove_pins, retire_leftover_lock, unpin, unpin_hint
 
 __all__ = [
     "ARM_PROG",
@@ -48,12 +49,13 @@ __all__ = [
     "RingbridgePins",
     "check_pin_dir",
     "is_bpffs",
-    "lock_producer",
-    "lock_ring_pin",
+    "keep_private",
+    "legacy_lock_path",
     "object_digest",
     "pin_name",
-    "producer_lock_path",
     "remove_pins",
+    "retire_leftover_lock",
+    "retire_legacy_lock",
     "staged",
     "unpin",
     "unpin_hint",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ...errors import PinError
 from .layout import META_PIN, RING_MAP, RingbridgePins
-from .lock import producer_lock_path
+from .legacy import legacy_lock_path
 
-__all__ = ["remove_pins", "unpin", "unpin_hint"]
+__all__ = ["remove_pins", "retire_leftover_lock", "unpin", "unpin_hint"]
 
 
 def unpin_hint(pin_dir: Path) -> str:
@@ -63,8 +63,8 @@ def unpin(pin_dir: Path) -> list[Path]:
 
     A user object's set (identity record, no built-in ring) goes whole:
     ringbridge made that dir whole. Of anything else only the built-in set's
-    names go, so entries of others stay. The producer lock goes with its pin
-    dir (a holder keeps its fd).
+    names go, so entries of others stay. The producer lock older versions
+    left next to the pin dir goes with it.
 
     Returns what was removed. Objects still held open elsewhere (a running
     service) stay alive until their last fd closes.
@@ -72,7 +72,13 @@ def unpin(pin_dir: Path) -> list[Path]:
     user_set = (pin_dir / META_PIN).exists() and not (pin_dir / RING_MAP).exists()
     names = None if user_set else RingbridgePins.under(pin_dir).names()
     removed = remove_pins(pin_dir, names)
-    if pin_dir in removed:
-        with contextlib.suppress(OSError):
-            producer_lock_path(pin_dir).rmdir()
+    retire_leftover_lock(pin_dir)
     return removed
+
+
+def retire_leftover_lock(pin_dir: Path) -> None:
+    """Removes the lock directory older versions left next to ``pin_dir`` once the
+    pin dir is gone (none are made any more)."""
+    if not pin_dir.exists():
+        with contextlib.suppress(OSError):
+            legacy_lock_path(pin_dir).rmdir()
