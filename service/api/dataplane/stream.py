@@ -169,16 +169,16 @@ class Stream(Handler):
         if not head.fin:
             self.frag = bytearray()
             self.frag_text = op == wf.TEXT
-            self._fragment(head)
+            self._fragment(head, first=True)
             return
         frame = Frame(self, self.frames, op == wf.TEXT, head.length, head.key)
         self.frames += 1
         self.pending.append(frame)
         frame.begin()
 
-    def _fragment(self, head: wf.Head) -> None:
+    def _fragment(self, head: wf.Head, first: bool = False) -> None:
         frag = self.frag
-        if frag is None or (head.opcode != wf.CONT):
+        if frag is None or (head.opcode != wf.CONT) != first:
             raise wf.FrameError(wf.CLOSE_PROTOCOL, "unexpected continuation or data frame")
         if len(frag) + head.length > self.max_frame:
             raise wf.FrameError(wf.CLOSE_TOO_BIG, f"message over {self.max_frame} bytes")
