@@ -245,7 +245,7 @@ def test_websocket_fragments_pings_and_close(server: Server) -> None:
     )
     events = _events(sock, client, 3)
     assert events[0].opcode == Opcode.PONG and events[0].data == b"hello"
-    acks = [json.loads(e.data) for e in events[1:]]
+    acks = [json.loads(bytes(e.data)) for e in events[1:]]
     assert [(a["id"], a["accepted"], a["first_seq"]) for a in acks] == [(0, 3, 0), ("t", 1, 3)]
     client.send_close(1000)
     sock.sendall(b"".join(client.data_to_send()))
@@ -299,7 +299,7 @@ async def test_a_stream_after_a_handed_over_request_is_the_data_planes(server: S
     )
     _send(sock, client, Frame(Opcode.BINARY, binary_batch([(11, 1)])))
     (ack,) = _events(sock, client, 1)
-    assert json.loads(ack.data)["first_seq"] == 0
+    assert json.loads(bytes(ack.data))["first_seq"] == 0
     sock.close()
     async with connect(server.ws_url) as ws:
         await ws.send(binary_batch([(11, 2)]))

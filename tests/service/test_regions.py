@@ -11,7 +11,7 @@ direct commits share one order; a stop fails what is still arriving.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +67,7 @@ def loaded(bpf_object_path: Path, pin_dir: Path) -> Iterator[LoadedRingbridge]:
 
 
 @pytest.fixture
-async def producer(loaded: LoadedRingbridge) -> Iterator[Producer]:
+async def producer(loaded: LoadedRingbridge) -> AsyncIterator[Producer]:
     with UserRingBuffer(loaded.ring_fd) as ring:
         p = Producer(ring, admission_bytes=SMALL_RING)
         p.start()
