@@ -131,6 +131,8 @@ class Stream(Handler):
         self.frag_text = False
         self.out: list[bytes] = []
         self.flush_due = False
+        self._seen = 0  # frames taken when the gathered acks were last looked at
+        self.flush_batch = max(1, self.window // 4)
         self.pongs_dropped = 0
         self.tasks: set[asyncio.Future[None]] = set()
         self._ping_payload: bytes | None = None
@@ -285,7 +287,32 @@ class Stream(Handler):
         self.out.append(data)
         if not self.flush_due:
             self.flush_due = True
-            self.c.loop.call_soon(self._flush)
+            self._seen = self.frames
+            self.c.loop.call_soon(self._flush_when_quiet)
+
+    def _flush_when_quiet(self) -> None:
+        """Write the acks gathered, unless frames keep arriving and few are due.
+
+        Each write is a syscall, which cost more than the frames it answered
+        when every event-loop pass wrote the one or two acks it had (a
+        client pipelining a window of frames keeps the loop passing). So the
+        write waits while the last pass took new frames and fewer than a
+        quarter of the window's acks are gathered; it happens as soon as a
+        pass takes none -- the client waits for acks, the window is full
+        and reading paused, or the stream is idle -- so an ack is never held
+        while nothing else comes, and a client with one frame in flight gets
+        it in the next pass.
+        """
+        if (
+            self.frames != self._seen
+            and len(self.out) < self.flush_batch
+            and not self.c.paused
+            and not self.c.gone
+        ):
+            self._seen = self.frames
+            self.c.loop.call_soon(self._flush_when_quiet)
+            return
+        self._flush()
 
     def _flush(self) -> None:
         self.flush_due = False
