@@ -4,7 +4,8 @@ Each row names its *anchor*: the row of the same run it is divided by, per
 round (see :mod:`bench.report`). Anchors measure what the host can do without
 ringbridge, so a ratio survives a change of host where a raw rate does not:
 
-- ``c-64B`` -- the C libbpf producer, in process (samples/s): binary 64 B rows;
+- ``c-64B`` -- the C libbpf producer, in process (samples/s): binary 64 B rows,
+  and the ring library's rows (``c-4096B`` for its 4096 B ones);
 - ``iperf3`` -- loopback TCP, one stream (bytes/s): the 4096 B rows, which
   move bytes rather than samples;
 - ``msgspec-decode`` -- msgspec's typed decode of the JSON target body, in
@@ -25,7 +26,16 @@ from bench import payloads, report
 
 Measure = Literal["samples", "bytes"]
 
-LOCAL_PATHS = ("C libbpf", "Python direct", "loopback TCP", "msgspec decode", "msgspec + pack_into")
+#: ringbridge.ring in process (bench.library): per sample, and in validated batches.
+LIBRARY_PATHS = ("library reserve/submit", "library commit_batch")
+LOCAL_PATHS = (
+    "C libbpf",
+    "Python direct",
+    *LIBRARY_PATHS,
+    "loopback TCP",
+    "msgspec decode",
+    "msgspec + pack_into",
+)
 GRANIAN = ("granian", "granian-bare")
 
 
@@ -93,6 +103,7 @@ class Run:
 
 
 C64, IPERF, MSGSPEC, MSGSPEC_PACK = report.A_C64, report.A_IPERF, report.A_MSGSPEC, report.A_PACK
+C4096 = "c-4096B"
 JSON_BATCH = 1000  # samples of the JSON target body (and of the msgspec anchor's)
 
 
@@ -197,15 +208,25 @@ def baseline_cases(base: list[Case]) -> list[Case]:
     ]
 
 
+def library_cases(sizes: tuple[tuple[int, str], ...]) -> list[Case]:
+    """The ring library's rows (:mod:`bench.library`) at each (sample size, C anchor)."""
+    return [
+        Case(f"lib-{kind}-{size}B", path, "local", size, 0, anchor=anchor)
+        for size, anchor in sizes
+        for kind, path in zip(("reserve", "batch"), LIBRARY_PATHS, strict=True)
+    ]
+
+
 def cases(quick: bool, granian: bool = False) -> list[Case]:
     out = target_cases()
     if quick:
-        return out + (granian_cases(out) if granian else [])
+        return out + library_cases(((64, C64),)) + (granian_cases(out) if granian else [])
     b64k = payloads.samples_for_bytes(64, 64 << 10)
     out += [
         Case("c-16B", "C libbpf", "local", 16, 0),
-        Case("c-4096B", "C libbpf", "local", 4096, 0),
+        Case(C4096, "C libbpf", "local", 4096, 0),
         Case("py-64B", "Python direct", "local", 64, 0, anchor=C64),
+        *library_cases(((64, C64), (4096, C4096))),
     ]
     # How the cost grows with clients: the WS target's frames over 64 and 256
     # connections, 4 frames in flight each (16 MiB and 64 MiB in all; with 16

@@ -20,7 +20,9 @@ kind cycling, value = index, zero padding):
 Throughput counts what the kernel's counters consumed; each run drains to the
 end. Speed is the ratio to the C producer in the same round: compare only
 within one run. ``run_reserve_submit`` / ``run_commit_batch`` take the same
-loaded ring as ``bench.run``'s in-process rows, for its table.
+loaded ring as ``bench.run``'s in-process rows; :func:`run_case` runs them as
+rows of its table (``lib-reserve-*``, ``lib-batch-*`` in :mod:`bench.cases`,
+anchored to the C producer's row of the same size).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import payloads  # noqa: E402
+from bench import anchors, payloads  # noqa: E402
+from bench.cases import LIBRARY_PATHS, Case, Run  # noqa: E402
+from ringbridge.core import ring as core  # noqa: E402
 from ringbridge.errors import RingFullError  # noqa: E402
 from ringbridge.kernel.bpfobj import LoadedRingbridge, default_object_path, load_default  # noqa: E402
 from ringbridge.kernel.pins import unpin  # noqa: E402
@@ -48,7 +52,9 @@ from ringbridge.ring import EncodedBatch, UserRingBuffer  # noqa: E402
 C_PRODUCER = REPO / "build" / "c_producer"
 RING_SIZE = 8 << 20
 BATCH_BYTES = 256 << 10
-PATHS = ("C libbpf", "library reserve/submit", "library commit_batch")
+PATHS = ("C libbpf", *LIBRARY_PATHS)
+#: reserve/submit costs ~1 us a sample: it runs this fraction of the C producer's count.
+RESERVE_SHARE = 8
 
 
 def run_c(local: LoadedRingbridge, pins: Path, size: int, n: int) -> float:
@@ -126,6 +132,17 @@ def run_commit_batch(local: LoadedRingbridge, size: int, n: int) -> tuple[float,
     return seconds, rounds * per_round
 
 
+def run_case(local: LoadedRingbridge, case: Case, quick: bool) -> Run:
+    """One of ``bench.run``'s library rows, on its loaded ring."""
+    n = anchors.c_samples(case.size, quick)
+    if case.path == LIBRARY_PATHS[0]:
+        n //= RESERVE_SHARE
+        seconds = run_reserve_submit(local, case.size, n)
+    else:
+        seconds, n = run_commit_batch(local, case.size, n)
+    return Run(case.key, 0, n, seconds, nbytes=n * core.record_size(case.size))
+
+
 def _check(local: LoadedRingbridge, before: int, n: int, what: str) -> None:
     got = local.read_counters().samples - before
     if got != n:
@@ -149,16 +166,14 @@ def measure(quick: bool, rounds: int, sizes: tuple[int, ...]) -> dict[tuple[str,
             local.disarm_timer()
             for _ in range(rounds):
                 for size in sizes:
-                    n = (8_000_000 if size <= 64 else 500_000) // (20 if quick else 1)
-                    rates.setdefault(("C libbpf", size), []).append(
-                        n / run_c(local, pins, size, n)
-                    )
-                    m = n // 8  # ~1 us a sample: fewer, the rate is what counts
-                    rates.setdefault(("library reserve/submit", size), []).append(
+                    n = anchors.c_samples(size, quick)
+                    rates.setdefault(("C libbpf", size), []).append(n / run_c(local, pins, size, n))
+                    m = n // RESERVE_SHARE  # fewer: the rate is what counts
+                    rates.setdefault((LIBRARY_PATHS[0], size), []).append(
                         m / run_reserve_submit(local, size, m)
                     )
                     seconds, got = run_commit_batch(local, size, n)
-                    rates.setdefault(("library commit_batch", size), []).append(got / seconds)
+                    rates.setdefault((LIBRARY_PATHS[1], size), []).append(got / seconds)
     finally:
         unpin(pins)
     return rates

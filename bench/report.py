@@ -30,6 +30,7 @@ A_PACK = "msgspec-pack"
 #: How a ratio names its anchor in the tables.
 ANCHOR_NAMES = {
     A_C64: "C",
+    "c-4096B": "C",
     A_IPERF: "loopback TCP",
     A_MSGSPEC: "msgspec decode",
     T_BARE: "bare FastAPI",

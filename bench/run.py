@@ -10,7 +10,9 @@ timed test; the anchors are in :mod:`bench.cases`):
 
 - the host: CPU model and per-core speed (``build/cpu_loop``), in the header;
 - anchors: the C libbpf producer (``build/c_producer``) and the in-process
-  Python batch path on a ring loaded by the benchmark; loopback TCP, one
+  Python batch path on a ring loaded by the benchmark, with the ring
+  library's per-sample reserve/submit and commit_batch (:mod:`bench.library`)
+  beside them; loopback TCP, one
   stream (``iperf3``); msgspec's typed decode of the JSON target body, alone
   and followed by a ``pack_into`` loop, in process;
 - ``ringbridge serve --drain kick`` (the drain program run after each
@@ -68,8 +70,8 @@ from contextlib import ExitStack  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
-from bench import anchors, loadgen, payloads, procs, report, servers, tables  # noqa: E402
-from bench.cases import Case, Run, baseline_cases, cases  # noqa: E402
+from bench import anchors, library, loadgen, payloads, procs, report, servers, tables  # noqa: E402
+from bench.cases import LIBRARY_PATHS, Case, Run, baseline_cases, cases  # noqa: E402
 from ringbridge.core import ring as core  # noqa: E402
 from ringbridge.kernel.bpfobj import default_object_path, load_default  # noqa: E402
 
@@ -395,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                     return anchors.run_c(local, local_pins, c, args.quick)
                 if c.path == "Python direct":
                     return anchors.run_python(local, c, args.quick, servers.RING_SIZE)
+                if c.path in LIBRARY_PATHS:
+                    return library.run_case(local, c, args.quick)
                 if c.path == "loopback TCP":
                     return anchors.run_iperf3(c, seconds)
                 if c.path.startswith("msgspec"):

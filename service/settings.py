@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import mmap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -41,6 +41,7 @@ from pydantic_settings import (
 
 from .core import ring as core
 from .errors import ConfigError
+from .events.options import EventSettings
 from .fleet.options import NatsSettings
 from .kernel.environment import bpffs_name_problem
 from .kernel.privileges import resolve_user
@@ -58,9 +59,6 @@ from .settings_types import (
 )
 
 __all__ = ["CONFIG_ENV", "MAX_SECONDS", "MiB", "Settings", "is_loopback"]
-
-if TYPE_CHECKING:
-    from .events.feeds import EventSpec
 
 MiB = 1024 * 1024
 
@@ -85,8 +83,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Settings(BaseSettings, NatsSettings):
-    """Every setting of the service; the ``nats*`` fields come from :class:`NatsSettings`."""
+class Settings(BaseSettings, NatsSettings, EventSettings):
+    """Every setting of the service; the ``nats*`` fields come from :class:`NatsSettings`,
+    the ``event_*`` ones from :class:`EventSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
@@ -198,30 +197,6 @@ class Settings(BaseSettings, NatsSettings):
         default=None,
         description="feed a user ring another loader pinned at this bpffs path "
         "(no object is loaded; the drain is external)",
-    )
-    event_map: Names = Field(
-        default_factory=list,
-        description="NAME[=TYPE]: a BPF_MAP_TYPE_RINGBUF of the object whose events "
-        "subscribers read from GET /v1/events?map=NAME (WebSocket or Server-Sent Events); "
-        "with TYPE (looked up like --sample-type) as typed JSON (repeatable)",
-        json_schema_extra={"metavar": "NAME[=TYPE]"},
-    )
-    event_pin: Names = Field(
-        default_factory=list,
-        description="PATH[=TYPE]: a BPF_MAP_TYPE_RINGBUF another loader pinned, served as "
-        "map=<the pin's file name> like --event-map (repeatable; works with --ring-pin)",
-        json_schema_extra={"metavar": "PATH[=TYPE]"},
-    )
-    event_buffer_events: int = Field(
-        default=1024,
-        gt=0,
-        description="events one subscriber of /v1/events may have waiting; beyond it that "
-        'subscriber loses the newest and gets a {"lost": N} marker in their place',
-    )
-    event_buffer_bytes: Size = Field(
-        default=4 * MiB,
-        gt=0,
-        description="event bytes one subscriber of /v1/events may have waiting (K/M/G)",
     )
     export_map: Names = Field(
         default_factory=list,
@@ -446,28 +421,6 @@ class Settings(BaseSettings, NatsSettings):
                 f"{', '.join(clash)}: not with --ring-pin, which loads no object "
                 "(the loader that pinned the ring drains it)"
             )
-
-    @property
-    def event_specs(self) -> list[EventSpec]:
-        """The event maps to read out: ``--event-map`` ones, then ``--event-pin`` ones."""
-        if not (self.event_map or self.event_pin):
-            return []
-        from .events.feeds import parse_event_spec
-
-        return [parse_event_spec(t) for t in self.event_map] + [
-            parse_event_spec(t, pinned=True) for t in self.event_pin
-        ]
-
-    def _check_events(self) -> None:
-        # Parsed now so that a bad spec stops the service before it loads anything.
-        seen: set[str] = set()
-        for spec in self.event_specs:
-            if spec.name in seen:
-                raise ConfigError(
-                    f"event map {spec.name!r} is named twice (--event-map, or the file name "
-                    "of an --event-pin): subscribers pick a map by its name"
-                )
-            seen.add(spec.name)
 
     @property
     def admission_limit(self) -> int:

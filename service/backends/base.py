@@ -40,8 +40,8 @@ from ..errors import RingbridgeError, SchemaError
 from ..kernel import libbpf as lb
 from ..kernel.drainer import NativeDrainer
 from ..kernel.pins import unpin
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, Kicker
-from ..producer.task import SeqStore
 from ..ring import UserRingBuffer
 from ..schema import SampleCodec, TypeSources, model
 from ..schema.btf import BtfSource

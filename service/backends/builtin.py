@@ -28,8 +28,8 @@ from ..kernel import libbpf as lb
 from ..kernel.bpfobj import LoadedRingbridge, load_default
 from ..kernel.counters import KernelCounters
 from ..kernel.pins import BUILTIN_MAPS
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, TimerWaker
-from ..producer.task import SeqStore
 from ..ring import UserRingBuffer
 from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec, TypeSources
 from ..settings import DrainMode, Settings

@@ -18,8 +18,8 @@ from prometheus_client.registry import Collector
 from ..errors import ConfigError
 from ..kernel import libbpf as lb
 from ..kernel.pinnedring import PinnedRing, open_ring_pin
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
-from ..producer.task import SeqStore
 from ..ring import UserRingBuffer
 from ..schema import SampleCodec, TypeSources
 from ..settings import DrainMode, Settings

@@ -23,8 +23,8 @@ from ..events.feeds import check_event_maps
 from ..kernel import libbpf as lb
 from ..kernel.objplan import plan_object
 from ..kernel.userobj import LoadedObject, load_object
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
-from ..producer.task import SeqStore
 from ..producer.ticker import DrainTicker
 from ..ring import UserRingBuffer
 from ..schema import SampleCodec, TypeSources, declared_value, model

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..producer.admission import Credit
-from ..producer.task import Batch, BeforeCommit
+from ..producer.contract import Batch, BeforeCommit
 from ..wire import Ack, WaitFor
 from .connect import Auth
 from .decode import Limits

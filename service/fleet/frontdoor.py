@@ -49,7 +49,7 @@ from .connect import LinkState, connect, stream_created
 from .cursor import Cursor, stream_identity
 from .decode import decode_message
 from .intake import Intake
-from .outbox import dead_letter
+from .outbox import dead_letter_counted
 from .sequencer import Delivery, Idle, Query, Ready, Sequencer
 from .source import PullSource
 from .stats import FleetCounters, FleetStatistics
@@ -378,20 +378,9 @@ class FrontDoor:
             },
         )
         if self.cfg.dead_letter is not None:
-            try:
-                await dead_letter(
-                    nc,
-                    js,
-                    self.cfg.dead_letter,
-                    first,
-                    stream=self.cfg.stream,
-                    node=self.cfg.node,
-                    error=exc,
-                )
-                self._counters.dead_lettered += 1
-            except Exception as err:  # never block the stream for a dead letter
-                self._counters.dead_letter_failures += 1
-                log.warning("dead letter not published", extra={"error": repr(err)})
+            await dead_letter_counted(
+                nc, js, self.cfg.dead_letter, first, self.cfg, exc, self._counters
+            )
         self._cursor.terminated(step.seq)
         for d in self._seq.resolved(step.seq):
             if d.handle is not None:

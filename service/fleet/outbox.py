@@ -25,9 +25,11 @@ from nats.js.errors import BucketNotFoundError, NoStreamResponseError
 from nats.js.kv import KeyValue
 
 from ..errors import RingbridgeError
+from .config import FleetConfig
 from .sequencer import Delivery
+from .stats import FleetCounters
 
-__all__ = ["DEAD_LETTER_HEADERS", "Receipts", "dead_letter", "receipt_json"]
+__all__ = ["DEAD_LETTER_HEADERS", "Receipts", "dead_letter", "dead_letter_counted", "receipt_json"]
 
 log = logging.getLogger("ringbridge.fleet")
 
@@ -78,6 +80,25 @@ async def dead_letter(
     except (NoRespondersError, NoStreamResponseError):
         # No stream captures the subject: a plain NATS message, for subscribers.
         await nc.publish(subject, d.data, headers=headers)
+
+
+async def dead_letter_counted(
+    nc: Client,
+    js: JetStreamContext,
+    subject: str,
+    d: Delivery,
+    cfg: FleetConfig,
+    error: RingbridgeError,
+    counters: FleetCounters,
+) -> None:
+    """:func:`dead_letter`, counted; a failure is logged, never raised: a dead
+    letter never blocks the stream."""
+    try:
+        await dead_letter(nc, js, subject, d, stream=cfg.stream, node=cfg.node, error=error)
+        counters.dead_lettered += 1
+    except Exception as err:
+        counters.dead_letter_failures += 1
+        log.warning("dead letter not published", extra={"error": repr(err)})
 
 
 def receipt_json(

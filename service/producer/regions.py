@@ -56,6 +56,7 @@ from ..errors import RingbridgeError, RingTimeoutError
 from ..ring import UserRingBuffer
 from ..wire import Ack
 from .admission import Credit
+from .contract import BeforeCommit, SeqStore
 from .kick import DrainTrigger
 
 log = logging.getLogger("ringbridge.producer")
@@ -68,18 +69,6 @@ EVICT_AFTER: Final = 0.005
 RECEIVING: Final = 0
 READY: Final = 1
 DISCARD: Final = 2
-
-
-class SeqStore(Protocol):
-    """Where the next sample seq survives a restart, kept with the pins.
-
-    ``store_seq`` runs before every publish (make it a store into a mapping,
-    not a syscall). Implemented by the built-in consumer's ctl map and a pin
-    set's identity record; a backend offers one as ``Backend.seq_store``.
-    """
-
-    def load_seq(self) -> int: ...
-    def store_seq(self, next_seq: int) -> None: ...
 
 
 class RegionOwner(Protocol):
@@ -101,12 +90,6 @@ class RegionOwner(Protocol):
         """Copy what arrived out of the region now and receive the rest elsewhere:
         the region becomes DISCARD on return (its memory is no longer the owner's)
         and its credit is the owner's again, to pay for the copy."""
-
-
-#: Called with the ``producer_pos`` a region's publish reaches, once nothing
-#: can stop it any more (e.g. the fleet cursor's stamp); raising a
-#: RingbridgeError publishes the region as DISCARD and fails its owner.
-BeforeCommit = Callable[[int], None]
 
 
 class Region:

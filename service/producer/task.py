@@ -12,13 +12,17 @@ Per batch the task:
 1. skips it if its submitter already gave up (client gone, cancelled, or its
    deadline passed while it waited in line): a client that got no ack must
    not find its batch in the ring -- it would resend it;
-2. commits it at once when the ring has room (the common case, no await);
+2. claims ring space for it and copies it in at once when the ring has room
+   (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
    :mod:`ringbridge.ring.waits`, so a full ring costs no CPU -- until the
    batch's deadline or until its submitter gives up, whichever comes first,
    and then fails it (:class:`RingTimeoutError`) having committed nothing;
-4. assigns ``first_seq..last_seq``, resolves the submitter's future and
-   returns the batch's admission credit.
+4. marks the region ready: it publishes in claim order
+   (:mod:`ringbridge.producer.regions`, which assigns ``first_seq..last_seq``
+   then, resolves the submitter's future and returns the batch's credit) --
+   at once, or behind regions the data plane claimed earlier and still
+   fills (:mod:`ringbridge.producer.writes`).
 
 The deadline is the credit's: set once, at admission, before the body was
 read. Reading the body, waiting behind other batches and waiting for ring
@@ -35,10 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import (
@@ -51,108 +53,22 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..ring import EncodedBatch, UserRingBuffer
+from ..ring import UserRingBuffer
 from ..wire import Ack, WaitFor
-from .admission import Admission, AdmissionStatistics, BatchLine, Credit
-from .kick import DrainTrigger, KickStatistics
-from .regions import BeforeCommit, CommitCounts, Publisher, Region, RegionOwner, SeqStore
-
-__all__ = [
-    "Batch",
-    "BeforeCommit",
-    "Producer",
-    "ProducerStatistics",
-    "Region",
-    "RegionOwner",
-    "SeqStore",
-    "Submission",
-]
+from .admission import Admission, BatchLine, Credit
+from .consumed import wait_consumed
+from .contract import Batch, BeforeCommit, ProducerStatistics, SeqStore
+from .kick import DrainTrigger
+from .regions import CommitCounts, Publisher
+from .submission import Submission
+from .writes import InPlaceWrites
 
 log = logging.getLogger("ringbridge.producer")
 
 
-#: A validated batch in the record format (the schema's decoders make them):
-#: the ring commits it as it is.
-Batch = EncodedBatch
-
-
-class Submission:
-    """One admitted batch in line. ``batch`` is dropped when it is given up, so a
-    batch that left early holds no memory while it still sits in the line."""
-
-    __slots__ = ("batch", "before_commit", "credit", "enqueued_at", "future")
-
-    # enqueued_at is time.perf_counter(), not loop.time(): uvloop's clock is
-    # libuv's, in whole milliseconds and cached per loop pass, too coarse for
-    # a latency histogram whose first buckets are tens of microseconds.
-
-    def __init__(
-        self,
-        batch: Batch,
-        credit: Credit,
-        enqueued_at: float,
-        future: asyncio.Future[Ack],
-        before_commit: BeforeCommit | None = None,
-    ) -> None:
-        self.batch: Batch | None = batch
-        self.credit = credit
-        self.enqueued_at = enqueued_at
-        self.future = future
-        self.before_commit = before_commit
-
-    def give_up(self, exc: RingbridgeError | None) -> bool:
-        """Take the batch out of play (not committed) unless it already was; True if so."""
-        if self.future.done():
-            return False
-        if exc is None:
-            self.future.cancel()
-        else:
-            self.future.set_exception(exc)
-        self.batch = None
-        self.credit.release()
-        return True
-
-    # As the owner of the region the producer task copies the batch into.
-
-    @property
-    def wanted(self) -> bool:
-        return not self.future.done()
-
-    def region_published(self, region: Region, ack: Ack) -> None:
-        self.future.set_result(ack)
-        self.batch = None
-
-    def region_failed(self, region: Region, exc: RingbridgeError) -> None:
-        self.give_up(exc)
-
-    def region_evict(self, region: Region) -> None:  # pragma: no cover - ready at once
-        raise AssertionError("a batch copied in whole is never still receiving")
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerStatistics:
-    running: bool
-    stopping: bool
-    next_seq: int
-    batches_committed: int
-    samples_committed: int
-    bytes_committed: int  # payload bytes, comparable to the kernel's byte counter
-    ring_bytes_committed: int  # with headers and padding
-    ring_full_waits: int
-    batches_abandoned: int  # submitter gone before the commit: not committed
-    batches_failed: dict[str, int]  # by error code
-    queued_batches: int
-    admission: AdmissionStatistics
-    #: Claimed regions not yet published (receiving, or ready behind one that is).
-    regions_pending: int = 0
-    #: Ring bytes published as DISCARD (refused or abandoned in place).
-    discarded_bytes: int = 0
-    crashed: bool = False
-    kick: KickStatistics | None = None
-
-
-class Producer:
-    """Owns the writing side of ``ring``: admission, line, task, seqs, acks, shutdown."""
+class Producer(InPlaceWrites):
+    """Owns the writing side of ``ring``: admission, line, task, seqs, acks, shutdown;
+    and the calls that write in place (:class:`~ringbridge.producer.writes.InPlaceWrites`)."""
 
     def __init__(
         self,
@@ -172,6 +88,7 @@ class Producer:
         self._crashed: BaseException | None = None
         self._stopped = asyncio.Event()
         self._counts = CommitCounts()
+        # Every batch lands through a region it publishes, in claim order.
         self._pub = Publisher(
             ring, self._counts, seq_store=seq_store, kick=kick, on_commit=on_commit
         )
@@ -292,106 +209,6 @@ class Producer:
                 f"batch of {batch.nbytes} bytes can never fit a ring of {self._ring.size} bytes"
             )
 
-    # -- writing in place (the data plane) ---------------------------------------------
-
-    def claim(
-        self, nbytes: int, credit: Credit, owner: RegionOwner, started: float | None = None
-    ) -> Region | None:
-        """Ring space to receive a batch of ``nbytes`` into, or None: put it in line.
-
-        Only while nothing waits in line or for space (a region claimed now
-        would overtake them) and the ring has the room now. The region holds
-        ``credit`` until it is published; fill :meth:`view` (or
-        :meth:`address`), then :meth:`ready` or :meth:`discard` it. Raises
-        what :meth:`admit` raises once the producer stopped or died.
-        """
-        self._check_running()
-        if self._line or self._waiting_for_space or nbytes > self._ring.size:
-            return None
-        try:
-            return self._pub.claim(nbytes, owner, credit, started=started)
-        except RingFullError:
-            # In line it goes; the task counts the wait (ring_full_waits).
-            if self._kicker is not None:
-                self._kicker.request()
-            return None
-
-    def view(self, region: Region) -> memoryview:
-        """The region's bytes in the ring (never touch them once it ended)."""
-        return self._pub.view(region)
-
-    def address(self, region: Region) -> int:
-        return self._pub.address(region)
-
-    def ready(self, region: Region, count: int, payload_bytes: int) -> None:
-        """``region`` holds ``count`` validated records: it publishes in its turn."""
-        region.count, region.payload_bytes = count, payload_bytes
-        self._publishing(self._pub.ready, region, count, payload_bytes)
-
-    def discard(self, region: Region) -> None:
-        """``region`` must never be read: it publishes as DISCARD in its turn."""
-        self._publishing(self._pub.discard, region)
-
-    def commit_now(
-        self, batch: Batch, credit: Credit, owner: RegionOwner, started: float | None = None
-    ) -> Region | None:
-        """``batch`` copied into a region at once (see :meth:`claim`), or None."""
-        self._check_batch(batch)
-        region = self.claim(batch.nbytes, credit, owner, started)
-        if region is not None:
-            self._pub.view(region)[:] = batch.records
-            self.ready(region, batch.count, batch.payload_bytes)
-        return region
-
-    def _publishing(self, step: Callable[..., None], *args: Any) -> None:
-        try:
-            step(*args)
-        except BaseException as exc:
-            # A bug where producer_pos moves: stop everything, as a crash of
-            # the task would (healthz reports it).
-            self._crash(exc)
-            raise RingClosedError(f"the producer crashed: {exc!r}") from exc
-
-    def _crash(self, exc: BaseException) -> None:
-        if self._crashed is None:
-            log.error("producer crashed", exc_info=exc)
-            self._crashed = exc
-        self._admission.close()
-        self._line.close()
-        self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    def note_abandoned(self) -> None:
-        """Count a batch whose client left before its commit (a region it held
-        publishes as DISCARD; a body being read is dropped)."""
-        self._counts.abandoned += 1
-
-    def withdraw(self, sub: Submission) -> None:
-        """Give ``sub`` up (its client left): not committed unless it already was."""
-        self._give_up(sub, None)
-
-    def line_up(
-        self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
-    ) -> Submission:
-        """:meth:`enqueue`, returning the submission (its ``future``, and a handle
-        for :meth:`withdraw`); it fails with :class:`RingTimeoutError` at its
-        credit's deadline if it is not committed by then."""
-        sub = self._enqueue(batch, credit, before_commit)
-        if math.isfinite(credit.deadline):
-            timer = asyncio.get_running_loop().call_at(credit.deadline, self._expire, sub)
-            sub.future.add_done_callback(lambda _: timer.cancel())
-        return sub
-
-    def _expire(self, sub: Submission) -> None:
-        self._give_up(
-            sub,
-            RingTimeoutError(
-                "batch not committed within its timeout (counted from admission); "
-                f"{len(self._line)} batches in line"
-            ),
-        )
-
     async def submit(
         self,
         batch: Batch,
@@ -437,7 +254,9 @@ class Producer:
             )
         ack = fut.result()
         if wait == "consumed":
-            ack = await self._wait_consumed(ack, credit.remaining(loop.time()), gone)
+            ack = await wait_consumed(
+                self._ring, ack, credit.remaining(loop.time()), self._stopped, gone
+            )
         return ack
 
     def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
@@ -450,35 +269,7 @@ class Producer:
     async def wait_consumed(self, ack: Ack, timeout: float) -> Ack:
         """``ack`` as ``"consumed"`` once the kernel's consumer passed it, within
         ``timeout`` seconds; else ``ack`` as it is (``"committed"``)."""
-        return await self._wait_consumed(ack, timeout, None)
-
-    async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
-        # Also ends when the producer has stopped (after its grace) or the
-        # client went away: the answer is then the committed ack.
-        consumed = asyncio.ensure_future(self._ring.wait_consumed_async(ack.ring_end_pos, left))
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        waiters: set[asyncio.Future[Any]] = {consumed, stopped}
-        if gone is not None:
-            waiters.add(gone)
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (consumed, stopped):
-                f.cancel()
-        if consumed.done() and not consumed.cancelled():
-            exc = consumed.exception()
-            if exc is None:
-                return replace(ack, state="consumed")
-            if isinstance(exc, TimeoutError):
-                return ack  # not consumed in time: the committed ack (202)
-            if not isinstance(exc, RingbridgeError):
-                raise exc  # a bug: not to be hidden
-            # The ring closing or failing while we watched it changes nothing
-            # for this batch: it is committed. Anything short of a confirmed
-            # consume is the committed ack (202), never an error that would
-            # invite a resend.
-            log.warning("consume wait ended early", extra={"error": exc.message})
-        return ack
+        return await wait_consumed(self._ring, ack, timeout, self._stopped, None)
 
     # -- the task -------------------------------------------------------------------
 
@@ -519,6 +310,17 @@ class Producer:
             self._line.close()
             self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
             raise
+
+    def _crash(self, exc: BaseException) -> None:
+        """A bug where producer_pos moves, outside the task: as if the task died."""
+        if self._crashed is None:
+            log.error("producer crashed", exc_info=exc)
+            self._crashed = exc
+        self._admission.close()
+        self._line.close()
+        self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     async def _commit(self, sub: Submission) -> None:
         loop = asyncio.get_running_loop()

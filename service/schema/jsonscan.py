@@ -29,6 +29,7 @@ import msgspec
 
 from ..core import ring as core
 from ..nativelib import VALIDATE
+from .batch import EncodedBatch
 from .kinds.composite import CompositeNode
 from .kinds.integer import BoolNode, IntNode
 
@@ -191,6 +192,32 @@ class JsonScanner:
         if result.id_end <= result.id_start:
             return None
         return _ID.decode(body[result.id_start : result.id_end])
+
+    def batch(
+        self,
+        body: bytes | str,
+        *,
+        frame: bool,
+        ring_size: int,
+        limit: int,
+        max_samples: int | None,
+    ) -> tuple[Any, EncodedBatch] | None:
+        """(frame id, batch) of ``body`` under the exact path's limits (a sample
+        larger than ``limit``, more than ``max_samples`` samples, more records
+        than ``ring_size`` holds: the exact path names those), or None."""
+        if self.sample_size > min(limit, core.max_payload(ring_size)):
+            return None
+        most = ring_size // self.record_size
+        if max_samples is not None:
+            most = min(most, max_samples)
+        if most <= 0:
+            return None
+        raw = body.encode() if isinstance(body, str) else body
+        got = self.scan(raw, frame=frame, max_samples=most, limit=most * self.record_size)
+        if got is None:
+            return None
+        n = got.count
+        return got.id, EncodedBatch(got.records, n, n * self.record_size, n * self.sample_size)
 
     def scan(self, body: bytes, *, frame: bool, max_samples: int, limit: int) -> ScanResult | None:
         """The records of ``body``, or None: the exact path must decide.

@@ -32,6 +32,8 @@ TARGETS = {
     report.T_LAT,
 }
 ANCHORS = {report.A_C64, report.A_IPERF, report.A_MSGSPEC, report.A_PACK}
+#: The ring library's rows (bench.library), in process against the C producer.
+LIBRARY = {"lib-reserve-64B", "lib-batch-64B"}
 
 
 @pytest.mark.kernel
@@ -49,7 +51,9 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-4000:]
     doc = json.loads((tmp_path / "results.json").read_text())
     keys = {c["key"] for c in doc["cases"]}
-    assert keys >= TARGETS | ANCHORS
+    assert keys >= TARGETS | ANCHORS | LIBRARY
+    for key in LIBRARY:
+        assert cases_of(doc)[key]["anchor"] == report.A_C64, key
     assert {r["key"] for r in doc["runs"]} == keys
     for r in doc["runs"]:
         assert r["seconds"] > 0 and (r["samples"] > 0 or r["key"] == report.A_IPERF), r
@@ -74,6 +78,10 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     assert doc["meta"]["host_line"] in md
     # A quick run never touches tracked files.
     assert (REPO / "README.md").read_text() == readme
+
+
+def cases_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["key"]: c for c in doc["cases"]}
 
 
 def _case(key: str, path: str, server: str, **kw: Any) -> dict[str, Any]:
@@ -194,6 +202,12 @@ def test_selecting_rows_brings_their_anchors() -> None:
     keys = {c.key for c in chosen}
     assert keys == {report.T_JSON, report.A_MSGSPEC}
     assert report.T_BARE in {c.key for c in select(cases(quick=False), report.T_ONE)}
+    # The library's 4096 B rows are divided by the C producer at 4096 B.
+    lib = {c.key for c in select(cases(quick=False), "lib-")}
+    assert lib == {f"lib-{k}-{n}B" for k in ("reserve", "batch") for n in (64, 4096)} | {
+        report.A_C64,
+        "c-4096B",
+    }
     # A granian row brings its uvicorn twin (the comparison) and their anchor.
     gr = select(cases(quick=False, granian=True), f"granian-{report.T_JSON}")
     assert {c.key for c in gr} == {f"granian-{report.T_JSON}", report.T_JSON, report.A_MSGSPEC}

@@ -163,8 +163,18 @@ def test_a_library_producer_and_a_serve_on_one_ring_the_second_is_refused(
         until(lambda: kernel_samples(addr) == 4, "the kernel to consume 4 samples")
 
 
+FAULT_SERIES = 'ringbridge_ring_fault{cause="foreign_writer"}'
+
+
+def _metric(addr: str, series: str) -> float:
+    for line in httpx.get(f"http://{addr}/metrics", timeout=5).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} is not on /metrics")
+
+
 def _fault_reported(addr: str, *expected: str) -> dict[str, object]:
-    """Waits for /healthz to fail; checks /healthz and /readyz carry the cause."""
+    """Waits for /healthz to fail; checks /healthz, /readyz and /metrics carry the cause."""
     until(
         lambda: httpx.get(f"http://{addr}/healthz", timeout=5).status_code == 503,
         "/healthz to fail",
@@ -177,6 +187,9 @@ def _fault_reported(addr: str, *expected: str) -> dict[str, object]:
     assert ready.status_code == 503
     checks = ready.json()["checks"]
     assert checks["single_producer"] is False and checks["ring_fault"] == reason
+    # What the RingbridgeForeignWriter alert reads.
+    assert _metric(addr, FAULT_SERIES) == 1.0
+    assert _metric(addr, "ringbridge_ready") == 0.0
     return health
 
 
@@ -186,6 +199,7 @@ def test_a_foreign_writer_moving_producer_pos_stops_the_service(
     log = tmp_path / "serve.log"
     with serve(log, f"--pin-dir={pin_dir}") as (addr, _):
         assert post(addr, (5, 1), (5, 2)).status_code == 200
+        assert _metric(addr, FAULT_SERIES) == 0.0  # there before anything went wrong
         raw = RawWriter(pin_dir / "ringbridge_ring")
         try:
             before = raw.producer_pos
@@ -222,4 +236,3 @@ def test_a_pending_record_the_service_did_not_write_is_caught(
             _fault_reported(addr, "claims 4000 bytes", "another writer wrote it")
         finally:
             raw.close()
-

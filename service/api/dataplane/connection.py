@@ -38,6 +38,7 @@ from uvicorn.server import ServerState
 
 from ...errors import RingbridgeError
 from ..connguard import ConnectionGuard, guard_of
+from .handler import Handler, Sink
 from .head import POST_SAMPLES, STREAM, parse_head, route_of
 from .plane import STAGE_BYTES, Plane
 
@@ -47,34 +48,6 @@ HEAD: Final = 0
 REQUEST: Final = 1
 STREAM_STATE: Final = 2
 CLOSED: Final = 3
-
-
-class Sink:
-    """Where the next ``need`` bytes of a payload go; ``done`` runs when they are there."""
-
-    __slots__ = ("buf", "done", "got", "need", "skip")
-
-    def __init__(
-        self, buf: memoryview, need: int, done: Callable[[], None], skip: bool = False
-    ) -> None:
-        self.buf = buf
-        self.need = need
-        self.got = 0
-        self.done = done
-        self.skip = skip  # bytes are dropped (buf is a scratch buffer, reused)
-
-
-class Handler:
-    """What runs a connection after its head: a request or a stream."""
-
-    def lost(self) -> None:
-        """The connection is gone: give up whatever is in flight."""
-
-    def shutdown(self) -> None:
-        """The server is stopping: finish what was taken, take nothing new."""
-
-    def resume(self) -> None:
-        """Staged bytes may be processed again (a stream: after a pause)."""
 
 
 class DataPlaneProtocol(asyncio.BufferedProtocol):

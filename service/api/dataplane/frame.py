@@ -17,7 +17,7 @@ from ...errors import RingbridgeError
 from ...producer.admission import Credit
 from ...producer.observe import Arrival
 from ...producer.regions import Region
-from ...producer.task import Submission
+from ...producer.submission import Submission
 from ...schema import frame_id
 from ...wire import Ack
 from .. import ingest

@@ -34,12 +34,12 @@ from ...errors import RequestTimeoutError, RingbridgeError, StoppingError
 from ...producer.admission import Credit
 from ...producer.observe import Arrival
 from ...producer.regions import Region
-from ...producer.task import Submission
+from ...producer.submission import Submission
 from ...runtime import Runtime
 from ...wire import Ack, WaitFor, parse_query
 from .. import ingest
 from ..auth import check_authorization
-from .connection import Handler
+from .handler import Handler
 from .head import Head
 from .responses import CONTINUE
 

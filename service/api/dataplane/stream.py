@@ -49,8 +49,8 @@ from ...wire import Ack, WaitFor
 from .. import ingest
 from ..auth import check_authorization
 from . import wsframes as wf
-from .connection import Handler
 from .frame import Frame
+from .handler import Handler
 from .head import Head
 
 if TYPE_CHECKING:
