@@ -68,7 +68,11 @@ class Case:
         if self.path.startswith("WS"):
             who += f", window {self.window}"
         extra = f", wait={self.wait}" if self.group == "latency" else ""
-        server = {"timer": " [timer drain]", "granian": " [granian]"}.get(self.server, "")
+        server = {
+            "timer": " [timer drain]",
+            "granian": " [granian]",
+            "baseline": " [baseline]",
+        }.get(self.server, "")
         if self.server == "granian-bare":
             server = " [granian]"
         return f"{what} ({who}{extra}){server}"
@@ -181,6 +185,27 @@ def granian_cases(base: list[Case]) -> list[Case]:
                 )
             )
     return out
+
+
+def baseline_cases(base: list[Case]) -> list[Case]:
+    """The ringbridge rows again, served by the baseline checkout (``--baseline``)."""
+    return [
+        Case(
+            f"base-{c.key}",
+            c.path,
+            "baseline",
+            c.size,
+            c.batch,
+            c.clients,
+            c.window,
+            c.wait,
+            c.group,
+            c.anchor,
+            c.measure,
+        )
+        for c in base
+        if c.server == "kick"
+    ]
 
 
 def library_cases(sizes: tuple[tuple[int, str], ...]) -> list[Case]:

@@ -39,7 +39,7 @@ ANCHOR_NAMES = {
 #: Servers that are not the service as shipped (not held to its memory target):
 #: the yardsticks, and granian (measured beside uvicorn; its supervisor process
 #: counts in its tree's RSS).
-NOT_SHIPPED = ("bare", "granian", "granian-bare", "local")
+NOT_SHIPPED = ("bare", "granian", "granian-bare", "local", "baseline")
 
 
 @dataclass(frozen=True)
@@ -235,12 +235,14 @@ def targets_table(rows: dict[str, Row], doc: dict[str, Any] | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
-def twins(rows: dict[str, Row]) -> list[tuple[Row, Row]]:
-    """(uvicorn row, granian row) pairs: the granian row's key is ``granian-`` + its twin's."""
+def twins(rows: dict[str, Row], prefix: str = "granian") -> list[tuple[Row, Row]]:
+    """(row, twin) pairs: the twin's key is ``prefix-`` + the row's (granian's rows,
+    or the baseline's: ``prefix="base"``)."""
     out = []
+    server = "baseline" if prefix == "base" else prefix
     for key, row in rows.items():
-        if row.case["server"].startswith("granian") and key.startswith("granian-"):
-            base = rows.get(key.removeprefix("granian-"))
+        if row.case["server"].startswith(server) and key.startswith(f"{prefix}-"):
+            base = rows.get(key.removeprefix(f"{prefix}-"))
             if base is not None:
                 out.append((base, row))
     return out

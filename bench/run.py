@@ -71,7 +71,7 @@ from contextlib import ExitStack  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench import anchors, library, loadgen, payloads, procs, report, servers, tables  # noqa: E402
-from bench.cases import LIBRARY_PATHS, Case, Run, cases  # noqa: E402
+from bench.cases import LIBRARY_PATHS, Case, Run, baseline_cases, cases  # noqa: E402
 from ringbridge.core import ring as core  # noqa: E402
 from ringbridge.kernel.bpfobj import default_object_path, load_default  # noqa: E402
 
@@ -342,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out-dir", type=Path, default=None, help="default: bench/ (quick: a temp dir)"
     )
     ap.add_argument("--update-readme", action="store_true", help="rewrite README.md's table")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another source tree (e.g. git archive main) whose service runs the same rows",
+    )
     args = ap.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
     seconds = 1 if args.quick else args.seconds
@@ -357,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     anchors.iperf3_binary()
     granian = _want_granian(args.granian, args.quick)
     all_cases = select(cases(args.quick, granian), args.only)
+    if args.baseline is not None:
+        servers.BASELINE["dir"] = args.baseline.resolve()
+        # Each baseline row right after its twin: both see the same moment's noise.
+        twin = {c.key.removeprefix("base-"): c for c in baseline_cases(all_cases)}
+        all_cases = [x for c in all_cases for x in (c, twin.get(c.key)) if x is not None]
     servers_needed = ({c.server for c in all_cases} | {"timer"}) - {"local"}
     runs: list[Run] = []
     extra: dict[str, Any] = {}
@@ -442,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.targets_table(summary, doc))
     if granian_md := tables.granian_table(doc, summary):
         print(granian_md)
+    if baseline_md := tables.baseline_table(doc, summary):
+        print(baseline_md)
     print(f"bench: results in {out_dir}" + ("" if png else " (no plot: matplotlib missing)"))
     return 0
 

@@ -5,6 +5,10 @@
   credit for 256 WebSocket connections;
 - ``bare``: the bare FastAPI endpoint (``bench/bare_app.py``) under the same
   uvicorn setup as ringbridge (httptools, uvloop, no access log, one worker);
+- ``baseline``: ``ringbridge serve --drain kick`` of another source tree
+  (``--baseline DIR``, e.g. ``git archive main``), run with this interpreter
+  and packages: a change measured against the code before it, in the same
+  interleaved rounds;
 - ``granian`` / ``granian-bare``: the same two apps under granian (a Rust
   HTTP server; ASGI interface, uvloop, one worker, HTTP/1), when granian is
   installed (the ``bench`` extra). ringbridge's app comes from its factory,
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -37,7 +42,9 @@ MAX_BATCH_BYTES = 1 << 20
 #: (64 MiB) refuses the 61st connection of the many-clients rows. Credit is
 #: accounting, not memory: each row's peak RSS is measured.
 ADMISSION_BYTES = 512 << 20
-NAMES = ("kick", "many", "timer", "bare", "granian", "granian-bare")
+NAMES = ("kick", "many", "timer", "bare", "granian", "granian-bare", "baseline")
+#: ``--baseline DIR``: another checkout (with its own .venv) served as "baseline".
+BASELINE: dict[str, Path] = {}
 
 _QUIET = {"RINGBRIDGE_ACCESS_LOG": "false"}
 
@@ -112,11 +119,32 @@ def granian_cmd(target: str, port: int, *, factory: bool) -> list[str]:
     ]
 
 
+@contextmanager
+def _baseline(stack: ExitStack, log: Path) -> Iterator[procs.Server]:
+    """The service of the source tree ``--baseline`` names, with this
+    interpreter and its packages: ``ringbridge`` imported from that tree (a
+    link on PYTHONPATH ahead of this install), its BPF object built there."""
+    root = BASELINE["dir"]
+    if not (root / "service" / "_bpf" / "ringbridge.bpf.o").exists():
+        subprocess.run(["make", "-s", "-C", str(root / "bpf"), "OUT=../build"], check=True)
+    path = root / "build" / "bench-pythonpath"
+    path.mkdir(parents=True, exist_ok=True)
+    link = path / "ringbridge"
+    if not link.is_symlink():
+        link.symlink_to(root / "service")
+    pins = stack.enter_context(pinned_dir("baseline"))
+    env = {**_QUIET, "PYTHONPATH": str(path)}
+    with procs.spawned("baseline", ringbridge_cmd(pins, "kick"), log, cwd=root, env=env) as srv:
+        yield srv
+
+
 def start(name: str, stack: ExitStack, tmp: Path) -> procs.Server:
     """Starts server ``name`` (one of :data:`NAMES`); it stops when ``stack`` closes."""
     log = tmp / f"{name}.log"
     if name == "bare":
         return stack.enter_context(procs.spawned(name, bare_cmd(), log, cwd=REPO))
+    if name == "baseline":
+        return stack.enter_context(_baseline(stack, log))
     if name in ("kick", "many", "timer"):
         pins = stack.enter_context(pinned_dir(name))
         many = name == "many"

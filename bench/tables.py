@@ -107,6 +107,30 @@ def granian_table(doc: dict[str, Any], rows: dict[str, Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def baseline_table(doc: dict[str, Any], rows: dict[str, Row]) -> str:
+    """This tree against the ``--baseline`` checkout, row by row: rate, and server
+    CPU per request (the steadier figure on a shared machine)."""
+    pairs = twins(rows, "base")
+    if not pairs:
+        return ""
+    lines = [
+        "| row | this tree | baseline | rate this / baseline | server CPU µs a request "
+        "(this / baseline) | CPU this / baseline |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for new, old in pairs:
+        rel = ratio(doc, new.case["key"], old.case["key"], "samples")
+        cells = [_cell(r.req_rate, digits=0) + " req/s" for r in (new, old)]
+        cpu = [_cpu_per_request_us(r) for r in (new, old)]
+        cpu_cell = " / ".join("" if c is None else f"{c:.1f}" for c in cpu)
+        cpu_rel = f"{cpu[0] / cpu[1]:.2f}" if cpu[0] and cpu[1] else ""
+        lines.append(
+            f"| {new.case['label']} | {cells[0]} | {cells[1]} | {_cell(rel)} | {cpu_cell} "
+            f"| {cpu_rel} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _intro(doc: dict[str, Any]) -> str:
     m = doc["meta"]
     host = m.get("host_line") or f"{m['cpus']} CPUs"

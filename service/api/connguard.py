@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -136,8 +136,8 @@ class ConnectionGuard:
         self.retry_after = retry_after
         self.closed = dict.fromkeys(REASONS, 0)
         # Insertion order is age order: the oldest are first.
-        self._waiting: dict[GuardedHttpProtocol, _Waiting] = {}
-        self._idle: dict[GuardedHttpProtocol, None] = {}
+        self._waiting: dict[Guarded, _Waiting] = {}
+        self._idle: dict[Guarded, None] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._logged = dict(self.closed)
@@ -188,7 +188,7 @@ class ConnectionGuard:
 
     # -- the protocols' side ------------------------------------------------------------
 
-    def opened(self, proto: GuardedHttpProtocol) -> None:
+    def opened(self, proto: Guarded) -> None:
         self._waiting[proto] = _Waiting(proto.loop.time(), False)
         if len(self._connections) <= self.limit:
             return
@@ -203,7 +203,7 @@ class ConnectionGuard:
         proto.transport.write(self._refusal)
         proto.transport.close()
 
-    def request_began(self, proto: GuardedHttpProtocol) -> None:
+    def request_began(self, proto: Guarded) -> None:
         self._idle.pop(proto, None)
         waiting = self._waiting.get(proto)
         if waiting is None:
@@ -211,26 +211,26 @@ class ConnectionGuard:
         else:
             waiting.began = True
 
-    def headers_done(self, proto: GuardedHttpProtocol) -> None:
+    def headers_done(self, proto: Guarded) -> None:
         self._waiting.pop(proto, None)
 
-    def response_done(self, proto: GuardedHttpProtocol) -> None:
+    def response_done(self, proto: Guarded) -> None:
         # Idle until its next request begins (uvicorn's keep-alive timer runs),
         # unless a pipelined request started or the connection is closing.
-        idle = proto.cycle.response_complete and not proto.transport.is_closing()
+        idle = not proto.request_in_progress() and not proto.transport.is_closing()
         if idle and proto not in self._waiting:
             self._idle[proto] = None
 
-    def _forget(self, proto: GuardedHttpProtocol) -> None:
+    def _forget(self, proto: Guarded) -> None:
         self._waiting.pop(proto, None)
         self._idle.pop(proto, None)
 
-    def lost(self, proto: GuardedHttpProtocol) -> None:
+    def lost(self, proto: Guarded) -> None:
         self._forget(proto)
 
     # -- closing ------------------------------------------------------------------------
 
-    def _close(self, proto: GuardedHttpProtocol, reason: str) -> None:
+    def _close(self, proto: Guarded, reason: str) -> None:
         waiting = self._waiting.get(proto)
         self._forget(proto)
         self.closed[reason] += 1
@@ -241,10 +241,9 @@ class ConnectionGuard:
             transport.write(self._timeout_response)
         transport.close()
 
-    def _busy(self, proto: GuardedHttpProtocol) -> bool:
+    def _busy(self, proto: Guarded) -> bool:
         # A request in progress (the next one's headers wait behind it, unread).
-        cycle = proto.cycle
-        return bool(proto.pipeline) or (cycle is not None and not cycle.response_complete)
+        return proto.request_in_progress()
 
     def _arm(self) -> None:
         assert self._loop is not None
@@ -304,12 +303,30 @@ def install(
     return guard
 
 
-class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol reporting to its server's :class:`ConnectionGuard`.
+def guard_of(server_state: ServerState) -> ConnectionGuard | None:
+    """The guard installed for the server whose state this is, if any."""
+    return _GUARDS.get(server_state)
 
-    A mixin by use: listed before the protocol it guards (``class
-    P(GuardedHttpProtocol, RingbridgeHttpProtocol)``), its hooks call the
-    next ones. A server without a guard installed runs unguarded.
+
+class Guarded(Protocol):
+    """A connection the guard looks after: uvicorn's HTTP protocol under
+    :class:`GuardedHttpProtocol`, or the data plane's
+    (:class:`ringbridge.api.dataplane.DataPlaneProtocol`)."""
+
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    def request_in_progress(self) -> bool:
+        """A request is being read or answered (a pipelined one may wait behind it)."""
+        ...
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol reporting to its server's :class:`ConnectionGuard`:
+    the protocol the data plane hands the requests it does not serve to. Its
+    hooks are httptools' parser callbacks uvicorn implements (checked by
+    tests/service/test_uvicorn_private.py). A server without a guard
+    installed runs unguarded.
     """
 
     _guard: ConnectionGuard | None = None
@@ -339,6 +356,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._guard is not None:
             self._guard.response_done(self)
+
+    def request_in_progress(self) -> bool:
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
 
 class ConnectionCollector(Collector):

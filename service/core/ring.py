@@ -113,6 +113,32 @@ def encode_batch(payloads: Iterable[bytes]) -> bytes:
     return b"".join(parts)
 
 
+#: The most bytes one DISCARD record covers: payload ``2**24 - 8`` (a
+#: multiple of 8 within the dynptr limit, which the kernel checks before it
+#: looks at the DISCARD bit) plus its header.
+MAX_DISCARD_SPAN = 1 << 24
+
+
+def discard_headers(nbytes: int) -> list[tuple[int, int]]:
+    """(offset, header word) of the DISCARD records that cover ``nbytes`` of ring space.
+
+    A region of reserved, unpublished space whose bytes must never be read
+    (an invalid body, a client gone) is published as records the kernel
+    skips: one, or one per :data:`MAX_DISCARD_SPAN` bytes, since even a
+    DISCARD record must pass the kernel's size checks. ``nbytes`` is a
+    positive multiple of 8.
+    """
+    if nbytes <= 0 or nbytes % 8:
+        raise ValueError(f"a ring region is a positive multiple of 8 bytes, not {nbytes}")
+    out: list[tuple[int, int]] = []
+    off = 0
+    while off < nbytes:
+        span = min(nbytes - off, MAX_DISCARD_SPAN)
+        out.append((off, (span - HDR_SIZE) | DISCARD_BIT))
+        off += span
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
     """A validated binary batch: ``count`` records, ``nbytes`` of ring space."""

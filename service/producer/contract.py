@@ -20,16 +20,17 @@ __all__ = ["Batch", "BeforeCommit", "ProducerStatistics", "SeqStore"]
 Batch = EncodedBatch
 
 
-#: Called by the producer task with the ``producer_pos`` a batch's commit is
-#: about to publish, once that commit can no longer fail (see
-#: ``UserRingBuffer.commit_batch``); e.g. to record it with the pins.
+#: Called with the ``producer_pos`` a batch's publish reaches, once nothing can
+#: stop it any more (see :mod:`ringbridge.producer.regions`); e.g. to record
+#: it with the pins. Raising a RingbridgeError refuses the batch (its region
+#: publishes as DISCARD).
 BeforeCommit = Callable[[int], None]
 
 
 class SeqStore(Protocol):
     """Where the next sample seq survives a restart, kept with the pins.
 
-    ``store_seq`` runs before every commit (make it a store into a mapping,
+    ``store_seq`` runs before every publish (make it a store into a mapping,
     not a syscall). Implemented by the built-in consumer's ctl map and a pin
     set's identity record; a backend offers one as ``Backend.seq_store``.
     """
@@ -52,5 +53,9 @@ class ProducerStatistics:
     batches_failed: dict[str, int]  # by error code
     queued_batches: int
     admission: AdmissionStatistics
+    #: Claimed regions not yet published (receiving, or ready behind one that is).
+    regions_pending: int = 0
+    #: Ring bytes of regions refused in place (published as DISCARD, or given back).
+    discarded_bytes: int = 0
     crashed: bool = False
     kick: KickStatistics | None = None

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from ..errors import RingbridgeError
 from ..wire import Ack
 from .admission import Credit
 from .contract import Batch, BeforeCommit
+
+if TYPE_CHECKING:
+    from .regions import Region
 
 __all__ = ["Submission"]
 
@@ -47,3 +51,20 @@ class Submission:
         self.batch = None
         self.credit.release()
         return True
+
+    # As the owner of the region the producer task copies the batch into
+    # (a RegionOwner, ringbridge.producer.regions).
+
+    @property
+    def wanted(self) -> bool:
+        return not self.future.done()
+
+    def region_published(self, region: Region, ack: Ack) -> None:
+        self.future.set_result(ack)
+        self.batch = None
+
+    def region_failed(self, region: Region, exc: RingbridgeError) -> None:
+        self.give_up(exc)
+
+    def region_evict(self, region: Region) -> None:  # pragma: no cover - ready at once
+        raise AssertionError("a batch copied in whole is never still receiving")

@@ -12,13 +12,17 @@ Per batch the task:
 1. skips it if its submitter already gave up (client gone, cancelled, or its
    deadline passed while it waited in line): a client that got no ack must
    not find its batch in the ring -- it would resend it;
-2. commits it at once when the ring has room (the common case, no await);
+2. claims ring space for it and copies it in at once when the ring has room
+   (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
    :mod:`ringbridge.ring.waits`, so a full ring costs no CPU -- until the
    batch's deadline or until its submitter gives up, whichever comes first,
    and then fails it (:class:`RingTimeoutError`) having committed nothing;
-4. assigns ``first_seq..last_seq``, resolves the submitter's future and
-   returns the batch's admission credit.
+4. marks the region ready: it publishes in claim order
+   (:mod:`ringbridge.producer.regions`, which assigns ``first_seq..last_seq``
+   then, resolves the submitter's future and returns the batch's credit) --
+   at once, or behind regions the data plane claimed earlier and still
+   fills (:mod:`ringbridge.producer.writes`).
 
 The deadline is the credit's: set once, at admission, before the body was
 read. Reading the body, waiting behind other batches and waiting for ring
@@ -36,7 +40,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -56,13 +59,16 @@ from .admission import Admission, BatchLine, Credit
 from .consumed import wait_consumed
 from .contract import Batch, BeforeCommit, ProducerStatistics, SeqStore
 from .kick import DrainTrigger
+from .regions import CommitCounts, Publisher
 from .submission import Submission
+from .writes import InPlaceWrites
 
 log = logging.getLogger("ringbridge.producer")
 
 
-class Producer:
-    """Owns the writing side of ``ring``: admission, line, task, seqs, acks, shutdown."""
+class Producer(InPlaceWrites):
+    """Owns the writing side of ``ring``: admission, line, task, seqs, acks, shutdown;
+    and the calls that write in place (:class:`~ringbridge.producer.writes.InPlaceWrites`)."""
 
     def __init__(
         self,
@@ -77,20 +83,18 @@ class Producer:
         self._admission = Admission(admission_bytes)
         self._line: BatchLine[Submission] = BatchLine()
         self._kicker = kick
-        self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._crashed: BaseException | None = None
         self._stopped = asyncio.Event()
-        self._seq_store = seq_store
-        self._next_seq = seq_store.load_seq() if seq_store is not None else 0
-        self._batches = 0
-        self._samples = 0
-        self._bytes = 0
-        self._ring_bytes = 0
+        self._counts = CommitCounts()
+        # Every batch lands through a region it publishes, in claim order.
+        self._pub = Publisher(
+            ring, self._counts, seq_store=seq_store, kick=kick, on_commit=on_commit
+        )
         self._full_waits = 0
-        self._abandoned = 0
-        self._failed: Counter[str] = Counter()
+        # The task waits for ring space: batches arriving now queue behind it.
+        self._waiting_for_space = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -139,7 +143,10 @@ class Producer:
                     await task
             except Exception:
                 pass  # a crash: logged by the task, remembered in self._crashed
-        left = self._fail_line(StoppingError("the service stopped before this batch was committed"))
+        stopped = StoppingError("the service stopped before this batch was committed")
+        left = self._fail_line(stopped)
+        left += self._pub.fail_receiving(stopped)
+        self._pub.close()
         if left:
             log.warning("batches failed at shutdown", extra={"batches": left})
         if self._kicker is not None:
@@ -190,7 +197,7 @@ class Producer:
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
-            self._failed[exc.code] += 1
+            self._counts.failed[exc.code] += 1
             raise
         return sub
 
@@ -255,9 +262,9 @@ class Producer:
     def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
         if sub.give_up(exc):
             if exc is None:
-                self._abandoned += 1
+                self._counts.abandoned += 1
             else:
-                self._failed[exc.code] += 1
+                self._counts.failed[exc.code] += 1
 
     async def wait_consumed(self, ack: Ack, timeout: float) -> Ack:
         """``ack`` as ``"consumed"`` once the kernel's consumer passed it, within
@@ -271,7 +278,7 @@ class Producer:
         while (rest := self._line.get_nowait()) is not None:
             if rest.give_up(exc):
                 left += 1
-                self._failed[exc.code] += 1
+                self._counts.failed[exc.code] += 1
         return left
 
     async def _run(self) -> None:
@@ -298,17 +305,22 @@ class Producer:
             # A bug here would leave every submitter waiting forever: fail
             # them all and refuse new batches; /healthz reports the dead task.
             log.exception("producer task crashed")
-            self._crashed = exc
+            self._crashed = self._crashed or exc
             self._admission.close()
             self._line.close()
             self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
             raise
 
-    def _store_seq(self, count: int) -> None:
-        # Stored *before* the commit: a crash in between leaves a gap in the
-        # seqs, never a seq given to two samples.
-        if self._seq_store is not None:
-            self._seq_store.store_seq(self._next_seq + count)
+    def _crash(self, exc: BaseException) -> None:
+        """A bug where producer_pos moves, outside the task: as if the task died."""
+        if self._crashed is None:
+            log.error("producer crashed", exc_info=exc)
+            self._crashed = exc
+        self._admission.close()
+        self._line.close()
+        self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     async def _commit(self, sub: Submission) -> None:
         loop = asyncio.get_running_loop()
@@ -320,82 +332,75 @@ class Producer:
                 sub, RingTimeoutError("batch not committed within its timeout: it waited in line")
             )
             return
+        pub = self._pub
         try:
             try:
-                self._store_seq(b.count)
-                commit = self._ring.commit_batch(b, before_publish=sub.before_commit)
+                region = pub.claim(b.nbytes, sub, sub.credit, sub.before_commit, sub.enqueued_at)
             except RingFullError:
-                self._full_waits += 1
-                if self._kicker is not None:
-                    self._kicker.request()
-                space = asyncio.ensure_future(
-                    self._ring.wait_for_space_async(b.nbytes, sub.credit.remaining(loop.time()))
-                )
-                try:
-                    # Ends early when the submitter gives up (client gone, deadline).
-                    both: set[asyncio.Future[Any]] = {space, sub.future}
-                    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if not space.done():
-                        space.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await space
-                if sub.future.done():
+                if not await self._wait_for_space(sub, b.nbytes):
                     return  # given up while we waited: nothing of it was written
-                try:
-                    space.result()  # RingClosedError, ForeignWriterError...
-                except TimeoutError as exc:
-                    raise RingTimeoutError(
-                        f"batch not committed within its timeout: the ring stayed full ({exc})"
-                    ) from exc
-                self._store_seq(b.count)
-                commit = self._ring.commit_batch(b, before_publish=sub.before_commit)
+                region = pub.claim(b.nbytes, sub, sub.credit, sub.before_commit, sub.enqueued_at)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return
-        first = self._next_seq
-        self._next_seq += b.count
-        ack = Ack(
-            accepted=b.count,
-            first_seq=first,
-            last_seq=first + b.count - 1,
-            ring_start_pos=commit.start,
-            ring_end_pos=commit.end,
-        )
-        self._batches += 1
-        self._samples += b.count
-        self._bytes += b.payload_bytes
-        self._ring_bytes += b.nbytes
+        pub.view(region)[:] = b.records
+        # Published now, or once the regions claimed before it are (the
+        # submitter's future resolves then).
+        pub.ready(region, b.count, b.payload_bytes)
+
+    async def _wait_for_space(self, sub: Submission, nbytes: int) -> bool:
+        """Until ``nbytes`` are free (True) or ``sub`` was given up (False);
+        RingTimeoutError / RingClosedError as the ring's wait raises them."""
+        loop = asyncio.get_running_loop()
+        self._full_waits += 1
         if self._kicker is not None:
             self._kicker.request()
-        sub.future.set_result(ack)
-        sub.batch = None
-        sub.credit.release()  # the ack returns the credit
-        if self._on_commit is not None:
-            try:
-                self._on_commit(time.perf_counter() - sub.enqueued_at, ack)
-            except Exception:
-                log.exception("commit observer failed")
+        self._waiting_for_space = True
+        space = asyncio.ensure_future(
+            self._ring.wait_for_space_async(nbytes, sub.credit.remaining(loop.time()))
+        )
+        try:
+            # Ends early when the submitter gives up (client gone, deadline).
+            both: set[asyncio.Future[Any]] = {space, sub.future}
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting_for_space = False
+            if not space.done():
+                space.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await space
+        if sub.future.done():
+            return False
+        try:
+            space.result()  # RingClosedError, ForeignWriterError...
+        except TimeoutError as exc:
+            raise RingTimeoutError(
+                f"batch not committed within its timeout: the ring stayed full ({exc})"
+            ) from exc
+        return True
 
     def _fail(self, sub: Submission, exc: RingbridgeError) -> None:
         if sub.give_up(exc):
-            self._failed[exc.code] += 1
+            self._counts.failed[exc.code] += 1
 
     # -- introspection -----------------------------------------------------------
 
     def statistics(self) -> ProducerStatistics:
+        c = self._counts
         return ProducerStatistics(
             running=self.alive,
             stopping=self._stopping,
-            next_seq=self._next_seq,
-            batches_committed=self._batches,
-            samples_committed=self._samples,
-            bytes_committed=self._bytes,
-            ring_bytes_committed=self._ring_bytes,
+            next_seq=self._pub.next_seq,
+            batches_committed=c.batches,
+            samples_committed=c.samples,
+            bytes_committed=c.bytes,
+            ring_bytes_committed=c.ring_bytes,
             ring_full_waits=self._full_waits,
-            batches_abandoned=self._abandoned,
-            batches_failed=dict(self._failed),
+            batches_abandoned=c.abandoned,
+            batches_failed=dict(c.failed),
             queued_batches=len(self._line),
+            regions_pending=len(self._pub),
+            discarded_bytes=c.discarded_bytes,
             admission=self._admission.statistics(),
             crashed=self._crashed is not None,
             kick=self._kicker.statistics() if self._kicker is not None else None,

@@ -15,7 +15,15 @@ produces through it; nothing here needs the service::
         ring.commit_batch(records)              # many records, one store
         ring.typed("prog.bpf.o", "struct sample").send({"kind": 1, "value": 5})
 
-Modules: :mod:`.buffer` (:class:`UserRingBuffer`), :mod:`.sample`
+Claims (:mod:`.claims`): space written in place -- many records, or bytes
+arriving from a socket -- and published later, in claim order, with one
+store; what must never be read is covered with DISCARD records first::
+
+    pos = ring.claim(len(records))
+    ring.claim_view(pos, len(records))[:] = records
+    ring.publish(pos + len(records))
+
+Modules: :mod:`.buffer` (:class:`UserRingBuffer`), :mod:`.claims`, :mod:`.sample`
 (:class:`Sample`), :mod:`.waits` (edge-triggered waits), :mod:`.lock` (the
 producer lock), :mod:`.typed` (:class:`TypedRing`). It sits on the ring
 protocol core, the kernel binding and (for typed samples) the schema layer;

@@ -33,7 +33,7 @@ from ..core import ring as core
 from ..errors import InvalidBatchError, RecordTooLargeError
 from ..schema.batch import EncodedBatch
 from ..schema.binary import validate_binary_batch
-from .mapped import MappedRing
+from .claims import Claims
 from .sample import Sample
 from .waits import SpaceWaiter
 
@@ -71,12 +71,14 @@ class RingStatistics:
     records_written: int
     records_discarded: int
     outstanding_reservations: int
+    #: Claimed (being written in place) and not yet published.
+    claimed_bytes: int
     full_waits: int
     wakeups: int
     recovered_busy: int
 
 
-class UserRingBuffer(MappedRing):
+class UserRingBuffer(Claims):
     """The single producer of one ``BPF_MAP_TYPE_USER_RINGBUF``: reserve, submit,
     discard, commit batches, wait without spinning; idempotent close.
 
@@ -101,6 +103,7 @@ class UserRingBuffer(MappedRing):
         once, like libbpf's ``user_ring_buffer__reserve``.
         """
         self._writable()
+        self._no_claims("a reservation")
         core.check_payload_len(size, self.size)
         need = core.record_size(size)
         self._require_room(need, "record")
@@ -110,7 +113,7 @@ class UserRingBuffer(MappedRing):
         # below orders it first, and the kernel reads no header past the
         # producer_pos it acquired.
         _HDR.pack_into(self._data, off, size | core.BUSY_BIT, 0)
-        self._prod = pos + need
+        self._prod = self._claimed = pos + need
         self._ops.store_release_u64(self._prod_addr, self._prod)
         sample = Sample(self, pos, size, self._data[off + 8 : off + 8 + size])
         self._outstanding[pos] = sample
@@ -170,6 +173,7 @@ class UserRingBuffer(MappedRing):
         written.
         """
         self._writable()
+        self._no_claims("a batch commit")
         batch = self._batch(records)
         n = len(batch.records)
         self._require_room(n, "batch")
@@ -180,7 +184,7 @@ class UserRingBuffer(MappedRing):
         # The data area is mapped twice in a row: [off, off+n) is contiguous
         # even when it wraps past the ring's end.
         self._data[off : off + n] = batch.records
-        self._prod = start + n
+        self._prod = self._claimed = start + n
         self._ops.store_release_u64(self._prod_addr, self._prod)
         self.records_written += batch.count
         return Commit(start, self._prod, batch.count)
@@ -303,6 +307,7 @@ class UserRingBuffer(MappedRing):
             records_written=self.records_written,
             records_discarded=self.records_discarded,
             outstanding_reservations=len(self._outstanding),
+            claimed_bytes=self._claimed - self._prod,
             full_waits=self.full_waits,
             wakeups=self._waits.wakeups if self._waits is not None else 0,
             recovered_busy=self.recovered_busy,

@@ -135,6 +135,9 @@ class MappedRing(Closing):
         self._ops = ops()
         # The kernel never writes producer_pos: our copy is the truth from here.
         self._prod = self._ops.load_acquire_u64(self._prod_addr)
+        # End of the space claimed and not yet published (ringbridge.ring.claims):
+        # == _prod when nothing is claimed. Claimed space counts as used.
+        self._claimed = self._prod
         self._cons = self._ops.load_acquire_u64(self._cons_addr)
 
     @classmethod
@@ -182,13 +185,13 @@ class MappedRing(Closing):
         return self._prod - self.consumer_pos()
 
     def _has_room(self, need: int) -> bool:
-        if core.free_space(self.size, self._prod, self._cons) >= need:
+        if core.free_space(self.size, self._claimed, self._cons) >= need:
             return True
-        return core.free_space(self.size, self._prod, self.consumer_pos()) >= need
+        return core.free_space(self.size, self._claimed, self.consumer_pos()) >= need
 
     def _require_room(self, need: int, what: str) -> None:
         if not self._has_room(need):
-            free = core.free_space(self.size, self._prod, self._cons)
+            free = core.free_space(self.size, self._claimed, self._cons)
             raise RingFullError(f"{self.what} has {free} bytes free, {what} needs {need}")
 
     def _check_open(self) -> None:

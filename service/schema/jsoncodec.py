@@ -41,6 +41,7 @@ from .jsonexact import ExactPath
 from .jsonfast import Fallback, FlatLayout
 from .jsonkeys import check_duplicate_keys
 from .jsonlimits import check_sample_count, max_objects
+from .jsonscan import JsonScanner
 from .jsonshape import DATA, frame_id
 from .kinds.base import BASE64_PATTERN
 from .kinds.composite import CompositeNode
@@ -76,6 +77,8 @@ class SampleCodec:
             else None
         )
         self._objects_per_sample = max(1, max_objects(node))
+        # The native scanner, tried before anything else (see jsonscan).
+        self.scanner = JsonScanner.for_node(node) if self.typed else None
         # Quoted JSON keys whose presence next to a `data` sample makes the
         # fast decoder's "absent == 0" ambiguous (see _maybe_mixed).
         names = tuple(s.name for s in node.slots)
@@ -222,6 +225,13 @@ class SampleCodec:
         limit: int,
         max_samples: int | None = None,
     ) -> tuple[Any, EncodedBatch]:
+        scanner = self.scanner
+        if scanner is not None:
+            scanned = scanner.batch(
+                body, frame=frame, ring_size=ring_size, limit=limit, max_samples=max_samples
+            )
+            if scanned is not None:
+                return scanned
         if max_samples is not None:
             check_sample_count(body, max_samples, self._objects_per_sample)
         try:
