@@ -9,11 +9,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-# wrk: the benchmark's HTTP load generator (its quick mode runs in the test suite).
+# wrk: the benchmark's HTTP load generator, iperf3: its loopback TCP anchor (its
+# quick mode runs in the test suite).
 # systemd: systemd-analyze and systemd-sysusers check deploy/systemd (make lint);
 # util-linux: unshare, setpriv and mount run the unit's install and start in tests.
+# nats-server: the fleet tests start their own (JetStream, temp store, loopback).
+# Debian's package also enables a service of its own on systemd hosts (127.0.0.1:4222,
+# no JetStream); the tests never use it.
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool gcc make libelf-dev zlib1g-dev linux-libc-dev wrk \
-  systemd util-linux
+  systemd util-linux nats-server iperf3
 # `make image`: the image's base, extra `docker build` flags (e.g. --network host),
 # and the wheelhouse the build installs from (filled here with the host's pip).
 BASE_IMAGE ?= debian:bookworm-slim
@@ -131,11 +135,12 @@ test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Writes bench/results.{md,json,png}; BENCH_ARGS=--update-readme also rewrites
-# README.md's table, BENCH_ARGS=--quick is the smoke run the tests do.
+# README.md's table, BENCH_ARGS=--quick is the smoke run the tests do. The
+# `bench` extra brings matplotlib (the plot) and granian (served beside uvicorn).
 BENCH_ARGS ?=
 bench: setup
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
-	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	@$(BIN)/python -c 'import matplotlib, granian' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Every wheel the image needs, at the versions of constraints/lock.txt (the ones

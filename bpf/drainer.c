@@ -7,8 +7,8 @@
  * costs an executor hand-off and two GIL transfers per batch, and the worker
  * competes with the event loop for the GIL while the loop serves clients.
  * This thread never touches the GIL. The producer's kick is one atomic
- * exchange, plus one eventfd write only when the thread is not already due
- * to drain; an idle thread sleeps in read(2) and costs nothing.
+ * exchange, plus one eventfd write only when the thread sleeps (not while
+ * it drains or is due to); an idle thread sleeps in read(2) and costs nothing.
  *
  * Semantics (as the Python producer relies on them):
  *  - every kick is followed by a drain that starts after the kick: the
@@ -46,6 +46,7 @@ struct rb_drainer {
 	const uint64_t *consumer_pos;
 	uint32_t requested;
 	uint32_t stop;
+	uint32_t awake; /* the thread is draining, or about to look at requested */
 	pthread_t thread;
 };
 
@@ -98,16 +99,31 @@ static void *thread_main(void *arg)
 
 		if (read(d->efd, &v, sizeof(v)) < 0 && errno != EINTR && errno != EAGAIN)
 			break;
-		/*
-		 * stop is read before requested: a kick made before the stop was
-		 * asked for has set requested by then, so its drain still runs.
-		 */
-		stopping = __atomic_load_n(&d->stop, __ATOMIC_SEQ_CST);
-		/* Cleared before draining: a kick from here on gets a drain of its own. */
-		if (__atomic_exchange_n(&d->requested, 0, __ATOMIC_SEQ_CST))
-			drain(d);
-		if (stopping)
-			break;
+		__atomic_store_n(&d->awake, 1, __ATOMIC_SEQ_CST);
+		for (;;) {
+			/*
+			 * stop is read before requested: a kick made before the stop
+			 * was asked for has set requested by then, so its drain still runs.
+			 */
+			stopping = __atomic_load_n(&d->stop, __ATOMIC_SEQ_CST);
+			/* Cleared before draining: a kick from here on gets a drain of its own. */
+			if (__atomic_exchange_n(&d->requested, 0, __ATOMIC_SEQ_CST)) {
+				drain(d);
+				continue;
+			}
+			if (stopping)
+				return NULL;
+			/*
+			 * Going to sleep: awake is cleared before requested is read
+			 * again (both seq_cst, as in rb_drainer_kick, which sets
+			 * requested and then reads awake): a kick either is seen here
+			 * or sees awake cleared and writes the eventfd.
+			 */
+			__atomic_store_n(&d->awake, 0, __ATOMIC_SEQ_CST);
+			if (!__atomic_load_n(&d->requested, __ATOMIC_SEQ_CST))
+				break;
+			__atomic_store_n(&d->awake, 1, __ATOMIC_SEQ_CST);
+		}
 	}
 	return NULL;
 }
@@ -158,10 +174,16 @@ static void wake(struct rb_drainer *d)
 		;
 }
 
-/* Asks for a drain that starts after this call. Never blocks. */
+/*
+ * Asks for a drain that starts after this call. Never blocks; writes the
+ * eventfd (a syscall and a wake-up) only when the thread sleeps: while it
+ * drains, a kick is one atomic exchange and a load, which matters under load,
+ * when the producer commits faster than one drain per commit.
+ */
 void rb_drainer_kick(struct rb_drainer *d)
 {
-	if (!__atomic_exchange_n(&d->requested, 1, __ATOMIC_SEQ_CST))
+	if (!__atomic_exchange_n(&d->requested, 1, __ATOMIC_SEQ_CST) &&
+	    !__atomic_load_n(&d->awake, __ATOMIC_SEQ_CST))
 		wake(d);
 }
 

@@ -69,6 +69,32 @@ struct drain_ctx {
 	__u32 budget;
 };
 
+/*
+ * kind_value[kind] += value, carrying into kind_value_hi (see ringbridge.h).
+ * Only the holder of the ring's busy bit runs this, and on this CPU's own
+ * copy: one writer. The carry path is rare (once per 2^64 of a kind's sum on
+ * a CPU) and fenced: the fetching add on carry_end is a full barrier (its
+ * result is used, so it is BPF_FETCH: lock xadd on x86, ldaddal on arm64),
+ * so a reader that sees the new lo/hi words sees the new carry_end; the
+ * exchange on carry_begin (always fetching: xchg, swpal) orders the lo/hi
+ * stores before it, so a reader that sees the new carry_begin sees them.
+ */
+static __always_inline void add_value(struct ringbridge_counters *c, __u32 kind,
+				      __u64 value)
+{
+	__u64 sum = c->kind_value[kind] + value;
+	__u64 started;
+
+	if (sum >= value) {
+		c->kind_value[kind] = sum;
+		return;
+	}
+	started = __sync_fetch_and_add(&c->carry_end, 1) + 1;
+	c->kind_value[kind] = sum;
+	c->kind_value_hi[kind]++;
+	__sync_lock_test_and_set(&c->carry_begin, started);
+}
+
 static long on_sample(struct bpf_dynptr *dynptr, void *ctx)
 {
 	struct drain_ctx *d = ctx;
@@ -85,7 +111,7 @@ static long on_sample(struct bpf_dynptr *dynptr, void *ctx)
 		c->short_samples++;
 	} else if (s.kind < RINGBRIDGE_MAX_KINDS) {
 		c->kind_count[s.kind]++;
-		c->kind_value[s.kind] += s.value;
+		add_value(c, s.kind, s.value);
 	} else {
 		c->kind_overflow++;
 	}

@@ -36,7 +36,20 @@ enum ringbridge_drain_error {
 	RINGBRIDGE_ERR_MAX = 4,
 };
 
-/* Value of the single-entry per-CPU array `ringbridge_counters`. */
+/*
+ * Value of the single-entry per-CPU array `ringbridge_counters`.
+ *
+ * A kind's `value` sum on one CPU is the 128-bit number
+ * kind_value_hi[k] * 2^64 + kind_value[k]: a sum of u64 values passes 2^64
+ * (and a Prometheus counter must never go backwards). The carry is taken on
+ * each CPU's own words, where it can be seen (lo + v < v); user space adds
+ * the CPUs' 128-bit sums. A carry changes two words, so it is bracketed by
+ * carry_end (bumped first) and carry_begin (set to the same count last): a
+ * reader, which copies the value from low to high addresses, took a
+ * consistent copy of this CPU when carry_begin == carry_end, and reads again
+ * otherwise. Every other change is to one word, which a reader sees old or
+ * new but never torn.
+ */
 struct ringbridge_counters {
 	__u64 samples;       /* records handed to the callback */
 	__u64 bytes;         /* their payload bytes */
@@ -44,8 +57,11 @@ struct ringbridge_counters {
 	__u64 drain_errors[RINGBRIDGE_ERR_MAX];
 	__u64 short_samples; /* records shorter than struct ringbridge_sample */
 	__u64 kind_overflow; /* samples whose kind >= RINGBRIDGE_MAX_KINDS */
+	__u64 carry_begin;   /* carries completed on this CPU (written last) */
 	__u64 kind_count[RINGBRIDGE_MAX_KINDS];
-	__u64 kind_value[RINGBRIDGE_MAX_KINDS];
+	__u64 kind_value[RINGBRIDGE_MAX_KINDS];    /* low 64 bits of the sum */
+	__u64 kind_value_hi[RINGBRIDGE_MAX_KINDS]; /* carries out of kind_value */
+	__u64 carry_end;     /* carries started on this CPU (written first) */
 };
 
 /*

@@ -26,8 +26,9 @@ drawing is the code)::
     ├── RequestError                     (400) the request itself, before its batch is looked at
     │   ├── UnauthorizedError            (401) no bearer token
     │   ├── ForbiddenError               (403) wrong bearer token
-    │   ├── InvalidRequestError          (422) a bad ?wait=, ?timeout= or Idempotency-Key
+    │   ├── InvalidRequestError          (422) a bad query parameter or Idempotency-Key
     │   ├── KeyReusedError               (422) an Idempotency-Key sent with another body
+    │   ├── NotFoundError                (404) no such route or event map
     │   ├── RequestTimeoutError          (408) body not received before the deadline
     │   ├── ClientGoneError              (499) the client left before the commit
     │   ├── PeerLimitError               (429) a peer's WebSocket connections at their limit
@@ -41,11 +42,13 @@ drawing is the code)::
     │       ├── RingTimeoutError         not committed by the batch's deadline
     │       └── RingClosedError          producer or ring closed (or crashed)
     ├── RingCorruptError                 the ring holds what the kernel rejects
+    │   └── ForeignWriterError           another writer moved producer_pos or wrote a record
     ├── KernelError                      a bpf()/libbpf/mmap/epoll call failed; .op, .target, .errno
     │   └── BpfObjectError               open/load/find in a BPF object
-    ├── PinError                         bpffs pin dir missing/foreign/mismatched
-    │   └── ProducerLockedError          another producer holds the pin dir's lock
+    ├── PinError                         bpffs pin dir missing/foreign/mismatched; lock unusable
+    │   └── ProducerLockedError          another producer holds the ring's lock
     ├── ConfigError                      invalid settings
+    │   ├── MapTypeError                 the map is not a BPF_MAP_TYPE_USER_RINGBUF
     │   ├── SchemaError                  a BTF type that samples cannot be made of
     │   └── ListenError                  cannot listen on --host/--port
     └── ClientError                      (none) the client side (ringbridge.client, push, stats)
@@ -150,7 +153,8 @@ class ForbiddenError(RequestError):
 
 
 class InvalidRequestError(RequestError):
-    """A query parameter is not in its form (``wait``, ``timeout``)."""
+    """A query parameter is missing or not in its form (``wait``, ``timeout``, ``map``),
+    or an ``Idempotency-Key`` header is not."""
 
     status_hint = 422
     code = "invalid_request"
@@ -162,6 +166,13 @@ class KeyReusedError(RequestError):
 
     status_hint = 422
     code = "key_reused"
+
+
+class NotFoundError(RequestError):
+    """What the request names does not exist: a route, or an event map (``?map=``)."""
+
+    status_hint = 404
+    code = "not_found"
 
 
 class RequestTimeoutError(RequestError):
@@ -259,6 +270,13 @@ class RingCorruptError(RingbridgeError):
     code = "ring_corrupt"
 
 
+class ForeignWriterError(RingCorruptError):
+    """Another writer moved the ring's producer_pos or wrote a record this producer
+    did not: the producer stopped committing (a user ring buffer takes one producer)."""
+
+    code = "foreign_writer"
+
+
 class KernelError(RingbridgeError):
     """A call into the kernel or libbpf failed.
 
@@ -284,13 +302,14 @@ class BpfObjectError(KernelError):
 
 
 class PinError(RingbridgeError):
-    """A bpffs pin directory cannot be used as asked (foreign, mismatched, missing)."""
+    """A bpffs pin directory cannot be used as asked (foreign, mismatched, missing),
+    or the producer lock cannot be taken where it lives."""
 
     code = "pin"
 
 
 class ProducerLockedError(PinError):
-    """Another producer (a running service) holds the pin dir's producer lock."""
+    """Another producer (a service or a library user) holds the ring's producer lock."""
 
     code = "producer_locked"
 
@@ -299,6 +318,12 @@ class ConfigError(RingbridgeError):
     """Settings are invalid or inconsistent."""
 
     code = "config"
+
+
+class MapTypeError(ConfigError):
+    """The map given as a user ring buffer is of another type (or not a BPF map)."""
+
+    code = "map_type"
 
 
 class SchemaError(ConfigError):

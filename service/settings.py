@@ -8,9 +8,13 @@ Every field is settable, with the same parsing, from four places (highest first)
    (``ring_size = "8M"`` or ``ring-size = 8388608``);
 4. the default.
 
-Sizes take K/M/G suffixes everywhere (:mod:`ringbridge.units`). The token can
-come from a file (``token_file``) so that it never appears in argv or the
-environment of a container. Inconsistent combinations raise
+Sizes take K/M/G suffixes everywhere (:mod:`ringbridge.units`); durations are
+finite seconds up to a day; a boolean is a value only for a switch (TOML's
+``submit_timeout = true`` is refused, not read as 1 s). A ``RINGBRIDGE_*``
+variable or a file key that is no setting is refused, naming the nearest one
+(:mod:`ringbridge.settings_sources`). The token can come from a file
+(``token_file``) so that it never appears in argv or the environment of a
+container. Inconsistent combinations raise
 :class:`~ringbridge.errors.ConfigError` when the model is built, so the service
 refuses to start instead of failing on the first request.
 """
@@ -19,26 +23,43 @@ from __future__ import annotations
 
 import ipaddress
 import mmap
-import os
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from .core import ring as core
 from .errors import ConfigError
+from .events.options import EventSettings
+from .fleet.options import NatsSettings
+from .kernel.environment import bpffs_name_problem
 from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
-from .units import parse_size
+from .settings_clients import ClientSettings
+from .settings_sources import CONFIG_ENV, EnvNamespaceCheck, TomlFileSource, config_file
+from .settings_types import (
+    MAX_SECONDS,
+    Globals,
+    MapSizes,
+    Names,
+    Paths,
+    Seconds,
+    Size,
+    usable_token,
+)
+
+__all__ = ["CONFIG_ENV", "MAX_SECONDS", "MiB", "Settings", "is_loopback"]
 
 MiB = 1024 * 1024
 
@@ -50,50 +71,6 @@ MAX_DRAIN_BUDGET = 131_072
 
 DrainMode = Literal["timer", "kick", "external"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-
-#: A byte count: an int, or a string with a K/M/G suffix.
-Size = Annotated[int, BeforeValidator(parse_size)]
-
-
-def _items(value: Any) -> list[str]:
-    """A repeated flag's list, or one comma-separated string (an environment variable)."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, list | tuple):
-        return [str(item).strip() for item in value]
-    raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
-
-
-def parse_map_sizes(value: Any) -> dict[str, int]:
-    """``{"NAME": bytes}`` from ``["NAME=SIZE", ...]``, ``"A=1K,B=2M"`` or a TOML table."""
-    if isinstance(value, dict):
-        pairs = [(str(k), v) for k, v in value.items()]
-    else:
-        pairs = []
-        for item in _items(value):
-            name, sep, size = item.partition("=")
-            if not sep or not name.strip() or not size.strip():
-                raise ValueError(f"map size {item!r}: expected NAME=SIZE, e.g. slots=1K")
-            pairs.append((name.strip(), size.strip()))
-    out: dict[str, int] = {}
-    for name, size in pairs:
-        if name in out:
-            raise ValueError(f"map size for {name!r} given twice")
-        out[name] = parse_size(size)
-    return out
-
-
-#: ``NAME=SIZE`` pairs (repeatable flag; comma-separated in the environment).
-MapSizes = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_map_sizes)]
-#: Names (repeatable flag; comma-separated in the environment).
-Names = Annotated[list[str], NoDecode, BeforeValidator(_items)]
-#: Paths (repeatable flag; comma-separated in the environment).
-Paths = Annotated[list[Path], NoDecode, BeforeValidator(_items)]
-
-#: The settings file in use while a Settings is being built (see :meth:`Settings.load`).
-_config_file: ContextVar[Path | None] = ContextVar("ringbridge_config_file", default=None)
-CONFIG_ENV = "RINGBRIDGE_CONFIG"
-
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only listens on the loopback interface."""
@@ -107,34 +84,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _TomlFileSource(PydanticBaseSettingsSource):
-    """Field values from the TOML settings file, below the environment in priority."""
+class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings):
+    """Every setting of the service; ``nats*`` fields come from :class:`NatsSettings`,
+    ``event_*`` ones from :class:`EventSettings`, ``ws_*`` ones from :class:`ClientSettings`."""
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ reads the whole file at once
-
-    def __call__(self) -> dict[str, Any]:
-        path = _config_file.get()
-        if path is None:
-            env = os.environ.get(CONFIG_ENV)
-            path = Path(env) if env else None
-        if path is None:
-            return {}
-        try:
-            with path.open("rb") as f:
-                data = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"settings file {path}: cannot read: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"settings file {path}: not valid TOML: {exc}") from exc
-        values = {str(k).replace("-", "_"): v for k, v in data.items()}
-        unknown = sorted(set(values) - set(self.settings_cls.model_fields))
-        if unknown:
-            raise ConfigError(f"settings file {path}: unknown settings: {', '.join(unknown)}")
-        return values
-
-
-class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
     @classmethod
@@ -146,16 +99,21 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+        return (
+            init_settings,
+            EnvNamespaceCheck(settings_cls),
+            env_settings,
+            TomlFileSource(settings_cls),
+        )
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None, config: Path | None = None) -> Settings:
         """Settings from ``overrides`` (flags) over env over ``config`` (or $RINGBRIDGE_CONFIG)."""
-        token = _config_file.set(config)
+        token = config_file.set(config)
         try:
             return cls(**(overrides or {}))
         finally:
-            _config_file.reset(token)
+            config_file.reset(token)
 
     host: str = Field(default="127.0.0.1", description="listen address")
     port: int = Field(default=8470, ge=0, le=65535, description="listen port (0 = any free)")
@@ -229,6 +187,13 @@ class Settings(BaseSettings):
         description="attach the object's programs that have an attach point "
         "(fentry, kprobe, tracepoint...) while serving",
     )
+    set_global: Globals = Field(
+        default_factory=dict,
+        description="NAME=VALUE: an integer global (.bss or .data) of your object, written "
+        "after it loads and before its programs attach, as a loader sets "
+        "skel->bss->NAME (e.g. a pid filter; repeatable)",
+        json_schema_extra={"metavar": "NAME=VALUE"},
+    )
     ring_pin: Path | None = Field(
         default=None,
         description="feed a user ring another loader pinned at this bpffs path "
@@ -248,18 +213,33 @@ class Settings(BaseSettings):
     )
     max_sample_bytes: Size = Field(default=65536, description="max bytes of one sample")
     max_batch_bytes: Size = Field(default=4 * MiB, description="max body / frame / batch bytes")
-    submit_timeout: float = Field(
+    submit_timeout: Seconds = Field(
         default=5.0,
         gt=0,
         description="default ?timeout=: how long a batch may wait, from admission, behind "
         "other batches and for ring space before it is refused (503), s",
     )
-    max_timeout: float = Field(default=300.0, gt=0, description="upper bound of ?timeout=, s")
-    body_timeout: float = Field(
+    max_timeout: Seconds = Field(default=300.0, gt=0, description="upper bound of ?timeout=, s")
+    body_timeout: Seconds = Field(
         default=10.0,
         gt=0,
         description="time a client has to send its whole body once admitted, else 408; "
         "bounds how long a slow client holds admission credit, s",
+    )
+    header_timeout: Seconds = Field(
+        default=10.0,
+        gt=0,
+        description="time a client has to send a request's line and headers, from connecting "
+        "(or from the request's first byte on a kept-alive connection), else the connection "
+        "is closed (408 if the request had begun); bounds slowloris clients, s",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        gt=0,
+        description="most connections open at once, HTTP and WebSocket; beyond it a new one "
+        "closes the connection that waited longest without a request in progress, else gets "
+        "503 at once (default 16384, lowered to fit the fd limit, which is raised to its "
+        "hard limit at start)",
     )
     token: str | None = Field(
         default=None,
@@ -282,30 +262,11 @@ class Settings(BaseSettings):
         "and batches waiting to commit, all together; beyond it requests get 503 at once, "
         "unread (default: the larger of 64 MiB and 8 * max_batch_bytes)",
     )
-    ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
-    ws_idle_timeout: float = Field(
-        default=300.0,
-        gt=0,
-        description="a WebSocket with no frame received and no ack owed for this long is "
-        "closed (1001), s",
+    shutdown_grace: Seconds = Field(
+        default=5.0, ge=0, description="time to finish queued batches, s"
     )
-    ws_max_per_peer: int = Field(
-        default=256,
-        gt=0,
-        description="WebSocket connections one peer address may hold; more are refused (429) "
-        "at the handshake",
-    )
-    idempotency_keys: int = Field(
-        default=16384,
-        ge=16,
-        le=1 << 20,
-        description="Idempotency-Key values remembered: a batch sent again under its key is "
-        "answered with its first ack while it is among the last N keyed batches committed "
-        "(kept with the pins, 64 bytes each)",
-    )
-    shutdown_grace: float = Field(default=5.0, ge=0, description="time to finish queued batches, s")
     retry_after: int = Field(default=1, ge=0, description="Retry-After seconds on 503")
-    ready_stall_seconds: float = Field(
+    ready_stall_seconds: Seconds = Field(
         default=10.0, gt=0, description="readyz fails when the consumer is stuck this long"
     )
     log_level: LogLevel = Field(default="info", description="log level")
@@ -322,6 +283,24 @@ class Settings(BaseSettings):
             "(implies drop_privileges; the held fds keep working)"
         ),
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _switches_only_take_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for a number; from a TOML file that is a
+        # mistake (`submit_timeout = true`), never a duration or a count.
+        name = info.field_name
+        if isinstance(value, bool) and name and cls.model_fields[name].annotation is not bool:
+            raise ValueError(f"got the boolean {str(value).lower()}: {name} is not a switch")
+        return value
+
+    @field_validator("pin_dir", "ring_pin")
+    @classmethod
+    def _bpffs_takes_the_name(cls, value: Path | None) -> Path | None:
+        problem = bpffs_name_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     # The fields given (flags, env, file) before the validator derived others.
     _given: frozenset[str] = PrivateAttr(default=frozenset())
@@ -345,6 +324,7 @@ class Settings(BaseSettings):
         self._given = frozenset(self.model_fields_set)
         if self.ring_pin is not None:
             self._check_ring_pin()
+        self._check_events()
         if self.sample_header is None and (self.header_include or self.header_include_dir):
             raise ConfigError(
                 "--header-include and --header-include-dir only apply to --sample-header"
@@ -354,11 +334,13 @@ class Settings(BaseSettings):
             if self.token is not None:
                 raise ConfigError("token and token_file are both set; keep one")
             try:
-                self.token = self.token_file.read_text().strip()
+                self.token = self.token_file.read_text()
             except OSError as exc:
                 raise ConfigError(
                     f"token_file {self.token_file}: cannot read: {exc.strerror or exc}"
                 ) from exc
+        if self.token is not None:
+            self.token = usable_token(self.token)
         # Limits left at their defaults follow a smaller ring, so that
         # `--ring-size 64K` alone is a valid configuration; limits given
         # explicitly are checked as given.
@@ -400,8 +382,6 @@ class Settings(BaseSettings):
             # Resolved now so that an unknown user stops the service before
             # it loads or pins anything.
             resolve_user(self.user)
-        if self.token is not None and not self.token.strip():
-            raise ConfigError("token is empty; unset it to disable authentication")
         if self.token is None and not is_loopback(self.host) and not self.allow_unauthenticated:
             raise ConfigError(
                 f"refusing to listen on {self.host} without a token: anyone who can reach "
@@ -428,7 +408,9 @@ class Settings(BaseSettings):
                 ("ring_map", "--ring-map"),
                 ("map_size", "--map-size"),
                 ("drain_program", "--drain-program"),
+                ("set_global", "--set-global"),
                 ("export_map", "--export-map"),
+                ("event_map", "--event-map"),
             )
             if name in given and getattr(self, name)
         ]

@@ -14,7 +14,8 @@ def parse_size(text: str | int) -> int:
 
     Raises ValueError (with the offending text) for anything else or a size <= 0.
     """
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        # A TOML file can hold anything (`ring_size = [1, 2]`, `= true`).
         raise ValueError(f"invalid size {text!r}: use bytes or a K/M/G suffix, e.g. 8M")
     if isinstance(text, int):
         n = text

@@ -16,33 +16,30 @@ Both ends use this module -- the server (:mod:`ringbridge.api`), the client
   it).
 - **The error** (:class:`ErrorInfo`): ``{"error": {"code", "message",
   "index"}}``, or ``{"id", "error": {...}}`` on the WebSocket.
-- **The idempotency key** of ``POST /v1/samples``: an ``Idempotency-Key``
-  header (:data:`IDEMPOTENCY_KEY`, 1 to 255 visible ASCII characters, the
-  client's own unique name for one batch; :func:`parse_idempotency_key`).
-  The server remembers the ack of the last ``idempotency_keys`` keyed
-  batches it committed, with the pins, across restarts. A batch sent again
-  under its key is answered with the first ack (same seqs, ``state`` as of
-  now) and the header ``Idempotent-Replayed: true`` (:data:`REPLAYED`), and
-  is not committed again; while the first is still in flight, the resend
-  waits for it (503 ``in_flight`` once its own timeout runs out); if the
-  first was not committed, the resend is a new batch. A key sent with
-  another body is refused (422 ``key_reused``). So a client that lost the
-  connection after sending -- it cannot know whether the batch was
-  committed -- sends it again under the same key, and gets exactly one
-  commit. Keys are not taken on the WebSocket (a stream's un-acked batches
-  are the client's to track).
+- **The idempotency key** of ``POST /v1/samples`` (:data:`IDEMPOTENCY_KEY`,
+  :func:`parse_idempotency_key`): a batch sent again under its key, while
+  among the last ``idempotency_keys`` keyed batches committed (kept with the
+  pins), gets the first ack and :data:`REPLAYED`, and is not committed again;
+  a resend while the first is in flight waits for it (503 ``in_flight`` at
+  its own timeout); another body under the key is 422 ``key_reused``.
 - **The rules** (:data:`RULES`), per error code: the HTTP status, whether
   the batch may be sent again (503 + ``Retry-After``: the server committed
   nothing of it) and the close code of a stream that ends for that cause.
   They are read off the error classes (each cause's ``code`` and
   ``status_hint``; "retry" is :class:`~ringbridge.errors.UnavailableError`
   and its subclasses), so a new cause cannot be missing from the table.
+- **Events** (``GET /v1/events?map=NAME[&format=binary]``, WebSocket or
+  Server-Sent Events): the query (:func:`parse_events_query`), an event as
+  JSON (``{"seq", "value"}`` typed, ``{"seq", "data"}`` base64 untyped), the
+  gap marker ``{"lost", "first_seq", "last_seq"}``, a binary event frame
+  (:func:`binary_event`: u64 LE seq, then the record) and an SSE message
+  (:func:`sse_message`).
 """
 
 from __future__ import annotations
 
 import math
-import uuid
+import struct
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
@@ -64,8 +61,7 @@ from .errors import (
 WaitFor = Literal["committed", "consumed"]
 WAITS: Final[tuple[WaitFor, ...]] = ("committed", "consumed")
 
-#: The request header naming a batch for resends, and the answer's header
-#: saying that the ack is the one given to the batch's first sending.
+#: The header naming a batch for resends; the answer's, saying the ack is its first.
 IDEMPOTENCY_KEY: Final = "Idempotency-Key"
 REPLAYED: Final = "Idempotent-Replayed"
 MAX_KEY_LENGTH: Final = 255
@@ -242,19 +238,14 @@ def parse_query(query: bytes | str) -> tuple[WaitFor, float | None]:
 def parse_idempotency_key(value: str | None) -> str | None:
     """The ``Idempotency-Key`` header's key (None when absent); InvalidRequestError
     unless it is 1 to 255 visible ASCII characters."""
-    if value is None:
-        return None
-    if not 0 < len(value) <= MAX_KEY_LENGTH or not all("!" <= ch <= "~" for ch in value):
+    if value is not None and not (
+        0 < len(value) <= MAX_KEY_LENGTH and all("!" <= ch <= "~" for ch in value)
+    ):
         raise InvalidRequestError(
             f"{IDEMPOTENCY_KEY}: expected 1 to {MAX_KEY_LENGTH} visible ASCII characters, "
             f"got {value[:40]!r}{'...' if len(value) > 40 else ''}"
         )
     return value
-
-
-def new_idempotency_key() -> str:
-    """A fresh key for one batch (the client's side): 128 random bits, hex."""
-    return uuid.uuid4().hex
 
 
 def query_params(wait: WaitFor, timeout: float | None) -> dict[str, str]:
@@ -354,3 +345,76 @@ def read_frame_answer(raw: bytes | str) -> tuple[Any, Ack | ErrorInfo]:
     if isinstance(err, dict):
         return frame_id, _error_info(err)
     return frame_id, read_ack(body, frame_id)
+
+
+# -- events: GET /v1/events -----------------------------------------------------------
+
+EVENTS_PATH: Final = "/v1/events"
+EventFormat = Literal["json", "binary"]
+#: Seconds between the keep-alive comments of an idle Server-Sent Events stream; a
+#: client that hears nothing for several of them may take the server for gone.
+EVENTS_KEEPALIVE: Final = 15.0
+#: The head of a binary event frame: the event's seq (u64 little-endian); the
+#: record's bytes follow, as the program published them.
+EVENT_SEQ: Final = struct.Struct("<Q")
+
+
+def parse_events_query(query: bytes | str) -> tuple[str, EventFormat]:
+    """``map`` (required) and ``format`` (``json``, the default, or ``binary``) of an
+    events query; :class:`InvalidRequestError` otherwise. Other keys are ignored."""
+    name = ""
+    fmt: EventFormat = "json"
+    text = query.decode("latin-1") if isinstance(query, bytes) else query
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key == "map":
+            name = value
+        elif key == "format":
+            if value == "json":
+                fmt = "json"
+            elif value == "binary":
+                fmt = "binary"
+            else:
+                raise InvalidRequestError(
+                    f"query.format: Input should be 'json' or 'binary', got {value!r}"
+                )
+    if not name:
+        raise InvalidRequestError("query.map: the event map to read is required (?map=NAME)")
+    return name, fmt
+
+
+def events_params(name: str, fmt: EventFormat = "json") -> dict[str, str]:
+    """The query a client sends to read event map ``name``."""
+    return {"map": name} if fmt == "json" else {"map": name, "format": fmt}
+
+
+def event_json(item: dict[str, Any]) -> bytes:
+    """One event or gap marker as compact JSON (one line: SSE ``data:`` needs no escaping)."""
+    return _encode(item)
+
+
+def binary_event(seq: int, data: bytes) -> bytes:
+    return EVENT_SEQ.pack(seq) + data
+
+
+def read_binary_event(frame: bytes) -> tuple[int, bytes]:
+    """(seq, record bytes) of a binary event frame; ClientError when it is too short."""
+    if len(frame) < EVENT_SEQ.size:
+        raise ClientError(f"a binary event frame has at least 8 bytes, got {len(frame)}")
+    return EVENT_SEQ.unpack_from(frame)[0], frame[EVENT_SEQ.size :]
+
+
+def sse_message(data: bytes, *, seq: int | None = None, event: str | None = None) -> bytes:
+    """One Server-Sent Events message: ``id`` the event's seq (none on a gap marker),
+    ``event: lost`` on a gap marker, ``data`` the item's JSON."""
+    head = b"" if seq is None else b"id: %d\n" % seq
+    if event is not None:
+        head += b"event: " + event.encode() + b"\n"
+    return head + b"data: " + data + b"\n\n"
+
+
+def read_event(raw: bytes | str) -> dict[str, Any]:
+    """An event or gap marker as the client reads it; ClientError when it is not one."""
+    body = _json(raw)
+    if not isinstance(body, dict) or not ("seq" in body or "lost" in body):
+        raise ClientError(f"the server sent something that is not an event: {raw!r:.200}")
+    return body

@@ -19,13 +19,24 @@ import pytest
 from ringbridge.artifacts import PACKAGE_DIR
 from ringbridge.schema import SampleCodec
 
+from .support.natsserver import NatsServer, nats_server_binary, running_nats
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 BPFFS = Path("/sys/fs/bpf")
 
 
 #: Marker -> the variable under which a test with it must not skip (set by .ci/run).
-REQUIRED_BY_ENV = {"kernel": "RINGBRIDGE_REQUIRE_KERNEL", "container": "RINGBRIDGE_REQUIRE_DOCKER"}
+#: Most specific first: a test with several of these markers follows only the
+#: first one's variable. The container and NATS tests need the kernel too, but
+#: a machine with a kernel and no Docker engine (or no nats-server) may skip
+#: them under RINGBRIDGE_REQUIRE_KERNEL=1; only their own variable
+#: (RINGBRIDGE_REQUIRE_DOCKER, RINGBRIDGE_REQUIRE_NATS) makes the skip fail.
+REQUIRED_BY_ENV = {
+    "container": "RINGBRIDGE_REQUIRE_DOCKER",
+    "nats": "RINGBRIDGE_REQUIRE_NATS",
+    "kernel": "RINGBRIDGE_REQUIRE_KERNEL",
+}
 
 
 def required(env_var: str) -> bool:
@@ -63,26 +74,39 @@ def kernel_or_skip() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kernel: needs root, CAP_BPF and bpffs (real kernel)")
     config.addinivalue_line("markers", "slow: takes tens of seconds (CI still runs it)")
+    config.addinivalue_line("markers", "nats: starts a real nats-server (JetStream)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("kernel") is not None:
-        kernel_or_skip()
+        # A skip, never a failure here: the report hook below decides, from
+        # the test's most specific marker, whether this skip may stand.
+        reason = _kernel_unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
+
+
+def governing_variable(item: pytest.Item) -> tuple[str, str] | None:
+    """``(marker, variable)`` that decides whether ``item`` may skip, or None."""
+    for marker, env_var in REQUIRED_BY_ENV.items():
+        if item.get_closest_marker(marker) is not None:
+            return marker, env_var
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A skip of a test whose marker is in REQUIRED_BY_ENV fails while that variable is set."""
+    """A skip of a test whose governing marker's variable is set is a failure."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if not report.skipped:
+    governing = governing_variable(item)
+    if not report.skipped or governing is None:
         return
-    for marker, env_var in REQUIRED_BY_ENV.items():
-        if required(env_var) and item.get_closest_marker(marker) is not None:
-            report.outcome = "failed"
-            reason = report.longrepr
-            report.longrepr = f"{marker} test skipped under {env_var}=1: {reason}"
-            return
+    marker, env_var = governing
+    if required(env_var):
+        report.outcome = "failed"
+        reason = report.longrepr
+        report.longrepr = f"{marker} test skipped under {env_var}=1: {reason}"
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +158,21 @@ def pin_dir() -> Iterator[Path]:
         yield path
     finally:
         _remove_tree(path.parent)
+
+
+def nats_binary_or_skip() -> str:
+    """Debian's nats-server; a skip without it (a failure under RINGBRIDGE_REQUIRE_NATS=1)."""
+    binary = nats_server_binary()
+    if binary is None:
+        reason = "nats-server is not installed (make setup installs Debian's)"
+        if required(REQUIRED_BY_ENV["nats"]):
+            pytest.fail(f"{REQUIRED_BY_ENV['nats']}=1 but {reason}")
+        pytest.skip(reason)
+    return binary
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server with JetStream on a temp store, on loopback, for this test alone."""
+    with running_nats(tmp_path / "nats", nats_binary_or_skip()) as server:
+        yield server

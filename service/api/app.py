@@ -22,9 +22,9 @@ from ..assemble import assemble, report_startup_failure
 from ..errors import RingbridgeError
 from ..producer.admission import Admission
 from ..settings import Settings
-from . import docs, metrics, routes, ws
+from . import docs, events, metrics, routes, ws
 from .fastpath import RingbridgeApp
-from .wsread import ReadCredit
+from .wslimits import FrameCredit
 
 log = logging.getLogger("ringbridge.app")
 
@@ -83,12 +83,13 @@ def create_app(settings: Settings | None = None) -> RingbridgeApp:
     app.state.runtime = None
     app.state.startup_error = None
     app.state.metrics = metrics.ServiceMetrics(lambda: app.state.runtime)
-    # WebSocket frames are read on credit (api/wsread.py), one line per app.
-    app.state.ws_reads = ReadCredit(lambda: _admission(app))
+    # WebSocket frames are read on credit (api/wslimits.py), one line per app.
+    app.state.ws_reads = FrameCredit(lambda: _admission(app))
     routes.install_error_handlers(app)
     routes.install_openapi(app)
     docs.install_docs(app, protect=protect)
     app.include_router(routes.router)
     app.include_router(ws.router)
+    app.include_router(events.router)
     app.include_router(metrics.router)
     return app

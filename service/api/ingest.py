@@ -12,9 +12,10 @@ stream (:mod:`ringbridge.api.ws`):
    (:class:`~ringbridge.errors.OverloadedError`) with the body left unread;
 3. :func:`read_body` -- the body, within the credit's bytes and the body
    timeout (a slow client must not hold credit for long: 408);
-4. :func:`decode` -- the one decode dispatch, for a JSON body, a binary body
-   or frame and a WebSocket text frame: validation into ring records (a
-   worker thread for big ones), then the credit resized to the batch;
+4. :func:`decode` -- the decode rule every front door shares
+   (:mod:`ringbridge.schema.payload`), for a JSON body, a binary body or
+   frame and a WebSocket text frame: validation into ring records (a worker
+   thread for big ones), then the credit resized to the batch;
 5. ``producer.submit(batch, credit, gone=watch_disconnect(receive))`` -- the
    batch is given up (never committed) if the client disconnects first (a
    stream's batches use ``producer.enqueue``: they commit even then).
@@ -31,10 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -42,48 +42,47 @@ from starlette.responses import Response
 from .. import schema, wire
 from ..errors import (
     ClientGoneError,
-    KeyInFlightError,
-    KeyReusedError,
     RecordTooLargeError,
     RequestTimeoutError,
     RingbridgeError,
     RingTimeoutError,
-    SampleError,
-    UnsupportedMediaTypeError,
 )
-from ..producer.admission import Credit
-from ..producer.keys import Keyed, KeyRecord, body_digest, key_digest
+from ..producer.keys import Keyed, KeyRecord
 from ..producer.observe import Arrival
 from ..runtime import Runtime
+from ..schema.payload import (
+    BINARY,
+    JSON,
+    TEXT_FRAME,
+    THREAD_DECODE_BYTES,
+    Limits,
+    decode_payload,
+    media_type,
+    offload,
+)
 from ..wire import Ack, ErrorInfo, WaitFor
 from .decodecost import decode_cost
+from .idempotency import body_digest, first_sending, key_digest
 
-log = logging.getLogger("ringbridge.ingest")
+__all__ = [
+    "BINARY",
+    "JSON",
+    "TEXT_FRAME",
+    "THREAD_DECODE_BYTES",
+    "decode",
+    "decode_now",
+    "error_response",
+    "ingest_http",
+    "media_type",
+    "offload",
+    "read_body",
+    "refuse",
+    "refuse_frame",
+    "reservation",
+    "watch_disconnect",
+]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-#: Payloads larger than this are decoded in a worker thread: decoding a
-#: multi-megabyte JSON batch takes milliseconds, which the event loop (and
-#: every other connection) should not wait for.
-THREAD_DECODE_BYTES = 256 * 1024
-
-#: What a payload is, for :func:`decode`: a body's media type, or a WebSocket
-#: text frame (``{"id", "samples"}``; a binary frame is a binary body).
-JSON = "application/json"
-BINARY = "application/octet-stream"
-TEXT_FRAME = "text frame"
-
-
-def media_type(content_type: str | None) -> str:
-    """``application/json; charset=utf-8`` -> ``application/json``; refuses others (415)."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media != JSON and media != BINARY:
-        raise UnsupportedMediaTypeError(
-            f"Content-Type {media or 'none'} is not supported: send {JSON} or {BINARY}"
-        )
-    return media
 
 
 def reservation(content_length: str | None, limit: int) -> int:
@@ -162,54 +161,10 @@ async def watch_disconnect(receive: Receive) -> None:
 
 
 def decode_now(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, schema.EncodedBatch]:
-    """(the text frame's id, or None; the validated batch) of ``data``, a ``kind`` payload.
-
-    Any failure is a :class:`~ringbridge.errors.RingbridgeError`: whatever
-    else a decoder raises is refused as this batch's fault (and logged), so
-    one bad payload never costs a connection or a 500.
-    """
-    s, codec = rt.settings, rt.codec
-    if len(data) > s.max_batch_bytes:
-        unit = "characters" if isinstance(data, str) else "bytes"
-        raise RecordTooLargeError(
-            f"batch of {len(data)} {unit} exceeds the limit of {s.max_batch_bytes}"
-        )
-    fid: Any = None
-    try:
-        if kind in (TEXT_FRAME, JSON):
-            limits = {
-                "ring_size": s.ring_size,
-                "max_sample_bytes": s.max_sample_bytes,
-                "max_samples": codec.max_samples(s.max_batch_bytes),
-            }
-            if kind == TEXT_FRAME:
-                fid, batch = codec.decode_ws_text_frame(data, **limits)
-            else:
-                batch = codec.decode_json_batch(data, **limits)
-        else:
-            # Binary payloads are bytes; only a text frame is str.
-            raw = data.encode() if isinstance(data, str) else data
-            batch = schema.validate_binary_batch(
-                raw, ring_size=s.ring_size, max_sample_bytes=s.max_sample_bytes
-            )
-    except RingbridgeError:
-        raise
-    except Exception as exc:
-        log.warning("decoder failed", exc_info=exc)
-        raise SampleError(f"batch could not be decoded: {type(exc).__name__}") from exc
-    if batch.nbytes > s.max_batch_bytes:
-        # JSON may encode to more ring bytes than its own size (small structs).
-        raise RecordTooLargeError(
-            f"batch takes {batch.nbytes} ring bytes, over the limit of {s.max_batch_bytes}"
-        )
-    return fid, batch
-
-
-async def offload(size: int, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``fn(*args)``, in a worker thread when it decodes more than THREAD_DECODE_BYTES."""
-    if size > THREAD_DECODE_BYTES:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
+    """(the text frame's id, or None; the validated batch) of ``data``, a ``kind`` payload:
+    the decode rule (:func:`ringbridge.schema.payload.decode_payload`) within the
+    service's limits."""
+    return decode_payload(rt.codec, Limits.of(rt.settings), kind, data)
 
 
 async def decode(
@@ -282,19 +237,22 @@ async def ingest_http(
         body = await read_body(receive, credit.nbytes, rt.settings.body_timeout, expected)
         if key is not None:
             digest = await offload(len(body), body_digest, body)
-            first = await _first_sending(rt, key_digest(key), digest, credit)
+            first = await first_sending(rt, key_digest(key), digest, credit.deadline)
             if isinstance(first, KeyRecord):
                 ack = first.ack()
                 if wait == "consumed":
-                    ack = await rt.producer.wait_consumed(ack, credit.remaining(_now()))
+                    left = credit.remaining(asyncio.get_running_loop().time())
+                    ack = await rt.producer.wait_consumed(ack, left)
                 return ack, True
             keyed = first
         _, batch = await decode(rt, kind, body, credit.deadline)
         del body
         credit.resize(batch.nbytes)
+        if keyed is not None:
+            keyed.count = batch.count
         gone = asyncio.ensure_future(watch_disconnect(receive))
         try:
-            ack = await rt.producer.submit(batch, credit, wait=wait, gone=gone, keyed=keyed)
+            ack = await rt.producer.submit(batch, credit, wait=wait, gone=gone, before_commit=keyed)
         finally:
             gone.cancel()
         rt.batches.acked("http", arrival, ack, wait)
@@ -302,45 +260,7 @@ async def ingest_http(
     finally:
         credit.release()
         if keyed is not None:
-            keyed.abandoned()  # a no-op once the producer settled it
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-async def _first_sending(
-    rt: Runtime, key: bytes, body: bytes, credit: Credit
-) -> KeyRecord | Keyed:
-    """The committed first sending of ``key``'s batch, or this request's own, now in flight.
-
-    Waits (until the credit's deadline) while an earlier sending is in
-    flight: its outcome decides. No await between the last look and
-    ``begin``: two resends cannot both become the batch.
-    """
-    keys = rt.producer.keys
-    while True:
-        done = keys.committed(key)
-        if done is not None:
-            if done.body != body:
-                raise KeyReusedError(
-                    f"{wire.IDEMPOTENCY_KEY} names an earlier batch with another body "
-                    f"(seqs {done.first_seq}..{done.first_seq + done.count - 1}): "
-                    "a key must name one batch"
-                )
-            keys.replayed += 1
-            return done
-        earlier = keys.in_flight(key)
-        if earlier is None:
-            return keys.begin(key, body)
-        try:
-            async with asyncio.timeout(credit.remaining(_now())):
-                await asyncio.shield(earlier.done)
-        except TimeoutError:
-            raise KeyInFlightError(
-                f"the batch of this {wire.IDEMPOTENCY_KEY} is still being committed "
-                "(sent earlier); ask again"
-            ) from None
+            keyed.abandoned()  # a no-op once it was committed
 
 
 # -- refusals ---------------------------------------------------------------------

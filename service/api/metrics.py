@@ -9,7 +9,8 @@ prometheus-client objects, so a scrape always shows the kernel's current
 numbers. The backend brings its own collectors (``Backend.exporters``); only
 the commit latency histogram is a live prometheus-client object. The series
 of :mod:`ringbridge.api.opsmetrics` (health gauges, batch histograms, process
-and build) are in the same registry.
+and build) and, with ``--nats``, :mod:`ringbridge.api.fleetmetrics` are in the
+same registry.
 """
 
 from __future__ import annotations
@@ -23,18 +24,22 @@ from fastapi.responses import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ..backends.exported import exact_samples
-from ..producer.observe import LATENCY_BUCKETS
+from ..producer.observe import LATENCY_BUCKETS, Buckets
 from ..runtime import Runtime
 from ..wire import Ack
-from . import opsmetrics
+from . import fleetmetrics, opsmetrics
 from .auth import require_token_if_protected
 
 # No ``*_created`` series: a gauge of the histogram's creation time per
@@ -105,8 +110,64 @@ class RingbridgeCollector(Collector):
             yield counter("drain_kicks", "On-demand drain program runs.", p.kick.kicks)
             yield counter("drain_kick_errors", "On-demand drain runs that failed.", p.kick.errors)
         yield from opsmetrics.collect(rt)
+        if rt.fleet is not None:
+            yield from fleetmetrics.collect(rt.fleet.statistics())
+        yield from _event_metrics(rt)
         for export in rt.exports:
             yield from export.collect()
+
+
+def _event_metrics(rt: Runtime) -> Iterator[Metric]:
+    """Per event map (``--event-map``, ``--event-pin``); the families are there, empty,
+    without event maps, so that dashboards and alert rules find them."""
+    events = CounterMetricFamily(
+        "ringbridge_events", "Events read out of a kernel ring buffer, by map.", labels=["map"]
+    )
+    nbytes = CounterMetricFamily(
+        "ringbridge_events_bytes", "Bytes of those events, by map.", labels=["map"]
+    )
+    lost = CounterMetricFamily(
+        "ringbridge_events_lost",
+        "Events a subscriber did not get: slow_subscriber (its buffer was full; counted "
+        "per subscriber) or no_subscriber (nobody subscribed), by map.",
+        labels=["map", "reason"],
+    )
+    subscribers = GaugeMetricFamily(
+        "ringbridge_events_subscribers", "Subscribers of an event map now.", labels=["map"]
+    )
+    decode_errors = CounterMetricFamily(
+        "ringbridge_events_decode_errors",
+        "Events shorter than their map's type, sent with their bytes instead, by map.",
+        labels=["map"],
+    )
+    for st in rt.events.statistics():
+        events.add_metric([st.name], st.events)
+        nbytes.add_metric([st.name], st.bytes)
+        for reason, n in st.lost.items():
+            lost.add_metric([st.name, reason], n)
+        subscribers.add_metric([st.name], st.subscribers)
+        decode_errors.add_metric([st.name], st.decode_errors)
+    yield from (events, nbytes, lost, subscribers, decode_errors)
+
+
+class _CommitLatency(Collector):
+    """``ringbridge_commit_latency_seconds`` from plain bucket counts.
+
+    Observed once per committed batch on the event loop: a bisect and two
+    increments, not prometheus-client's locked ``Histogram.observe`` (two
+    lock round trips a batch, measurable on the WebSocket path).
+    """
+
+    def __init__(self) -> None:
+        self.buckets = Buckets(LATENCY_BUCKETS)
+
+    def collect(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(
+            "ringbridge_commit_latency_seconds",
+            "Time from enqueue to commit of a batch.",
+            buckets=self.buckets.cumulative(),
+            sum_value=self.buckets.sum,
+        )
 
 
 class ServiceMetrics:
@@ -114,17 +175,13 @@ class ServiceMetrics:
 
     def __init__(self, runtime: Callable[[], Runtime | None]) -> None:
         self.registry = CollectorRegistry()
-        self.commit_latency = Histogram(
-            "ringbridge_commit_latency_seconds",
-            "Time from enqueue to commit of a batch.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.commit_latency = _CommitLatency()
+        self.registry.register(self.commit_latency)
         self.registry.register(RingbridgeCollector(runtime))
         opsmetrics.register(self.registry)
 
     def observe_commit(self, latency: float, ack: Ack) -> None:
-        self.commit_latency.observe(latency)
+        self.commit_latency.buckets.observe(latency)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -135,12 +192,18 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
     p = rt.producer.statistics()
     ring = rt.ring.statistics()
     producer = asdict(p)
+    fleet: dict[str, Any] | None = None
+    if rt.fleet is not None:
+        st = rt.fleet.statistics()
+        fleet = {**asdict(st), "messages": st.messages}
     return {
         "producer": producer,
         "rejected": dict(rt.rejections.by_reason),
         "ring": asdict(ring),
         "kernel": rt.backend.kernel_stats(),
         "exported": exact_samples(rt.exports),
+        "fleet": fleet,
+        "events": event_stats(rt),
         "config": {
             "drain": rt.backend.drain,
             "ring_size": rt.settings.ring_size,
@@ -150,6 +213,20 @@ def stats_snapshot(rt: Runtime) -> dict[str, Any]:
             "pins_reused": rt.backend.reused,
         },
     }
+
+
+def event_stats(rt: Runtime) -> dict[str, Any]:
+    """Per event map: its counters and its reader's positions."""
+    readers = {r.name: r for r in (rt.feeds.statistics() if rt.feeds is not None else [])}
+    out: dict[str, Any] = {}
+    for st in rt.events.statistics():
+        entry = asdict(st)
+        del entry["name"]
+        reader = readers.get(st.name)
+        if reader is not None:
+            entry["reader"] = {k: v for k, v in asdict(reader).items() if k != "name"}
+        out[st.name] = entry
+    return out
 
 
 router = APIRouter()

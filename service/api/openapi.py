@@ -1,4 +1,4 @@
-"""The OpenAPI description of ``POST /v1/samples``, written from the wire contract.
+"""The OpenAPI description of ``POST /v1/samples`` and ``GET /v1/events``, from the wire contract.
 
 The route's one handler (:func:`ringbridge.api.fastpath.post_samples`) runs
 ahead of FastAPI, so FastAPI cannot read its parameters off a signature:
@@ -66,6 +66,34 @@ def error_docs(keep: Callable[[wire.Rule], bool]) -> dict[int | str, dict[str, A
 # nobody receives) and "retry later". Internal errors (500) are not a contract.
 SAMPLES_ERRORS = error_docs(lambda r: r.retry or (400 <= r.status < 500 and r.status != 499))
 AUTH_ERRORS = error_docs(lambda r: r.status in (401, 403))
+# What a subscription to an event map can be refused with.
+EVENTS_ERRORS = error_docs(
+    lambda r: (
+        r.status in (401, 403, 404) or r in (wire.RULES["invalid_request"], wire.RULES["stopping"])
+    )
+)
+
+EVENTS_OPERATION = {
+    "parameters": [
+        {
+            "name": "map",
+            "in": "query",
+            "required": True,
+            "description": "the event map to read: an --event-map NAME, or the file name "
+            "of an --event-pin PATH",
+            "schema": {"type": "string", "minLength": 1},
+        },
+        {
+            "name": "format",
+            "in": "query",
+            "required": False,
+            "description": "`json`, the only format of Server-Sent Events; `binary` (422 "
+            "here) is for the WebSocket upgrade of this path: one binary frame per event, "
+            "u64 LE seq then the record",
+            "schema": {"type": "string", "enum": ["json"], "default": "json"},
+        },
+    ]
+}
 
 QUERY = [
     {

@@ -1,8 +1,9 @@
 """The series alert rules and dashboards are built on, beyond the service's counters.
 
 - ``ringbridge_ready`` / ``ringbridge_producer_up`` /
-  ``ringbridge_consumer_stalled_seconds``: the verdicts of ``/readyz`` and
-  ``/healthz`` (:mod:`ringbridge.api.health`) as gauges;
+  ``ringbridge_consumer_stalled_seconds`` / ``ringbridge_ring_fault{cause}``:
+  the verdicts of ``/readyz`` and ``/healthz`` (:mod:`ringbridge.api.health`)
+  as gauges;
 - ``ringbridge_batch_samples``, ``ringbridge_batch_bytes``,
   ``ringbridge_ack_latency_seconds``: the per-batch distributions of
   :class:`~ringbridge.producer.observe.BatchObserver`, as histograms;
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .. import __version__
+from ..errors import ForeignWriterError
 from ..producer.observe import BatchObserver
 from ..runtime import Runtime
 from . import health
@@ -71,6 +73,18 @@ def collect(rt: Runtime) -> Iterator[Metric]:
         "1 while the producer task runs and takes batches; 0 once it died or stops.",
         value=1 if checks["producer_running"] else 0,
     )
+    fault = GaugeMetricFamily(
+        "ringbridge_ring_fault",
+        "1 once the service stopped committing to its ring, by cause: foreign_writer "
+        "(another writer moved producer_pos or wrote a record it did not); 0 otherwise. "
+        "Only a restart clears it.",
+        labels=["cause"],
+    )
+    # The rule /healthz and /readyz answer by (single_producer); the cause is the
+    # error code batches are then refused with, exported at 0 too so that rules
+    # and dashboards find the series before anything went wrong.
+    fault.add_metric([ForeignWriterError.code], 0 if checks["single_producer"] else 1)
+    yield fault
     if "consumer_stalled_seconds" in checks:
         yield GaugeMetricFamily(
             "ringbridge_consumer_stalled_seconds",

@@ -112,8 +112,14 @@ async def get_stats(request: Request) -> dict[str, Any]:
 
 @router.get(
     "/healthz",
-    summary="Liveness: the process serves requests and its producer task is alive",
-    responses={503: {"description": "the producer task died: restart the process"}},
+    summary="Liveness: the process serves requests, its producer task is alive and "
+    "nobody else writes its ring",
+    responses={
+        503: {
+            "description": "the producer task died, or another writer touched the ring "
+            "(`reason` says how to recover): restart the process once that is done"
+        }
+    },
 )
 async def healthz(request: Request) -> Response:
     failure = health.producer_failure(getattr(request.app.state, "runtime", None))
@@ -124,14 +130,22 @@ async def healthz(request: Request) -> Response:
 
 @router.get(
     "/readyz",
-    summary="Readiness: object loaded, ring mapped, producer alive, consumer progressing, "
-    "admission open with credit for a full batch",
-    responses={503: {"description": "not ready; `checks` says why"}},
+    summary="Readiness: object loaded, ring mapped, producer alive and alone on the ring, "
+    "consumer progressing, admission open with credit for a full batch",
+    responses={
+        200: {
+            "description": "ready (`status` ready), or ready and `degraded`: a check "
+            "that does not fail readiness failed (NATS disconnected: HTTP is served anyway)"
+        },
+        503: {"description": "not ready; `checks` says why"},
+    },
 )
 async def readyz(request: Request) -> Response:
     ready, checks = health.readiness(getattr(request.app.state, "runtime", None))
+    worse = health.degraded(checks)
+    status = "not ready" if not ready else "degraded" if worse else "ready"
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {"status": status, "checks": checks, "degraded": worse},
         status_code=200 if ready else 503,
     )
 

@@ -1,39 +1,40 @@
 """Run the service under uvicorn: ``run(settings)`` is what ``ringbridge serve`` calls.
 
 One worker by design: the ring has exactly one producer (the pin dir's
-producer lock would refuse a second process anyway). permessage-deflate is
-off -- on binary sample frames it costs 60x in throughput (measured: 438 vs
-27,000 64 KiB frames/s) -- and WebSocket frames may be somewhat larger than
-``max_batch_bytes`` (``Settings.ws_frame_bytes``) so that an over-limit batch
-gets an error ack instead of a dropped connection; frames beyond that are
-closed with 1009.
+producer lock would refuse a second process anyway). uvicorn runs the data
+plane's protocol (:mod:`ringbridge.api.dataplane`: ``POST /v1/samples`` and
+``WS /v1/stream``), which hands every other request to uvicorn's own,
+unmodified protocols: none of uvicorn's private classes is subclassed here.
+permessage-deflate is never negotiated -- on binary sample frames it costs
+60x in throughput (measured: 438 vs 27,000 64 KiB frames/s) -- and
+WebSocket frames may be somewhat larger than ``max_batch_bytes``
+(``Settings.ws_frame_bytes``) so that an over-limit batch gets an error ack
+instead of a dropped connection; frames beyond that are closed with 1009.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-import fcntl
 import logging
 import math
+import signal
 import socket
-import sys
-import termios
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import ListenError, RingbridgeError
-from ..kernel.heap import return_freed_memory
 from ..logs import configure_logging
 from ..runtime import Runtime
 from ..settings import Settings
+from . import connguard
 from .app import create_app
-from .wsprotocol import PONG_BUFFER_LIMIT, RingbridgeWSProtocol
-
-__all__ = ["PONG_BUFFER_LIMIT", "RingbridgeHttpProtocol", "RingbridgeWSProtocol", "run"]
+from .dataplane import DataPlaneProtocol
 
 log = logging.getLogger("ringbridge.server")
 
@@ -43,8 +44,15 @@ STARTUP_FAILURE = 3
 
 def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
     """The uvicorn configuration used by :func:`run` (and by the tests)."""
+    app = app if app is not None else create_app(settings)
+    # The data plane serves POST /v1/samples and WS /v1/stream itself and
+    # hands every other request to uvicorn's own protocols (api/dataplane):
+    # HTTP under the connection guard, WebSocket upgrades as they are. It is
+    # also the WebSocket protocol uvicorn's HTTP protocol upgrades to, so that
+    # /v1/stream on a connection handed over earlier is the data plane's too.
+    protocol: Any = DataPlaneProtocol.bound(app, fallback=connguard.GuardedHttpProtocol)
     return uvicorn.Config(
-        app if app is not None else create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         workers=1,
@@ -52,9 +60,9 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Chosen explicitly, never "auto": a missing C parser or libuv loop
         # would otherwise fall back silently to h11 and the stdlib loop,
         # which halves HTTP throughput (bench/results.md).
-        http=RingbridgeHttpProtocol,
+        http=protocol,
         loop="uvloop",
-        ws=RingbridgeWSProtocol,
+        ws=protocol,
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_frame_bytes,
         # Our structured handler is installed by configure_logging().
@@ -63,145 +71,10 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         # Longer than the producer's grace: see RingbridgeServer.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         server_header=False,
+        # Queued connections are accepted (fds) before the first is looked
+        # at: the backlog is part of the fd budget (api/connguard.py).
+        backlog=connguard.backlog_for(connguard.fd_limit()),
     )
-
-
-class _BodyChunks:
-    """A request body as the chunks the socket delivered, joined once.
-
-    Stands in for uvicorn's ``bytearray`` body buffer: ``+=`` keeps a
-    reference instead of copying, and ``bytes()`` (which uvicorn calls to
-    hand the body to the app) joins the chunks once -- or, for a body that
-    arrived in one chunk, returns that chunk itself, with no copy at all.
-    """
-
-    __slots__ = ("_chunks", "_size")
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def __iadd__(self, chunk: bytes) -> _BodyChunks:
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        return self
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __bytes__(self) -> bytes:
-        chunks = self._chunks
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-class _FirstWriteJoined:
-    """A response's transport that sends its status line and headers with the body.
-
-    uvicorn writes a response's head (on ``http.response.start``) and its
-    body (on ``http.response.body``) with two transport writes, which uvloop
-    turns into two ``send(2)`` calls: a third of the server's time on small
-    answers. The first write is held until the next one (the body; joined
-    when small) or, at the latest, the end of this event-loop pass; every
-    later write, and ``close()``, goes through after it, so the bytes keep
-    their order.
-    """
-
-    __slots__ = ("_held", "_loop", "_transport", "_used")
-
-    #: Bodies up to this size are joined to the held head (one copy of a few
-    #: KiB); larger ones are written after it, without the copy.
-    JOIN_BYTES = 16 * 1024
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-        self._used = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._used:
-            self._used = True
-            self._held = bytes(data)
-            self._loop.call_soon(self.flush)
-            return
-        held = self._held
-        if held is not None:
-            self._held = None
-            if len(data) <= self.JOIN_BYTES:
-                self._transport.write(held + bytes(data))
-                return
-            self._transport.write(held)
-        self._transport.write(data)
-
-    def flush(self) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            if not self._transport.is_closing():
-                self._transport.write(held)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class RingbridgeHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with two copies and a syscall fewer.
-
-    - Bodies: uvicorn appends every chunk to a ``bytearray`` and copies it
-      out again for the app; on 256 KiB sample batches those copies were a
-      fifth of the server's time. Flow control is unchanged: reading pauses
-      once a body's unread bytes pass uvicorn's high-water mark, until the
-      app asks for them.
-    - Responses: head and body leave in one write (:class:`_FirstWriteJoined`).
-    """
-
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        cycle = self.cycle
-        transport: object = cycle.transport if cycle is not None else None
-        if cycle is not None and not isinstance(transport, _FirstWriteJoined):
-            cycle.transport = _FirstWriteJoined(cycle.transport, self.loop)  # type: ignore[assignment]
-
-    def timeout_keep_alive_handler(self) -> None:
-        """Closes an idle kept-alive connection -- unless its next request is waiting.
-
-        The timer may fire with a request already received and not yet read:
-        sent at that very moment, or while the process was stopped past the
-        timeout (SIGSTOP, a paused VM: on resume, timers run before reads).
-        Closing a socket with unread bytes resets the connection, and the
-        client, whose whole body went out, cannot tell that it was never
-        read. With bytes waiting the connection stays, and they are read.
-        """
-        if not self.transport.is_closing() and _unread_bytes(self.transport) > 0:
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
-            return
-        super().timeout_keep_alive_handler()
-
-    def on_body(self, body: bytes) -> None:
-        cycle = self.cycle
-        current: object = cycle.body
-        if not isinstance(current, _BodyChunks):
-            chunks = _BodyChunks()
-            if current:
-                chunks += bytes(cycle.body)
-            cycle.body = chunks  # type: ignore[assignment]
-        super().on_body(body)
-
-
-def _unread_bytes(transport: asyncio.BaseTransport) -> int:
-    """Bytes received on the transport's socket and not read yet (0 when unknown)."""
-    sock = transport.get_extra_info("socket")
-    try:
-        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except (AttributeError, OSError, ValueError):
-        return 0
-    return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
 class RingbridgeServer(uvicorn.Server):
@@ -214,17 +87,27 @@ class RingbridgeServer(uvicorn.Server):
     lifespan could stop the producer. So the producer's stop starts with the
     shutdown: new batches get 503 ``stopping`` at once, queued ones get
     ``shutdown_grace`` seconds to commit and then a 503 -- all answered
-    before uvicorn's own, longer, grace ends. The lifespan's stop is then a
-    no-op wait (``Producer.stop`` is idempotent).
+    before uvicorn's own, longer, grace ends (``Runtime.begin_shutdown``: the
+    fleet front door too). The lifespan's stops are then no-op waits.
     """
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self._app = app
         self._stopping: asyncio.Task[None] | None = None
+        settings: Settings = app.state.settings
+        self.guard = connguard.install(
+            self.server_state,
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+            retry_after=settings.retry_after,
+        )
+        app.state.metrics.registry.register(connguard.ConnectionCollector(self.guard))
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started:
+            self.guard.start(asyncio.get_running_loop(), self.config.backlog)
         if self.started and sockets:
             # uvicorn announces only the sockets it bound itself; say where we
             # listen in the same words (scripts and the test launcher read it).
@@ -237,11 +120,9 @@ class RingbridgeServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         rt = getattr(self._app.state, "runtime", None)
         if isinstance(rt, Runtime) and self._stopping is None:
-            self._stopping = asyncio.create_task(
-                rt.producer.stop(rt.settings.shutdown_grace), name="ringbridge-stop"
-            )
-            rt.streams.shutdown()
+            self._stopping = rt.begin_shutdown()
         await super().shutdown(sockets)
+        self.guard.stop()
 
 
 def make_server(settings: Settings, app: FastAPI | None = None) -> RingbridgeServer:
@@ -277,10 +158,6 @@ _LISTEN_HINTS = {
 }
 
 
-#: The listen backlog (uvicorn's default; uvicorn re-applies its own to the socket).
-LISTEN_BACKLOG = 2048
-
-
 def bind(settings: Settings) -> socket.socket:
     """The listening socket, bound *and listening* before anything is loaded or pinned.
 
@@ -296,7 +173,8 @@ def bind(settings: Settings) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.host, settings.port))
-        sock.listen(LISTEN_BACKLOG)
+        # uvicorn listens again with its backlog (the same: uvicorn_config).
+        sock.listen(connguard.backlog_for(connguard.fd_limit()))
     except OSError as exc:
         sock.close()
         hint = _LISTEN_HINTS.get(exc.errno or 0, "")
@@ -310,10 +188,38 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
+@contextlib.contextmanager
+def _stop_signals_end_the_run(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the server and then let :func:`run` return.
+
+    uvicorn catches both while it serves, shuts down in order and then, once
+    it has put back the handlers it found, raises the signal again so that
+    the process dies "of" it: a SIGTERM exit status of 143, where an orderly
+    stop should exit 0 (what the README promises; a supervisor or
+    ``docker stop`` reads anything else as a failure). The handlers it finds
+    here are its own ``handle_exit``: the re-raised signal only sets a flag
+    nobody reads any more, and :func:`run` returns. A signal that arrives
+    before uvicorn installs its handlers stops the server the same way.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers are the main thread's (uvicorn skips them too)
+        return
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    return_freed_memory()
+    # Room for connections: the connection cap is fitted below this limit.
+    connguard.raise_fd_limit()
     try:
         sock = bind(settings)
     except RingbridgeError as exc:
@@ -328,7 +234,8 @@ def run(settings: Settings) -> int:
     quiet = _KnownStartupFailure(server._app)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
-        server.run(sockets=[sock])
+        with _stop_signals_end_the_run(server):
+            server.run(sockets=[sock])
     finally:
         sock.close()
         logging.getLogger("uvicorn.error").removeFilter(quiet)

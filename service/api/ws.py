@@ -22,16 +22,20 @@ get (:func:`ringbridge.api.ingest.refuse`): 401/403, 422 ``invalid_request``,
 503 + Retry-After. Frames are decoded and refused by the same steps as a
 request body (:mod:`ringbridge.api.ingest`).
 
-Admission: a connection holds no credit of its own. Each data frame is
-reserved whole when its header arrives (:mod:`ringbridge.api.wsread`: a
-connection whose frame finds no credit stops reading until it does); the
-reservation comes with the message (``message["ringbridge.credit"]``), pays
-for the decode's working set on top while it runs (JSON), and is resized to
-the batch's ring bytes -- an ``overloaded`` error ack when that needs more
-than is free -- and returned at the batch's ack. A peer may hold
-``ws_max_per_peer`` connections (429 at the handshake beyond), and a
-connection with no frame received and no ack owed for ``ws_idle_timeout``
-seconds is closed (1001).
+This is the stream under a server other than ours (an ASGI server running
+the app): ``ringbridge serve`` serves ``WS /v1/stream`` on its data plane
+(:mod:`ringbridge.api.dataplane.stream`), which reads each frame only once
+credit for it is reserved. Here the server hands over whole messages, so
+each is admitted as it comes. The rules of :mod:`ringbridge.api.wslimits`
+hold on both:
+
+Admission: a connection holds no credit of its own. Each frame takes credit
+for its size when it arrives (an ``overloaded`` error ack when there is
+none), which pays for the decode's working set on top while it runs (JSON),
+is resized to the batch's ring bytes and returned at the batch's ack. A
+peer may hold ``ws_max_per_peer`` connections (429 at the handshake
+beyond), and a connection with no frame received and no ack owed for
+``ws_idle_timeout`` seconds is closed (1001).
 
 Two tasks per connection. The *reader* validates each frame and enqueues it
 with the producer (enqueue order is commit order), then puts the ack's
@@ -63,7 +67,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from .. import wire
-from ..errors import PeerLimitError, RingbridgeError, StoppingError
+from ..errors import RingbridgeError, StoppingError
 from ..producer.admission import Credit
 from ..producer.observe import Arrival
 from ..runtime import Runtime
@@ -72,7 +76,7 @@ from ..wire import Ack, WaitFor
 from . import ingest
 from .auth import check_token
 from .state import runtime_of
-from .wsprotocol import CREDIT_KEY
+from .wslimits import IdleTimer
 
 log = logging.getLogger("ringbridge.ws")
 router = APIRouter()
@@ -134,27 +138,18 @@ class _Stream:
         )
         self._interruptible = False  # the reader waits for a frame, holding none
         self._reader: asyncio.Task[None] | None = None
-        self._idle: asyncio.TimerHandle | None = None
+        self._idle = IdleTimer(
+            asyncio.get_running_loop(), rt.settings.ws_idle_timeout, self._idle_out
+        )
 
     def stop_reading(self) -> None:
         self._stop = True
         if self._interruptible and self._reader is not None:
             self._reader.cancel()
 
-    def _arm_idle(self) -> None:
-        # No frame received and no ack owed: the connection is idle from now.
-        timeout = self.rt.settings.ws_idle_timeout
-        self._idle = asyncio.get_running_loop().call_later(timeout, self._idle_out, timeout)
-
-    def _disarm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
-    def _idle_out(self, timeout: float) -> None:
-        self._idle = None
+    def _idle_out(self, code: int, reason: str) -> None:
         if self.owed == 0 and not self._stop:
-            self._close = (wire.CLOSE_GOING_AWAY, f"idle for {timeout:g} s")
+            self._close = (code, reason)
             self.stop_reading()
 
     async def run(self) -> None:
@@ -176,7 +171,7 @@ class _Stream:
                 with contextlib.suppress(Exception):
                     await self.ws.close(*self._close)
         finally:
-            self._disarm_idle()
+            self._idle.busy()
             for t in (reader, writer):
                 t.cancel()
             for t in (reader, writer):
@@ -194,7 +189,7 @@ class _Stream:
 
     async def _read_frames(self) -> None:
         loop = asyncio.get_running_loop()
-        self._arm_idle()
+        self._idle.idle()
         while not self._stop:
             # Taken before reading: with the window full we stop reading.
             self._interruptible = True
@@ -205,7 +200,7 @@ class _Stream:
                 self._interruptible = False
             if message["type"] == "websocket.disconnect":
                 return
-            self._disarm_idle()
+            self._idle.busy()
             self.owed += 1
             frame_no = self.frames
             self.frames += 1
@@ -223,11 +218,7 @@ class _Stream:
             del batch  # held by the producer now: not by this frame until the next frame
 
     def _frame_credit(self, message: Mapping[str, Any]) -> Credit | RingbridgeError:
-        """The frame's reservation, which pays for the batch until its ack."""
-        credit: Credit | None = message.get(CREDIT_KEY)
-        if credit is not None:
-            return credit
-        # Read without a meter (a server other than ours): admitted now.
+        """The frame's credit, which pays for the batch until its ack."""
         size = len(message.get("text") or message.get("bytes") or b"")
         try:
             return self.rt.producer.admit(size, self.rt.settings.submit_timeout)
@@ -285,7 +276,7 @@ class _Stream:
             self.window.release()
             self.owed -= 1
             if self.owed == 0 and not self._stop:
-                self._arm_idle()
+                self._idle.idle()
 
 
 @router.websocket("/v1/stream")
@@ -297,11 +288,7 @@ async def stream(ws: WebSocket) -> None:
         if rt.streams.stopping:
             raise StoppingError("the service is stopping and takes no new streams")
         peer = ws.client.host if ws.client is not None else ""
-        if rt.streams.peers[peer] >= rt.settings.ws_max_per_peer:
-            raise PeerLimitError(
-                f"{peer} holds {rt.streams.peers[peer]} WebSocket connections, as many as "
-                f"one peer may (ws_max_per_peer): close one, or send more batches on each"
-            )
+        rt.streams.check_peer(peer, rt.settings.ws_max_per_peer)
     except RingbridgeError as exc:
         # Refused in the HTTP handshake, with the answer POST /v1/samples
         # would get: clients report that far better than an

@@ -6,10 +6,15 @@ API never ask which kind they hold:
 
 - the ring: its fd and size, and the map of the flag telling the consumer a
   producer waits (if the kind has one);
-- its pins: whether they were re-used, the producer lock, and forgetting the
-  ones a failed start created;
+- its pins: whether they were re-used, forgetting the ones a failed start
+  created (the producer lock is the ring's own, taken by the library that
+  maps it: :mod:`ringbridge.ring.lock`), and where ringbridge's own state
+  records (the fleet cursor) live with them;
+- how to recover when another writer touched its ring;
 - where the next sample seq survives a restart (:class:`SeqStore`, or none);
-- the sample codec, from the kind's BTF;
+- where sample and event types are found (the kind's BTF, then the user's
+  ``--sample-btf`` files and ``--sample-header``), the sample codec, and what
+  its maps declare as their values (to check those types against);
 - its Prometheus exporters and the kernel part of ``/v1/stats``;
 - the drain trigger for its mode, in two steps around the privilege drop,
   with its shutdown (quiesce, close) registered on the caller's exit stack;
@@ -24,6 +29,7 @@ implements :class:`SeqStore` and is returned by ``seq_store``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -31,17 +37,27 @@ from typing import Any, Generic, Protocol, TypeVar
 from prometheus_client.registry import Collector
 
 from ..closing import Closing
-from ..errors import RingbridgeError
+from ..errors import RingbridgeError, SchemaError
 from ..kernel import libbpf as lb
 from ..kernel.drainer import NativeDrainer
-from ..kernel.pins import lock_producer, unpin
-from ..kernel.ringbuf import UserRingBuffer
+from ..kernel.pins import STATE_PINS, unpin
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, Kicker
-from ..producer.task import SeqStore
-from ..schema import SampleCodec
+from ..ring import UserRingBuffer
+from ..schema import SampleCodec, TypeSources, model
+from ..schema.btf import BtfSource
 from ..settings import DrainMode, Settings
 
-__all__ = ["Backend", "LoadedBackend", "PinDirBackend", "SeqStore", "kick_trigger"]
+__all__ = [
+    "Backend",
+    "LoadedBackend",
+    "PinDirBackend",
+    "SeqStore",
+    "kick_trigger",
+    "open_type_sources",
+    "state_pin_under",
+    "typed_codec",
+]
 
 log = logging.getLogger("ringbridge.backends")
 
@@ -65,6 +81,10 @@ class Backend(Protocol):
         """The ring's data size: the settings' or, for a ring pinned by another, the pin's."""
 
     @property
+    def ring_name(self) -> str:
+        """Where the ring is pinned, for messages."""
+
+    @property
     def waiting_flag_fd(self) -> int | None:
         """An mmapable map whose first u32 tells the consumer a producer waits for
         space (the built-in ctl map); None: the consumer wakes the producer after
@@ -81,15 +101,31 @@ class Backend(Protocol):
     def seq_store(self) -> SeqStore | None:
         """Where the next sample seq survives a restart (None: seqs start at 0)."""
 
-    def lock(self) -> Closing:
-        """Takes the one-producer lock of the ring (ProducerLockedError if held)."""
+    def recovery_hint(self) -> str:
+        """How to recover once another writer touched the ring (the service stopped
+        committing): logged and served by ``/healthz`` and ``/readyz``."""
 
     def forget_pins(self) -> None:
         """Removes the pins this start created (a failed start leaves the pin dir as
         it found it); nothing when they were re-used or are not ours. Never raises."""
 
-    def sample_codec(self) -> SampleCodec:
-        """The JSON sample codec (``--sample-type`` from this kind's BTF, or raw only)."""
+    def state_pin(self, name: str) -> Path:
+        """Where ringbridge keeps its state record ``name`` (one of
+        ``kernel.pins.STATE_PINS``) with this kind's pins, so that it lives
+        and goes with them: in the pin set itself, or for a ring another
+        loader pinned in ``--pin-dir`` (which then holds nothing else)."""
+
+    def open_types(self) -> TypeSources:
+        """Where sample and event types are found: this kind's BTF first, then the
+        ``--sample-btf`` files, then the ``--sample-header`` (compiled now); the caller
+        closes it (:func:`open_type_sources`)."""
+
+    def sample_codec(self, types: TypeSources) -> SampleCodec:
+        """The JSON sample codec (``--sample-type`` found in ``types``, or raw only)."""
+
+    def declared_value(self, map_name: str) -> tuple[int, model.Type | None]:
+        """What the kernel side's map ``map_name`` declares as its value:
+        ``(value_size, type or None)``; ``(0, None)`` when nothing is known."""
 
     def exporters(self) -> list[Collector]:
         """Prometheus collectors of the kernel side, read at scrape time."""
@@ -114,6 +150,45 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Releases the fds (pins stay); idempotent."""
+
+
+def state_pin_under(pin_dir: Path, name: str) -> Path:
+    """``pin_dir / name`` for a state record of ringbridge's (``STATE_PINS``)."""
+    if name not in STATE_PINS:
+        raise ValueError(f"{name!r} is not one of ringbridge's state records {sorted(STATE_PINS)}")
+    return pin_dir / name
+
+
+def open_type_sources(
+    settings: Settings,
+    primary: tuple[str, BtfSource] | None = None,
+    owned: Sequence[Closing] = (),
+) -> TypeSources:
+    """``primary`` (a kind's own BTF; ``owned`` closes with the sources), then the
+    settings' ``--sample-btf`` files and ``--sample-header``."""
+    return TypeSources.open(
+        primary=primary,
+        btf_files=settings.sample_btf,
+        header=settings.sample_header,
+        header_options=settings.header_options,
+        owned=owned,
+    )
+
+
+def typed_codec(
+    types: TypeSources,
+    type_name: str,
+    *,
+    ring_map: str | None = None,
+    declared: tuple[int, model.Type | None] = (0, None),
+) -> SampleCodec:
+    """The codec of ``--sample-type type_name``, checked against what the ring map declares."""
+    flag = f"--sample-type {type_name}"
+    found = types.find_for(type_name, flag, map_name=ring_map, declared=declared)
+    try:
+        return types.codec(found)
+    except RingbridgeError as exc:
+        raise SchemaError(f"{flag}: {exc.message}") from exc
 
 
 def kick_trigger(prog_fd: int, ring: UserRingBuffer, stack: AsyncExitStack) -> Kicker:
@@ -159,6 +234,10 @@ class LoadedBackend(Generic[L]):
     def closed(self) -> bool:
         return self.loaded.closed
 
+    def declared_value(self, map_name: str) -> tuple[int, model.Type | None]:
+        """Nothing known by default (the built-in consumer's and a pinned ring's maps)."""
+        return 0, None
+
     def close(self) -> None:
         self.loaded.close()
 
@@ -180,8 +259,21 @@ class PinDirBackend(LoadedBackend[L]):
     def reused(self) -> bool:
         return self._reused
 
-    def lock(self) -> Closing:
-        return lock_producer(self.pin_dir)
+    @property
+    def ring_name(self) -> str:
+        return f"pin dir {self.pin_dir}"
+
+    def recovery_hint(self) -> str:
+        return (
+            "stop the other writer (a second ringbridge, or another program writing "
+            "this ring), then restart ringbridge; if drains keep failing "
+            "(ringbridge_kernel_drain_errors: the ring is poisoned), run "
+            f"`ringbridge unpin --pin-dir {self.pin_dir}` before the restart (it drops "
+            "the ring's contents and the kernel state kept in the maps)"
+        )
+
+    def state_pin(self, name: str) -> Path:
+        return state_pin_under(self.pin_dir, name)
 
     def forget_pins(self) -> None:
         if self._reused:

@@ -28,12 +28,12 @@ from ..kernel import libbpf as lb
 from ..kernel.bpfobj import LoadedRingbridge, load_default
 from ..kernel.counters import KernelCounters
 from ..kernel.pins import BUILTIN_MAPS
-from ..kernel.ringbuf import UserRingBuffer
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger, TimerWaker
-from ..producer.task import SeqStore
-from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec
+from ..ring import UserRingBuffer
+from ..schema import DEFAULT_SAMPLE_TYPE, SampleCodec, TypeSources
 from ..settings import DrainMode, Settings
-from .base import PinDirBackend, kick_trigger
+from .base import PinDirBackend, kick_trigger, open_type_sources, typed_codec
 
 __all__ = ["BuiltinBackend", "KernelCountersCollector"]
 
@@ -59,10 +59,17 @@ class BuiltinBackend(PinDirBackend[LoadedRingbridge]):
         # The next seq lives in the pinned ctl map.
         return self.loaded
 
-    def sample_codec(self) -> SampleCodec:
-        return SampleCodec.from_object(
-            self.obj_path, self.settings.sample_type or DEFAULT_SAMPLE_TYPE
-        )
+    def open_types(self) -> TypeSources:
+        obj = lb.BpfObject.open(self.obj_path)
+        try:
+            btf = obj.btf()
+        except BaseException:
+            obj.close()
+            raise
+        return open_type_sources(self.settings, (str(self.obj_path), btf), owned=[obj])
+
+    def sample_codec(self, types: TypeSources) -> SampleCodec:
+        return typed_codec(types, self.settings.sample_type or DEFAULT_SAMPLE_TYPE)
 
     def exporters(self) -> list[Collector]:
         return [KernelCountersCollector(self.loaded)]
@@ -103,7 +110,7 @@ class BuiltinBackend(PinDirBackend[LoadedRingbridge]):
             # Let the kernel consume what we committed, then stop the timer.
             drained = True
             try:
-                await ring.wait_consumed(ring.producer_pos, grace)
+                await ring.wait_consumed_async(ring.producer_pos, grace)
             except Exception:
                 drained = False
             loaded.disarm_timer()
@@ -167,15 +174,15 @@ class KernelCountersCollector(Collector):
         )
         value = CounterMetricFamily(
             "ringbridge_kernel_kind_value",
-            "Sum of `value` by kind (mod 2**64); a float, exact up to 2**53: "
-            "see ringbridge_kernel_kind_value_high/_low for the exact sum.",
+            "Sum of `value` by kind (carried past 2**64, never wraps); a float, exact up "
+            "to 2**53: see ringbridge_kernel_kind_value_high/_low for the exact sum.",
             labels=["kind"],
         )
-        # Prometheus values are float64: a u64 sum above 2**53 loses its low
-        # bits. Its two 32-bit halves are exact: sum = high * 2**32 + low.
+        # Prometheus values are float64: a sum above 2**53 loses its low bits.
+        # sum = high * 2**32 + low with both exact (high up to 2**53: sums below 2**85).
         high = GaugeMetricFamily(
             "ringbridge_kernel_kind_value_high",
-            "Upper 32 bits of the per-kind `value` sum (exact).",
+            "The per-kind `value` sum divided by 2**32, rounded down (exact below 2**85).",
             labels=["kind"],
         )
         low = GaugeMetricFamily(

@@ -20,7 +20,13 @@ from pathlib import Path
 from ..errors import ConfigError, RingbridgeError
 from ..kernel import libbpf as lb
 from ..kernel.bpfobj import default_object_path
-from ..kernel.pins import BUILTIN_MAPS, BUILTIN_PROGS, RING_MAP
+from ..kernel.pins import (
+    BUILTIN_MAPS,
+    BUILTIN_PROGS,
+    RING_MAP,
+    keep_private,
+    retire_legacy_lock,
+)
 from ..settings import DrainMode, Settings
 from .base import Backend
 from .builtin import BuiltinBackend
@@ -48,15 +54,22 @@ def _check_builtin_settings(settings: Settings) -> None:
             ("--drain-program", settings.drain_program is not None),
             ("--map-size", bool(settings.map_size)),
             ("--export-map", bool(settings.export_map)),
+            ("--event-map", bool(settings.event_map)),
+            ("--set-global", bool(settings.set_global)),
         )
         if given
     ]
     if settings.ring_map not in (None, RING_MAP):
         extra.append("--ring-map")
     if extra:
+        events = (
+            ", and no kernel ring buffer (--event-pin reads one another loader pinned)"
+            if settings.event_map
+            else ""
+        )
         raise ConfigError(
             f"{', '.join(extra)}: only for your own --bpf-object; the built-in consumer "
-            "has its own ring, drain programs and counters"
+            f"has its own ring, drain programs and counters{events}"
         )
 
 
@@ -84,8 +97,14 @@ def open_backend(settings: Settings) -> Backend:
     """Loads (or re-opens from pins) the kernel side the settings describe."""
     if settings.ring_pin is not None:
         return RingPinBackend(settings, settings.ring_pin)
+    # An older ringbridge on these pins would not see the ring's own lock.
+    retire_legacy_lock(settings.pin_dir)
     path = settings.bpf_object or default_object_path()
+    backend: Backend
     if settings.bpf_object is None or is_builtin_object(path):
         _check_builtin_settings(settings)
-        return BuiltinBackend(settings, path, drain_mode(settings, builtin=True))
-    return ObjectBackend(settings, path, drain_mode(settings, builtin=False))
+        backend = BuiltinBackend(settings, path, drain_mode(settings, builtin=True))
+    else:
+        backend = ObjectBackend(settings, path, drain_mode(settings, builtin=False))
+    keep_private(settings.pin_dir)
+    return backend

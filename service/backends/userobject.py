@@ -19,16 +19,17 @@ from typing import Any
 from prometheus_client.registry import Collector
 
 from ..errors import ConfigError, RingbridgeError
+from ..events.feeds import check_event_maps
 from ..kernel import libbpf as lb
 from ..kernel.objplan import plan_object
-from ..kernel.ringbuf import UserRingBuffer
 from ..kernel.userobj import LoadedObject, load_object
+from ..producer.contract import SeqStore
 from ..producer.kick import DrainTrigger
-from ..producer.task import SeqStore
 from ..producer.ticker import DrainTicker
-from ..schema import SampleCodec
+from ..ring import UserRingBuffer
+from ..schema import SampleCodec, TypeSources, declared_value, model
 from ..settings import DrainMode, Settings
-from .base import PinDirBackend, kick_trigger
+from .base import PinDirBackend, kick_trigger, open_type_sources, typed_codec
 from .exported import build_exporters
 
 __all__ = ["ObjectBackend"]
@@ -46,7 +47,10 @@ class ObjectBackend(PinDirBackend[LoadedObject]):
             ring_map=settings.ring_map,
             map_sizes=settings.map_size,
             drain_program=settings.drain_program,
+            set_globals=settings.set_global,
         )
+        # Before the load: a wrong --event-map fails without pinning anything.
+        check_event_maps(plan, settings.event_specs)
         loaded = load_object(plan, settings.pin_dir, attach=settings.attach)
         super().__init__(settings, loaded, drain, reused=loaded.reused)
 
@@ -58,15 +62,27 @@ class ObjectBackend(PinDirBackend[LoadedObject]):
     def seq_store(self) -> SeqStore | None:
         return self.loaded.meta
 
-    def sample_codec(self) -> SampleCodec:
-        """Without ``--sample-type``: binary batches and ``{"data": ...}`` samples only."""
+    def open_types(self) -> TypeSources:
+        """The object's own BTF first (it holds a type the program uses from a global,
+        a map or a function signature; an inlined callback's is only in the header)."""
+        plan = self.loaded.plan
+        return open_type_sources(self.settings, (str(plan.path), self.loaded.btf()))
+
+    def sample_codec(self, types: TypeSources) -> SampleCodec:
+        """Without ``--sample-type``: binary batches and ``{"data": ...}`` samples only.
+
+        The type is checked against the value the ring map declares, if it declares
+        one (``__type(value, T)`` or ``__uint(value_size, N)``); the size the program
+        passes to ``bpf_dynptr_data`` leaves no trace in the object to check.
+        """
         sample_type = self.settings.sample_type
         if sample_type is None:
             return SampleCodec.raw_only()
-        try:
-            return SampleCodec.from_object(self.loaded.plan.path, sample_type)
-        except RingbridgeError as exc:
-            raise ConfigError(f"--sample-type {sample_type}: {exc.message}") from exc
+        ring = self.loaded.plan.ring_map
+        return typed_codec(types, sample_type, ring_map=ring, declared=self.declared_value(ring))
+
+    def declared_value(self, map_name: str) -> tuple[int, model.Type | None]:
+        return declared_value(self.loaded.plan.path, map_name)
 
     def exporters(self) -> list[Collector]:
         """``--export-map`` maps and (``--export-globals``) the object's globals."""

@@ -5,9 +5,12 @@ Subcommands (one module each):
 - ``serve``  -- the service (:mod:`.serve`; flags generated from Settings);
 - ``push``   -- stream a file or stdin of samples over the WebSocket (:mod:`.push`);
 - ``stats``  -- ``GET /v1/stats`` as a table or the raw JSON (:mod:`.stats`);
+- ``events`` -- an event map (``GET /v1/events``) as JSON lines (:mod:`.events`);
 - ``types``  -- compile a C header's types into BTF for ``--sample-btf`` (:mod:`.types`);
 - ``drain``  -- run the pinned on-demand drain program once (:mod:`.pins`);
-- ``unpin``  -- remove our pins from a pin dir (:mod:`.pins`).
+- ``unpin``  -- remove our pins from a pin dir (:mod:`.pins`);
+- ``publish`` and ``fleet status`` -- the control-plane side of fleet delivery
+  through NATS JetStream (:mod:`.fleet`).
 
 Client commands take the server's base URL (``--url``, ``$RINGBRIDGE_URL``,
 default http://127.0.0.1:8470); pin commands the pin dir ``serve`` uses.
@@ -61,6 +64,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .events import add_events_parser
+    from .fleet import add_fleet, add_publish
     from .pins import cmd_drain, cmd_unpin
     from .push import cmd_push
     from .stats import cmd_stats
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
     stats.set_defaults(func=cmd_stats)
 
+    add_events_parser(sub)
     add_types_parser(sub)
 
     drain = sub.add_parser(
@@ -134,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unpin.set_defaults(func=cmd_unpin)
 
-    for sp in (push, stats, drain, unpin, sub.choices["types"]):
+    for sp in (push, stats, drain, unpin, sub.choices["types"], sub.choices["events"]):
         sp.add_argument("--log-level", default="warning", help="stderr log level")
+    # Their own --log-level comes with their NATS flags.
+    add_publish(sub)
+    add_fleet(sub)
     return p
 
 

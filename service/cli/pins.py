@@ -32,28 +32,51 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ring_in_use(pin_dir: Path) -> str | None:
+    """Why a producer still holds a ring pinned in ``pin_dir`` (its lock's refusal), or None."""
+    from ..kernel import libbpf as lb
+    from ..kernel.pins import retire_legacy_lock
+    from ..kernel.ringmap import check_user_ringbuf
+    from ..ring import ProducerLock
+
+    try:
+        retire_legacy_lock(pin_dir)
+    except ProducerLockedError as exc:
+        return exc.message
+    for pin in sorted(pin_dir.iterdir()):
+        try:
+            with lb.obj_get(pin) as fd:
+                info = check_user_ringbuf(fd, str(pin))
+                # Probed while the fd keeps the map (and so its id) alive.
+                ProducerLock.acquire(info.id, what=f"the ring pinned at {pin}").close()
+        except ProducerLockedError as exc:
+            return exc.message
+        except RingbridgeError:
+            continue  # not a user ring buffer (or gone meanwhile)
+    return None
+
+
 def cmd_unpin(args: argparse.Namespace) -> int:
     """Remove our pins; a missing pin dir is already the wanted state."""
-    from ..kernel.pins import lock_producer, unpin
+    from ..kernel.pins import retire_leftover_lock, unpin
 
     pin_dir = _pin_dir(args)
     if not pin_dir.exists():
+        retire_leftover_lock(pin_dir)
         print(f"nothing to remove: {pin_dir} does not exist")
         return EXIT_OK
     if not pin_dir.is_dir():
         return fail(f"unpin: {pin_dir} is not a directory")
     if not args.force:
-        # A running service holds the producer lock; pulling its pins would
+        # A running producer holds its ring's lock; pulling its pins would
         # leave it running on a ring nobody else can find or clean up.
-        try:
-            lock = lock_producer(pin_dir)
-        except ProducerLockedError:
+        held = _ring_in_use(pin_dir)
+        if held is not None:
             return fail(
                 f"unpin: a running ringbridge service holds the ring pinned under {pin_dir}; "
                 "stop the service first (its pins are its ring, counters and seq), or pass "
-                "--force to remove them anyway"
+                f"--force to remove them anyway ({held})"
             )
-        lock.close()
     try:
         removed = unpin(pin_dir)
     except RingbridgeError as exc:

@@ -79,8 +79,11 @@ def read_input(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def frames_from_jsonl(data: bytes, name: str, batch_samples: int, batch_bytes: int) -> list[Frame]:
-    """JSON lines -> text frames ``{"id": n, "samples": [...]}``.
+def frames_from_jsonl(
+    data: bytes, name: str, batch_samples: int, batch_bytes: int, *, with_id: bool = True
+) -> list[Frame]:
+    """JSON lines -> text frames ``{"id": n, "samples": [...]}`` (without ``id``: the body of
+    ``POST /v1/samples`` or of a fleet message).
 
     Each line must be one JSON object (a sample); it is checked here so that a
     typo fails fast with its line number, then spliced into the frame as it
@@ -95,7 +98,8 @@ def frames_from_jsonl(data: bytes, name: str, batch_samples: int, batch_bytes: i
         nonlocal batch, lines, size
         if batch:
             fid = len(frames)
-            text = f'{{"id":{fid},"samples":[{",".join(batch)}]}}'
+            head = f'{{"id":{fid},' if with_id else "{"
+            text = f'{head}"samples":[{",".join(batch)}]}}'
             frames.append(Frame(fid, text, len(batch), tuple(lines)))
         batch, lines, size = [], [], 0
 

@@ -50,8 +50,11 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             # Repeatable: each use appends one item; Settings parses the list.
             kw["action"] = "append"
             item = typing.get_args(ann)[:1]
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
             kw["metavar"] = (
-                "NAME=SIZE"
+                str(extra["metavar"])
+                if "metavar" in extra
+                else "NAME=SIZE"
                 if typing.get_origin(ann) is dict
                 else "PATH"
                 if item == (Path,)

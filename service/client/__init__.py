@@ -9,6 +9,9 @@
         with c.stream(window=16) as s:
             futures = [s.send([Sample(3, i)]) for i in range(100)]
         print([f.result().first_seq for f in futures])
+        with c.events("replies") as events:   # a kernel ring buffer (--event-map)
+            for item in events:
+                print(item)   # {"seq": 0, "value": {...}} or {"lost": N, ...}
 
 This subpackage talks to the service over the network only: it imports
 neither the kernel, producer nor API layers (only the shared error
@@ -18,6 +21,7 @@ format), so it is cheap to import and usable on hosts without libbpf.
 
 from ..wire import Ack, WaitFor
 from .clients import AsyncClient, Client
+from .events import AsyncEventStream, EventStream
 from .samples import Sample, SampleLike
 from .stream import AsyncStream, Stream
 from .urls import DEFAULT_URL, ServerURL
@@ -26,8 +30,10 @@ __all__ = [
     "DEFAULT_URL",
     "Ack",
     "AsyncClient",
+    "AsyncEventStream",
     "AsyncStream",
     "Client",
+    "EventStream",
     "Sample",
     "SampleLike",
     "ServerURL",

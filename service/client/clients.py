@@ -1,7 +1,7 @@
-"""``Client`` and ``AsyncClient``: batches over HTTP, streams over the WebSocket.
+"""``Client`` and ``AsyncClient``: batches over HTTP, streams over the WebSocket, events out.
 
 Retries follow the contract, never guess. Every batch goes out under an
-``Idempotency-Key`` of its own (:func:`ringbridge.wire.new_idempotency_key`),
+``Idempotency-Key`` of its own (:func:`new_key`: 128 random bits),
 and is sent again, under the same key, when
 
 - the connection could not be opened (refused, DNS, connect timeout):
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -37,6 +38,7 @@ from ..closing import Closing
 from ..errors import ClientError, OutcomeUnknownError, RejectedError, ServerUnreachableError
 from ..wire import Ack, WaitFor
 from .acks import error_from_body
+from .events import AsyncEventStream, EventStream
 from .samples import Body, SampleLike, encode
 from .urls import TOKEN_ENV, ServerURL, default_url, unreachable_hint
 
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
 
 #: Connection-level failures that happen before anything is sent.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def new_key() -> str:
+    """A fresh ``Idempotency-Key`` for one batch: 128 random bits, hex."""
+    return uuid.uuid4().hex
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -154,7 +161,7 @@ class Client(_Base, Closing):
         :class:`OutcomeUnknownError` to learn that batch's fate.
         """
         body = encode(samples)
-        key = key if key is not None else wire.new_idempotency_key()
+        key = key if key is not None else new_key()
         attempt = 0
         while True:
             try:
@@ -188,6 +195,11 @@ class Client(_Base, Closing):
 
         return Stream.open(self, window=window, wait=wait)
 
+    def events(self, map_name: str) -> EventStream:
+        """Subscribes to the server's event map ``map_name``: ``with c.events("replies")
+        as events: for ev in events: ...`` (see :mod:`ringbridge.client.events`)."""
+        return EventStream.open(self, self._http, map_name)
+
 
 class AsyncClient(_Base):
     """asyncio client. ``async with AsyncClient(url) as c: await c.send([...])``."""
@@ -220,7 +232,7 @@ class AsyncClient(_Base):
     ) -> Ack:
         """As :meth:`Client.send`."""
         body = encode(samples)
-        key = key if key is not None else wire.new_idempotency_key()
+        key = key if key is not None else new_key()
         attempt = 0
         while True:
             try:
@@ -252,3 +264,8 @@ class AsyncClient(_Base):
         from .stream import AsyncStream
 
         return AsyncStream.connect(self, window=window, wait=wait)
+
+    async def events(self, map_name: str) -> AsyncEventStream:
+        """As :meth:`Client.events`: ``async with await c.events("replies") as events:
+        async for ev in events: ...``."""
+        return await AsyncEventStream.open(self, self._http, map_name)

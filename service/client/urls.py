@@ -2,8 +2,9 @@
 
 Every client (``ringbridge.Client``, ``push``, ``stats``) takes the server's
 base URL, ``http[s]://host:port`` (default :data:`DEFAULT_URL`, or
-``$RINGBRIDGE_URL``), and derives the endpoints from it: ``/v1/samples`` and
-``/v1/stats`` over HTTP, ``ws[s]://host:port/v1/stream`` for the stream. A
+``$RINGBRIDGE_URL``), and derives the endpoints from it: ``/v1/samples``,
+``/v1/stats`` and ``/v1/events`` over HTTP, ``ws[s]://host:port/v1/stream`` for
+the stream. A
 ``ws[s]://`` URL is accepted too (its scheme maps back to http[s]), and so is
 a full endpoint URL (``.../v1/stream``), whose endpoint path is dropped. A
 path prefix is kept, for a service behind a reverse proxy that mounts it
@@ -23,7 +24,7 @@ URL_ENV = "RINGBRIDGE_URL"
 TOKEN_ENV = "RINGBRIDGE_TOKEN"
 
 _TO_HTTP = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-_ENDPOINTS = ("/v1/stream", "/v1/samples", "/v1/stats", "/metrics")
+_ENDPOINTS = ("/v1/stream", "/v1/samples", "/v1/stats", "/v1/events", "/metrics")
 
 
 def default_url() -> str:

@@ -38,7 +38,10 @@ MAX_SAMPLE_LEN = (1 << 24) - 1
 #: Records one ``bpf_user_ringbuf_drain()`` call processes at most (discards count).
 MAX_DRAIN_SAMPLES = 128 * 1024
 
-_HDR = struct.Struct("<II")
+#: A record's header: payload length (with the BUSY and DISCARD bits), pad word.
+RECORD_HEADER = struct.Struct("<II")
+#: The zero bytes after a payload of ``n`` bytes: ``PADDING[-n % 8]``.
+PADDING = tuple(bytes(i) for i in range(8))
 _U32 = struct.Struct("<I")
 
 
@@ -95,19 +98,45 @@ def check_payload_len(length: int, ring_size: int, index: int = -1) -> None:
 def encode_record(payload: bytes) -> bytes:
     """One committed (not BUSY) record: header, payload, zero padding."""
     n = len(payload)
-    return b"".join((_HDR.pack(n, 0), payload, bytes(record_size(n) - HDR_SIZE - n)))
+    return b"".join((RECORD_HEADER.pack(n, 0), payload, bytes(record_size(n) - HDR_SIZE - n)))
 
 
 def encode_batch(payloads: Iterable[bytes]) -> bytes:
     """Records for ``payloads`` laid out back to back, ready to copy into a ring."""
     parts: list[bytes] = []
-    pads = [bytes(i) for i in range(8)]
+    pads = PADDING
     for p in payloads:
         n = len(p)
-        parts.append(_HDR.pack(n, 0))
+        parts.append(RECORD_HEADER.pack(n, 0))
         parts.append(p)
         parts.append(pads[-n % 8])
     return b"".join(parts)
+
+
+#: The most bytes one DISCARD record covers: payload ``2**24 - 8`` (a
+#: multiple of 8 within the dynptr limit, which the kernel checks before it
+#: looks at the DISCARD bit) plus its header.
+MAX_DISCARD_SPAN = 1 << 24
+
+
+def discard_headers(nbytes: int) -> list[tuple[int, int]]:
+    """(offset, header word) of the DISCARD records that cover ``nbytes`` of ring space.
+
+    A region of reserved, unpublished space whose bytes must never be read
+    (an invalid body, a client gone) is published as records the kernel
+    skips: one, or one per :data:`MAX_DISCARD_SPAN` bytes, since even a
+    DISCARD record must pass the kernel's size checks. ``nbytes`` is a
+    positive multiple of 8.
+    """
+    if nbytes <= 0 or nbytes % 8:
+        raise ValueError(f"a ring region is a positive multiple of 8 bytes, not {nbytes}")
+    out: list[tuple[int, int]] = []
+    off = 0
+    while off < nbytes:
+        span = min(nbytes - off, MAX_DISCARD_SPAN)
+        out.append((off, (span - HDR_SIZE) | DISCARD_BIT))
+        off += span
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +170,7 @@ def validate_batch(
             f"batch of {total} bytes can never fit a ring of {ring_size} bytes"
         )
     limit = min(max_sample_len, MAX_SAMPLE_LEN)
-    unpack = _HDR.unpack_from
+    unpack = RECORD_HEADER.unpack_from
     off = 0
     count = 0
     payload = 0

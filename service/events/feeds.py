@@ -15,15 +15,24 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..closing import Closing
-from ..errors import ConfigError
+from ..errors import ConfigError, RingbridgeError
 from ..kernel import libbpf as lb
 from ..kernel.eventring import DEFAULT_BUDGET, KernelRingReader, ReaderStatistics
 from ..kernel.objplan import ObjectPlan
+from ..schema import TypeDecoder, TypeSources, model
 from .hub import EventHub, EventMap
 
-__all__ = ["EventFeeds", "EventSpec", "check_event_maps", "parse_event_spec"]
+__all__ = [
+    "EventFeeds",
+    "EventSpec",
+    "MapSource",
+    "check_event_maps",
+    "open_event_feeds",
+    "parse_event_spec",
+]
 
 log = logging.getLogger("ringbridge.events")
 
@@ -107,3 +116,80 @@ class EventFeeds(Closing):
             reader.close()
         self._feeds = []
         self.hub.close()
+
+
+class MapSource(Protocol):
+    """What the feeds need of the kernel side (a :class:`ringbridge.backends.Backend`)."""
+
+    def map_fd(self, name: str) -> lb.Fd: ...
+
+    def declared_value(self, map_name: str) -> tuple[int, model.Type | None]: ...
+
+
+def _flag(spec: EventSpec) -> str:
+    where = f"--event-pin {spec.pin}" if spec.pin is not None else f"--event-map {spec.name}"
+    return f"{where}={spec.type_name}" if spec.type_name else where
+
+
+def _decoder(spec: EventSpec, source: MapSource, types: TypeSources) -> TypeDecoder | None:
+    if spec.type_name is None:
+        return None
+    flag = _flag(spec)
+    if spec.pin is not None:
+        # Another loader's map: what it declares is not ours to read back.
+        found = types.find_for(spec.type_name, flag)
+    else:
+        declared = source.declared_value(spec.name)
+        found = types.find_for(spec.type_name, flag, map_name=spec.name, declared=declared)
+    try:
+        return types.decoder(found)
+    except RingbridgeError as exc:
+        raise ConfigError(f"{flag}: {exc.message}") from exc
+
+
+def _open_fd(spec: EventSpec, source: MapSource) -> lb.Fd:
+    if spec.pin is None:
+        return source.map_fd(spec.name)
+    try:
+        fd = lb.obj_get(spec.pin)
+    except RingbridgeError as exc:
+        raise ConfigError(f"--event-pin {spec.pin}: cannot open the pin: {exc.message}") from exc
+    try:
+        info = lb.map_info(fd, name=str(spec.pin))
+    except RingbridgeError as exc:
+        fd.close()
+        raise ConfigError(f"--event-pin {spec.pin}: not a BPF map ({exc.message})") from exc
+    if info.type != lb.BPF_MAP_TYPE_RINGBUF:
+        fd.close()
+        raise ConfigError(
+            f"--event-pin {spec.pin}: map {info.name!r} has type {info.type}, not "
+            "BPF_MAP_TYPE_RINGBUF: only kernel ring buffers carry events out"
+        )
+    return fd
+
+
+def open_event_feeds(
+    specs: Sequence[EventSpec],
+    source: MapSource,
+    types: TypeSources,
+    *,
+    budget: int = DEFAULT_BUDGET,
+) -> EventFeeds:
+    """A hub with one map per spec (typed through ``types``), each with its reader.
+
+    Nothing starts reading until :meth:`EventFeeds.start`.
+    """
+    hub = EventHub()
+    fds: list[lb.Fd] = []
+    try:
+        maps: list[tuple[EventMap, lb.FdLike]] = []
+        for spec in specs:
+            decoder = _decoder(spec, source, types)
+            fd = _open_fd(spec, source)
+            fds.append(fd)
+            maps.append((hub.add(spec.name, decoder=decoder, type_name=spec.type_name), fd))
+        return EventFeeds.open(hub, maps, budget=budget)
+    finally:
+        # The readers hold their own duplicates.
+        for fd in fds:
+            fd.close()

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from ..errors import ConfigError, RingClosedError
 from ..schema import TypeDecoder
+from ..wire import event_json
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -54,13 +55,14 @@ LOST_REASONS: Final = ("slow_subscriber", "no_subscriber")
 class Event:
     """One record out of a kernel ring buffer; its JSON form is computed once."""
 
-    __slots__ = ("_json", "_map", "data", "seq")
+    __slots__ = ("_encoded", "_json", "_map", "data", "seq")
 
     def __init__(self, emap: EventMap, seq: int, data: bytes) -> None:
         self._map = emap
         self.seq = seq
         self.data = data
         self._json: dict[str, Any] | None = None
+        self._encoded: bytes | None = None
 
     @property
     def map(self) -> str:
@@ -77,6 +79,12 @@ class Event:
             self._json = self._map._encode(self)
         return self._json
 
+    def encoded(self) -> bytes:
+        """:meth:`json` as compact JSON bytes, encoded once for every subscriber."""
+        if self._encoded is None:
+            self._encoded = event_json(self.json())
+        return self._encoded
+
     def __repr__(self) -> str:
         return f"Event({self.map!r}, seq={self.seq}, {len(self.data)} bytes)"
 
@@ -91,6 +99,9 @@ class Lost:
 
     def json(self) -> dict[str, Any]:
         return {"lost": self.count, "first_seq": self.first_seq, "last_seq": self.last_seq}
+
+    def encoded(self) -> bytes:
+        return event_json(self.json())
 
 
 Item = Event | Lost

@@ -25,19 +25,20 @@ from ..closing import Closing
 from ..core import ring as core
 from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
-from .counters import COUNTERS_VALUE_SIZE, KernelCounters
+from .counters import COUNTERS_VALUE_SIZE, KernelCounters, read_consistent
 from .pins import (
     ARM_PROG,
     COUNTERS_MAP,
     CTL_MAP,
     DISARM_PROG,
     DRAIN_PROG,
-    KEYS_PIN,
     RING_MAP,
+    STATE_PINS,
     PinMeta,
     RingbridgePins,
     check_pin_dir,
     object_digest,
+    refuse_orphan_state,
     staged,
     unpin_hint,
 )
@@ -179,8 +180,9 @@ class LoadedRingbridge(Closing):
         self._write_ctl(_CTL_SEQ, _CTL_SEQ_OFF, next_seq)
 
     def read_counters(self) -> KernelCounters:
-        values = lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)
-        return KernelCounters.from_percpu(values)
+        return read_consistent(
+            lambda: lb.lookup_percpu(self._counters, _KEY0, COUNTERS_VALUE_SIZE, name=COUNTERS_MAP)
+        )
 
     def _write_ctl(self, fmt: struct.Struct, offset: int, value: int) -> None:
         # Written in place through the mmap rather than by a whole-value map
@@ -224,6 +226,7 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
 
     - A complete set of our pins is re-opened as is (no load): the ring keeps
       its contents and the counters keep counting. Its ring size must match.
+      ringbridge's own state records (``STATE_PINS``) may be there too.
     - An existing, non-empty directory that is not our complete set is never
       touched: :class:`PinError`.
     - Otherwise the object is loaded with the ring resized, and its 4 maps
@@ -233,8 +236,10 @@ def load_default(obj_path: Path, pin_dir: Path, ring_size: int) -> LoadedRingbri
     pins = RingbridgePins.under(pin_dir)
     check_pin_dir(pin_dir)
     if pin_dir.exists():
-        # The service's idempotency keys may sit beside a complete set.
-        present = {p.name for p in pin_dir.iterdir()} - {KEYS_PIN}
+        everything = {p.name for p in pin_dir.iterdir()}
+        refuse_orphan_state(pin_dir, everything)
+        # ringbridge's own state records may sit in a complete set (optional).
+        present = everything - STATE_PINS
         if present:
             if present == pins.names():
                 return _reopen(pins, ring_size, obj_path)

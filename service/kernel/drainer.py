@@ -59,7 +59,7 @@ class NativeDrainer:
 
     ``producer_pos_addr`` and ``consumer_pos_addr`` are the addresses of the
     two positions in the ring's mapping (see
-    :meth:`~ringbridge.kernel.ringbuf.UserRingBuffer.position_addresses`).
+    :meth:`~ringbridge.ring.UserRingBuffer.position_addresses`).
     """
 
     def __init__(self, prog_fd: int, producer_pos_addr: int, consumer_pos_addr: int) -> None:

@@ -3,13 +3,14 @@
 A missing bpffs or a missing capability has a different fix on a host
 (``mount -t bpf``, run as root) than in a container (mount the host's bpffs
 into it, add capabilities to the container). These helpers only look
-(``/proc``, marker files); they change nothing.
+(``/proc``, marker files, the mount table); they change nothing.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 from ..errors import KernelError, RingbridgeError
@@ -100,4 +101,51 @@ def startup_hint(exc: RingbridgeError) -> str | None:
     """What to do about a failed start, or None when the error already says it."""
     if isinstance(exc, KernelError) and exc.errno in (errno.EPERM, errno.EACCES):
         return capabilities_hint(missing_capabilities())
+    return None
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def fs_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the file system ``path`` (absolute, maybe missing) would be on.
+
+    Read from the mount table, not by a ``stat``: on bpffs a ``stat`` of a
+    name with a dot fails (EPERM) instead of answering.
+    """
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = -1, None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right:
+            continue
+        point = Path(_unescape(fields[4]))
+        # The deepest mount point containing path; of two on one point, the later.
+        if (path == point or point in path.parents) and len(point.parts) >= best:
+            best, kind = len(point.parts), right.split()[0]
+    return kind
+
+
+def bpffs_name_problem(path: Path) -> str | None:
+    """Why bpffs would refuse ``path``, or None.
+
+    bpffs keeps names with a dot for itself (``bpf_lookup`` answers EPERM for
+    any of them, even to look one up), so no pin and no directory on it can
+    have one.
+    """
+    full = Path(os.path.abspath(path))
+    parent = Path(full.anchor)
+    for part in full.parts[1:]:
+        if "." in part and fs_type(parent) == "bpf":
+            return (
+                f"{path}: {part!r} has a '.', which bpffs refuses in every name "
+                "(EPERM): choose a name without one"
+            )
+        parent = parent / part
     return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -34,17 +35,58 @@ _FENCE = ORDERING.function("rb_fence_seq_cst", None)
 _TSO = ("x86_64", "AMD64")
 
 
+def _plain_store64(addr: int, value: int) -> None:
+    ctypes.c_uint64.from_address(addr).value = value
+
+
+def _plain_load64(addr: int) -> int:
+    return int(ctypes.c_uint64.from_address(addr).value)
+
+
+def _plain_store32(addr: int, value: int) -> None:
+    ctypes.c_uint32.from_address(addr).value = value
+
+
+def _plain_load32(addr: int) -> int:
+    return int(ctypes.c_uint32.from_address(addr).value)
+
+
+def _plain_xchg32(addr: int, value: int) -> int:
+    cell = ctypes.c_uint32.from_address(addr)
+    old = int(cell.value)
+    cell.value = value
+    return old
+
+
+def _no_fence() -> None:
+    pass
+
+
 class _Ops:
+    """The accessors, each the ctypes function itself (no Python layer in between:
+    the producer calls them per record)."""
+
+    store_release_u64: Callable[[int, int], None]
+    load_acquire_u64: Callable[[int], int]
+    store_release_u32: Callable[[int, int], None]
+    load_acquire_u32: Callable[[int], int]
+    xchg_u32: Callable[[int, int], int]
+    #: A full (seq_cst) barrier: orders an earlier store before a later load.
+    #: Without the library (x86-64 only) there is none: a consumer of a kernel
+    #: ring buffer may then miss a wake-up, which its periodic re-check bounds
+    #: (see :mod:`ringbridge.kernel.eventring`).
+    fence: Callable[[], None]
+
     def __init__(self) -> None:
         self.path: Path | None = None
         self.ordered = True
         try:
-            self._store64 = _STORE64.get()
-            self._load64 = _LOAD64.get()
-            self._store32 = _STORE32.get()
-            self._load32 = _LOAD32.get()
-            self._xchg32 = _XCHG32.get()
-            self._fence = _FENCE.get()
+            self.store_release_u64 = _STORE64.get()
+            self.load_acquire_u64 = _LOAD64.get()
+            self.store_release_u32 = _STORE32.get()
+            self.load_acquire_u32 = _LOAD32.get()
+            self.xchg_u32 = _XCHG32.get()
+            self.fence = _FENCE.get()
         except ConfigError as exc:
             machine = platform.machine()
             if machine not in _TSO:
@@ -57,49 +99,14 @@ class _Ops:
                 extra={"error": exc.message},
             )
             self.ordered = False
+            self.store_release_u64 = _plain_store64
+            self.load_acquire_u64 = _plain_load64
+            self.store_release_u32 = _plain_store32
+            self.load_acquire_u32 = _plain_load32
+            self.xchg_u32 = _plain_xchg32
+            self.fence = _no_fence
         else:
             self.path = ORDERING.path
-
-    def store_release_u64(self, addr: int, value: int) -> None:
-        if self.path is not None:
-            self._store64(addr, value)
-        else:
-            ctypes.c_uint64.from_address(addr).value = value
-
-    def load_acquire_u64(self, addr: int) -> int:
-        if self.path is not None:
-            return int(self._load64(addr))
-        return int(ctypes.c_uint64.from_address(addr).value)
-
-    def store_release_u32(self, addr: int, value: int) -> None:
-        if self.path is not None:
-            self._store32(addr, value)
-        else:
-            ctypes.c_uint32.from_address(addr).value = value
-
-    def load_acquire_u32(self, addr: int) -> int:
-        if self.path is not None:
-            return int(self._load32(addr))
-        return int(ctypes.c_uint32.from_address(addr).value)
-
-    def xchg_u32(self, addr: int, value: int) -> int:
-        if self.path is not None:
-            return int(self._xchg32(addr, value))
-        cell = ctypes.c_uint32.from_address(addr)
-        old = int(cell.value)
-        cell.value = value
-        return old
-
-
-    def fence(self) -> None:
-        """A full (seq_cst) barrier: orders an earlier store before a later load.
-
-        Without the library (x86-64 only) there is none: a consumer of a
-        kernel ring buffer may then miss a wake-up, which its periodic
-        re-check bounds (see :mod:`ringbridge.kernel.eventring`).
-        """
-        if self.path is not None:
-            self._fence()
 
 
 _ops: _Ops | None = None

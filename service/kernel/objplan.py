@@ -2,7 +2,8 @@
 
 :func:`plan_object` opens the object (no load, no privileges), lists its maps
 and programs, picks the user ring buffer map, decides the ``max_entries`` of
-every map that needs one, and checks the drain program. Every refusal names
+every map that needs one, and checks the drain program and the globals to
+set (``--set-global``, :func:`ringbridge.kernel.globals.plan_globals`). Every refusal names
 the object, the map or program, and the flag that fixes it, so a bad
 configuration fails at start with one clear line rather than as a libbpf
 EINVAL from the middle of a load.
@@ -19,6 +20,7 @@ from typing import Final
 from ..core import ring as core
 from ..errors import ConfigError, RingbridgeError
 from . import libbpf as lb
+from .globals import GlobalValue, plan_globals
 from .pins import pin_name
 
 __all__ = ["MapSpec", "ObjectPlan", "ProgSpec", "plan_object"]
@@ -62,6 +64,8 @@ class ObjectPlan:
     # map name -> max_entries set before load (the ring, maps given --map-size)
     sizes: Mapping[str, int] = field(default_factory=dict)
     drain_program: str | None = None
+    # --set-global values, written after the load and before the attach
+    globals: tuple[GlobalValue, ...] = ()
 
     def map(self, name: str) -> MapSpec:
         for m in self.maps:
@@ -82,6 +86,7 @@ def plan_object(
     ring_map: str | None = None,
     map_sizes: Mapping[str, int] | None = None,
     drain_program: str | None = None,
+    set_globals: Mapping[str, int] | None = None,
 ) -> ObjectPlan:
     """Inspects the object at ``path`` and decides its load; ConfigError if it cannot work."""
     path = Path(path)
@@ -94,6 +99,9 @@ def plan_object(
                 for m in obj.maps()
             )
             progs = tuple(ProgSpec(p.name, p.type, p.section, p.autoattach) for p in obj.programs())
+            globals_ = plan_globals(obj, set_globals or {}, str(path))
+    except ConfigError:
+        raise
     except RingbridgeError as exc:
         raise ConfigError(f"cannot open BPF object {path}: {exc.message}") from exc
 
@@ -179,4 +187,5 @@ def plan_object(
         programs=progs,
         sizes=sizes,
         drain_program=drain_program,
+        globals=globals_,
     )

@@ -1,14 +1,11 @@
 """Feed a user ring another loader pinned (bpfman, a Go agent...): no object of ours.
 
 The service opens the pin, checks it is a user ring buffer, locks it (one
-producer per ring: :func:`ringbridge.kernel.pins.lock_ring_pin`) and maps it.
+producer per ring: the ring's producer lock, :mod:`ringbridge.ring.lock`) and maps it.
 Nothing is loaded, attached or pinned, and the drain is the other loader's
 business.
 
-The sample type's BTF comes from the kernel: the map's own BTF when its
-loader created it with one, else the BTF of a loaded program that uses the
-map (libbpf creates ring buffer maps without BTF, but every program of the
-object carries the object's BTF, sample struct included).
+The sample type's BTF comes from the kernel (:func:`ringbridge.kernel.ringmap.ring_btf`).
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from pathlib import Path
 from ..closing import Closing
 from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
+from .ringmap import check_user_ringbuf, ring_btf
 
 __all__ = ["PinnedRing", "open_ring_pin"]
 
@@ -44,20 +42,7 @@ class PinnedRing(Closing):
 
     def btf(self) -> lb.KernelBtf:
         """The BTF that describes this ring's samples (see the module doc)."""
-        if self.info.btf_id:
-            return lb.KernelBtf.load(self.info.btf_id)
-        for prog_id in lb.prog_ids():
-            try:
-                with lb.prog_by_id(prog_id) as fd:
-                    info = lb.prog_info(fd, map_ids=True)
-            except KernelError:
-                continue  # unloaded meanwhile
-            if self.info.id in info.map_ids and info.btf_id:
-                return lb.KernelBtf.load(info.btf_id)
-        raise ConfigError(
-            f"--sample-type: the ring pinned at {self.path} has no BTF, and no loaded "
-            "program that uses it carries any (build the loader's object with clang -g)"
-        )
+        return ring_btf(self.info, f"--sample-type: the ring pinned at {self.path}")
 
     def close(self) -> None:
         self._fd.close()
@@ -76,16 +61,7 @@ def open_ring_pin(path: Path, ring_size: int, *, size_given: bool) -> PinnedRing
     except KernelError as exc:
         raise PinError(f"--ring-pin {path}: cannot open the pin: {exc.message}") from exc
     try:
-        # Info by fd answers for programs and links too: fdinfo says what it is.
-        fdinfo = Path(f"/proc/self/fdinfo/{fd.fd}").read_text()
-        if "map_type:" not in fdinfo:
-            raise PinError(f"--ring-pin {path}: the pin is not a BPF map (a program or link?)")
-        info = lb.map_info(fd, name=str(path))
-        if info.type != lb.BPF_MAP_TYPE_USER_RINGBUF:
-            raise PinError(
-                f"--ring-pin {path}: map {info.name!r} has type {info.type}, "
-                "not BPF_MAP_TYPE_USER_RINGBUF"
-            )
+        info = check_user_ringbuf(fd, f"--ring-pin {path}", what="the pin")
         if size_given and info.max_entries != ring_size:
             raise ConfigError(
                 f"--ring-pin {path}: the pinned ring has {info.max_entries} bytes but "

@@ -140,12 +140,16 @@ def _switch_user(to: Credentials) -> None:
         os.setresuid(to.uid, to.uid, to.uid)
     except OSError as exc:
         raise KernelError(
-            "setresuid", f"uid {to.uid} gid {to.gid}", exc.errno or 0,
+            "setresuid",
+            f"uid {to.uid} gid {to.gid}",
+            exc.errno or 0,
             "switching user needs CAP_SETUID and CAP_SETGID at start-up",
         ) from exc
     if os.getresuid() != (to.uid,) * 3 or os.getresgid() != (to.gid,) * 3:
         raise KernelError(
-            "setresuid", f"uid {to.uid} gid {to.gid}", 0,
+            "setresuid",
+            f"uid {to.uid} gid {to.gid}",
+            0,
             f"still uids {os.getresuid()} gids {os.getresgid()}",
         )
 

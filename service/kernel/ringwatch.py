@@ -33,14 +33,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..closing import Closing
 from ..core import ring as core
 from ..errors import RingbridgeError
 from .mapping import PAGE_SIZE
-from .ringbuf import UserRingBuffer
 
-__all__ = ["RingChecks", "RingWatch"]
+__all__ = ["MappedUserRing", "RingChecks", "RingWatch"]
 
 log = logging.getLogger("ringbridge.watch")
 
@@ -60,10 +60,18 @@ class RingChecks:
     pins_missing: tuple[Path, ...] = field(default_factory=tuple)
 
 
+class MappedUserRing(Protocol):
+    """What the watch reads of a mapped ring (``ringbridge.ring.UserRingBuffer``)."""
+
+    @property
+    def size(self) -> int: ...
+    def position_addresses(self) -> tuple[int, int]: ...
+
+
 class RingWatch(Closing):
     """Checks ``ring`` as the kernel reads it, and that ``pins`` still exist."""
 
-    def __init__(self, ring: UserRingBuffer, pins: Sequence[Path], *, recovery: str) -> None:
+    def __init__(self, ring: MappedUserRing, pins: Sequence[Path], *, recovery: str) -> None:
         self._ring = ring
         self._recovery = recovery  # how to recover a corrupt ring, for the log
         self._held: dict[Path, int] = {}
@@ -81,7 +89,7 @@ class RingWatch(Closing):
         ring = self._ring
         prod_addr, cons_addr = ring.position_addresses()
         # Plain aligned loads: a diagnosis, not a protocol step (the producer's
-        # own ordered accesses are in ringbuf.py).
+        # own ordered accesses are in ringbridge.ring).
         prod = ctypes.c_uint64.from_address(prod_addr).value
         cons = ctypes.c_uint64.from_address(cons_addr).value
         head: int | None = None
@@ -108,8 +116,7 @@ class RingWatch(Closing):
         if problem is not None and problem != self._logged_ring:
             self._logged_ring = problem
             log.error(
-                "the ring is corrupt: the kernel refuses its next record, nothing more is "
-                "consumed",
+                "the ring is corrupt: the kernel refuses its next record, nothing more is consumed",
                 extra={"problem": problem, "fix": self._recovery},
             )
         new = [p for p in missing if p not in self._logged_pins]

@@ -1,4 +1,4 @@
-"""Load a user's BPF object: size, pin its maps, attach its programs, drain on demand.
+"""Load a user's BPF object: size, pin its maps, set globals, attach its programs, drain on demand.
 
 State lives in the maps, so the maps are what is pinned (one pin per map
 under the pin dir, ``.`` of global-data map names turned into ``_``), plus
@@ -26,9 +26,19 @@ from pathlib import Path
 from ..closing import Closing
 from ..errors import ConfigError, KernelError, PinError
 from . import libbpf as lb
-from .attach import attach_programs
+from .attach import attach_programs, load_object_programs
+from .globals import write_globals
 from .objplan import ObjectPlan
-from .pins import KEYS_PIN, META_PIN, PinMeta, check_pin_dir, object_digest, staged, unpin_hint
+from .pins import (
+    META_PIN,
+    STATE_PINS,
+    PinMeta,
+    check_pin_dir,
+    object_digest,
+    refuse_orphan_state,
+    staged,
+    unpin_hint,
+)
 
 __all__ = ["LoadedObject", "load_object"]
 
@@ -116,8 +126,10 @@ def _expected_names(plan: ObjectPlan) -> set[str]:
 
 
 def _check_existing(plan: ObjectPlan, pin_dir: Path, digest: bytes) -> PinMeta:
-    # The service's idempotency keys may sit beside a complete set.
-    present = {p.name for p in pin_dir.iterdir()} - {KEYS_PIN}
+    everything = {p.name for p in pin_dir.iterdir()}
+    refuse_orphan_state(pin_dir, everything)
+    # ringbridge's own state records may sit in the set (optional).
+    present = everything - STATE_PINS
     if META_PIN not in present:
         raise PinError(
             f"pin dir {pin_dir} holds pins ringbridge did not make for a BPF object "
@@ -170,8 +182,6 @@ def _open_sized(plan: ObjectPlan, pin_to: Path) -> lb.BpfObject:
     return obj
 
 
-
-
 def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> LoadedObject:
     """Loads the planned object with its maps pinned under ``pin_dir`` (see the module doc)."""
     check_pin_dir(pin_dir)
@@ -184,13 +194,15 @@ def load_object(plan: ObjectPlan, pin_dir: Path, *, attach: bool = True) -> Load
         if reused:
             meta = _check_existing(plan, pin_dir, digest)
             obj = _open_sized(plan, pin_dir)
-            obj.load()
+            load_object_programs(obj, plan.programs)
         else:
             with staged(pin_dir) as staging:
                 obj = _open_sized(plan, staging)
-                obj.load()
+                load_object_programs(obj, plan.programs)
                 meta = PinMeta.create(digest, staging / META_PIN)
             meta.path = pin_dir / META_PIN
+        # Before anything runs: the programs may act on these from their first event.
+        write_globals(obj, plan.globals)
         if attach:
             links = attach_programs(obj, plan.programs)
         loaded = LoadedObject(plan, pin_dir, obj, meta, links, reused=reused)

@@ -10,10 +10,11 @@ records, see ``bpf_user_ringbuf_drain``'s ``irq_work_queue``), and every
 wake-up is followed by a re-check of the actual free space by the caller.
 
 The epoll fd itself is registered with the asyncio loop as a reader, so the
-wait never blocks the loop. Wake-ups are counted in a generation number: a
-waiter takes a token with :meth:`arm` *before* its last re-check, and
-:meth:`wait` returns at once if a wake-up came in between -- no lost wake-up,
-however many coroutines wait.
+wait never blocks the loop; :meth:`EpollWaiter.wait_blocking` waits on it in
+the calling thread instead (for a producer without an event loop). Wake-ups
+are counted in a generation number: a waiter takes a token with :meth:`arm`
+*before* its last re-check, and :meth:`wait` returns at once if a wake-up
+came in between -- no lost wake-up, however many coroutines wait.
 """
 
 from __future__ import annotations
@@ -89,14 +90,31 @@ class EpollWaiter:
                 self._futures.remove(fut)
         return True
 
+    def wait_blocking(self, token: int, timeout: float) -> bool:
+        """:meth:`wait` in the calling thread (no event loop): epoll_wait itself."""
+        if self._ep is None:
+            raise KernelError("epoll_wait", self._what, 9, "waiter is closed")
+        if self.generation != token:
+            return True
+        try:
+            events = self._ep.poll(max(timeout, 0.0))
+        except InterruptedError:
+            events = []
+        if not events:
+            return False
+        self.generation += 1
+        return True
+
     def close(self) -> None:
         if self._ep is None:
             return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._ep.fileno())
+        # Woken, not cancelled: a waiter re-checks and finds the ring closed
+        # (a CancelledError would look like its own task was cancelled).
         for fut in self._futures:
             if not fut.done():
-                fut.cancel()
+                fut.set_result(None)
         self._futures = []
         self._loop = None
         self._ep.close()

@@ -9,15 +9,16 @@ budget of ``budget`` bytes, owned by the producer side:
 - a WebSocket frame is reserved whole when its header arrives, and the
   reservation becomes its batch's credit (an idle connection holds none; a
   connection whose next frame finds no credit waits in line with its
-  reading stopped, :mod:`ringbridge.api.wsread`);
+  reading stopped, :mod:`ringbridge.api.wslimits`);
 - a decoded batch resizes its credit to the ring bytes it will take (JSON
   may shrink or grow; growing needs free budget like any other credit);
 - the credit is returned when the batch leaves the system: committed (the
   ack), failed, abandoned, or refused while decoding.
 
 No free credit means an immediate refusal (:class:`OverloadedError`, 503 with
-Retry-After) with the body unread: nothing waits for credit, so waiting
-requests cannot grow without bound either. Every credit carries the batch's
+Retry-After) with the body unread: no request waits for credit, so waiting
+requests cannot grow without bound either (a WebSocket frame waits unread, in
+line, its connection's reading paused: TCP pushes back). Every credit carries the batch's
 deadline (taken at admission from ``?timeout=`` or the default), which bounds
 everything after it: reading the body, waiting behind other batches, waiting
 for ring space.
@@ -155,14 +156,6 @@ class Admission:
         self._credits += 1
         self._admitted += 1
         return Credit(self, nbytes, deadline)
-
-    def charge(self, nbytes: int) -> Credit:
-        """A credit for ``nbytes`` the process holds already (bytes read off a socket
-        before their frame could be reserved): never refused, even past the budget
-        or once closed, so that what is held is what is counted."""
-        self._in_use += nbytes
-        self._credits += 1
-        return Credit(self, nbytes, float("inf"))
 
     def add_release_listener(self, listener: Callable[[], None]) -> None:
         """``listener()`` is called whenever credit goes back (a waiter may now fit)."""

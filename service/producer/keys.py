@@ -12,14 +12,15 @@ and the service recognises it:
 - it was not committed (refused, given up): the resend is a new batch.
 
 :class:`KeyTable` remembers the last ``capacity`` keyed batches committed.
-Each is recorded *before* its commit, with the ``producer_pos`` the commit
-will publish; the record counts only once the ring's ``producer_pos`` has
-reached that position -- the commit is that store, so the record and the
-commit cannot disagree, whatever crashes between them. A record whose
-commit did not happen (the ring was full) is cleared before anyone can
-commit past its position. With a :class:`KeyStore` (a map kept with the
-pins, :mod:`ringbridge.kernel.pins.keys`) the records survive a restart: at
-start each is checked against the ring's ``producer_pos`` and dropped if its
+Each is recorded by the batch's ``before_commit`` hook (:class:`Keyed`),
+which the publisher runs once nothing can stop the publish any more, with
+the seq and the ``producer_pos`` the publish reaches -- and *before* that
+store of ``producer_pos``, so the record counts only once the ring's
+``producer_pos`` has reached it: the commit is that store, and the record and
+the commit cannot disagree, whatever crashes between them. With a
+:class:`KeyStore` (a map kept with the pins,
+:mod:`ringbridge.kernel.pins.keys`) the records survive a restart: at start
+each is checked against the ring's ``producer_pos`` and dropped if its
 commit never happened.
 
 No I/O here but the store's, which is a store into a mapping.
@@ -29,11 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import OverloadedError
 from ..wire import Ack
 
 __all__ = ["KeyRecord", "KeyStore", "KeyTable", "Keyed", "key_digest"]
@@ -77,6 +77,7 @@ class KeyStore(Protocol):
     def capacity(self) -> int: ...
     def records(self) -> Iterable[tuple[int, bytes, bytes, int, int, int]]:
         """``(slot, key, body, first_seq, count, end_pos)`` of every slot in use."""
+
     def put(
         self, slot: int, key: bytes, body: bytes, first_seq: int, count: int, end_pos: int
     ) -> None: ...
@@ -84,34 +85,29 @@ class KeyStore(Protocol):
 
 
 class Keyed:
-    """A keyed batch in flight: the producer records it around its commit."""
+    """A keyed batch in flight; the batch's ``before_commit`` hook
+    (:data:`ringbridge.producer.contract.BeforeCommit`) records it."""
 
-    __slots__ = ("_table", "body", "done", "key", "slot")
+    __slots__ = ("_table", "body", "count", "done", "key")
 
     def __init__(self, table: KeyTable, key: bytes, body: bytes) -> None:
         self._table = table
         self.key = key
         self.body = body
-        self.slot = -1
+        #: The batch's samples: set once it is decoded or validated.
+        self.count = 0
         #: The outcome: its record once committed, None when it was not.
         self.done: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
 
-    def before_commit(self, first_seq: int, count: int, end_pos: int) -> None:
-        """Record it with the position its commit will publish (just before the commit)."""
-        self._table._record(self, KeyRecord(self.key, self.body, first_seq, count, end_pos))
-
-    def not_committed(self) -> None:
-        """The commit did not happen (ring full): forget the record before anything passes it."""
-        self._table._unrecord(self)
-
-    def committed(self, end_pos: int) -> None:
-        """Committed, ending at ``end_pos`` (what was recorded, unless the ring said otherwise)."""
-        self._table._committed_at(self, end_pos)
-        self._table._settle(self, committed=True)
+    def __call__(self, end_pos: int) -> None:
+        """The batch publishes now, ending at ``end_pos`` (nothing can stop it any
+        more): recorded with its seq before the publish, and committed."""
+        self._table._commit(self, end_pos)
 
     def abandoned(self) -> None:
-        """Refused or given up: nothing of it was committed; a resend is a new batch."""
-        self._table._settle(self, committed=False)
+        """Refused or given up: nothing of it was committed; a resend is a new batch.
+        A no-op once it was committed."""
+        self._table._settle(self, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +132,15 @@ class KeyTable:
         self._slots: list[KeyRecord | None] = [None] * capacity
         self._by_key: dict[bytes, int] = {}  # committed: key -> slot
         self._pending: dict[bytes, Keyed] = {}  # in flight
-        self._pending_slot: dict[int, Keyed] = {}  # slots recorded for a commit underway
         self._next = 0
+        self._seq: Callable[[], int] = lambda: 0
         self.replayed = 0
         if store is not None:
             self._load(store, producer_pos)
+
+    def bind(self, seq: Callable[[], int]) -> None:
+        """Where the seq of a batch being published is read (the producer's publisher)."""
+        self._seq = seq
 
     def _load(self, store: KeyStore, producer_pos: int) -> None:
         newest = -1
@@ -171,53 +171,27 @@ class KeyTable:
 
     # -- what the producer tells -------------------------------------------------
 
-    def _free_slot(self) -> int:
-        # The oldest slot not held by a commit underway (a batch waiting for
-        # ring space keeps its slot while newer ones go round).
-        for _ in range(self.capacity):
-            slot = self._next
-            self._next = (self._next + 1) % self.capacity
-            if slot not in self._pending_slot:
-                return slot
-        raise OverloadedError(
-            f"all {self.capacity} idempotency key slots are held by batches waiting to commit"
-        )
-
-    def _record(self, keyed: Keyed, rec: KeyRecord) -> None:
-        if keyed.slot < 0:
-            keyed.slot = self._free_slot()
-            old = self._slots[keyed.slot]
-            if old is not None and self._by_key.get(old.key) == keyed.slot:
-                del self._by_key[old.key]  # the oldest key is forgotten
-            self._slots[keyed.slot] = None
-            self._pending_slot[keyed.slot] = keyed
+    def _commit(self, keyed: Keyed, end_pos: int) -> None:
+        # Stored before the publish (the hook runs before producer_pos moves):
+        # a crash in between leaves a record past producer_pos, dropped at
+        # the next start; the oldest key's slot is taken over.
+        slot = self._next
+        self._next = (slot + 1) % self.capacity
+        old = self._slots[slot]
+        if old is not None and self._by_key.get(old.key) == slot:
+            del self._by_key[old.key]
+        rec = KeyRecord(keyed.key, keyed.body, self._seq(), keyed.count, end_pos)
         if self._store is not None:
-            self._store.put(keyed.slot, rec.key, rec.body, rec.first_seq, rec.count, rec.end_pos)
-        self._slots[keyed.slot] = rec
+            self._store.put(slot, rec.key, rec.body, rec.first_seq, rec.count, rec.end_pos)
+        self._slots[slot] = rec
+        self._by_key[rec.key] = slot
+        self._settle(keyed, rec)
 
-    def _committed_at(self, keyed: Keyed, end_pos: int) -> None:
-        rec = self._slots[keyed.slot] if keyed.slot >= 0 else None
-        if rec is not None and rec.end_pos != end_pos:
-            self._record(keyed, KeyRecord(rec.key, rec.body, rec.first_seq, rec.count, end_pos))
-
-    def _unrecord(self, keyed: Keyed) -> None:
-        if keyed.slot >= 0:
-            self._slots[keyed.slot] = None
-            if self._store is not None:
-                self._store.clear(keyed.slot)
-
-    def _settle(self, keyed: Keyed, *, committed: bool) -> None:
+    def _settle(self, keyed: Keyed, rec: KeyRecord | None) -> None:
         if keyed.done.done():
-            return  # settled already (the producer, then the request's own cleanup)
+            return  # settled already (committed, then the request's own cleanup)
         if self._pending.get(keyed.key) is keyed:
             del self._pending[keyed.key]
-        self._pending_slot.pop(keyed.slot, None)
-        rec = self._slots[keyed.slot] if keyed.slot >= 0 else None
-        if committed and rec is not None:
-            self._by_key[keyed.key] = keyed.slot
-        else:
-            self._unrecord(keyed)
-            rec = None
         keyed.done.set_result(rec)
 
     def statistics(self) -> KeyStatistics:

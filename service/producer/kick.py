@@ -63,6 +63,7 @@ class Kicker:
         self._closed = False
         self._errors_logged = 0
         self._due = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def request(self) -> None:
         """Kick once this event-loop pass ends: the batches the producer
@@ -71,7 +72,10 @@ class Kicker:
         if self._closed or self._due:
             return
         self._due = True
-        asyncio.get_running_loop().call_soon(self._kick)
+        loop = self._loop
+        if loop is None:  # looked up once: get_running_loop() costs a getpid(2)
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(self._kick)
 
     def _kick(self) -> None:
         if not self._due:

@@ -8,7 +8,9 @@ latency by. :mod:`ringbridge.api.histograms` exports them as Prometheus
 histograms at scrape time.
 
 Observed once per successful ack, where the ack is rendered: the HTTP ingest
-handler and the WebSocket writer call :meth:`BatchObserver.acked`. Latency
+handler and the WebSocket writer call :meth:`BatchObserver.acked`, and the
+fleet front door once a JetStream message is committed (its arrival: when it
+was taken up, in stream order). Latency
 runs from arrival (HTTP: before admission, so reading and decoding the body
 count; WS: the frame read off the socket) to the ack, labelled with the ack's
 ``state``: ``committed`` (in the ring) or ``consumed`` (the kernel's
@@ -32,10 +34,10 @@ from typing import Final, Literal
 
 from ..wire import Ack, WaitFor
 
-Transport = Literal["http", "ws"]
+Transport = Literal["http", "ws", "nats"]
 Encoding = Literal["json", "binary"]
 
-TRANSPORTS: Final[tuple[Transport, ...]] = ("http", "ws")
+TRANSPORTS: Final[tuple[Transport, ...]] = ("http", "ws", "nats")
 ENCODINGS: Final[tuple[Encoding, ...]] = ("json", "binary")
 STATES: Final[tuple[WaitFor, ...]] = ("committed", "consumed")
 

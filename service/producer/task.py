@@ -12,13 +12,17 @@ Per batch the task:
 1. skips it if its submitter already gave up (client gone, cancelled, or its
    deadline passed while it waited in line): a client that got no ack must
    not find its batch in the ring -- it would resend it;
-2. commits it at once when the ring has room (the common case, no await);
+2. claims ring space for it and copies it in at once when the ring has room
+   (the common case, no await);
 3. otherwise waits for space -- edge-triggered, see
-   :mod:`ringbridge.kernel.waiter`, so a full ring costs no CPU -- until the
+   :mod:`ringbridge.ring.waits`, so a full ring costs no CPU -- until the
    batch's deadline or until its submitter gives up, whichever comes first,
    and then fails it (:class:`RingTimeoutError`) having committed nothing;
-4. assigns ``first_seq..last_seq``, resolves the submitter's future and
-   returns the batch's admission credit.
+4. marks the region ready: it publishes in claim order
+   (:mod:`ringbridge.producer.regions`, which assigns ``first_seq..last_seq``
+   then, resolves the submitter's future and returns the batch's credit) --
+   at once, or behind regions the data plane claimed earlier and still
+   fills (:mod:`ringbridge.producer.writes`).
 
 The deadline is the credit's: set once, at admission, before the body was
 read. Reading the body, waiting behind other batches and waiting for ring
@@ -36,10 +40,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import (
     ClientGoneError,
@@ -51,11 +53,16 @@ from ..errors import (
     RingTimeoutError,
     StoppingError,
 )
-from ..kernel.ringbuf import Commit, UserRingBuffer
+from ..ring import UserRingBuffer
 from ..wire import Ack, WaitFor
-from .admission import Admission, AdmissionStatistics, BatchLine, Credit
-from .keys import Keyed, KeyTable
-from .kick import DrainTrigger, KickStatistics
+from .admission import Admission, BatchLine, Credit
+from .consumed import wait_consumed
+from .contract import Batch, BeforeCommit, ProducerStatistics, SeqStore
+from .keys import KeyTable
+from .kick import DrainTrigger
+from .regions import CommitCounts, Publisher
+from .submission import Submission
+from .writes import InPlaceWrites
 
 #: Idempotency keys remembered when the caller gives no table (``Settings.idempotency_keys``).
 DEFAULT_KEYS = 16384
@@ -63,90 +70,9 @@ DEFAULT_KEYS = 16384
 log = logging.getLogger("ringbridge.producer")
 
 
-class Batch(Protocol):
-    """What the producer needs of a validated batch (``codec.EncodedBatch``)."""
-
-    @property
-    def records(self) -> bytes | bytearray | memoryview: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def payload_bytes(self) -> int: ...
-
-
-class SeqStore(Protocol):
-    """Where the next sample seq survives a restart, kept with the pins.
-
-    ``store_seq`` runs before every commit (make it a store into a mapping,
-    not a syscall). Implemented by the built-in consumer's ctl map and a pin
-    set's identity record; a backend offers one as ``Backend.seq_store``.
-    """
-
-    def load_seq(self) -> int: ...
-    def store_seq(self, next_seq: int) -> None: ...
-
-
-class _Submission:
-    """One admitted batch in line. ``batch`` is dropped when it is given up, so a
-    batch that left early holds no memory while it still sits in the line."""
-
-    __slots__ = ("batch", "credit", "enqueued_at", "future", "keyed")
-
-    # enqueued_at is time.perf_counter(), not loop.time(): uvloop's clock is
-    # libuv's, in whole milliseconds and cached per loop pass, too coarse for
-    # a latency histogram whose first buckets are tens of microseconds.
-
-    def __init__(
-        self,
-        batch: Batch,
-        credit: Credit,
-        enqueued_at: float,
-        future: asyncio.Future[Ack],
-        keyed: Keyed | None = None,
-    ) -> None:
-        self.batch: Batch | None = batch
-        self.credit = credit
-        self.enqueued_at = enqueued_at
-        self.future = future
-        self.keyed = keyed
-
-    def give_up(self, exc: RingbridgeError | None) -> bool:
-        """Take the batch out of play (not committed) unless it already was; True if so."""
-        if self.future.done():
-            return False
-        if exc is None:
-            self.future.cancel()
-        else:
-            self.future.set_exception(exc)
-        self.batch = None
-        self.credit.release()
-        if self.keyed is not None:
-            self.keyed.abandoned()
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerStatistics:
-    running: bool
-    stopping: bool
-    next_seq: int
-    batches_committed: int
-    samples_committed: int
-    bytes_committed: int  # payload bytes, comparable to the kernel's byte counter
-    ring_bytes_committed: int  # with headers and padding
-    ring_full_waits: int
-    batches_abandoned: int  # submitter gone before the commit: not committed
-    batches_failed: dict[str, int]  # by error code
-    queued_batches: int
-    admission: AdmissionStatistics
-    crashed: bool = False
-    kick: KickStatistics | None = None
-
-
-class Producer:
-    """Owns the writing side of ``ring``: admission, line, task, seqs, acks, shutdown."""
+class Producer(InPlaceWrites):
+    """Owns the writing side of ``ring``: admission, line, task, seqs, acks, shutdown;
+    and the calls that write in place (:class:`~ringbridge.producer.writes.InPlaceWrites`)."""
 
     def __init__(
         self,
@@ -159,25 +85,25 @@ class Producer:
         keys: KeyTable | None = None,
     ) -> None:
         self._ring = ring
-        #: Idempotency keys of the batches committed (and in flight): see keys.py.
-        self.keys = keys if keys is not None else KeyTable(DEFAULT_KEYS)
         self._admission = Admission(admission_bytes)
-        self._line: BatchLine[_Submission] = BatchLine()
+        self._line: BatchLine[Submission] = BatchLine()
         self._kicker = kick
-        self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._crashed: BaseException | None = None
         self._stopped = asyncio.Event()
-        self._seq_store = seq_store
-        self._next_seq = seq_store.load_seq() if seq_store is not None else 0
-        self._batches = 0
-        self._samples = 0
-        self._bytes = 0
-        self._ring_bytes = 0
+        self._counts = CommitCounts()
+        # Every batch lands through a region it publishes, in claim order.
+        self._pub = Publisher(
+            ring, self._counts, seq_store=seq_store, kick=kick, on_commit=on_commit
+        )
+        #: Idempotency keys of the batches committed and in flight (keys.py): a
+        #: keyed batch's ``before_commit`` records it with the seq it publishes at.
+        self.keys = keys if keys is not None else KeyTable(DEFAULT_KEYS)
+        self.keys.bind(lambda: self._pub.hook_seq)
         self._full_waits = 0
-        self._abandoned = 0
-        self._failed: Counter[str] = Counter()
+        # The task waits for ring space: batches arriving now queue behind it.
+        self._waiting_for_space = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -226,7 +152,10 @@ class Producer:
                     await task
             except Exception:
                 pass  # a crash: logged by the task, remembered in self._crashed
-        left = self._fail_line(StoppingError("the service stopped before this batch was committed"))
+        stopped = StoppingError("the service stopped before this batch was committed")
+        left = self._fail_line(stopped)
+        left += self._pub.fail_receiving(stopped)
+        self._pub.close()
         if left:
             log.warning("batches failed at shutdown", extra={"batches": left})
         if self._kicker is not None:
@@ -246,14 +175,15 @@ class Producer:
         return self._admission.admit(nbytes, timeout)
 
     def _check_running(self) -> None:
+        fault = self._ring.fault
+        if fault is not None:
+            raise fault  # another writer touched the ring: nothing commits any more
         if self._crashed is not None:
             raise RingClosedError(f"the producer task crashed: {self._crashed!r}")
         if self._stopping:
             raise StoppingError("the service is stopping and takes no new batches")
 
-    def enqueue(
-        self, batch: Batch, credit: Credit, keyed: Keyed | None = None
-    ) -> asyncio.Future[Ack]:
+    def enqueue(self, batch: Batch, credit: Credit) -> asyncio.Future[Ack]:
         """Put ``batch`` in line, paid by ``credit`` (sized to ``batch.nbytes`` by now).
 
         Never waits. The producer owns the credit from here and returns it
@@ -261,20 +191,22 @@ class Producer:
         the producer fails it with :class:`RingTimeoutError` once the credit's
         deadline passes uncommitted. Enqueue order is commit order.
         """
-        return self._enqueue(batch, credit, keyed).future
+        return self._enqueue(batch, credit).future
 
-    def _enqueue(self, batch: Batch, credit: Credit, keyed: Keyed | None = None) -> _Submission:
+    def _enqueue(
+        self, batch: Batch, credit: Credit, before_commit: BeforeCommit | None = None
+    ) -> Submission:
         try:
             self._check_running()
             self._check_batch(batch)
             loop = asyncio.get_running_loop()
-            sub = _Submission(batch, credit, time.perf_counter(), loop.create_future(), keyed)
+            sub = Submission(
+                batch, credit, time.perf_counter(), loop.create_future(), before_commit
+            )
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
-            if keyed is not None:
-                keyed.abandoned()
-            self._failed[exc.code] += 1
+            self._counts.failed[exc.code] += 1
             raise
         return sub
 
@@ -293,7 +225,7 @@ class Producer:
         *,
         wait: WaitFor = "committed",
         gone: asyncio.Future[Any] | None = None,
-        keyed: Keyed | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Ack:
         """Enqueue ``batch`` and wait for its ack, until the credit's deadline.
 
@@ -301,9 +233,12 @@ class Producer:
         cancelled, the batch is given up: not committed unless it already was.
         With ``wait="consumed"`` the ack says ``"consumed"`` if the kernel
         consumed the batch before the deadline, else ``"committed"``.
+        ``before_commit(end_pos)`` runs in the producer task right before the
+        batch is published (see :data:`BeforeCommit`); if it raises a
+        RingbridgeError the batch fails with it, uncommitted.
         """
         loop = asyncio.get_running_loop()
-        sub = self._enqueue(batch, credit, keyed)
+        sub = self._enqueue(batch, credit, before_commit)
         fut = sub.future
         sub_timeout = credit.remaining(loop.time())
         try:
@@ -328,46 +263,22 @@ class Producer:
             )
         ack = fut.result()
         if wait == "consumed":
-            ack = await self._wait_consumed(ack, credit.remaining(loop.time()), gone)
+            ack = await wait_consumed(
+                self._ring, ack, credit.remaining(loop.time()), self._stopped, gone
+            )
         return ack
 
-    def _give_up(self, sub: _Submission, exc: RingbridgeError | None) -> None:
+    def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
         if sub.give_up(exc):
             if exc is None:
-                self._abandoned += 1
+                self._counts.abandoned += 1
             else:
-                self._failed[exc.code] += 1
+                self._counts.failed[exc.code] += 1
 
     async def wait_consumed(self, ack: Ack, timeout: float) -> Ack:
         """``ack`` as ``"consumed"`` once the kernel's consumer passed it, within
         ``timeout`` seconds; else ``ack`` as it is (``"committed"``)."""
-        return await self._wait_consumed(ack, timeout, None)
-
-    async def _wait_consumed(self, ack: Ack, left: float, gone: asyncio.Future[Any] | None) -> Ack:
-        # Also ends when the producer has stopped (after its grace) or the
-        # client went away: the answer is then the committed ack.
-        consumed = asyncio.ensure_future(self._ring.wait_consumed(ack.ring_end_pos, left))
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        waiters: set[asyncio.Future[Any]] = {consumed, stopped}
-        if gone is not None:
-            waiters.add(gone)
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (consumed, stopped):
-                f.cancel()
-        if consumed.done() and not consumed.cancelled():
-            exc = consumed.exception()
-            if exc is None:
-                return replace(ack, state="consumed")
-            if not isinstance(exc, RingbridgeError):
-                raise exc  # a bug: not to be hidden
-            # The ring closing or failing while we watched it changes nothing
-            # for this batch: it is committed. Anything short of a confirmed
-            # consume is the committed ack (202), never an error that would
-            # invite a resend.
-            log.warning("consume wait ended early", extra={"error": exc.message})
-        return ack
+        return await wait_consumed(self._ring, ack, timeout, self._stopped, None)
 
     # -- the task -------------------------------------------------------------------
 
@@ -376,7 +287,7 @@ class Producer:
         while (rest := self._line.get_nowait()) is not None:
             if rest.give_up(exc):
                 left += 1
-                self._failed[exc.code] += 1
+                self._counts.failed[exc.code] += 1
         return left
 
     async def _run(self) -> None:
@@ -403,34 +314,24 @@ class Producer:
             # A bug here would leave every submitter waiting forever: fail
             # them all and refuse new batches; /healthz reports the dead task.
             log.exception("producer task crashed")
-            self._crashed = exc
+            self._crashed = self._crashed or exc
             self._admission.close()
             self._line.close()
             self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
             raise
 
-    def _store_seq(self, count: int) -> None:
-        # Stored *before* the commit: a crash in between leaves a gap in the
-        # seqs, never a seq given to two samples.
-        if self._seq_store is not None:
-            self._seq_store.store_seq(self._next_seq + count)
+    def _crash(self, exc: BaseException) -> None:
+        """A bug where producer_pos moves, outside the task: as if the task died."""
+        if self._crashed is None:
+            log.error("producer crashed", exc_info=exc)
+            self._crashed = exc
+        self._admission.close()
+        self._line.close()
+        self._fail_line(RingClosedError(f"the producer task crashed: {exc!r}"))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
-    def _publish(self, sub: _Submission, b: Batch) -> Commit:
-        """Commit ``b`` now (or RingFullError), the seq and its key recorded first."""
-        self._store_seq(b.count)
-        keyed = sub.keyed
-        if keyed is not None:
-            # The position this commit publishes: the record counts once the
-            # ring's producer_pos reaches it, i.e. once the commit happened.
-            keyed.before_commit(self._next_seq, b.count, self._ring.producer_pos + b.nbytes)
-        try:
-            return self._ring.commit_batch_nowait(b.records, b.count)
-        except RingbridgeError:
-            if keyed is not None:
-                keyed.not_committed()
-            raise
-
-    async def _commit(self, sub: _Submission) -> None:
+    async def _commit(self, sub: Submission) -> None:
         loop = asyncio.get_running_loop()
         b = sub.batch
         if b is None or sub.future.done():
@@ -440,77 +341,75 @@ class Producer:
                 sub, RingTimeoutError("batch not committed within its timeout: it waited in line")
             )
             return
+        pub = self._pub
         try:
             try:
-                commit = self._publish(sub, b)
+                region = pub.claim(b.nbytes, sub, sub.credit, sub.before_commit, sub.enqueued_at)
             except RingFullError:
-                self._full_waits += 1
-                if self._kicker is not None:
-                    self._kicker.request()
-                space = asyncio.ensure_future(
-                    self._ring.wait_for_space(b.nbytes, sub.credit.remaining(loop.time()))
-                )
-                try:
-                    # Ends early when the submitter gives up (client gone, deadline).
-                    both: set[asyncio.Future[Any]] = {space, sub.future}
-                    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if not space.done():
-                        space.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await space
-                if sub.future.done():
+                if not await self._wait_for_space(sub, b.nbytes):
                     return  # given up while we waited: nothing of it was written
-                space.result()  # RingTimeoutError / RingClosedError
-                commit = self._publish(sub, b)
+                region = pub.claim(b.nbytes, sub, sub.credit, sub.before_commit, sub.enqueued_at)
         except RingbridgeError as exc:
             self._fail(sub, exc)
             return
-        first = self._next_seq
-        self._next_seq += b.count
-        ack = Ack(
-            accepted=b.count,
-            first_seq=first,
-            last_seq=first + b.count - 1,
-            ring_start_pos=commit.start,
-            ring_end_pos=commit.end,
-        )
-        self._batches += 1
-        self._samples += b.count
-        self._bytes += b.payload_bytes
-        self._ring_bytes += b.nbytes
+        pub.view(region)[:] = b.records
+        # Published now, or once the regions claimed before it are (the
+        # submitter's future resolves then).
+        pub.ready(region, b.count, b.payload_bytes)
+
+    async def _wait_for_space(self, sub: Submission, nbytes: int) -> bool:
+        """Until ``nbytes`` are free (True) or ``sub`` was given up (False);
+        RingTimeoutError / RingClosedError as the ring's wait raises them."""
+        loop = asyncio.get_running_loop()
+        self._full_waits += 1
         if self._kicker is not None:
             self._kicker.request()
-        if sub.keyed is not None:
-            sub.keyed.committed(commit.end)
-        sub.future.set_result(ack)
-        sub.batch = None
-        sub.credit.release()  # the ack returns the credit
-        if self._on_commit is not None:
-            try:
-                self._on_commit(time.perf_counter() - sub.enqueued_at, ack)
-            except Exception:
-                log.exception("commit observer failed")
+        self._waiting_for_space = True
+        space = asyncio.ensure_future(
+            self._ring.wait_for_space_async(nbytes, sub.credit.remaining(loop.time()))
+        )
+        try:
+            # Ends early when the submitter gives up (client gone, deadline).
+            both: set[asyncio.Future[Any]] = {space, sub.future}
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting_for_space = False
+            if not space.done():
+                space.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await space
+        if sub.future.done():
+            return False
+        try:
+            space.result()  # RingClosedError, ForeignWriterError...
+        except TimeoutError as exc:
+            raise RingTimeoutError(
+                f"batch not committed within its timeout: the ring stayed full ({exc})"
+            ) from exc
+        return True
 
-    def _fail(self, sub: _Submission, exc: RingbridgeError) -> None:
+    def _fail(self, sub: Submission, exc: RingbridgeError) -> None:
         if sub.give_up(exc):
-            self._failed[exc.code] += 1
+            self._counts.failed[exc.code] += 1
 
     # -- introspection -----------------------------------------------------------
 
     def statistics(self) -> ProducerStatistics:
+        c = self._counts
         return ProducerStatistics(
             running=self.alive,
             stopping=self._stopping,
-            next_seq=self._next_seq,
-            batches_committed=self._batches,
-            samples_committed=self._samples,
-            bytes_committed=self._bytes,
-            ring_bytes_committed=self._ring_bytes,
+            next_seq=self._pub.next_seq,
+            batches_committed=c.batches,
+            samples_committed=c.samples,
+            bytes_committed=c.bytes,
+            ring_bytes_committed=c.ring_bytes,
             ring_full_waits=self._full_waits,
-            batches_abandoned=self._abandoned,
-            batches_failed=dict(self._failed),
+            batches_abandoned=c.abandoned,
+            batches_failed=dict(c.failed),
             queued_batches=len(self._line),
+            regions_pending=len(self._pub),
+            discarded_bytes=c.discarded_bytes,
             admission=self._admission.statistics(),
             crashed=self._crashed is not None,
             kick=self._kicker.statistics() if self._kicker is not None else None,

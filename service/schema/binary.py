@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import ring as core
-from ..errors import InvalidBatchError
+from ..errors import InvalidBatchError, ProtocolError
 from ..nativelib import VALIDATE
 from .batch import EncodedBatch
 
 __all__ = [
+    "InPlace",
     "NativeVerdict",
     "native_verdict",
     "validate_binary_batch",
@@ -122,3 +123,84 @@ def validate_binary_batch(
         f"accepts it; this is a bug in {VALIDATE.path}",
         v.index,
     )
+
+
+# -- in place (the data plane): the records are already where they will be read -----
+
+# Both run over at most one body or frame, in memory the caller owns (ring
+# space claimed and not yet published): the GIL stays held -- a release and
+# retake costs more than validating a 64 KiB batch.
+_VALIDATE_AT = VALIDATE.function(
+    "rb_validate_batch",
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_uint64,
+    ctypes.c_uint64,
+    ctypes.POINTER(_Result),
+)
+_UNMASK_VALIDATE_AT = VALIDATE.function(
+    "rb_ws_unmask_validate",
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_uint32,
+    ctypes.c_uint64,
+    ctypes.c_uint64,
+    ctypes.POINTER(_Result),
+)
+_UNMASK_AT = VALIDATE.function(
+    "rb_ws_unmask", None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint32
+)
+
+
+class InPlace:
+    """Validation of a batch where it lies, by address: a body received into
+    ring space, a WebSocket frame unmasked there first. One instance per
+    caller (it reuses its result struct); ConfigError when the library is
+    not built (the data plane needs it)."""
+
+    def __init__(self, ring_size: int, max_sample_bytes: int) -> None:
+        self._validate = _VALIDATE_AT.get()
+        self._unmask_validate = _UNMASK_VALIDATE_AT.get()
+        self._unmask = _UNMASK_AT.get()
+        self._ring_size = ring_size
+        self._limit = max(0, min(max_sample_bytes, core.MAX_SAMPLE_LEN))
+        self._res = _Result()
+        self._ref = ctypes.byref(self._res)
+
+    def validate(self, address: int, nbytes: int) -> tuple[int, int] | None:
+        """(count, payload bytes) of the valid batch at ``address``, or None."""
+        if self._validate(address, nbytes, self._ring_size, self._limit, self._ref):
+            return None
+        return int(self._res.count), int(self._res.payload_bytes)
+
+    def unmask_validate(self, address: int, nbytes: int, key: int) -> tuple[int, int] | None:
+        """Unmask the frame payload at ``address`` with ``key`` (its 4 bytes read
+        little-endian), then :meth:`validate` it."""
+        if self._unmask_validate(address, nbytes, key, self._ring_size, self._limit, self._ref):
+            return None
+        return int(self._res.count), int(self._res.payload_bytes)
+
+    def unmask(self, address: int, nbytes: int, key: int, phase: int = 0) -> None:
+        """Unmask ``nbytes`` at ``address``; byte 0 takes key byte ``phase``."""
+        self._unmask(address, nbytes, key, phase)
+
+    def unmask_buffer(self, buf: bytearray, key: int) -> None:
+        """Unmask a whole frame payload held in ``buf``."""
+        if buf:
+            self._unmask(ctypes.addressof(ctypes.c_char.from_buffer(buf)), len(buf), key, 0)
+
+    def refusal(self, records: bytes | bytearray | memoryview) -> ProtocolError:
+        """The exact error of a batch :meth:`validate` refused (the reference's)."""
+        try:
+            validate_binary_batch_reference(
+                records, ring_size=self._ring_size, max_sample_bytes=self._limit
+            )
+        except ProtocolError as exc:
+            return exc
+        # Disagreement is a bug in validate.c; refuse rather than risk the ring.
+        return InvalidBatchError(
+            f"native validator rejected the batch but the reference accepts it; "
+            f"this is a bug in {VALIDATE.path}"
+        )

@@ -7,8 +7,9 @@ what can be checked is what the object *does* declare:
 
 - a type of the same name in the object's own BTF (it then must match);
 - the value type or size a ring map declares (``__type(value, T)`` or
-  ``__uint(value_size, N)``: libbpf accepts both on ring buffer maps and
-  creates the map without them).
+  ``__uint(value_size, N)``), read from the object file. Whether such an
+  object loads depends on the libbpf: 1.1 (Debian 12) passes the value size
+  on to the kernel, which refuses ring buffer maps with one (EINVAL).
 
 :func:`layout_difference` compares layouts, not spellings: typedef names,
 qualifiers and an enum's signedness flag (which clang < 15 never sets) do not

@@ -33,7 +33,7 @@ from .compiler import compile_type
 from .decoder import TypeDecoder
 from .header import HeaderOptions, compile_header
 from .jsoncodec import SampleCodec
-from .layout import layout_difference
+from .layout import check_map_value, layout_difference
 
 __all__ = ["Found", "TypeSources", "open_btf_file"]
 
@@ -80,11 +80,16 @@ class TypeSources(Closing):
         btf_files: Sequence[Path] = (),
         header: Path | None = None,
         header_options: HeaderOptions | None = None,
+        owned: Sequence[Closing] = (),
     ) -> TypeSources:
-        """``primary`` (the object's BTF, owned by the caller) first, then ``btf_files``,
-        then ``header`` compiled now (SchemaError naming ``ringbridge types`` without clang)."""
+        """``primary`` (the object's BTF) first, then ``btf_files``, then ``header``
+        compiled now (SchemaError naming ``ringbridge types`` without clang).
+
+        ``owned`` (e.g. what holds ``primary``) is closed with the sources, or at
+        once if opening them fails; anything else stays the caller's.
+        """
         sources: list[tuple[str, btf_reader.BtfSource]] = []
-        owned: list[Closing] = []
+        owned = list(owned)
         try:
             if primary is not None:
                 sources.append(primary)
@@ -143,15 +148,42 @@ class TypeSources(Closing):
             "`ringbridge types HEADER.h -o types.bpf.o` then --sample-btf types.bpf.o)"
         )
 
-    def codec(self, name: str) -> SampleCodec:
-        """The JSON sample codec of ``name`` (a struct or union)."""
-        found = self.find(name)
-        return SampleCodec(compile_type(found.type, f"{found.where}: {name}"), name)
+    def find_for(
+        self,
+        name: str,
+        flag: str,
+        *,
+        map_name: str | None = None,
+        declared: tuple[int, model.Type | None] = (0, None),
+    ) -> Found:
+        """:meth:`find` for a setting (``flag`` leads every error), checked against the
+        value ``map_name`` declares (``declared``: ``(value_size, type)``, see
+        :func:`.layout.declared_value`; ``(0, None)`` when it declares nothing)."""
+        try:
+            found = self.find(name)
+            if map_name is not None:
+                size, value_type = declared
+                check_map_value(
+                    found.type,
+                    name,
+                    map_name=map_name,
+                    value_size=size,
+                    value_type=value_type,
+                    where=found.where,
+                )
+        except SchemaError as exc:
+            raise SchemaError(f"{flag}: {exc.message}") from exc
+        return found
 
-    def decoder(self, name: str) -> TypeDecoder:
+    def codec(self, name: str | Found) -> SampleCodec:
+        """The JSON sample codec of ``name`` (a struct or union), or of a type found."""
+        found = name if isinstance(name, Found) else self.find(name)
+        return SampleCodec(compile_type(found.type, f"{found.where}: {found.name}"), found.name)
+
+    def decoder(self, name: str | Found) -> TypeDecoder:
         """The decoder of values of ``name`` (e.g. events of a kernel ring buffer)."""
-        found = self.find(name)
-        return TypeDecoder.from_type(found.type, where=f"{found.where}: {name}")
+        found = name if isinstance(name, Found) else self.find(name)
+        return TypeDecoder.from_type(found.type, where=f"{found.where}: {found.name}")
 
     def close(self) -> None:
         owned, self._owned = self._owned, []

@@ -1,79 +1,102 @@
 """The benchmark still works: its quick mode end to end, and its arithmetic.
 
 No speed is asserted here (performance is measured by ``make bench``, never
-by a test); the quick run proves that every load generator, server and
-report step runs and that the counts add up (the bench itself fails a run
+by a test); the quick run proves that every load generator, anchor, server
+and report step runs and that the counts add up (the bench itself fails a run
 whose kernel counters disagree with what the clients were acked).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import report
+from bench import report, tables
+from bench.cases import cases, granian_cases, target_cases
+from bench.run import select
 
-REPO = Path(__file__).resolve().parents[2]
+from .quick import REPO, run_quick
+
+TARGETS = {
+    report.T_WS,
+    report.T_HTTP,
+    report.T_HTTP_4K,
+    report.T_WS_4K,
+    report.T_JSON,
+    report.T_ONE,
+    report.T_BARE,
+    report.T_LAT,
+}
+ANCHORS = {report.A_C64, report.A_IPERF, report.A_MSGSPEC, report.A_PACK}
+#: The ring library's rows (bench.library), in process against the C producer.
+LIBRARY = {"lib-reserve-64B", "lib-batch-64B"}
 
 
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", f"--out-dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
+    run_quick("bench.run", tmp_path)
     doc = json.loads((tmp_path / "results.json").read_text())
     keys = {c["key"] for c in doc["cases"]}
-    assert {report.T_WS, report.T_HTTP, report.T_JSON, report.T_ONE, report.T_BARE} <= keys
+    assert keys >= TARGETS | ANCHORS | LIBRARY
+    for key in LIBRARY:
+        assert cases_of(doc)[key]["anchor"] == report.A_C64, key
     assert {r["key"] for r in doc["runs"]} == keys
     for r in doc["runs"]:
-        assert r["samples"] > 0 and r["seconds"] > 0, r
+        assert r["seconds"] > 0 and (r["samples"] > 0 or r["key"] == report.A_IPERF), r
+        assert r["nbytes"] > 0 or r["key"] == report.T_BARE, r
+    cases_by_key = {c["key"]: c for c in doc["cases"]}
     for r in doc["runs"]:
-        if r["key"] not in ("c-64B",):
+        if cases_by_key[r["key"]]["server"] != "local":
             assert r["latency_p99_us"] >= r["latency_p50_us"] > 0, r
+            assert r["peak_rss_mib"] > 0, r
     assert set(doc["extra"]) == {"idle", "blocked", "peak_rss_mib"}
     assert doc["extra"]["idle"]["timer_drains_per_s"] >= 0
+    host = doc["meta"]["host"]
+    assert host["cpu_model"] and host["adds_per_ns"] > 0 and host["python_loop_m_per_s"] > 0
+    rows = report.summarize(doc)
+    # Every anchored row got its ratio from the same run.
+    for key, row in rows.items():
+        assert (row.vs_anchor is not None) == bool(cases_by_key[key].get("anchor")), key
     md = (tmp_path / "results.md").read_text()
-    assert report.RESULTS_START in md and "### Targets" in md
-    assert "one-sample JSON POST" in md
+    assert tables.RESULTS_START in md and "### Targets" in md
+    for what in ("one-sample JSON POST", "loopback TCP", "msgspec decode", "ack latency"):
+        assert what in md, what
+    assert doc["meta"]["host_line"] in md
     # A quick run never touches tracked files.
     assert (REPO / "README.md").read_text() == readme
 
 
-def _doc(rates: dict[str, list[float]]) -> dict[str, Any]:
-    cases = [
-        {
-            "key": "c-64B",
-            "path": "C libbpf",
-            "server": "local",
-            "size": 64,
-            "batch": 0,
-            "clients": 1,
-            "group": "throughput",
-            "label": "C",
-        },
-        {
-            "key": report.T_WS,
-            "path": "WS binary",
-            "server": "kick",
-            "size": 64,
-            "batch": 910,
-            "clients": 1,
-            "group": "throughput",
-            "label": "WS",
-        },
+def cases_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["key"]: c for c in doc["cases"]}
+
+
+def _case(key: str, path: str, server: str, **kw: Any) -> dict[str, Any]:
+    base = {
+        "key": key,
+        "path": path,
+        "server": server,
+        "size": 64,
+        "batch": 910,
+        "clients": 1,
+        "group": "throughput",
+        "label": key,
+        "anchor": None,
+        "measure": "samples",
+    }
+    return base | kw
+
+
+def _doc(
+    rates: dict[str, list[float]], cases: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    cases = cases or [
+        _case(report.A_C64, "C libbpf", "local", batch=0),
+        _case(report.T_WS, "WS binary", "kick", anchor=report.A_C64),
     ]
     runs = [
         {
@@ -81,12 +104,14 @@ def _doc(rates: dict[str, list[float]]) -> dict[str, Any]:
             "round": i,
             "rate": rate,
             "samples": int(rate),
+            "nbytes": int(rate) * 100,
             "seconds": 1.0,
             "requests": 10,
             "server_cpu_s": 0.5,
             "client_cpu_s": 0.1,
             "latency_p50_us": 100.0,
             "latency_p99_us": 200.0,
+            "peak_rss_mib": 50.0,
         }
         for key, series in rates.items()
         for i, rate in enumerate(series)
@@ -94,21 +119,105 @@ def _doc(rates: dict[str, list[float]]) -> dict[str, Any]:
     return {"cases": cases, "runs": runs, "extra": {}}
 
 
+def _line(table: str, what: str) -> str:
+    return next(x for x in table.splitlines() if what in x)
+
+
 def test_ratios_are_per_round_then_median() -> None:
     # Round 1 is slow for both sides: its ratio is still 0.8.
-    doc = _doc({"c-64B": [10.0, 5.0, 10.0], report.T_WS: [8.0, 4.0, 6.0]})
+    doc = _doc({report.A_C64: [10.0, 5.0, 10.0], report.T_WS: [8.0, 4.0, 6.0]})
     rows = report.summarize(doc)
     ws = rows[report.T_WS]
-    assert ws.vs_c is not None
-    assert (ws.vs_c.median, ws.vs_c.low, ws.vs_c.high) == (0.8, 0.6, 0.8)
+    assert ws.vs_anchor is not None
+    assert (ws.vs_anchor.median, ws.vs_anchor.low, ws.vs_anchor.high) == (0.8, 0.6, 0.8)
     assert ws.rate.median == 6.0 and ws.server_cpu is not None and ws.server_cpu.median == 50
-    table = report.targets_table(rows, doc)
-    assert "0.80x C" in table and "**no**" not in table.split("WS binary")[1].split("\n")[0]
+    assert rows[report.A_C64].vs_anchor is None  # an anchor has none
+    line = _line(report.targets_table(rows, doc), "WS binary")
+    assert "0.80x C" in line and line.endswith("| yes |")
 
 
 def test_a_missed_target_is_marked() -> None:
-    doc = _doc({"c-64B": [10.0], report.T_WS: [5.0]})
-    line = next(
-        x for x in report.targets_table(report.summarize(doc), doc).splitlines() if "WS binary" in x
-    )
+    doc = _doc({report.A_C64: [10.0], report.T_WS: [5.0]})
+    line = _line(report.targets_table(report.summarize(doc), doc), "WS binary")
     assert "0.50x C" in line and line.endswith("| **no** |")
+
+
+def test_bytes_rows_divide_bytes_by_the_loopback_anchor() -> None:
+    cases = [
+        _case(report.A_IPERF, "loopback TCP", "local", size=0, batch=0),
+        _case(
+            report.T_HTTP_4K,
+            "HTTP binary",
+            "kick",
+            size=4096,
+            batch=63,
+            clients=4,
+            anchor=report.A_IPERF,
+            measure="bytes",
+        ),
+    ]
+    doc = _doc({report.A_IPERF: [0.0, 0.0], report.T_HTTP_4K: [5.0, 7.0]}, cases)
+    # iperf3 moves bytes, not samples: 4e9 bytes/s against 0.5e9 / 0.7e9.
+    for r in doc["runs"]:
+        if r["key"] == report.A_IPERF:
+            r["nbytes"] = 4_000_000_000
+    rows = report.summarize(doc)
+    row = rows[report.T_HTTP_4K]
+    assert row.vs_anchor is not None and row.byte_rate is not None
+    assert row.vs_anchor.median == pytest.approx(600 / 4e9)
+    line = _line(report.targets_table(rows, doc), "4096 B")
+    assert "loopback TCP" in line and ">= 0.6x" in line and line.endswith("| **no** |")
+
+
+def test_latency_and_memory_targets() -> None:
+    cases = [
+        _case(report.T_LAT, "HTTP binary", "timer", batch=100, group="latency"),
+        _case("bare-1-c16", "bare FastAPI", "bare", batch=1),
+    ]
+    doc = _doc({report.T_LAT: [1.0, 1.0, 1.0], "bare-1-c16": [1.0]}, cases)
+    for r in doc["runs"]:
+        if r["key"] == report.T_LAT:
+            r["latency_p99_us"] = 300.0 if r["round"] == 0 else 240.0
+            r["peak_rss_mib"] = 120.0 if r["round"] == 2 else 80.0
+        else:
+            r["peak_rss_mib"] = 500.0  # not ringbridge: not held to the memory target
+    table = report.targets_table(report.summarize(doc), doc)
+    # The median p99 (0.24 ms) meets the target; one round over 100 MiB does not.
+    assert _line(table, "ack latency").endswith("| yes |")
+    rss = _line(table, "peak RSS")
+    assert "120 MiB" in rss and rss.endswith("| **no** |")
+
+
+def test_selecting_rows_brings_their_anchors() -> None:
+    chosen = select(cases(quick=False), "http-json-1000-c4")
+    keys = {c.key for c in chosen}
+    assert keys == {report.T_JSON, report.A_MSGSPEC}
+    assert report.T_BARE in {c.key for c in select(cases(quick=False), report.T_ONE)}
+    # The library's 4096 B rows are divided by the C producer at 4096 B.
+    lib = {c.key for c in select(cases(quick=False), "lib-")}
+    assert lib == {f"lib-{k}-{n}B" for k in ("reserve", "batch") for n in (64, 4096)} | {
+        report.A_C64,
+        "c-4096B",
+    }
+    # A granian row brings its uvicorn twin (the comparison) and their anchor.
+    gr = select(cases(quick=False, granian=True), f"granian-{report.T_JSON}")
+    assert {c.key for c in gr} == {f"granian-{report.T_JSON}", report.T_JSON, report.A_MSGSPEC}
+
+
+def test_granian_rows_pair_with_their_uvicorn_twins() -> None:
+    base = target_cases()
+    twins = granian_cases(base)
+    assert {c.key.removeprefix("granian-") for c in twins} <= {c.key for c in base}
+    assert {c.server for c in twins} == {"granian", "granian-bare"}
+    cases = [
+        _case(report.A_C64, "C libbpf", "local", batch=0),
+        _case(report.T_WS, "WS binary", "kick", anchor=report.A_C64),
+        _case(f"granian-{report.T_WS}", "WS binary", "granian", anchor=report.A_C64),
+    ]
+    doc = _doc(
+        {report.A_C64: [10.0, 10.0], report.T_WS: [8.0, 6.0], f"granian-{report.T_WS}": [4.0, 6.0]},
+        cases,
+    )
+    table = tables.granian_table(doc, report.summarize(doc))
+    # granian / uvicorn per round: 0.5 and 1.0, median 0.75.
+    assert "0.75 (0.50-1.00)" in _line(table, report.T_WS)

@@ -154,7 +154,7 @@ def test_json_batches_encode_like_core(default_codec: SampleCodec, samples: list
     assert out.count == len(samples)
     assert out.payload_bytes == sum(map(len, payloads))
     # The exact path (used for errors and ambiguous bodies) agrees byte for byte.
-    _, exact = default_codec._decode_exact(raw, frame=False, ring_size=RING, limit=64)
+    _, exact = default_codec._exact.decode(raw, frame=False, ring_size=RING, limit=64)
     assert exact == out
 
 

@@ -74,4 +74,4 @@ def test_the_service_uses_the_built_helper(native_lib_path: Path) -> None:
     assert o.load_acquire_u32(addr) == 7
     assert o.xchg_u32(addr, 9) == 7 and o.load_acquire_u32(addr) == 9
     o.fence()  # bound to the library's rb_fence_seq_cst (a missing symbol fails above)
-    assert o._fence.__name__ == "rb_fence_seq_cst"
+    assert o.fence.__name__ == "rb_fence_seq_cst"

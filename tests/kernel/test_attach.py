@@ -37,8 +37,8 @@ from ringbridge.kernel.attach import (
 )
 from ringbridge.kernel.environment import tracefs_hint
 from ringbridge.kernel.objplan import ProgSpec, plan_object
-from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.kernel.userobj import load_object
+from ringbridge.ring import UserRingBuffer
 from ringbridge.schema import TypeSources, compile_header
 from tests.support.upstream import (
     PROTO_HEADER,
@@ -111,9 +111,9 @@ def test_tp_program_attaches_and_drains_when_its_syscall_is_made(
         assert loaded.attached == ["test_user_ringbuf"]
         assert plan.programs[0].section == "tp/syscalls/sys_enter_getpgid"
         claim(loaded.obj)
-        with UserRingBuffer(loaded.ring_fd, loaded.ring_size) as ring:
+        with UserRingBuffer(loaded.ring_fd) as ring:
             values = [3, -40, 1 << 40, 7, 11]
-            ring.commit_samples_nowait(
+            ring.commit_samples(
                 [codec.encode_sample(pid=os.getpid(), seq=i, value=v, comm="ringbridge")
                  for i, v in enumerate(values)]
             )  # fmt: skip

@@ -297,16 +297,19 @@ def test_ctl_writes_keep_producer_waiting(rb: LoadedRingbridge) -> None:
 
 def test_read_counters_sums_per_cpu(rb: LoadedRingbridge) -> None:
     ncpus = lb.num_possible_cpus()
-    words = counters.COUNTERS_VALUE_SIZE // 8
+    words = counters.WORDS
+    assert words * 8 == counters.COUNTERS_VALUE_SIZE
     big = 2**63 + 5
     per_cpu = []
     for cpu in range(ncpus):
         v = [0] * words
         v[0] = cpu + 1  # samples
         v[2] = 10  # drain_calls
-        v[3 + 2] = cpu  # drain_errors["EBUSY"]
-        v[9 + 7] = 3  # kind_count[7]
-        v[9 + 256 + 7] = big  # kind_value[7]: wraps once there are 2 CPUs
+        v[counters.DRAIN_ERRORS + 2] = cpu  # drain_errors["EBUSY"]
+        v[counters.KIND_COUNT + 7] = 3  # kind_count[7]
+        v[counters.KIND_VALUE + 7] = big  # kind_value[7]: past 2**64 once there are 2 CPUs
+        v[counters.KIND_VALUE_HI + 8] = cpu + 1  # kind 8: (cpu + 1) * 2**64 + 1
+        v[counters.KIND_VALUE + 8] = 1
         per_cpu.append(struct.pack(f"={words}Q", *v))
     lb.map_update(rb.counters_fd, b"\0" * 4, b"".join(per_cpu))
     c = rb.read_counters()
@@ -314,8 +317,51 @@ def test_read_counters_sums_per_cpu(rb: LoadedRingbridge) -> None:
     assert c.drain_calls == 10 * ncpus
     assert c.drain_errors["EBUSY"] == sum(range(ncpus))
     assert c.kind_count[7] == 3 * ncpus
-    assert c.kind_value[7] == (big * ncpus) % 2**64
+    assert c.kind_value[7] == big * ncpus  # exact, not modulo 2**64
+    assert c.kind_value[8] == sum((cpu + 1) * 2**64 + 1 for cpu in range(ncpus))
     assert len(c.kind_count) == len(c.kind_value) == 256
+
+
+def _drain_on(rb: LoadedRingbridge, cpu: int) -> int:
+    """Runs the drain program on ``cpu`` (it counts into that CPU's copy)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        return rb.drain()
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def test_per_kind_sums_carry_past_2_64_on_every_cpu(rb: LoadedRingbridge) -> None:
+    """u64max + 3 reads 2**64 + 2, not 2: the program carries, per CPU."""
+    u64max = 2**64 - 1
+    values = (u64max, 3, u64max, u64max, 2**63)
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    ring = _UserRing(rb.ring_fd)
+    expect = 0
+    try:
+        for value in values:
+            for cpu in cpus:  # the same samples drained on each CPU
+                ring.put(_sample(kind=5, value=value))
+                ring.put(_sample(kind=6, value=1))
+                assert _drain_on(rb, cpu) == 2
+                expect += value
+                c = rb.read_counters()
+                assert c.kind_value[5] == expect  # never modulo 2**64, never backwards
+    finally:
+        ring.close()
+    assert c.kind_value[5] == len(cpus) * sum(values)
+    assert c.kind_value[5] == len(cpus) * (3 * 2**64 + 2**63)
+    assert c.kind_count[5] == 5 * len(cpus) and c.kind_value[6] == 5 * len(cpus)
+    raw = lb.lookup_percpu(rb.counters_fd, b"\0" * 4, counters.COUNTERS_VALUE_SIZE)
+
+    def words(r: bytes, at: int) -> int:
+        return int(struct.unpack_from("=Q", r, 8 * (at + 5))[0])
+
+    # Each CPU carried on its own words: 3 carries each, the low word 2**63.
+    assert [(words(raw[c], counters.KIND_VALUE_HI), words(raw[c], counters.KIND_VALUE))
+            for c in cpus] == [(3, 2**63)] * len(cpus)  # fmt: skip
+    assert not any(counters.in_carry(r) for r in raw)
 
 
 def test_drain_counts_content_per_kind(rb: LoadedRingbridge) -> None:

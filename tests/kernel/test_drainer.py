@@ -11,7 +11,7 @@ import pytest
 from ringbridge.core.ring import encode_batch
 from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
 from ringbridge.kernel.drainer import NativeDrainer
-from ringbridge.kernel.ringbuf import UserRingBuffer
+from ringbridge.ring import UserRingBuffer
 
 RING = 1 << 16
 
@@ -27,7 +27,7 @@ def loaded(bpf_object_path: Path, pin_dir: Path) -> Iterator[LoadedRingbridge]:
 
 @pytest.fixture
 def ring(loaded: LoadedRingbridge) -> Iterator[UserRingBuffer]:
-    with UserRingBuffer(loaded.ring_fd, RING, ctl_fd=loaded.ctl_fd) as r:
+    with UserRingBuffer(loaded.ring_fd, waiting_flag_fd=loaded.ctl_fd) as r:
         yield r
 
 
@@ -43,7 +43,7 @@ def _drainer(loaded: LoadedRingbridge, ring: UserRingBuffer) -> NativeDrainer:
 
 def test_a_kick_before_close_is_drained(loaded: LoadedRingbridge, ring: UserRingBuffer) -> None:
     d = _drainer(loaded, ring)
-    ring.commit_batch_nowait(_batch(100, kind=4), 100)
+    ring.commit_batch(_batch(100, kind=4))
     d.kick()
     d.close()  # runs the requested drain before the thread ends
     assert ring.consumer_pos() == ring.producer_pos
@@ -58,7 +58,7 @@ def test_one_kick_drains_past_one_runs_bound(
     # 2 samples per drain call, at most 256 calls per program run: 512 a run.
     loaded.set_budget(2)
     n = 2500  # 2500 * 24 B fits the 64 KiB ring; needs 5 runs
-    ring.commit_batch_nowait(_batch(n, kind=5), n)
+    ring.commit_batch(_batch(n, kind=5))
     d = _drainer(loaded, ring)
     d.kick()
     d.close()

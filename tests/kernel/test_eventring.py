@@ -26,8 +26,8 @@ from ringbridge.errors import ConfigError
 from ringbridge.events import Event, EventFeeds, EventHub, EventMap, Lost, Subscription
 from ringbridge.kernel.eventring import KernelRingReader
 from ringbridge.kernel.objplan import plan_object
-from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.kernel.userobj import LoadedObject, load_object
+from ringbridge.ring import UserRingBuffer
 from ringbridge.schema import SampleCodec, TypeDecoder, TypeSources
 from ringbridge.schema import btf as btf_reader
 from tests.support.upstream import (
@@ -82,7 +82,7 @@ class Proto:
 
     def send(self, payloads: list[bytes]) -> None:
         """Commit the requests and make the syscall whose tracepoint drains them."""
-        self.ring.commit_samples_nowait(payloads)
+        self.ring.commit_samples(payloads)
         prctl()
 
 
@@ -102,7 +102,7 @@ def proto(pin_dir: Path) -> Iterator[Proto]:
         ) as sources:
             codec = sources.codec("test_msg")
             decoder = sources.decoder("struct test_reply")
-        ring = UserRingBuffer(loaded.ring_fd, loaded.ring_size)
+        ring = UserRingBuffer(loaded.ring_fd)
         claim(loaded.obj)
         try:
             yield Proto(loaded, ring, codec, decoder, Counter())

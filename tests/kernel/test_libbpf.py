@@ -12,7 +12,7 @@ import pytest
 from ringbridge.errors import BpfObjectError, KernelError
 from ringbridge.kernel import libbpf as lb
 
-COUNTERS_SIZE = 4168  # sizeof(struct ringbridge_counters)
+COUNTERS_SIZE = 6232  # sizeof(struct ringbridge_counters): 779 u64 words
 KEY0 = b"\0\0\0\0"
 OUR_MAPS = {"ringbridge_ring", "ringbridge_counters", "ringbridge_ctl", "ringbridge_timer"}
 OUR_PROGS = {"ringbridge_drain", "ringbridge_arm_timer", "ringbridge_disarm_timer"}

@@ -1,4 +1,5 @@
-"""The pins module on its own: staging, unpin of a user object's set (real bpffs)."""
+"""The pins module on its own: staging, unpin of a user object's set, ringbridge's state
+records as optional entries (real bpffs)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import pytest
 
 from ringbridge.errors import PinError
 from ringbridge.kernel import libbpf as lb
+from ringbridge.kernel.bpfobj import load_default
 from ringbridge.kernel.pins import (
+    CURSOR_PIN,
     META_PIN,
     PinMeta,
-    lock_producer,
-    producer_lock_path,
+    legacy_lock_path,
     staged,
     unpin,
 )
@@ -56,11 +58,38 @@ def test_unpin_removes_a_user_objects_whole_set_and_its_lock(pin_dir: Path) -> N
         _pin_map(staging / "counts")
         _pin_map(staging / "obj_bss")
         PinMeta.create(b"\0" * 32, staging / META_PIN).close()
-    lock_producer(pin_dir).close()
-    assert producer_lock_path(pin_dir).is_dir()
+    # What older versions left next to every pin dir (migration: unpin removes it).
+    legacy_lock_path(pin_dir).mkdir(mode=0o700)
+    assert legacy_lock_path(pin_dir).is_dir()
     removed = unpin(pin_dir)
     assert {p.name for p in removed} == {"counts", "obj_bss", META_PIN, pin_dir.name}
     assert removed[-2].name == META_PIN  # the identity record last, then the dir
     assert not pin_dir.exists()
-    assert not producer_lock_path(pin_dir).exists()
+    assert not legacy_lock_path(pin_dir).exists()
     assert unpin(pin_dir) == []
+
+
+def test_state_records_alone_are_refused_as_a_pin_set_and_removed_by_unpin(
+    pin_dir: Path, bpf_object_path: Path
+) -> None:
+    # What a --ring-pin service leaves in its --pin-dir: the fleet cursor and
+    # nothing else. No pin set may inherit it, silently.
+    pin_dir.mkdir(parents=True)
+    _pin_map(pin_dir / CURSOR_PIN, "rb_fleet_cursor")
+    with pytest.raises(PinError, match="only ringbridge's state records"):
+        load_default(bpf_object_path, pin_dir, 64 * 1024)
+    assert [p.name for p in pin_dir.iterdir()] == [CURSOR_PIN]
+    assert {p.name for p in unpin(pin_dir)} == {CURSOR_PIN, pin_dir.name}
+
+
+def test_a_built_in_set_with_a_stranger_beside_the_state_records_is_still_refused(
+    pin_dir: Path, bpf_object_path: Path
+) -> None:
+    load_default(bpf_object_path, pin_dir, 64 * 1024).close()
+    _pin_map(pin_dir / CURSOR_PIN, "rb_fleet_cursor")
+    load_default(bpf_object_path, pin_dir, 64 * 1024).close()  # optional entry: complete
+    _pin_map(pin_dir / "stranger")
+    with pytest.raises(PinError, match=r"not ringbridge's \(stranger\)"):
+        load_default(bpf_object_path, pin_dir, 64 * 1024)
+    assert CURSOR_PIN in {p.name for p in unpin(pin_dir)}
+    assert [p.name for p in pin_dir.iterdir()] == ["stranger"]

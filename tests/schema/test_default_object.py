@@ -56,6 +56,12 @@ def test_ringbridge_counters_matches_bpfobj(bpf_object_path: Path) -> None:
         ("drain_errors", 24, 8 * n_err, n_err),
         ("short_samples", 56, 8, 1),
         ("kind_overflow", 64, 8, 1),
-        ("kind_count", 72, 8 * k, k),
-        ("kind_value", 72 + 8 * k, 8 * k, k),
+        ("carry_begin", 72, 8, 1),
+        ("kind_count", 80, 8 * k, k),
+        ("kind_value", 80 + 8 * k, 8 * k, k),
+        ("kind_value_hi", 80 + 16 * k, 8 * k, k),
+        ("carry_end", 80 + 24 * k, 8, 1),
     ]
+    # The reader's word indexes (kernel/counters.py) say the same.
+    words = (counters.CARRY_BEGIN, counters.KIND_VALUE_HI, counters.CARRY_END)
+    assert [8 * w for w in words] == [72, 80 + 16 * k, size - 8]

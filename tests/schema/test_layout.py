@@ -88,3 +88,42 @@ def test_a_map_declaring_its_value_type_is_checked(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="is 24 bytes, but map 'requests' declares values of 16"):
         check_map_value(reply.type, "test_reply", map_name="requests", value_size=16)
     check_map_value(reply.type, "test_reply", map_name="replies", value_size=0)
+
+
+def test_a_setting_names_itself_when_its_type_does_not_fit_the_map(tmp_path: Path) -> None:
+    """What the backends and the event feeds call (``TypeSources.find_for``): the type
+    wherever it is found, checked against what the object file declares for the map."""
+    clang_or_skip()
+    src = tmp_path / "declared.bpf.c"
+    src.write_text(
+        "#include <linux/types.h>\n#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
+        f'#include "{PROTO_HEADER}"\n'
+        'char _license[] SEC("license") = "GPL";\n'
+        "struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096);\n"
+        '         __type(value, struct test_msg); } replies SEC(".maps");\n'
+        "struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096);\n"
+        '         __uint(value_size, 16); } sized SEC(".maps");\n'
+    )
+    obj = compile_bpf(src, tmp_path / "declared.bpf.o")
+    with TypeSources.open(header=PROTO_HEADER) as sources:
+        found = sources.find_for(
+            "test_msg", "--event-map replies=test_msg", map_name="replies",
+            declared=declared_value(obj, "replies"),
+        )  # fmt: skip
+        assert found.type.size == 16
+        with pytest.raises(SchemaError) as info:
+            sources.find_for(
+                "test_reply", "--event-map replies=test_reply", map_name="replies",
+                declared=declared_value(obj, "replies"),
+            )  # fmt: skip
+        assert info.value.message.startswith(
+            f"--event-map replies=test_reply: test_reply (from --sample-header {PROTO_HEADER}) "
+            "does not match the value type map 'replies' declares (struct test_msg)"
+        )
+        with pytest.raises(SchemaError, match="is 24 bytes, but map 'sized' declares values of 16"):
+            sources.find_for(
+                "test_reply", "--sample-type test_reply", map_name="sized",
+                declared=declared_value(obj, "sized"),
+            )  # fmt: skip
+        # Without a map to check against, only the lookup counts.
+        assert sources.find_for("test_reply", "--sample-type test_reply").type.size == 24

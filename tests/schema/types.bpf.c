@@ -87,6 +87,19 @@ struct op_sample {
 	char slot[16];
 };
 
+/* Only integers and a bool, with padding: what the native JSON scanner takes. */
+struct flat {
+	__u8 u8;
+	__s16 s16;
+	_Bool flag;
+	__s32 s32;
+	__u64 u64;
+	char c;
+	__s64 s64;
+	__u32 u32;
+	__s8 s8;
+};
+
 struct with_ptr { __u64 x; void *p; };
 struct with_flex { __u32 n; __u32 items[]; };
 typedef struct every every_t;
@@ -94,6 +107,7 @@ typedef struct every every_t;
 struct every *g_every;
 union msg *g_msg;
 struct op_sample *g_op;
+struct flat *g_flat;
 struct with_ptr *g_ptr;
 struct with_flex *g_flex;
 every_t *g_every_t;

@@ -5,7 +5,8 @@ another loader pinned (bpftool): it assembles the service in-process, sends
 typed JSON samples through the backend's own codec, checks that the kernel
 side consumed them and that stats, exporters and map lookup answer, then
 unwinds the start-up as a shutdown does. A start that fails after the load
-forgets the pins it made and keeps the ones it re-used.
+forgets the pins it made and keeps the ones it re-used. With ``--nats`` each
+kind keeps the fleet cursor with its pins, and they go together.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from typing import Any
 
 import pytest
 
+from ringbridge.api import health
 from ringbridge.assemble import assemble
-from ringbridge.errors import ConfigError, ProducerLockedError
+from ringbridge.errors import ConfigError, PinError, ProducerLockedError
+from ringbridge.fleet.cursor import PinnedCursorStore
 from ringbridge.kernel import libbpf as lb
-from ringbridge.kernel.pins import producer_lock_path
+from ringbridge.kernel.pins import CURSOR_PIN, legacy_lock_path, unpin
+from ringbridge.ring import ProducerLock, UserRingBuffer
 from ringbridge.runtime import Runtime
 from ringbridge.settings import Settings
 from tests.support.byo import EXAMPLE_OBJ, TWO_RINGS_OBJ, ensure_built, read_globals
@@ -52,7 +56,7 @@ class Kind:
 
 
 async def _wait_consumed(rt: Runtime) -> None:
-    await rt.ring.wait_consumed(rt.ring.producer_pos, 10.0)
+    await rt.ring.wait_consumed_async(rt.ring.producer_pos, 10.0)
 
 
 def _builtin(bpf_object_path: Path, pin_dir: Path) -> Kind:
@@ -151,9 +155,12 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
         assert backend.kind == kind.name
         assert rt.settings.ring_size == backend.ring_size == RING
         assert (rt.producer.alive, backend.closed) == (True, False)
-        # One producer per ring, whatever the kind.
+        # One producer per ring, whatever the kind: the ring's own lock.
+        map_id = rt.ring.map_id
         with pytest.raises(ProducerLockedError):
-            backend.lock()
+            UserRingBuffer(backend.ring_fd)
+        with pytest.raises(ProducerLockedError):
+            ProducerLock.acquire(map_id, what="a second producer")
         await _send(rt, kind.samples)
         await kind.consumed(rt)
         names = {m.name for e in rt.exports for m in e.collect()}
@@ -164,7 +171,7 @@ async def test_every_kind_assembles_serves_and_shuts_down_through_one_path(kind:
             backend.map_fd("no_such_map")
     # Unwound: the producer stopped, the ring unmapped, the backend closed, the lock freed.
     assert (rt.producer.alive, backend.closed) == (False, True)
-    backend.lock().close()
+    ProducerLock.acquire(map_id, what="the next producer").close()
 
 
 async def test_seqs_carry_over_a_restart_where_the_kind_keeps_them(kind: Kind) -> None:
@@ -191,7 +198,7 @@ async def test_a_failed_start_forgets_new_pins_and_keeps_reused_ones(
             await assemble(bad, stack)
     # The load pinned a fresh set; the start failed after it: the set is gone.
     assert not pin_dir.exists()
-    assert not producer_lock_path(pin_dir).exists()
+    assert not legacy_lock_path(pin_dir).exists()
 
     good = Settings(pin_dir=pin_dir, bpf_object=bpf_object_path)
     async with AsyncExitStack() as stack:
@@ -202,3 +209,57 @@ async def test_a_failed_start_forgets_new_pins_and_keeps_reused_ones(
             await assemble(bad, stack)
     # Re-used pins are the previous run's state: a failed start leaves them.
     assert sorted(p.name for p in pin_dir.iterdir()) == kept
+
+
+async def test_the_fleet_cursor_lives_and_goes_with_each_kinds_pins(kind: Kind) -> None:
+    # --nats with no server answering: the node serves anyway (degraded) and
+    # its cursor is kept where the kind keeps its pins.
+    given = {name: getattr(kind.settings, name) for name in kind.settings._given}
+    fleet = Settings(
+        **given,
+        nats=["nats://127.0.0.1:9"],
+        nats_stream="FLEET",
+        nats_subject=["fleet.all"],
+        shutdown_grace=0.5,
+    )
+    pins_of_ours = fleet.pin_dir
+    for start in range(2):
+        async with AsyncExitStack() as stack:
+            rt = await assemble(fleet, stack)
+            where = rt.backend.state_pin(CURSOR_PIN)
+            assert where == pins_of_ours / CURSOR_PIN and where.exists()
+            assert rt.fleet is not None and not rt.fleet.healthy
+            ready, checks = health.readiness(rt)
+            assert ready and health.degraded(checks) == ["nats_connected"]
+            await _send(rt, kind.samples, len(kind.samples) * start if kind.keeps_seq else 0)
+            # A second service cannot take the same cursor (one writer per cursor).
+            with PinnedCursorStore.open(where) as second, pytest.raises(ProducerLockedError):
+                ProducerLock.acquire(second.map_id, what="a second cursor writer")
+        # The second start re-opened the pin set with the cursor in it; unwound,
+        # the cursor's lock is free again.
+        with PinnedCursorStore.open(where) as store:
+            assert store.load_cursor() is not None
+            ProducerLock.acquire(store.map_id, what="the next writer").close()
+    removed = unpin(pins_of_ours)
+    assert where in removed and not where.exists() and not pins_of_ours.exists()
+
+
+async def test_a_ring_pins_cursor_never_goes_into_a_pin_set(
+    foreign: Path, bpf_object_path: Path
+) -> None:
+    # --ring-pin keeps its state in --pin-dir: not in a dir holding a pin set
+    # (the built-in consumer's here), whose ring it is not about.
+    builtin = foreign / "builtin"
+    async with AsyncExitStack() as stack:
+        await assemble(Settings(pin_dir=builtin, bpf_object=bpf_object_path), stack)
+    settings = Settings(
+        pin_dir=builtin,
+        ring_pin=foreign / "maps" / "ring_a",
+        nats=["nats://127.0.0.1:9"],
+        nats_stream="FLEET",
+        nats_subject=["fleet.all"],
+    )
+    with pytest.raises(PinError, match="keeps only ringbridge's own state"):
+        async with AsyncExitStack() as stack:
+            await assemble(settings, stack)
+    assert CURSOR_PIN not in {p.name for p in builtin.iterdir()}

@@ -22,7 +22,7 @@ from ringbridge.core.ring import encode_batch
 from ringbridge.errors import ConfigError, UnavailableError
 from ringbridge.kernel import libbpf as lb
 from ringbridge.kernel.objplan import plan_object
-from ringbridge.kernel.pins import producer_lock_path
+from ringbridge.kernel.pins import legacy_lock_path
 from tests.support.byo import (
     EXAMPLE_OBJ,
     INC32,
@@ -210,7 +210,7 @@ def test_changed_object_against_old_pins_refuses_start(pin_dir: Path, log_path: 
     assert out.returncode == 0, out.stderr
     assert f"removed {pin_dir / 'ringbridge_meta'}" in out.stdout
     assert not pin_dir.exists()
-    assert not producer_lock_path(pin_dir).exists()
+    assert not legacy_lock_path(pin_dir).exists()
     with served(["--bpf-object", str(SELFTEST_VARIANT_OBJ), *args], log_path) as addr:
         assert _post_binary(addr, [selftest_msg(INC64, 5)]).status_code == 200
         trigger_syscall("prctl")

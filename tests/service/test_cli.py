@@ -36,8 +36,8 @@ from ringbridge.client import ServerURL
 from ringbridge.core import ring as core
 from ringbridge.errors import ClientError, ConfigError
 from ringbridge.kernel.bpfobj import load_default
-from ringbridge.kernel.pins import RingbridgePins, lock_producer
-from ringbridge.kernel.ringbuf import UserRingBuffer
+from ringbridge.kernel.pins import RingbridgePins
+from ringbridge.ring import UserRingBuffer
 from ringbridge.settings import Settings
 from tests.support.launch import served
 
@@ -222,8 +222,8 @@ def test_drain_prints_what_the_pinned_program_drained(bpf_object_path: Path, pin
         r = run_cli("drain", "--pin-dir", str(pin_dir))
         assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
         n = 1000
-        with UserRingBuffer(loaded.ring_fd, RING) as rb:
-            rb.commit_samples_nowait([SAMPLE.pack(9, 0, i) for i in range(n)])
+        with UserRingBuffer(loaded.ring_fd) as rb:
+            rb.commit_samples([SAMPLE.pack(9, 0, i) for i in range(n)])
             r = run_cli("drain", "--pin-dir", str(pin_dir))
             assert (r.returncode, r.stdout.strip()) == (0, str(n)), r.stderr
             assert rb.consumer_pos() == rb.producer_pos
@@ -263,13 +263,15 @@ def test_unpin_refuses_while_a_producer_holds_the_ring(
 ) -> None:
     load_default(bpf_object_path, pin_dir, RING).close()
     pins = RingbridgePins.under(pin_dir)
-    with lock_producer(pin_dir):
+    # A producer (the library, as the service would) holds the ring's lock.
+    with UserRingBuffer.from_pin(pins.ring):
         r = run_cli("unpin", "--pin-dir", str(pin_dir))
         assert r.returncode == 1
         assert f"unpin: a running ringbridge service holds the ring pinned under {pin_dir}" in (
             r.stderr
         )
         assert "stop the service first" in r.stderr and "--force" in r.stderr
+        assert f"pid {os.getpid()}" in r.stderr  # the holder, named
         assert all(p.exists() for p in pins.all())
         forced = run_cli("unpin", "--pin-dir", str(pin_dir), "--force")
         assert forced.returncode == 0, forced.stderr
@@ -426,7 +428,7 @@ def test_second_serve_on_a_held_pin_dir_fails_with_one_clear_line(
     r = run_cli("serve", "--port=0", f"--pin-dir={pin_dir}", "--ring-size=1M", timeout=30)
     assert r.returncode == 3
     assert 'msg="startup failed"' in r.stderr
-    assert "another ringbridge producer holds the ring" in r.stderr
+    assert "another ringbridge producer holds this ring" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -530,7 +532,10 @@ def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: floa
 
 
 @pytest.mark.kernel
-def test_ctrl_c_on_serve_shuts_down_quietly(pin_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_on_serve_shuts_down_quietly_with_status_0(
+    pin_dir: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -540,8 +545,8 @@ def test_ctrl_c_on_serve_shuts_down_quietly(pin_dir: Path, tmp_path: Path) -> No
         )  # fmt: skip
     try:
         _wait_for(log, "running on http://", proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

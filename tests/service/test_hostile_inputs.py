@@ -118,5 +118,3 @@ async def test_overloaded_ws_batches_get_error_acks_with_their_ids(
     assert [a["id"] for a in acks[32:]] == ["a", {"n": "b"}]
     assert all(a["error"]["code"] == "overloaded" for a in acks[32:]), acks[32:]
     assert srv.producer_pos() == pos == 16 * 4080
-
-

@@ -187,8 +187,10 @@ async def test_a_resend_while_the_first_waits_for_ring_space_gets_its_outcome(
         first = asyncio.create_task(h.post(url, json=body, headers={KEY: "waits"}))
         await asyncio.to_thread(
             wait_until,
-            lambda: srv.runtime.producer.keys.statistics().in_flight == 1
-            and srv.runtime.producer.statistics().ring_full_waits >= 1,
+            lambda: (
+                srv.runtime.producer.keys.statistics().in_flight == 1
+                and srv.runtime.producer.statistics().ring_full_waits >= 1
+            ),
             10.0,
             "the keyed batch to wait for space",
         )

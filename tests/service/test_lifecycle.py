@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from ringbridge.api.server import RingbridgeWSProtocol
+from ringbridge.api.dataplane.stream import Stream
 from ringbridge.kernel.bpfobj import open_pinned_drain
 from tests.support.launch import served
 
@@ -108,8 +108,8 @@ def test_healthz_fails_once_the_producer_task_died(make_server: ServerFactory) -
 
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get("/healthz").status_code == 200
-        # A bug (not a RingbridgeError) in the commit path kills the task.
-        ring.commit_batch_nowait = boom  # type: ignore[method-assign]
+        # A bug (not a RingbridgeError) where producer_pos moves kills the producer.
+        ring.publish = boom  # type: ignore[method-assign]
         r = c.post("/v1/samples", json={"samples": [{"kind": 1}]})
         assert r.status_code == 503 and r.json()["error"]["code"] == "closed"
         h = c.get("/healthz")
@@ -165,8 +165,10 @@ async def test_readyz_follows_admission(make_server: ServerFactory) -> None:
         assert (await c.get("/readyz")).status_code == 200
 
 
-def _ws_connections(srv: Any) -> list[RingbridgeWSProtocol]:
-    return [c for c in srv.server.server_state.connections if isinstance(c, RingbridgeWSProtocol)]
+def _ws_connections(srv: Any) -> list[Stream]:
+    """The server side of each open stream (the data plane's)."""
+    handlers = (getattr(c, "handler", None) for c in srv.server.server_state.connections)
+    return [h for h in handlers if isinstance(h, Stream)]
 
 
 def test_pings_from_a_client_that_never_reads_do_not_grow_memory(
@@ -199,7 +201,7 @@ def test_pings_from_a_client_that_never_reads_do_not_grow_memory(
     def watch() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, conn.transport.get_write_buffer_size())
+            peak = max(peak, conn.c.transport.get_write_buffer_size())
             time.sleep(0.005)
 
     watcher = threading.Thread(target=watch)
@@ -212,7 +214,7 @@ def test_pings_from_a_client_that_never_reads_do_not_grow_memory(
             data = b"".join(client.data_to_send())
             sock.sendall(data)
             sent += len(data)
-        wait_until(lambda: conn.transport.get_write_buffer_size() < 1 << 20, what="bounded")
+        wait_until(lambda: conn.c.transport.get_write_buffer_size() < 1 << 20, what="bounded")
     finally:
         stop.set()
         watcher.join()

@@ -210,7 +210,7 @@ async def test_220_mixed_clients_under_backpressure_lose_and_invent_nothing(
         got_count = {int(k): v["samples"] for k, v in kinds.items()}
         got_value = {int(k): v["value"] for k, v in kinds.items()}
         assert got_count == dict(t.count)
-        assert got_value == {k: v % 2**64 for k, v in t.value.items()}
+        assert got_value == dict(t.value)  # exact: the kernel carries past 2**64
         assert sum(stats["kernel"]["drain_errors"].values()) == 0
         assert stats["producer"]["admission"]["in_use_bytes"] <= 9 * 1024 * 1024
     assert peak - rss0 < RSS_GROWTH_LIMIT, f"RSS grew from {rss0 >> 20} to {peak >> 20} MiB"

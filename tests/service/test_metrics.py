@@ -146,3 +146,24 @@ def test_per_kind_sums_above_2_53_are_exact_on_metrics(
     assert m[("ringbridge_kernel_kind_value_total", (("kind", "11"),))] != 2**60 + 2**53 + 5
     stats = client.get("/v1/stats").json()["kernel"]["kinds"]
     assert stats["11"]["value"] == 2**60 + 2**53 + 5
+
+
+def test_per_kind_sums_past_2_64_never_go_backwards(server: Server, client: httpx.Client) -> None:
+    """u64max + 3 is 2**64 + 2 everywhere: the kernel counter carries, it does not wrap."""
+    u64max = 2**64 - 1
+    t = Tally()
+    seen: list[float] = []
+    for value in (u64max, 3, u64max):
+        r = client.post("/v1/samples", content=binary_batch([(13, value)]), headers=OCTET)
+        assert r.status_code == 200, r.text
+        t.add(13, value)
+        server.wait_kernel(t)  # exact, past 2**64
+        m = scrape(client)
+        labels = (("kind", "13"),)
+        high = m[("ringbridge_kernel_kind_value_high", labels)]
+        low = m[("ringbridge_kernel_kind_value_low", labels)]
+        assert int(high) * 2**32 + int(low) == t.value[13]
+        assert client.get("/v1/stats").json()["kernel"]["kinds"]["13"]["value"] == t.value[13]
+        seen.append(m[("ringbridge_kernel_kind_value_total", labels)])
+    assert t.value[13] == 2 * 2**64 + 1
+    assert seen == sorted(seen), f"the counter went backwards: {seen}"

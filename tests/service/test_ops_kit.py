@@ -2,9 +2,15 @@
 
 Every series the alert rules (``deploy/prometheus``) and the Grafana
 dashboard (``deploy/grafana``) select must exist on the ``/metrics`` of real
-servers -- the built-in consumer with traffic on every path, and a user's
-object exporting maps (the dashboard's "exported maps" panel) -- with the
-labels they match and group on, and label values they name; every such
+servers -- the built-in consumer with traffic on every path, a user's
+object exporting maps (the dashboard's "exported maps" panel), an
+upstream-style object whose replies go out through an event map (the events
+series), and a node fed from a real JetStream (``--nats``: the fleet rules
+and panels) -- with the labels they match and group on, and label values they
+name (a literal, or each branch of an alternation of literals, must be a
+value some live series takes: every ``reason`` of the events and connections
+counters is exported from the start, at 0, so no contrived traffic is
+needed for a rule to name it); every such
 series must be in the README's metrics table (which
 ``test_readme_metrics.py`` holds equal to ``/metrics``). The dashboard's
 expressions also go through ``promtool check rules`` for their syntax.
@@ -13,6 +19,8 @@ expressions also go through ``promtool check rules`` for their syntax.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import subprocess
 from collections import defaultdict
@@ -24,14 +32,17 @@ import pytest
 import websockets
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
 
-from tests.support import promql
+from tests.support import promql, upstream
 from tests.support.byo import EXAMPLE_OBJ, ensure_built
+from tests.support.natsserver import NatsServer
 
 from .conftest import ServerFactory, binary_batch
+from .fleetlive import fleet_metrics
 from .test_readme_metrics import readme_series
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.nats]
 
 #: Series Prometheus makes itself: no exporter serves them.
 SYNTHETIC = {"up": "the scrape's own health series"}
@@ -66,7 +77,7 @@ async def _ws_traffic(ws_url: str) -> None:
 
 
 @pytest.fixture
-def live(make_server: ServerFactory, pin_dir: Path) -> Live:
+def live(make_server: ServerFactory, pin_dir: Path, nats_server: NatsServer) -> Live:
     out = Live()
     srv = make_server(ring_size=1 << 20, drain="kick")
     with httpx.Client(base_url=srv.url, timeout=10) as c:
@@ -99,7 +110,35 @@ def live(make_server: ServerFactory, pin_dir: Path) -> Live:
         )
         assert r.status_code == 200, r.text
         out.add(c.get("/metrics").text)
+    out.add(_events_metrics(make_server, pin_dir.parent / "events"))
+    out.add(fleet_metrics(make_server, nats_server, pin_dir=pin_dir.parent / "fleet", drain="kick"))
     return out
+
+
+def _events_metrics(make_server: ServerFactory, pin_dir: Path) -> str:
+    """/metrics of the selftest-style protocol object, its replies read out of its
+    kernel ring buffer (``--event-map``) while a subscriber is connected."""
+    upstream.ensure_built()
+    srv = make_server(
+        pin_dir=pin_dir,
+        bpf_object=upstream.PROTO_OBJ,
+        ring_size=64 * 1024,
+        map_size={"kernel_ringbuf": 64 * 1024},
+        sample_header=upstream.PROTO_HEADER,
+        sample_type="test_msg",
+        event_map=["kernel_ringbuf=test_reply"],
+        # The program acts for this process only (upstream's skel->bss->pid).
+        set_global={"pid": os.getpid()},
+    )
+    ws_url = srv.url.replace("http", "ws", 1) + "/v1/events?map=kernel_ringbuf"
+    with httpx.Client(base_url=srv.url, timeout=10) as c, connect(ws_url) as sub:
+        sample = {"msg_op": "TEST_MSG_OP_INC64", "operand_64": 5}
+        r = c.post("/v1/samples", json={"samples": [sample]})
+        assert r.status_code == 200, r.text
+        upstream.prctl()  # the program drains on this syscall and replies
+        reply = json.loads(sub.recv(timeout=10))
+        assert reply["value"]["kern_mutated"] == 5, reply
+        return c.get("/metrics").text
 
 
 def _problems(queries: list[promql.Query], live: Live, recorded: set[str]) -> list[str]:
@@ -171,9 +210,13 @@ def test_the_scanner_fails_on_a_series_that_does_not_exist(live: Live) -> None:
         promql.scan('ringbridge_batches_rejected_total{code="x"}', "label"),
         promql.scan('ringbridge_kernel_drain_errors_total{cause=~"EINVAL|EINVALL"}', "value"),
         promql.scan("sum by (transport) (ringbridge_ring_free_bytes)", "grouping"),
+        promql.scan('ringbridge_events_lost_total{reason="slow_subscribers"}', "events"),
+        promql.scan('ringbridge_connections_closed_total{reason=~"limit_refused|limit"}', "conns"),
+        promql.scan('ringbridge_ring_fault{cause="foreign"}', "fault"),
     ]
     problems = _problems(bad, live, set())
-    assert [p.split(":")[0] for p in problems] == ["typo", "label", "value", "grouping"], problems
+    kinds = ["typo", "label", "value", "grouping", "events", "conns", "fault"]
+    assert [p.split(":")[0] for p in problems] == kinds, problems
 
 
 def test_dashboard_expressions_are_valid_promql(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,21 +13,15 @@ from ringbridge.core.ring import encode_batch
 from ringbridge.errors import OverloadedError, StoppingError
 from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
 from ringbridge.kernel.drainer import NativeDrainer
-from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.producer.admission import Admission, BatchLine
 from ringbridge.producer.kick import Kicker
 from ringbridge.producer.task import Producer
+from ringbridge.ring import EncodedBatch, UserRingBuffer
 from ringbridge.wire import Ack
 
 from .conftest import SMALL_RING, eventually, sample
 
-
-@dataclass(frozen=True)
-class Batch:
-    records: bytes
-    count: int
-    nbytes: int
-    payload_bytes: int
+Batch = EncodedBatch
 
 
 async def submit(p: Producer, b: Batch, timeout: float) -> Ack:
@@ -113,7 +106,7 @@ def loaded(bpf_object_path: Path, pin_dir: Path) -> Iterator[LoadedRingbridge]:
 
 @pytest.fixture
 def ring(loaded: LoadedRingbridge) -> Iterator[UserRingBuffer]:
-    with UserRingBuffer(loaded.ring_fd, SMALL_RING, ctl_fd=loaded.ctl_fd) as r:
+    with UserRingBuffer(loaded.ring_fd, waiting_flag_fd=loaded.ctl_fd) as r:
         yield r
 
 

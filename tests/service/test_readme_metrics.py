@@ -3,7 +3,10 @@
 The table (between ``<!-- metrics:start -->`` and ``<!-- metrics:end -->``)
 names each series with its labels and type; a real server in each drain mode,
 with a committed sample and a rejected batch (so labelled series have
-samples), must export exactly those names, with those labels and types.
+samples), must export exactly those names, with those labels and types. The
+``ringbridge_nats_*`` rows are the fleet front door's: exactly those are
+added by ``--nats`` (a server fed by a real JetStream), and no other server
+has them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ServerFactory
+from .fleetlive import fleet_server
 
 pytestmark = pytest.mark.kernel
 
@@ -39,9 +43,19 @@ def readme_series() -> Series:
     return out
 
 
-@pytest.mark.parametrize("drain", ["kick", "timer"])
-def test_readme_lists_exactly_the_exported_series(make_server: ServerFactory, drain: str) -> None:
-    srv = make_server(ring_size=1 << 20, drain=drain)
+NATS_PREFIX = "ringbridge_nats_"
+
+
+@pytest.mark.parametrize("drain", ["kick", "timer", pytest.param("nats", marks=pytest.mark.nats)])
+def test_readme_lists_exactly_the_exported_series(
+    make_server: ServerFactory, drain: str, request: pytest.FixtureRequest
+) -> None:
+    if drain == "nats":
+        srv = fleet_server(
+            make_server, request.getfixturevalue("nats_server"), ring_size=1 << 20, drain="kick"
+        )
+    else:
+        srv = make_server(ring_size=1 << 20, drain=drain)
     with httpx.Client(base_url=srv.url, timeout=10) as c:
         assert c.post("/v1/samples", json={"samples": [{"kind": 3, "value": 9}]}).is_success
         assert c.post("/v1/samples", json={"samples": [{"kind": "x"}]}).status_code == 422
@@ -53,6 +67,8 @@ def test_readme_lists_exactly_the_exported_series(make_server: ServerFactory, dr
         labels = frozenset(k for s in fam.samples for k in s.labels if k != "le")
         got[name] = (fam.type, labels)
     want = readme_series()
+    if drain != "nats":
+        want = {k: v for k, v in want.items() if not k.startswith(NATS_PREFIX)}
     assert sorted(got) == sorted(want), (
         f"only in /metrics: {sorted(set(got) - set(want))}; "
         f"only in the README: {sorted(set(want) - set(got))}"
@@ -64,3 +80,8 @@ def test_readme_lists_exactly_the_exported_series(make_server: ServerFactory, dr
     assert got["ringbridge_batches_rejected_total"][1] == {"reason"}
     assert got["ringbridge_kernel_kind_samples_total"][1] == {"kind"}
     assert "ringbridge_commit_latency_seconds_created" not in text
+    if drain == "nats":
+        assert got["ringbridge_nats_messages_total"][1] == {"result"}
+        assert got["ringbridge_nats_invalid_messages_total"][1] == {"code"}
+        assert got["ringbridge_nats_consumer_pending_messages"][1] == {"stream", "consumer"}
+        assert 'ringbridge_nats_messages_total{result="invalid"} 1.0' in text

@@ -1,18 +1,21 @@
-"""What ``api/server.py`` (and ``api/wsprotocol.py``) rely on in uvicorn's private code.
+"""What ringbridge relies on in uvicorn beyond its public API, checked on the installed uvicorn.
 
-Checked on the installed uvicorn.
-
-server.py subclasses ``HttpToolsProtocol`` and ``WebSocketsSansIOProtocol``
-(and ``uvicorn.Server``): it overrides hooks uvicorn calls by name, reads the
-protocols' attributes and swaps the request cycle's ``body`` buffer for its
-own. None of that is uvicorn's public API, so pyproject.toml pins uvicorn
-below the next minor version. An upgrade may rename a hook (the override is
-then silently never called: the pong bound or the shutdown acks are lost), drop
-an attribute (an AttributeError mid-request) or change how the body buffer is
-used (the copy the override removes comes back, or the body breaks). This test
-lists every such dependency and fails naming each one that changed; when it
-does, read that part of uvicorn's new source, adapt server.py, re-run
-tests/service/test_http.py and test_ws.py, and only then widen the pin.
+The data plane (``api/dataplane``) is the protocol uvicorn runs
+(``uvicorn.Config(http=..., ws=...)``, public): it subclasses nothing of
+uvicorn's. What it still relies on is how uvicorn builds and hands over its
+protocols -- the constructor uvicorn calls for each, the hand-over of a
+connection (``connection_made``, ``data_received``, then
+``transport.set_protocol``, as uvicorn's own WebSocket upgrade does), the
+server's state (its set of open connections, its default headers) and the
+few config attributes it reads. ``api/connguard.py`` (the header deadline and
+connection cap) subclasses ``HttpToolsProtocol``, the protocol requests the
+data plane does not serve are handed to: it hooks the parser callbacks and
+reads the request cycle. ``api/server.py`` subclasses ``uvicorn.Server`` for
+its shutdown order. None of that is promised by uvicorn, so pyproject.toml
+pins uvicorn below the next minor version. This test lists every such
+dependency and fails naming each one that changed; when it does, read that
+part of uvicorn's new source, adapt the code, re-run tests/service/test_http.py,
+test_ws.py and test_dataplane.py, and only then widen the pin.
 """
 
 from __future__ import annotations
@@ -27,95 +30,104 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from ringbridge.api import server
+from ringbridge.api import connguard, server
+from ringbridge.api.dataplane import DataPlaneProtocol
 
 HTTP = "uvicorn.protocols.http.httptools_impl"
 WS = "uvicorn.protocols.websockets.websockets_sansio_impl"
 
-#: Names server.py imports from uvicorn's private modules.
+#: Names ringbridge imports from uvicorn's private modules.
 IMPORTS = {
-    "uvicorn._types": ("ASGIReceiveEvent", "ASGISendEvent"),
-    HTTP: ("HttpToolsProtocol", "RequestResponseCycle"),
-    "uvicorn.protocols.utils": ("ClientDisconnected",),
+    HTTP: ("HttpToolsProtocol",),
     WS: ("WebSocketsSansIOProtocol",),
+    "uvicorn.protocols.utils": ("get_remote_addr",),
+    "uvicorn.server": ("ServerState",),
 }
 
-#: (module, class, method) -> (parameters, async?): the methods server.py overrides or calls.
+#: (module, class, method) -> (parameters, async?): the methods overridden or called.
 METHODS: dict[tuple[str, str, str], tuple[tuple[str, ...], bool]] = {
-    (HTTP, "HttpToolsProtocol", "on_headers_complete"): (("self",), False),
-    (HTTP, "HttpToolsProtocol", "on_body"): (("self", "body"), False),
-    (HTTP, "HttpToolsProtocol", "timeout_keep_alive_handler"): (("self",), False),
-    (WS, "WebSocketsSansIOProtocol", "send_receive_event_to_app"): (("self",), False),
-    (WS, "WebSocketsSansIOProtocol", "receive"): (("self",), True),
-    (WS, "WebSocketsSansIOProtocol", "send"): (("self", "message"), True),
-    (WS, "WebSocketsSansIOProtocol", "handle_ping"): (("self",), False),
-    (WS, "WebSocketsSansIOProtocol", "shutdown"): (("self",), False),
-    (WS, "WebSocketsSansIOProtocol", "handle_connect"): (("self", "event"), False),
+    # Built by the data plane to hand a connection over (as uvicorn builds them).
+    (HTTP, "HttpToolsProtocol", "__init__"): (
+        ("self", "config", "server_state", "app_state", "_loop"),
+        False,
+    ),
+    (WS, "WebSocketsSansIOProtocol", "__init__"): (
+        ("self", "config", "server_state", "app_state", "_loop"),
+        False,
+    ),
+    (HTTP, "HttpToolsProtocol", "connection_made"): (("self", "transport"), False),
+    (HTTP, "HttpToolsProtocol", "data_received"): (("self", "data"), False),
+    (WS, "WebSocketsSansIOProtocol", "connection_made"): (("self", "transport"), False),
     (WS, "WebSocketsSansIOProtocol", "data_received"): (("self", "data"), False),
-    (WS, "WebSocketsSansIOProtocol", "connection_lost"): (("self", "exc"), False),
-    (WS, "WebSocketsSansIOProtocol", "run_asgi"): (("self",), True),
+    # api/connguard.py's GuardedHttpProtocol (the connection guard):
+    (HTTP, "HttpToolsProtocol", "connection_lost"): (("self", "exc"), False),
+    (HTTP, "HttpToolsProtocol", "on_message_begin"): (("self",), False),
+    (HTTP, "HttpToolsProtocol", "on_headers_complete"): (("self",), False),
+    (HTTP, "HttpToolsProtocol", "on_response_complete"): (("self",), False),
+    # ... and its keep-alive rule (api/keepalive.py).
+    (HTTP, "HttpToolsProtocol", "timeout_keep_alive_handler"): (("self",), False),
     ("uvicorn.server", "Server", "__init__"): (("self", "config"), False),
     ("uvicorn.server", "Server", "startup"): (("self", "sockets"), True),
     ("uvicorn.server", "Server", "shutdown"): (("self", "sockets"), True),
     ("uvicorn.server", "Server", "run"): (("self", "sockets"), False),
 }
 
-#: (module, class, method) -> source fragments it must still contain: uvicorn
-#: calls the hooks server.py overrides, and uses the body buffer the way
-#: ``_BodyChunks`` stands in for (``+=``, ``len()``, ``bytes()``).
+#: (module, class, method) -> source fragments it must still contain.
 SOURCE = {
-    (HTTP, "HttpToolsProtocol", "__init__"): ("httptools.HttpRequestParser(self)",),
-    (HTTP, "HttpToolsProtocol", "on_body"): ("self.cycle.body += body", "len(self.cycle.body)"),
-    (HTTP, "RequestResponseCycle", "__init__"): (
-        "self.body = bytearray()",
-        "self.transport = transport",
+    # uvicorn builds its protocols with these keywords, and calls the data
+    # plane's shutdown() on every connection it knows when it stops.
+    ("uvicorn.server", "Server", "startup"): (
+        "config=config",
+        "server_state=self.server_state",
+        "app_state=self.lifespan.state",
+        "backlog=config.backlog",
     ),
-    (HTTP, "RequestResponseCycle", "receive"): ('"body": bytes(self.body)',),
+    ("uvicorn.server", "Server", "shutdown"): ("connection.shutdown()",),
+    # The hand-over pattern the data plane copies, and the upgrade that
+    # builds the data plane as the WebSocket protocol (config.ws).
+    (HTTP, "HttpToolsProtocol", "handle_websocket_upgrade"): (
+        "self.ws_protocol_class(",
+        "protocol.connection_made(self.transport)",
+        "protocol.data_received(",
+        "self.transport.set_protocol(protocol)",
+        "self.connections.discard(self)",
+    ),
+    # The guard counts uvicorn's set of open connections (WebSockets join it
+    # on the upgrade) and learns of a response's end through the cycle's hook.
+    (HTTP, "HttpToolsProtocol", "connection_made"): ("self.connections.add(self)",),
+    (HTTP, "HttpToolsProtocol", "on_headers_complete"): (
+        "on_response=self.on_response_complete",
+        "self.pipeline.appendleft(",
+    ),
+    (WS, "WebSocketsSansIOProtocol", "connection_made"): ("self.connections.add(self)",),
     # The keep-alive timer: armed under this name, cancelled when data arrives.
     (HTTP, "HttpToolsProtocol", "on_response_complete"): (
         "self.timeout_keep_alive_task = self.loop.call_later(",
         "self.timeout_keep_alive, self.timeout_keep_alive_handler",
     ),
     (HTTP, "HttpToolsProtocol", "data_received"): ("self._unset_keepalive_if_required()",),
-    (WS, "WebSocketsSansIOProtocol", "handle_events"): ("self.handle_ping()",),
-    (WS, "WebSocketsSansIOProtocol", "handle_text"): ("self.send_receive_event_to_app()",),
-    (WS, "WebSocketsSansIOProtocol", "handle_bytes"): ("self.send_receive_event_to_app()",),
-    (WS, "WebSocketsSansIOProtocol", "send_receive_event_to_app"): (
-        "self.frames = []",
-        "self.queue.put_nowait(",
-        "self.read_paused = True",
-    ),
-    # wsprotocol.py replaces receive() whole (resuming only when the frame
-    # credit allows too): uvicorn's must still be just this.
-    (WS, "WebSocketsSansIOProtocol", "receive"): (
-        "await self.queue.get()",
-        "if self.read_paused and self.queue.empty():",
-        "self.transport.resume_reading()",
-    ),
-    # Frames reach the parser only through data_received, and a message is
-    # queued for the app only by send_receive_event_to_app.
-    (WS, "WebSocketsSansIOProtocol", "data_received"): ("self.conn.receive_data(data)",),
-    (WS, "WebSocketsSansIOProtocol", "handle_cont"): ("self.send_receive_event_to_app()",),
-    (WS, "WebSocketsSansIOProtocol", "handle_connect"): ("self.handshake_initiated = True",),
-    ("uvicorn.server", "Server", "shutdown"): ("connection.shutdown()",),
 }
 
-#: Instance attributes server.py reads or writes, per protocol class.
+#: Instance attributes read or written, per class.
 ATTRIBUTES = {
-    "HttpToolsProtocol": ("cycle", "loop", "timeout_keep_alive", "timeout_keep_alive_task"),
-    "WebSocketsSansIOProtocol": (
-        "frames",
-        "read_paused",
-        "queue",
-        "handshake_complete",
-        "writable",
-        "disconnected",
-        "close_sent",
-        "initial_response",
-        "conn",
+    "HttpToolsProtocol": (
+        "cycle",
         "loop",
-        "config",
+        "pipeline",
+        "server_state",
+        "connections",
         "transport",
+        "timeout_keep_alive",
+        "timeout_keep_alive_task",
+    ),
+    "ServerState": ("connections", "default_headers"),
+    "Config": (
+        "loaded",
+        "timeout_keep_alive",
+        "ws_protocol_class",
+        "ws_ping_interval",
+        "ws_ping_timeout",
+        "backlog",
     ),
 }
 
@@ -125,21 +137,29 @@ def _lookup(module: str, cls: str, name: str | None = None) -> Any:
     return obj if name is None else inspect.getattr_static(obj, name)
 
 
-def _protocol(cls: type) -> Any:
+def _config() -> uvicorn.Config:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         pass
 
     config = uvicorn.Config(app, ws_max_size=1 << 20)
     config.load()
+    return config
+
+
+def _instance(cls: str) -> Any:
+    if cls == "ServerState":
+        return ServerState()
+    if cls == "Config":
+        return _config()
     loop = asyncio.new_event_loop()
     try:
-        return cls(config, ServerState(), {}, _loop=loop)
+        return _lookup(HTTP, cls)(_config(), ServerState(), {}, _loop=loop)
     finally:
         loop.close()
 
 
 def private_api_changes() -> list[str]:
-    """Every dependency of server.py that the installed uvicorn no longer meets."""
+    """Every dependency that the installed uvicorn no longer meets."""
     checks: list[tuple[str, Callable[..., str | None], tuple[Any, ...]]] = []
     for module, names in IMPORTS.items():
         checks += [(f"{module}.{name}", _exists, (module, name)) for name in names]
@@ -148,8 +168,7 @@ def private_api_changes() -> list[str]:
     for key, fragments in SOURCE.items():
         checks.append((f"{key[1]}.{key[2]}", _source, (key, fragments)))
     for cls, attrs in ATTRIBUTES.items():
-        module = HTTP if cls == "HttpToolsProtocol" else WS
-        checks.append((f"{cls} instances", _attributes, (module, cls, attrs)))
+        checks.append((f"{cls} instances", _attributes, (cls, attrs)))
     found = []
     for what, check, args in checks:
         try:
@@ -170,7 +189,7 @@ def _method(key: tuple[str, str, str], params: tuple[str, ...], is_async: bool) 
     fn = _lookup(*key)
     got = tuple(inspect.signature(fn).parameters)
     if got != params:
-        return f"parameters are now {got}, server.py relies on {params}"
+        return f"parameters are now {got}, ringbridge relies on {params}"
     if inspect.iscoroutinefunction(fn) != is_async:
         return f"is {'no longer' if is_async else 'now'} a coroutine function"
     return None
@@ -182,30 +201,31 @@ def _source(key: tuple[str, str, str], fragments: tuple[str, ...]) -> str | None
     return f"no longer contains {missing}" if missing else None
 
 
-def _attributes(module: str, cls: str, attrs: tuple[str, ...]) -> str | None:
-    instance = _protocol(_lookup(module, cls))
+def _attributes(cls: str, attrs: tuple[str, ...]) -> str | None:
+    instance = _instance(cls)
     missing = [a for a in attrs if not hasattr(instance, a)]
     return f"no longer have {missing}" if missing else None
 
 
-def test_the_installed_uvicorn_has_what_server_py_relies_on() -> None:
+def test_the_installed_uvicorn_has_what_ringbridge_relies_on() -> None:
     changes = private_api_changes()
     assert not changes, (
-        f"uvicorn {uvicorn.__version__} changed what ringbridge/api/server.py relies on "
+        f"uvicorn {uvicorn.__version__} changed what ringbridge relies on "
         "(see this module's docstring):\n  " + "\n  ".join(changes)
     )
 
 
-def test_server_py_subclasses_the_classes_checked_here() -> None:
-    assert issubclass(server.RingbridgeHttpProtocol, _lookup(HTTP, "HttpToolsProtocol"))
-    assert issubclass(server.RingbridgeWSProtocol, _lookup(WS, "WebSocketsSansIOProtocol"))
+def test_only_the_classes_checked_here_are_subclassed() -> None:
+    # The data plane is an asyncio protocol of its own: nothing of uvicorn's.
+    assert asyncio.BufferedProtocol in DataPlaneProtocol.__mro__
+    assert all(not c.__module__.startswith("uvicorn") for c in DataPlaneProtocol.__mro__)
     assert issubclass(server.RingbridgeServer, uvicorn.Server)
-    # Every method server.py overrides is in METHODS, so a rename upstream is caught.
+    assert issubclass(connguard.GuardedHttpProtocol, _lookup(HTTP, "HttpToolsProtocol"))
+    # Every method overridden is in METHODS, so a rename upstream is caught.
     checked = {(cls, name) for _, cls, name in METHODS}
     for ours, base in (
-        (server.RingbridgeHttpProtocol, "HttpToolsProtocol"),
-        (server.RingbridgeWSProtocol, "WebSocketsSansIOProtocol"),
         (server.RingbridgeServer, "Server"),
+        (connguard.GuardedHttpProtocol, "HttpToolsProtocol"),
     ):
         parent = ours.__mro__[1]
         overridden = {
@@ -213,26 +233,21 @@ def test_server_py_subclasses_the_classes_checked_here() -> None:
             for name, value in vars(ours).items()
             if inspect.isfunction(value) and hasattr(parent, name)
         }
-        overridden.discard("__getattr__")
         assert overridden, ours
         assert overridden <= {name for cls, name in checked if cls == base}, (ours, overridden)
 
 
 def test_a_change_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = _lookup(WS, "WebSocketsSansIOProtocol")
-    monkeypatch.delattr(ws, "handle_ping")
+    http = _lookup(HTTP, "HttpToolsProtocol")
+    monkeypatch.delattr(http, "on_message_begin")
 
-    def on_body(self: Any, chunk: bytes) -> None:
-        self.cycle.body = self.cycle.body + chunk
+    def data_received(self: Any, chunk: bytes) -> None:
+        pass
 
-    monkeypatch.setattr(_lookup(HTTP, "HttpToolsProtocol"), "on_body", on_body)
+    monkeypatch.setattr(http, "data_received", data_received)
     changes = private_api_changes()
-    assert "WebSocketsSansIOProtocol.handle_ping: AttributeError: handle_ping" in changes
+    assert "HttpToolsProtocol.on_message_begin: AttributeError: on_message_begin" in changes
     assert (
-        "HttpToolsProtocol.on_body: parameters are now ('self', 'chunk'), "
-        "server.py relies on ('self', 'body')" in changes
-    )
-    assert (
-        "HttpToolsProtocol.on_body: no longer contains "
-        "['self.cycle.body += body', 'len(self.cycle.body)']" in changes
+        "HttpToolsProtocol.data_received: parameters are now ('self', 'chunk'), "
+        "ringbridge relies on ('self', 'data')" in changes
     )

@@ -65,6 +65,7 @@ def test_300_clients_streaming_at_once_are_all_served_within_the_budget(
         "--submit-timeout=60",
         "--no-access-log",
     ]
+
     # 64 KiB frames of 64-byte samples: 300 x 6 x 64 KiB = 112 MiB offered,
     # 7 times the budget.
     def frame(client: int, n: int) -> bytes:
@@ -109,9 +110,9 @@ def test_300_clients_streaming_at_once_are_all_served_within_the_budget(
     errors = [a for acks in results for a in acks if "error" in a]
     assert not errors, errors[:3]
     assert [[a["id"] for a in acks] for acks in results] == [list(range(frames))] * clients
-    assert {
-        int(k): (v["samples"], v["value"]) for k, v in stats["kernel"]["kinds"].items()
-    } == {k: (tally.count[k], tally.value[k]) for k in tally.count}
+    assert {int(k): (v["samples"], v["value"]) for k, v in stats["kernel"]["kinds"].items()} == {
+        k: (tally.count[k], tally.value[k]) for k in tally.count
+    }
     growth = peak - base
     bound = budget + clients * PER_CONNECTION + CONSTANT
     assert growth <= bound, (

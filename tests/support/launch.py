@@ -100,3 +100,111 @@ def served(
         stop_timeout=stop_timeout,
     ) as (addr, _pid):
         yield addr
+
+
+class ServeProcess:
+    """``ringbridge serve --port=0 ARGS`` that a test can kill -9 and start again.
+
+    Unlike :func:`served` it is not a context manager: a fleet test kills a
+    node mid-stream and restarts it on the same pins (a new port each time).
+    Its log file accumulates across starts; each start reads its address
+    from what it appended. :meth:`start` without waiting, then
+    :meth:`wait_ready`, starts many at once (the fan-out benchmark).
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        command: Sequence[str] = THIS_PYTHON,
+        cwd: Path = REPO,
+    ) -> None:
+        self.args = list(args)
+        self.log_path = log_path
+        self.command = list(command)
+        self.cwd = cwd
+        self.env = {k: v for k, v in os.environ.items() if k != "RINGBRIDGE_TOKEN"}
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.addr: str | None = None
+        self._log_from = 0
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        if self.addr is None:
+            raise UnavailableError("the server is not running")
+        return f"http://{self.addr}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+        if self.running:
+            raise RuntimeError("already running")
+        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.addr = None
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                [*self.command, "serve", "--port=0", *self.args],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=self.cwd,
+                env=self.env,
+            )
+        self.starts += 1
+        if wait:
+            self.wait_ready(timeout)
+
+    def log(self) -> str:
+        """What this start logged so far."""
+        with self.log_path.open() as f:
+            f.seek(self._log_from)
+            return f.read()
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while self.addr is None:
+            m = _RUNNING.search(self.log())
+            if m:
+                self.addr = m.group(1)
+                break
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
+                raise UnavailableError(f"ringbridge serve did not start:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+        return self.addr
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        """Sends ``sig`` (kill -9 by default) and reaps the process; its exit status."""
+        proc = self.proc
+        if proc is None:
+            raise RuntimeError("not started")
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        rc = proc.wait(timeout=20)
+        self.addr = None
+        return rc
+
+    def wait_exit(self, timeout: float) -> int:
+        """Waits for the process to end on its own (a test hook killed it); its status."""
+        if self.proc is None:
+            raise RuntimeError("not started")
+        rc = self.proc.wait(timeout=timeout)
+        self.addr = None
+        return rc
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, SIGKILL if it lingers. Idempotent."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.addr = None

@@ -19,7 +19,6 @@ from pathlib import Path
 from ringbridge.errors import KernelError
 from ringbridge.kernel.eventring import KernelRingReader
 from ringbridge.kernel.objplan import plan_object
-from ringbridge.kernel.ringbuf import UserRingBuffer
 from ringbridge.kernel.tracefs import (
     DEBUGFS_TRACING,
     TRACEFS,
@@ -28,6 +27,7 @@ from ringbridge.kernel.tracefs import (
     is_mounted,
 )
 from ringbridge.kernel.userobj import load_object
+from ringbridge.ring import UserRingBuffer
 from tests.support.upstream import PROTO_OBJ, claim, prctl, raw_msg
 
 
@@ -56,10 +56,10 @@ def main(pin_dir: Path) -> dict[str, object]:
         out["mounted_after"] = is_mounted(TRACEFS, "tracefs")
         claim(loaded.obj)
         with (
-            UserRingBuffer(loaded.ring_fd, loaded.ring_size) as ring,
+            UserRingBuffer(loaded.ring_fd) as ring,
             KernelRingReader(loaded.map("kernel_ringbuf").fd, "kernel_ringbuf") as reader,
         ):
-            ring.commit_samples_nowait([raw_msg(0, 5), raw_msg(2, 3)])
+            ring.commit_samples([raw_msg(0, 5), raw_msg(2, 3)])
             prctl()
             out["replies"] = [r.hex() for r in reader.poll(5.0).records]
     return out

@@ -14,8 +14,9 @@ nothing here touches the host's files:
     binds the same sandbox, then does what systemd does between fork and
     exec for the unit's directives it can reproduce -- the environment
     (``Environment=``, ``EnvironmentFile=``, the ``%d`` specifier),
-    ``LoadCredential=``, the mount sandbox (``ProtectSystem=strict``,
-    ``ReadWritePaths=``, ``ProtectHome=``, ``PrivateTmp=``,
+    ``LoadCredential=``, ``RuntimeDirectory=`` (and its mode), the mount
+    sandbox (``ProtectSystem=strict``, ``ReadWritePaths=``, ``ProtectHome=``,
+    ``PrivateTmp=``,
     ``PrivateDevices=``, ``ProtectKernelTunables=``,
     ``ProtectControlGroups=``, ``ProtectProc=``), ``UMask=``,
     ``LimitNOFILE=``, ``NoNewPrivileges=`` and ``CapabilityBoundingSet=``
@@ -53,6 +54,8 @@ EMULATED = frozenset(
         "NoNewPrivileges",
         "ProtectSystem",
         "ReadWritePaths",
+        "RuntimeDirectory",
+        "RuntimeDirectoryMode",
         "ProtectHome",
         "PrivateTmp",
         "PrivateDevices",
@@ -72,6 +75,7 @@ NOT_EMULATED = frozenset(
         "Wants",
         "WantedBy",
         # Restart policy and stop handling: PID 1 supervises.
+        "RuntimeDirectoryPreserve",
         "Restart",
         "RestartSec",
         "RestartPreventExitStatus",
@@ -242,6 +246,15 @@ def start(sandbox: Path, unit_path: Path, drop_caps: list[str]) -> None:
             env.update(parse_env_file(p.read_text()))
 
     writable = [expand(p).lstrip("-") for v in many.get("ReadWritePaths", []) for p in v.split()]
+    # RuntimeDirectory=: /run/NAME, owned by the unit's user (root: no User=),
+    # writable whatever ProtectSystem= makes of /run (a mount of its own).
+    mode = int(one.get("RuntimeDirectoryMode", "0755"), 8)
+    for name in (n for v in many.get("RuntimeDirectory", []) for n in v.split()):
+        rundir = Path("/run") / name
+        rundir.mkdir(parents=True, exist_ok=True)
+        rundir.chmod(mode)
+        _run("mount", "--bind", str(rundir), str(rundir))
+        writable.append(str(rundir))
     if one.get("PrivateTmp") == "yes":
         for tmp in ("/tmp", "/var/tmp"):
             _run("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", tmp)

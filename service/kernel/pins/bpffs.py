@@ -1,9 +1,12 @@
-"""Whether a pin dir can hold pins: it must be on a BPF filesystem (bpffs)."""
+"""Whether a pin dir can hold pins (it must be on a BPF filesystem, bpffs), and
+that nobody else looks into one of ours."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import stat
 from pathlib import Path
 from typing import Final
 
@@ -11,7 +14,7 @@ from ...errors import PinError
 from ..environment import bpffs_hint
 from ..libc import libc
 
-__all__ = ["BPF_FS_MAGIC", "check_pin_dir", "is_bpffs"]
+__all__ = ["BPF_FS_MAGIC", "check_pin_dir", "is_bpffs", "keep_private"]
 
 BPF_FS_MAGIC: Final = 0xCAFE4A11
 
@@ -51,3 +54,15 @@ def check_pin_dir(pin_dir: Path) -> None:
         raise PinError(f"pin dir {pin_dir} is not on a BPF filesystem; {bpffs_hint()}")
     if pin_dir.exists() and not pin_dir.is_dir():
         raise PinError(f"pin dir {pin_dir} exists and is not a directory")
+
+
+def keep_private(pin_dir: Path) -> None:
+    """Makes a pin dir of ours that others could enter 0700 (made by an older
+    version, or by hand): nobody else needs to look in."""
+    try:
+        st = os.stat(pin_dir)
+    except OSError:
+        return
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        with contextlib.suppress(OSError):
+            os.chmod(pin_dir, 0o700)

@@ -1,4 +1,4 @@
-"""The idempotency keys kept with a pin set: ``ringbridge_keys`` (a producer ``KeyStore``).
+"""The idempotency keys kept with a pin set: ``ringbridge_idempotency_keys`` (a ``KeyStore``).
 
 The service remembers the last N keyed batches it committed
 (:mod:`ringbridge.producer.keys`); kept here, the memory survives a restart
@@ -39,7 +39,7 @@ _SLOT_SIZE: Final = 64
 
 
 class PinnedKeys:
-    """The open ``ringbridge_keys`` map of a pin set, mapped."""
+    """The open ``ringbridge_idempotency_keys`` map of a pin set, mapped."""
 
     def __init__(self, fd: lb.Fd, capacity: int, path: Path) -> None:
         self.fd = fd

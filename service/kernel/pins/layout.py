@@ -4,7 +4,13 @@
   object names, plus the identity record (:mod:`.meta`).
 - A user object's set: one pin per map (:func:`pin_name`), plus the identity
   record; ringbridge made the directory whole, so every entry in it is ours.
-- Either set may also hold the service's idempotency keys (:data:`KEYS_PIN`).
+- In either set, and alone in ``--pin-dir`` beside a ring another loader
+  pinned: ringbridge's own small state records (:data:`STATE_PINS`: the
+  fleet cursor, the idempotency keys), made on first use. They are optional
+  entries: a set is complete with or without them, and they go with it
+  (``unpin``). Their
+  names are longer than a BPF object name (15 characters), so no map's pin
+  can take one.
 """
 
 from __future__ import annotations
@@ -15,9 +21,6 @@ from typing import Final
 
 #: The identity record every set holds (see :mod:`.meta`).
 META_PIN: Final = "ringbridge_meta"
-#: The idempotency keys a running service adds to either set (see :mod:`.keys`);
-#: optional: a set without it is complete.
-KEYS_PIN: Final = "ringbridge_keys"
 
 RING_MAP: Final = "ringbridge_ring"
 COUNTERS_MAP: Final = "ringbridge_counters"
@@ -26,6 +29,12 @@ TIMER_MAP: Final = "ringbridge_timer"
 DRAIN_PROG: Final = "ringbridge_drain"
 ARM_PROG: Final = "ringbridge_arm_timer"
 DISARM_PROG: Final = "ringbridge_disarm_timer"
+#: The fleet front door's cursor (``ringbridge.fleet.cursor``).
+CURSOR_PIN: Final = "ringbridge_fleet_cursor"
+#: The idempotency keys of the last keyed batches committed (see :mod:`.keys`).
+KEYS_PIN: Final = "ringbridge_idempotency_keys"
+#: ringbridge's own state records: optional entries of every pin set.
+STATE_PINS: Final = frozenset({CURSOR_PIN, KEYS_PIN})
 BUILTIN_MAPS: Final = (RING_MAP, COUNTERS_MAP, CTL_MAP, TIMER_MAP)
 BUILTIN_PROGS: Final = (DRAIN_PROG, ARM_PROG, DISARM_PROG)
 
@@ -75,4 +84,5 @@ class RingbridgePins:
         return (*self.maps(), *self.programs(), self.meta)
 
     def names(self) -> frozenset[str]:
+        """The names a complete set holds (besides the optional :data:`STATE_PINS`)."""
         return frozenset(p.name for p in self.all())

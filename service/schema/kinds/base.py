@@ -11,7 +11,8 @@ documents it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 #: Base64 as the decoders take it (padded, standard alphabet): in the JSON
@@ -19,12 +20,34 @@ from typing import Any
 #: ``contentEncoding``; without it the schema would allow any string.
 BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
-__all__ = ["Buffer", "Node", "PackError", "ReadBuffer", "Scalar", "Steps"]
+__all__ = ["Buffer", "Node", "PackError", "ReadBuffer", "Scalar", "Steps", "tuple_getter"]
 
 Buffer = bytearray
 ReadBuffer = bytes | bytearray | memoryview
 #: A path into a value: member names and array indices, outermost first.
 Steps = tuple[str | int, ...]
+
+
+def tuple_getter(attrs: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """The values of ``attrs`` of an object, always as a tuple, at C speed.
+
+    ``attrgetter`` of one name returns the value itself, not a 1-tuple: the
+    per-sample loops unpack the result, so every arity gives a tuple.
+    """
+    if len(attrs) >= 2:
+        return attrgetter(*attrs)
+    if attrs:
+        one = attrgetter(attrs[0])
+
+        def get_one(v: Any) -> tuple[Any, ...]:
+            return (one(v),)
+
+        return get_one
+
+    def get_none(v: Any) -> tuple[Any, ...]:
+        return ()
+
+    return get_none
 
 
 class PackError(Exception):

@@ -9,15 +9,14 @@ zero, as do padding bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from .base import Buffer, Node, PackError, ReadBuffer, Steps
+from .base import Buffer, Node, PackError, ReadBuffer, Steps, tuple_getter
 
 __all__ = ["CompositeNode", "Slot"]
 
@@ -50,21 +49,7 @@ class CompositeNode(Node):
         # the per-sample loops touch nothing else.
         self._plan = tuple((s.offset, s.node.pack, s.name) for s in slots)
         self._in_unions = tuple((i, s.groups, s.name) for i, s in enumerate(slots) if s.groups)
-        get: Callable[[Any], Any]
-        attrs = [s.attr for s in slots]
-        if len(attrs) >= 2:
-            get = attrgetter(*attrs)
-        elif attrs:
-            one = attrgetter(attrs[0])
-
-            def get(v: Any) -> tuple[Any, ...]:
-                return (one(v),)
-        else:
-
-            def get(v: Any) -> tuple[Any, ...]:
-                return ()
-
-        self.values: Callable[[Any], tuple[Any, ...]] = get
+        self.values = tuple_getter([s.attr for s in slots])
         self._type = self.struct_type()
 
     def struct_type(

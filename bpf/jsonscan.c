@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Typed JSON batches -> ring records in one pass, driven by a table the BTF
+ * schema compiler emits (service/schema/jsonscan.py).
+ *
+ * Accept-only: it accepts a strict subset of what the exact path
+ * (msgspec typed decode + pack, service/schema/jsoncodec.py) accepts, and for
+ * those bodies writes byte for byte the records the exact path would; on
+ * anything else it gives up (RB_SCAN_GIVE_UP) and the caller runs the exact
+ * path, which accepts or names the error with its index and path. A
+ * hypothesis test holds the two to that (tests/schema/test_jsonscan.py).
+ *
+ * What it accepts:
+ *   {"samples": [S, ...]}                 a body (frame = 0)
+ *   {"id": ID, "samples": [S, ...]}       a text frame (frame = 1; any order,
+ *                                          id optional)
+ *   S = {"member": value, ...}            members of the table, each at most
+ *                                          once, any order; missing ones 0
+ *   value: an integer literal in the member's C range (no fraction or
+ *          exponent, no "-0", no leading zeros), or true/false for a bool
+ *          member
+ *   ID: an integer literal of at most 18 digits, true, false, null, or a
+ *       string of printable ASCII without escapes (the caller decodes its span)
+ *   whitespace: space, tab, CR, LF (JSON's four)
+ * Everything else gives up: keys with escapes or unknown to the table (a
+ * "data" sample too), repeated keys, floats, strings as values, empty
+ * batches, more than max_samples samples, records beyond the output's room.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum {
+	RB_SCAN_OK = 0,
+	RB_SCAN_GIVE_UP = 1,
+	RB_SCAN_NO_ROOM = 2, /* accepted so far, but the records need more than cap */
+};
+
+enum { RB_FIELD_UNSIGNED = 0, RB_FIELD_SIGNED = 1, RB_FIELD_BOOL = 2 };
+
+/* One member of the sample struct: its key and where and how it is stored. */
+struct rb_scan_field {
+	uint32_t name_off; /* into rb_scan_layout.names */
+	uint32_t name_len;
+	uint32_t offset; /* in the sample */
+	uint8_t size;    /* 1, 2, 4 or 8 */
+	uint8_t kind;    /* RB_FIELD_* */
+	uint16_t _pad;
+};
+
+struct rb_scan_layout {
+	const struct rb_scan_field *fields;
+	const char *names;
+	uint32_t nfields; /* at most 64 */
+	uint32_t sample_size;
+	uint32_t record_size; /* 8-byte header + sample + padding to 8 */
+	uint32_t _pad;
+};
+
+struct rb_scan_result {
+	uint64_t count;
+	uint64_t id_start; /* [id_start, id_end): the frame id's value, or 0, 0 */
+	uint64_t id_end;
+	uint64_t stop; /* where it gave up (a diagnostic) */
+};
+
+struct cur {
+	const char *p, *e;
+};
+
+static inline void skip_ws(struct cur *c)
+{
+	while (c->p < c->e && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+		c->p++;
+}
+
+static inline int eat(struct cur *c, char ch)
+{
+	skip_ws(c);
+	if (c->p < c->e && *c->p == ch) {
+		c->p++;
+		return 1;
+	}
+	return 0;
+}
+
+static inline int is_digit(char ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+/* A key: '"' plain bytes '"' (no escapes, no control bytes); its span. */
+static int key(struct cur *c, const char **k, uint32_t *len)
+{
+	const char *p;
+
+	skip_ws(c);
+	if (c->p >= c->e || *c->p != '"')
+		return -1;
+	p = ++c->p;
+	while (c->p < c->e && *c->p != '"') {
+		unsigned char ch = (unsigned char)*c->p;
+
+		if (ch == '\\' || ch < 0x20 || ch >= 0x7f)
+			return -1;
+		c->p++;
+	}
+	if (c->p >= c->e)
+		return -1;
+	*k = p;
+	*len = (uint32_t)(c->p - p);
+	c->p++;
+	return 0;
+}
+
+/* An integer literal: its sign and magnitude (which fits a u64). */
+static int integer(struct cur *c, int *neg, uint64_t *mag)
+{
+	uint64_t v = 0;
+
+	*neg = 0;
+	if (c->p < c->e && *c->p == '-') {
+		*neg = 1;
+		c->p++;
+	}
+	if (c->p >= c->e || !is_digit(*c->p))
+		return -1;
+	if (*c->p == '0') {
+		c->p++;
+		if (*neg)
+			return -1; /* "-0": left to the exact path */
+	} else {
+		while (c->p < c->e && is_digit(*c->p)) {
+			uint64_t d = (uint64_t)(*c->p - '0');
+
+			if (v > (UINT64_MAX - d) / 10)
+				return -1; /* past u64: out of every member's range */
+			v = v * 10 + d;
+			c->p++;
+		}
+	}
+	/* A fraction, an exponent or a leading zero ("01"): not ours. */
+	if (c->p < c->e && (*c->p == '.' || *c->p == 'e' || *c->p == 'E' || is_digit(*c->p)))
+		return -1;
+	*mag = v;
+	return 0;
+}
+
+static int literal(struct cur *c, const char *word, size_t n)
+{
+	if ((size_t)(c->e - c->p) < n || memcmp(c->p, word, n))
+		return -1;
+	c->p += n;
+	return 0;
+}
+
+static inline void store_le(uint8_t *dst, uint64_t v, unsigned size)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	for (unsigned i = 0; i < size; i++)
+		dst[i] = (uint8_t)(v >> (8 * i));
+#else
+	switch (size) {
+	case 1: { uint8_t x = (uint8_t)v; memcpy(dst, &x, 1); break; }
+	case 2: { uint16_t x = (uint16_t)v; memcpy(dst, &x, 2); break; }
+	case 4: { uint32_t x = (uint32_t)v; memcpy(dst, &x, 4); break; }
+	default: memcpy(dst, &v, 8);
+	}
+#endif
+}
+
+static int value(struct cur *c, const struct rb_scan_field *f, uint8_t *dst)
+{
+	int neg;
+	uint64_t mag, lim;
+
+	skip_ws(c);
+	if (f->kind == RB_FIELD_BOOL) {
+		if (c->p < c->e && *c->p == 't') {
+			if (literal(c, "true", 4))
+				return -1;
+			dst[0] = 1;
+			return 0;
+		}
+		return literal(c, "false", 5); /* the record is zeroed */
+	}
+	if (integer(c, &neg, &mag))
+		return -1;
+	if (f->kind == RB_FIELD_SIGNED) {
+		lim = f->size == 8 ? (uint64_t)INT64_MAX : (1ULL << (8 * f->size - 1)) - 1;
+		if (neg ? mag > lim + 1 : mag > lim)
+			return -1;
+		store_le(dst, neg ? (uint64_t)0 - mag : mag, f->size);
+		return 0;
+	}
+	if (neg)
+		return -1; /* a negative magnitude (not 0: "-0" gave up already) */
+	lim = f->size == 8 ? UINT64_MAX : (1ULL << (8 * f->size)) - 1;
+	if (mag > lim)
+		return -1;
+	store_le(dst, mag, f->size);
+	return 0;
+}
+
+static inline int same(const char *a, const char *b, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
+/*
+ * The member whose key starts at c->p (after the opening quote was seen).
+ * Members usually come in the same order, so the one after the last is
+ * tried first, by comparing its name and closing quote in place (a table
+ * name holds no quote or backslash, so a match is that very key).
+ */
+static const struct rb_scan_field *member(struct cur *c, const struct rb_scan_layout *L,
+					  uint32_t hint)
+{
+	const struct rb_scan_field *f = &L->fields[hint];
+	const char *k;
+	uint32_t len;
+
+	if ((size_t)(c->e - c->p) > f->name_len && c->p[f->name_len] == '"' &&
+	    same(c->p, L->names + f->name_off, f->name_len)) {
+		c->p += f->name_len + 1;
+		return f;
+	}
+	c->p--; /* back to the quote: key() reads the whole key */
+	if (key(c, &k, &len))
+		return NULL;
+	for (uint32_t i = 0; i < L->nfields; i++) {
+		f = &L->fields[i];
+		if (f->name_len == len && same(L->names + f->name_off, k, len))
+			return f;
+	}
+	return NULL;
+}
+
+/* One sample object into a zeroed record. */
+static int sample(struct cur *c, const struct rb_scan_layout *L, uint8_t *rec)
+{
+	uint64_t seen = 0;
+	uint32_t hint = 0;
+
+	memset(rec, 0, L->record_size);
+	store_le(rec, L->sample_size, 4);
+	if (!eat(c, '{'))
+		return -1;
+	if (eat(c, '}'))
+		return 0;
+	for (;;) {
+		const struct rb_scan_field *f;
+		uint32_t i;
+
+		if (!eat(c, '"'))
+			return -1;
+		f = member(c, L, hint);
+		if (!f)
+			return -1;
+		i = (uint32_t)(f - L->fields);
+		if (seen >> i & 1)
+			return -1;
+		seen |= 1ULL << i;
+		hint = i + 1 < L->nfields ? i + 1 : 0;
+		if (!eat(c, ':') || value(c, f, rec + 8 + f->offset))
+			return -1;
+		if (eat(c, ','))
+			continue;
+		if (eat(c, '}'))
+			return 0;
+		return -1;
+	}
+}
+
+static int samples(struct cur *c, const struct rb_scan_layout *L, uint64_t max_samples,
+		   uint8_t *out, size_t cap, uint64_t *count)
+{
+	uint64_t n = 0;
+
+	if (!eat(c, '['))
+		return RB_SCAN_GIVE_UP;
+	if (eat(c, ']'))
+		return RB_SCAN_GIVE_UP; /* empty: the exact path's error */
+	for (;;) {
+		if (n >= max_samples)
+			return RB_SCAN_GIVE_UP;
+		if ((n + 1) * L->record_size > cap)
+			return RB_SCAN_NO_ROOM;
+		if (sample(c, L, out + n * L->record_size))
+			return RB_SCAN_GIVE_UP;
+		n++;
+		if (eat(c, ','))
+			continue;
+		if (eat(c, ']'))
+			break;
+		return RB_SCAN_GIVE_UP;
+	}
+	*count = n;
+	return RB_SCAN_OK;
+}
+
+/* A frame id: an integer of at most 18 digits, a literal, or a plain ASCII string. */
+static int frame_id(struct cur *c, const char *base, struct rb_scan_result *res)
+{
+	const char *start;
+
+	skip_ws(c);
+	start = c->p;
+	if (c->p >= c->e)
+		return -1;
+	if (*c->p == '"') {
+		c->p++;
+		while (c->p < c->e && *c->p != '"') {
+			unsigned char ch = (unsigned char)*c->p;
+
+			if (ch == '\\' || ch < 0x20 || ch >= 0x7f)
+				return -1;
+			c->p++;
+		}
+		if (c->p >= c->e)
+			return -1;
+		c->p++;
+	} else if (*c->p == 't') {
+		if (literal(c, "true", 4))
+			return -1;
+	} else if (*c->p == 'f') {
+		if (literal(c, "false", 5))
+			return -1;
+	} else if (*c->p == 'n') {
+		if (literal(c, "null", 4))
+			return -1;
+	} else {
+		int neg;
+		uint64_t mag;
+
+		if (integer(c, &neg, &mag) || c->p - start > 19)
+			return -1;
+	}
+	res->id_start = (uint64_t)(start - base);
+	res->id_end = (uint64_t)(c->p - base);
+	return 0;
+}
+
+int rb_json_scan(const struct rb_scan_layout *L, const char *s, size_t n, int frame,
+		 uint64_t max_samples, uint8_t *out, size_t cap, struct rb_scan_result *res)
+{
+	struct cur c = { s, s + n };
+	int have_samples = 0, have_id = 0, verdict = RB_SCAN_GIVE_UP;
+
+	memset(res, 0, sizeof(*res));
+	if (L->nfields > 64 || L->record_size < 8 + L->sample_size)
+		goto out;
+	if (!eat(&c, '{'))
+		goto out;
+	for (;;) {
+		const char *k;
+		uint32_t len;
+
+		if (key(&c, &k, &len) || !eat(&c, ':'))
+			goto out;
+		if (len == 7 && !memcmp(k, "samples", 7) && !have_samples) {
+			have_samples = 1;
+			verdict = samples(&c, L, max_samples, out, cap, &res->count);
+			if (verdict != RB_SCAN_OK)
+				goto out;
+			verdict = RB_SCAN_GIVE_UP;
+		} else if (frame && len == 2 && !memcmp(k, "id", 2) && !have_id) {
+			have_id = 1;
+			if (frame_id(&c, s, res))
+				goto out;
+		} else {
+			goto out;
+		}
+		if (eat(&c, ','))
+			continue;
+		if (eat(&c, '}'))
+			break;
+		goto out;
+	}
+	skip_ws(&c);
+	if (c.p == c.e && have_samples)
+		verdict = RB_SCAN_OK;
+out:
+	res->stop = (uint64_t)(c.p - s);
+	if (verdict != RB_SCAN_OK)
+		res->count = 0;
+	return verdict;
+}

@@ -1,0 +1,232 @@
+"""One WebSocket data frame (or reassembled message) of a stream: :class:`Frame`.
+
+A frame is taken when its header is read; from then on it owns a place in
+the stream's ack order and, on its way to the ring, its batch's credit and
+either a claimed region (a binary frame received in place) or a buffer (a
+text frame, a fragmented message, a binary frame that cannot go to the ring
+now). It ends with its ``answer``: the ack or error ack the stream writes in
+its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ...errors import RingbridgeError
+from ...producer.admission import Credit
+from ...producer.observe import Arrival
+from ...producer.regions import Region
+from ...producer.submission import Submission
+from ...schema import frame_id
+from ...wire import Ack
+from .. import ingest
+
+if TYPE_CHECKING:
+    from .stream import Stream
+
+__all__ = ["Frame"]
+
+
+class Frame:
+    """A frame from its header to its ack (see the module docstring)."""
+
+    __slots__ = (
+        "answer",
+        "arrival",
+        "body",
+        "credit",
+        "id",
+        "key",
+        "nbytes",
+        "receiving",
+        "region",
+        "s",
+        "sub",
+        "text",
+    )
+
+    def __init__(
+        self, stream: Stream, number: int, text: bool, nbytes: int, key: int, credit: Credit | None
+    ) -> None:
+        self.s = stream
+        self.id: Any = number  # a text frame's own id replaces it once decoded
+        self.text = text
+        self.nbytes = nbytes
+        self.key = key
+        self.answer: bytes | None = None
+        self.arrival: Arrival | None = Arrival.now("json" if text else "binary")
+        # Reserved at the frame's header (api/wslimits.py): the batch's credit until its ack.
+        self.credit = credit
+        if credit is not None:
+            credit.deadline = stream.c.loop.time() + stream.submit_timeout
+        self.region: Region | None = None
+        self.body: bytearray | None = None
+        self.sub: Submission | None = None
+        self.receiving = False
+
+    # -- the payload ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """The header is read; receive the payload where it goes."""
+        s, n = self.s, self.nbytes
+        c = s.c
+        if not self.text:
+            refusal = s.too_large(n)
+            if refusal is not None:
+                # Not read into memory at all: skipped, answered in its turn.
+                if self.credit is not None:
+                    self.credit.release()
+                c.skip(n, lambda: s.refused(self, refusal))
+                return
+            if n >= 8 and not n % 8 and self.credit is not None:
+                p = s.rt.producer
+                at = self.arrival.at if self.arrival is not None else None
+                region = self.region = p.claim(n, self.credit, self, at)
+                if region is not None:
+                    self.receiving = True
+                    c.receive(p.view(region), n, self._in_ring)
+                    return
+        body = self.body = bytearray(n)
+        self.receiving = True
+        c.receive(memoryview(body), n, self._received)
+
+    def _in_ring(self) -> None:
+        """The whole payload is in ring space: unmask and validate it there."""
+        self.receiving = False
+        s, region = self.s, self.region
+        if region is None:  # evicted meanwhile: the payload is in self.body
+            self._received()
+            return
+        p = s.rt.producer
+        counts = s.c.p.in_place.unmask_validate(p.address(region), self.nbytes, self.key)
+        if counts is not None:
+            p.ready(region, *counts)  # acked when published
+            return
+        exc = s.c.p.in_place.refusal(bytes(p.view(region)))
+        self.region = None
+        p.discard(region)
+        s.refused(self, exc)
+
+    def _received(self) -> None:
+        self.receiving = False
+        body = self.body
+        assert body is not None
+        self.body = None
+        self.s.c.p.in_place.unmask_buffer(body, self.key)
+        self.assembled(body)
+
+    def assembled(self, body: bytearray) -> None:
+        """The whole message, unmasked: decode it and commit it."""
+        s = self.s
+        if self.text and not body.isascii():
+            try:
+                body.decode()
+            except UnicodeDecodeError:
+                s.text_refused()
+                return
+        data = bytes(body)
+        kind = ingest.TEXT_FRAME if self.text else ingest.BINARY
+        if len(data) > ingest.THREAD_DECODE_BYTES:
+            s.spawn(self._decode_off_loop(kind, data))
+            return
+        try:
+            fid, batch = ingest.decode_now(s.rt, kind, data)
+        except RingbridgeError as exc:
+            self._refuse(data, exc)
+            return
+        self._commit(fid, batch)
+
+    async def _decode_off_loop(self, kind: str, data: bytes) -> None:
+        try:
+            fid, batch = await ingest.decode(self.s.rt, kind, data)
+        except RingbridgeError as exc:
+            self._refuse(data, exc)
+            return
+        self._commit(fid, batch)
+
+    def _refuse(self, data: bytes, exc: RingbridgeError) -> None:
+        if self.credit is not None:
+            self.credit.release()
+        if self.text:
+            self.id = frame_id(data)
+        self.s.refused(self, exc)
+
+    def _commit(self, fid: Any, batch: Any) -> None:
+        s = self.s
+        if self.text:
+            self.id = fid
+        try:
+            if self.credit is None:
+                self.credit = s.batch_credit(batch.nbytes)
+            else:
+                self.credit.resize(batch.nbytes)
+        except RingbridgeError as exc:
+            if self.credit is not None:
+                self.credit.release()
+            s.refused(self, exc)
+            return
+        p = s.rt.producer
+        at = self.arrival.at if self.arrival is not None else None
+        try:
+            if p.commit_now(batch, self.credit, self, at) is not None:
+                return  # acked when published
+            sub = self.sub = p.line_up(batch, self.credit)
+        except RingbridgeError as exc:
+            self.s.refused(self, exc)
+            return
+        sub.future.add_done_callback(self._lined_up)
+
+    def _lined_up(self, fut: asyncio.Future[Ack]) -> None:
+        self.sub = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, RingbridgeError):
+            self.s.refused(self, exc)
+        elif exc is not None:
+            self.s.c.fail(exc)
+        else:
+            self.s.acked(self, fut.result())
+
+    # -- the region's owner ---------------------------------------------------------------
+
+    @property
+    def wanted(self) -> bool:
+        # A frame received whole commits even if its client has left since
+        # (it may have sent it without waiting for acks).
+        return True
+
+    def region_published(self, region: Region, ack: Ack) -> None:
+        self.region = None
+        self.s.acked(self, ack)
+
+    def region_failed(self, region: Region, exc: RingbridgeError) -> None:
+        if self.receiving:
+            self.s.c.sink = None
+            self.receiving = False
+        self.region = None
+        self.s.refused(self, exc)
+
+    def region_evict(self, region: Region) -> None:
+        """The payload goes on in memory: what arrived is copied out of the ring."""
+        sink = self.s.c.sink
+        assert sink is not None and self.receiving
+        body = self.body = bytearray(self.nbytes)
+        body[: sink.got] = self.s.rt.producer.view(region)[: sink.got]
+        sink.buf = memoryview(body)
+        sink.done = self._received
+        self.region = None
+
+    def lost(self) -> None:
+        """The connection is gone: a frame still arriving is dropped."""
+        if not self.receiving:
+            return  # whole: it commits (or already did, or was refused)
+        self.receiving = False
+        p = self.s.rt.producer
+        p.note_abandoned()
+        if self.region is not None:
+            region, self.region = self.region, None
+            p.discard(region)
+        if self.credit is not None:
+            self.credit.release()

@@ -1,0 +1,35 @@
+"""What a connection hands its bytes and its events to: :class:`Sink` and :class:`Handler`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["Handler", "Sink"]
+
+
+class Sink:
+    """Where the next ``need`` bytes of a payload go; ``done`` runs when they are there."""
+
+    __slots__ = ("buf", "done", "got", "need", "skip")
+
+    def __init__(
+        self, buf: memoryview, need: int, done: Callable[[], None], skip: bool = False
+    ) -> None:
+        self.buf = buf
+        self.need = need
+        self.got = 0
+        self.done = done
+        self.skip = skip  # bytes are dropped (buf is a scratch buffer, reused)
+
+
+class Handler:
+    """What runs a connection after its head: a request or a stream."""
+
+    def lost(self) -> None:
+        """The connection is gone: give up whatever is in flight."""
+
+    def shutdown(self) -> None:
+        """The server is stopping: finish what was taken, take nothing new."""
+
+    def resume(self) -> None:
+        """Staged bytes may be processed again (a stream: after a pause)."""

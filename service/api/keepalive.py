@@ -1,0 +1,32 @@
+"""The keep-alive rule: an idle connection is closed -- unless its next request is waiting.
+
+A keep-alive timer may fire with a request already received and not yet
+read: sent at that very moment, or while the process was stopped past the
+timeout (SIGSTOP, a paused VM: on resume, timers run before reads). Closing
+a socket with unread bytes resets the connection, and the client, whose
+whole body went out, cannot tell that it was never read (#19, item 4). With
+bytes waiting the connection stays, and they are read. Both HTTP protocols
+follow it: the data plane's (:mod:`.dataplane.connection`) and uvicorn's,
+for the connections handed to it (:class:`.connguard.GuardedHttpProtocol`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import sys
+import termios
+
+__all__ = ["request_waiting"]
+
+
+def request_waiting(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes were received on the transport's socket and not read yet."""
+    if transport.is_closing():
+        return False
+    sock = transport.get_extra_info("socket")
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (AttributeError, OSError, ValueError):
+        return False
+    return int.from_bytes(raw, sys.byteorder, signed=True) > 0

@@ -1,0 +1,361 @@
+"""Claimed ring space, published in claim order: the one place ``producer_pos`` moves.
+
+Every batch lands in the ring through a :class:`Region`: space claimed after
+every earlier claim (``UserRingBuffer.claim``, :mod:`ringbridge.ring.claims`), filled in place, then
+published. Two kinds of writer fill regions, both on the event loop's thread:
+
+- the producer task, for batches that waited in line (decoded elsewhere:
+  WebSocket text frames, the fleet front door, bodies that could not go
+  straight in): it claims, copies the records in and marks the region ready
+  at once;
+- the data plane (:mod:`ringbridge.api.dataplane`), which claims a region
+  when a body's or frame's length is known and lets the socket's bytes land
+  in it; the region is ready once the whole payload arrived and validated,
+  or it is discarded.
+
+:meth:`Publisher.publish` walks the regions from the oldest and stops at the
+first one still receiving: everything before it is published with **one**
+release store of ``producer_pos``. That is the whole ordering argument:
+
+- *Order.* Regions publish in claim order; seqs are assigned at publish, in
+  that order, so they are contiguous in ring order whatever order the
+  regions were filled in.
+- *All or nothing, never poisoned.* A region is published either as the
+  validated records written into it, or covered with DISCARD records
+  (``core.discard_headers``) that the kernel skips -- an invalid body, a
+  client gone, a deadline passed, a hook that refused. Nothing unvalidated
+  is ever behind ``producer_pos``.
+- *Exactly once.* A region publishes as data only if its owner still wants
+  it at that moment (``owner.wanted``): a client that left, or whose
+  deadline passed, gets no ack, and its region becomes DISCARD -- a resend
+  cannot duplicate it. An owner told "published" has its samples in the
+  ring (the ack follows the store). A crash before the store leaves the
+  claims unpublished: the next producer starts at ``producer_pos`` and
+  overwrites them.
+- *Seqs survive restarts.* The next seq is stored (``SeqStore``) before the
+  store of ``producer_pos``: a crash between leaves a gap, never a seq twice.
+
+Head of line: a region still receiving holds back every later one. A
+region that blocks a ready one for :data:`EVICT_AFTER` seconds is *evicted*:
+its owner copies what arrived out of the ring (``owner.region_evict``), the
+region becomes DISCARD, and the owner finishes that body in memory and puts
+it in line. A slow client costs the others at most that delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from ..errors import RingbridgeError, RingTimeoutError
+from ..ring import UserRingBuffer
+from ..wire import Ack
+from .admission import Credit
+from .contract import BeforeCommit, SeqStore
+from .kick import DrainTrigger
+
+log = logging.getLogger("ringbridge.producer")
+
+#: How long a region still receiving may hold back a ready one before it is
+#: evicted to memory (see the module docstring). A 256 KiB body over
+#: loopback arrives in well under this; a trickling client does not.
+EVICT_AFTER: Final = 0.005
+
+RECEIVING: Final = 0
+READY: Final = 1
+DISCARD: Final = 2
+
+
+class RegionOwner(Protocol):
+    """Who fills a region and hears how it ended (all calls on the loop's thread)."""
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the region may still publish as data (False: client gone, gave up)."""
+        ...
+
+    def region_published(self, region: Region, ack: Ack) -> None:
+        """The region's records are in the ring (``producer_pos`` passed them)."""
+
+    def region_failed(self, region: Region, exc: RingbridgeError) -> None:
+        """The region ends as DISCARD for ``exc`` (deadline, hook, shutdown); an owner
+        still receiving into it must not touch its memory any more."""
+
+    def region_evict(self, region: Region) -> None:
+        """Copy what arrived out of the region now and receive the rest elsewhere:
+        the region becomes DISCARD on return (its memory is no longer the owner's)
+        and its credit is the owner's again, to pay for the copy."""
+
+
+class Region:
+    """Claimed ring space ``[pos, end)`` and what became of it."""
+
+    __slots__ = (
+        "before_commit",
+        "claimed_at",
+        "count",
+        "credit",
+        "end",
+        "nbytes",
+        "owner",
+        "payload_bytes",
+        "pos",
+        "started",
+        "state",
+    )
+
+    def __init__(
+        self,
+        pos: int,
+        nbytes: int,
+        owner: RegionOwner,
+        credit: Credit,
+        before_commit: BeforeCommit | None,
+        claimed_at: float,
+        started: float,
+    ) -> None:
+        self.pos = pos
+        self.nbytes = nbytes
+        self.end = pos + nbytes
+        self.owner = owner
+        # None once an evicted region's owner took its credit back.
+        self.credit: Credit | None = credit
+        self.before_commit = before_commit
+        self.claimed_at = claimed_at  # loop time
+        # perf_counter() when the batch arrived, for the commit latency
+        # (uvloop's loop.time() is libuv's whole milliseconds: too coarse).
+        self.started = started
+        self.state = RECEIVING
+        self.count = 0
+        self.payload_bytes = 0
+
+
+@dataclass
+class CommitCounts:
+    """What the producer committed and refused (its statistics' raw numbers)."""
+
+    batches: int = 0
+    samples: int = 0
+    bytes: int = 0  # payload bytes, comparable to the kernel's byte counter
+    ring_bytes: int = 0  # with headers and padding
+    discarded_bytes: int = 0  # ring space published as DISCARD
+    abandoned: int = 0  # submitter gone before the commit: not committed
+    failed: Counter[str] = field(default_factory=Counter)  # by error code
+
+
+class Publisher:
+    """The regions of one ring, their seqs and their publication (one loop only)."""
+
+    def __init__(
+        self,
+        ring: UserRingBuffer,
+        counts: CommitCounts,
+        *,
+        seq_store: SeqStore | None = None,
+        kick: DrainTrigger | None = None,
+        on_commit: Callable[[float, Ack], None] | None = None,
+    ) -> None:
+        self._ring = ring
+        self._counts = counts
+        self._seq_store = seq_store
+        self._kick = kick
+        self._on_commit = on_commit
+        self._regions: deque[Region] = deque()
+        self._evict_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.next_seq = seq_store.load_seq() if seq_store is not None else 0
+        #: The first seq of the region whose ``before_commit`` runs (read it there
+        #: only): what an idempotency key records (``producer.keys``).
+        self.hook_seq = self.next_seq
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+    def _time(self) -> float:
+        """The event loop's clock (the credits' deadlines are in it); the loop
+        is looked up once: ``asyncio.get_running_loop()`` costs a getpid(2)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
+
+    # -- claiming ----------------------------------------------------------------
+
+    def claim(
+        self,
+        nbytes: int,
+        owner: RegionOwner,
+        credit: Credit,
+        before_commit: BeforeCommit | None = None,
+        started: float | None = None,
+    ) -> Region:
+        """A region of ``nbytes`` after every other; RingFullError when there is no room.
+
+        ``started``: when the batch arrived (``time.perf_counter()``; default now).
+        """
+        pos = self._ring.claim(nbytes)
+        loop_now = self._time()
+        t0 = time.perf_counter() if started is None else started
+        region = Region(pos, nbytes, owner, credit, before_commit, loop_now, t0)
+        self._regions.append(region)
+        return region
+
+    def view(self, region: Region) -> memoryview:
+        return self._ring.claim_view(region.pos, region.nbytes)
+
+    def address(self, region: Region) -> int:
+        return self._ring.claim_address(region.pos)
+
+    def ready(self, region: Region, count: int, payload_bytes: int) -> None:
+        """The region holds ``count`` validated records: publish what can be."""
+        region.state = READY
+        region.count = count
+        region.payload_bytes = payload_bytes
+        self.publish()
+
+    def discard(self, region: Region) -> None:
+        """The region must never be read (its owner refused it, or left)."""
+        region.state = DISCARD
+        self.publish()
+
+    # -- publishing ----------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Publish every region before the first still receiving (one store)."""
+        regions = self._regions
+        if not regions or regions[0].state == RECEIVING:
+            self._watch_head()
+            return
+        ring = self._ring
+        now = self._time()  # the credits' clock
+        seq = self.next_seq
+        done: list[tuple[Region, int, RingbridgeError | None]] = []
+        while regions and regions[0].state != RECEIVING:
+            r = regions.popleft()
+            error: RingbridgeError | None = None
+            if r.state == READY and r.owner.wanted:
+                if r.credit is not None and now >= r.credit.deadline:
+                    error = RingTimeoutError(
+                        "batch not committed within its timeout (counted from admission): "
+                        "it waited behind a batch still arriving"
+                    )
+                elif r.before_commit is not None:
+                    self.hook_seq = seq
+                    try:
+                        r.before_commit(r.end)
+                    except RingbridgeError as exc:
+                        error = exc
+                if error is None:
+                    done.append((r, seq, None))
+                    seq += r.count
+                    continue
+            r.state = DISCARD
+            done.append((r, -1, error))
+        # Discarded regions at the very end of what is claimed are given back
+        # instead (nothing after them needs them published): the ring keeps
+        # the room and producer_pos does not move for a batch that failed.
+        end = done[-1][0].end
+        if not regions:
+            keep = len(done)
+            while keep and done[keep - 1][1] < 0:
+                keep -= 1
+            if keep < len(done):
+                end = done[keep - 1][0].end if keep else done[0][0].pos
+                ring.unclaim(end)
+        for r, first, _ in done:
+            if first < 0 and r.end <= end:
+                ring.discard_claim(r.pos, r.nbytes)
+        if seq != self.next_seq and self._seq_store is not None:
+            # Before the publish: a crash in between leaves a gap in the
+            # seqs, never a seq given to two samples.
+            self._seq_store.store_seq(seq)
+        if end > ring.producer_pos:
+            ring.publish(end)
+            if self._kick is not None:
+                self._kick.request()
+        self.next_seq = seq
+        for r, first, error in done:
+            self._settle(r, first, error)
+        self._watch_head()
+
+    def _settle(self, r: Region, first: int, error: RingbridgeError | None) -> None:
+        c = self._counts
+        if r.credit is not None:
+            r.credit.release()
+        if first < 0:
+            c.discarded_bytes += r.nbytes
+            if error is not None:
+                c.failed[error.code] += 1
+                r.owner.region_failed(r, error)
+            return
+        ack = Ack(
+            accepted=r.count,
+            first_seq=first,
+            last_seq=first + r.count - 1,
+            ring_start_pos=r.pos,
+            ring_end_pos=r.end,
+        )
+        c.batches += 1
+        c.samples += r.count
+        c.bytes += r.payload_bytes
+        c.ring_bytes += r.nbytes
+        r.owner.region_published(r, ack)
+        if self._on_commit is not None:
+            try:
+                self._on_commit(time.perf_counter() - r.started, ack)
+            except Exception:
+                log.exception("commit observer failed")
+
+    # -- the head of the line ----------------------------------------------------------
+
+    def _watch_head(self) -> None:
+        """Arm the eviction check while a receiving region holds back later ones."""
+        regions = self._regions
+        if self._evict_timer is not None or len(regions) < 2 or regions[0].state != RECEIVING:
+            return
+        loop = asyncio.get_running_loop()
+        self._evict_timer = loop.call_at(loop.time() + EVICT_AFTER, self._evict_stragglers)
+
+    def _evict_stragglers(self) -> None:
+        self._evict_timer = None
+        regions = self._regions
+        if not regions or regions[0].state != RECEIVING:
+            return
+        # Regions behind which something waits: every one before the last
+        # that is not receiving any more.
+        last = max((i for i, r in enumerate(regions) if r.state != RECEIVING), default=-1)
+        due = self._time() - EVICT_AFTER
+        evicted = 0
+        for r in list(regions)[:last]:
+            if r.state == RECEIVING and r.claimed_at <= due:
+                r.owner.region_evict(r)
+                r.state = DISCARD
+                r.credit = None  # the owner's again, for the copy it now holds
+                evicted += 1
+        if evicted:
+            self.publish()
+        else:
+            self._watch_head()
+
+    def fail_receiving(self, exc: RingbridgeError) -> int:
+        """Every region still receiving ends as DISCARD for ``exc`` (shutdown); how many."""
+        n = 0
+        for r in self._regions:
+            if r.state == RECEIVING:
+                r.state = DISCARD
+                self._counts.failed[exc.code] += 1
+                r.owner.region_failed(r, exc)
+                n += 1
+        if self._regions:
+            self.publish()
+        return n
+
+    def close(self) -> None:
+        if self._evict_timer is not None:
+            self._evict_timer.cancel()
+            self._evict_timer = None

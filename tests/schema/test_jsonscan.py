@@ -1,0 +1,244 @@
+"""The native JSON scanner against the exact path: accept-only, same bytes.
+
+Whenever ``rb_json_scan`` accepts a body or frame, the exact path (msgspec's
+typed decode and the packers, with the duplicate-key and count checks) must
+accept it too and give byte-identical records (and the same frame id); when
+it gives up, the exact path decides alone. Bodies are drawn as token streams,
+so that what a JSON encoder never writes is drawn too: repeated and escaped
+keys, floats, ``-0``, leading zeros, numbers just out of range, strings,
+``data`` samples, odd whitespace, truncation and stray bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ringbridge.errors import RingbridgeError, SampleError
+from ringbridge.kernel.bpfobj import default_object_path
+from ringbridge.schema import SampleCodec
+from ringbridge.schema.jsonscan import JsonScanner, TableField, emit_table
+
+SETTINGS = settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+RING = 1 << 20
+LIMIT = 4096
+
+
+def _codecs(obj: Path, type_name: str) -> tuple[SampleCodec, SampleCodec]:
+    """(the codec with its scanner, the same codec with the exact path only)."""
+    fast = SampleCodec.from_object(obj, type_name)
+    exact = SampleCodec.from_object(obj, type_name)
+    exact.scanner = None
+    assert fast.scanner is not None, f"{type_name} should have a scanner table"
+    return fast, exact
+
+
+@pytest.fixture(scope="module", params=["ringbridge_sample", "flat"])
+def codecs(request: pytest.FixtureRequest, types_object: Path) -> tuple[SampleCodec, SampleCodec]:
+    if request.param == "flat":
+        return _codecs(types_object, "flat")
+    return _codecs(default_object_path(), "ringbridge_sample")
+
+
+def _range(f: TableField) -> tuple[int, int]:
+    if f.kind == 2:
+        return 0, 1
+    bits = 8 * f.size
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if f.kind == 1 else (0, (1 << bits) - 1)
+
+
+WS = st.sampled_from(["", "", "", " ", "\n", "\t ", "\r\n  ", "\x0b", "\u00a0"])
+
+
+@st.composite
+def number_token(draw: st.DrawFn, f: TableField) -> str:
+    """In range mostly; at and past the edges, floats, -0, leading zeros, other types."""
+    lo, hi = _range(f)
+    if f.kind == 2:
+        return draw(st.sampled_from(["true", "false"] * 8 + ["1", "0", "null", '"true"', "tru"]))
+    choice = draw(st.integers(0, 20))
+    if choice <= 12:
+        return str(draw(st.integers(lo, hi)))
+    if choice == 13:
+        return str(draw(st.sampled_from([lo - 1, hi + 1, lo, hi, 2**64, -(2**63) - 1, 10**19])))
+    if choice == 14:
+        return draw(st.sampled_from(["-0", "00", "01", "-01", "1.0", "1e3", "1E0", "-", "+1"]))
+    if choice == 15:
+        return f'"{draw(st.integers(lo, hi))}"'
+    if choice == 16:
+        return draw(st.sampled_from(["true", "false", "null", "[]", "{}", '""']))
+    return str(draw(st.integers(-(2**70), 2**70)))
+
+
+@st.composite
+def sample_text(draw: st.DrawFn, table: tuple[TableField, ...]) -> str:
+    names = [f.name for f in table]
+    by_name = {f.name: f for f in table}
+    keys = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(names),
+                st.sampled_from(names),
+                st.sampled_from(names),
+                st.sampled_from(["data", "Kind", "unknown", "k\\u0069nd", "", 'x\\"y']),
+            ),
+            max_size=len(names) + 1,
+        )
+    )
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from(['{"data": "AAAA"}', "[]", "null", "1", '"s"', "{"]))
+    parts = []
+    for k in keys:
+        f = by_name.get(k)
+        value = (
+            draw(number_token(f))
+            if f is not None
+            else draw(st.sampled_from(['"AAAA"', "1", "null"]))
+        )
+        parts.append(f'{draw(WS)}"{k}"{draw(WS)}:{draw(WS)}{value}{draw(WS)}')
+    return "{" + ",".join(parts) + draw(WS) + "}"
+
+
+@st.composite
+def body_text(draw: st.DrawFn, table: tuple[TableField, ...], frame: bool) -> str:
+    samples = draw(st.lists(sample_text(table), max_size=6))
+    members = [f'"samples"{draw(WS)}:{draw(WS)}[' + ",".join(samples) + draw(WS) + "]"]
+    if frame and draw(st.booleans()):
+        ident = draw(
+            st.one_of(
+                st.integers(-(10**20), 10**20).map(str),
+                st.sampled_from(["true", "false", "null", '"a b"', '"\\n"', '"é"', "1.5", "[1]"]),
+                st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8).map(
+                    json.dumps
+                ),
+            )
+        )
+        members.append(f'"id"{draw(WS)}:{draw(WS)}{ident}')
+    extra = draw(st.integers(0, 12))
+    if extra == 0:
+        members.append('"other": 1')
+    elif extra == 1:
+        members.append(members[0])  # "samples" twice
+    if draw(st.booleans()):
+        members.reverse()
+    text = draw(WS) + "{" + ",".join(members) + "}" + draw(WS)
+    cut = draw(st.integers(0, 30))
+    if cut == 0:
+        text = text[: draw(st.integers(0, len(text)))]
+    elif cut == 1:
+        text += draw(st.sampled_from(["x", "}", ",", "\0"]))
+    return text
+
+
+def _decode(codec: SampleCodec, raw: bytes, frame: bool) -> tuple[Any, bytes, int] | str:
+    limits = {"ring_size": RING, "max_sample_bytes": LIMIT, "max_samples": 64}
+    try:
+        if frame:
+            fid, batch = codec.decode_ws_text_frame(raw, **limits)
+        else:
+            fid, batch = None, codec.decode_json_batch(raw, **limits)
+    except RingbridgeError as exc:
+        return f"{exc.code}: {exc.message}"
+    return fid, bytes(batch.records), batch.count
+
+
+@SETTINGS
+@given(data=st.data(), frame=st.booleans())
+def test_what_the_scanner_accepts_the_exact_path_accepts_with_the_same_bytes(
+    codecs: tuple[SampleCodec, SampleCodec], data: st.DataObject, frame: bool
+) -> None:
+    fast, exact = codecs
+    assert fast.scanner is not None
+    raw = data.draw(body_text(fast.scanner.table, frame)).encode()
+    most = 64
+    scanned = fast.scanner.scan(raw, frame=frame, max_samples=most, limit=most * 64)
+    reference = _decode(exact, raw, frame)
+    if scanned is not None:
+        assert not isinstance(reference, str), f"scanner took what the exact path refuses: {raw!r}"
+        fid, records, count = reference
+        assert (scanned.id, scanned.records, scanned.count) == (fid, records, count), raw
+    # Through the codec (scanner first) the answer is always the exact path's.
+    assert _decode(fast, raw, frame) == reference
+
+
+@SETTINGS
+@given(data=st.data(), frame=st.booleans())
+def test_plain_batches_are_taken_by_the_scanner(
+    codecs: tuple[SampleCodec, SampleCodec], data: st.DataObject, frame: bool
+) -> None:
+    """What a JSON encoder writes for in-range members is the scanner's (not vacuous)."""
+    fast, _ = codecs
+    assert fast.scanner is not None
+    table = fast.scanner.table
+    samples = data.draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    f.name: st.booleans() if f.kind == 2 else st.integers(*_range(f)) for f in table
+                },
+            ),
+            min_size=1,
+            max_size=20,
+        )
+    )
+    doc: dict[str, Any] = {"samples": samples}
+    if frame:
+        ids = st.one_of(st.integers(-(10**17), 10**17), st.text("abc xyz", max_size=5))
+        doc["id"] = data.draw(ids)
+    raw = json.dumps(doc, indent=data.draw(st.sampled_from([None, 1]))).encode()
+    scanned = fast.scanner.scan(raw, frame=frame, max_samples=64, limit=64 * 64)
+    assert scanned is not None, raw
+    assert scanned.count == len(samples)
+    if frame:
+        assert scanned.id == doc["id"]
+
+
+def test_tables_are_emitted_only_for_integer_layouts(types_object: Path) -> None:
+    assert emit_table(SampleCodec.from_object(types_object, "every").node) is None
+    assert emit_table(SampleCodec.from_object(types_object, "op_sample").node) is None
+    table = emit_table(SampleCodec.from_object(types_object, "flat").node)
+    assert table is not None
+    assert [(f.name, f.offset, f.size, f.kind) for f in table] == [
+        ("u8", 0, 1, 0),
+        ("s16", 2, 2, 1),
+        ("flag", 4, 1, 2),
+        ("s32", 8, 4, 1),
+        ("u64", 16, 8, 0),
+        ("c", 24, 1, 1),  # plain char is signed for the BPF target
+        ("s64", 32, 8, 1),
+        ("u32", 40, 4, 0),
+        ("s8", 44, 1, 1),
+    ]
+
+
+def test_errors_keep_their_index_and_path_with_the_scanner(
+    codecs: tuple[SampleCodec, SampleCodec],
+) -> None:
+    fast, exact = codecs
+    assert fast.scanner is not None
+    good = {f.name: True if f.kind == 2 else 1 for f in fast.scanner.table}
+    body = json.dumps({"samples": [good, good, {**good, "nope": 1}]}).encode()
+    with pytest.raises(SampleError) as a:
+        fast.decode_json_batch(body, ring_size=RING, max_sample_bytes=LIMIT)
+    with pytest.raises(SampleError) as b:
+        exact.decode_json_batch(body, ring_size=RING, max_sample_bytes=LIMIT)
+    assert (a.value.code, a.value.message, a.value.index) == (
+        b.value.code,
+        b.value.message,
+        b.value.index,
+    )
+    assert a.value.index == 2 and "nope" in a.value.message
+
+
+def test_a_scanner_is_built_for_the_default_sample() -> None:
+    codec = SampleCodec.from_object(default_object_path())
+    assert isinstance(codec.scanner, JsonScanner)
+    assert [f.name for f in codec.scanner.table] == ["kind", "flags", "value"]
