@@ -70,6 +70,7 @@ __all__ = [
     "TEXT_FRAME",
     "THREAD_DECODE_BYTES",
     "decode",
+    "decode_charged",
     "decode_now",
     "error_response",
     "ingest_http",
@@ -167,6 +168,32 @@ def decode_now(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, schema.E
     return decode_payload(rt.codec, Limits.of(rt.settings), kind, data)
 
 
+def _decode_cost(rt: Runtime, data: bytes | str) -> int:
+    """What a JSON decode of ``data`` is charged (:mod:`.decodecost`); 413 when
+    even the whole budget could not hold it."""
+    cost = decode_cost(data)
+    budget = rt.producer.admission.budget
+    if cost > budget:
+        # Too many samples for any batch is the more telling refusal.
+        rt.codec.check_sample_count(data, rt.codec.max_samples(rt.settings.max_batch_bytes))
+        raise RecordTooLargeError(
+            f"decoding this JSON batch holds about {cost} bytes, more than the whole "
+            f"admission budget ({budget}); split it, or send it as a binary batch"
+        )
+    return cost
+
+
+def decode_charged(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, schema.EncodedBatch]:
+    """:func:`decode_now` on the event loop (a small payload), charged as :func:`decode`."""
+    if kind == BINARY:
+        return decode_now(rt, kind, data)
+    charge = rt.producer.admit(_decode_cost(rt, data), 0.0)
+    try:
+        return decode_now(rt, kind, data)
+    finally:
+        charge.release()
+
+
 async def decode(
     rt: Runtime, kind: str, data: bytes | str, deadline: float | None = None
 ) -> tuple[Any, schema.EncodedBatch]:
@@ -180,15 +207,7 @@ async def decode(
     """
     if kind == BINARY:
         return await offload(len(data), decode_now, rt, kind, data)
-    cost = decode_cost(data)
-    admission = rt.producer.admission
-    if cost > admission.budget:
-        # Too many samples for any batch is the more telling refusal.
-        rt.codec.check_sample_count(data, rt.codec.max_samples(rt.settings.max_batch_bytes))
-        raise RecordTooLargeError(
-            f"decoding this JSON batch holds about {cost} bytes, more than the whole "
-            f"admission budget ({admission.budget}); split it, or send it as a binary batch"
-        )
+    cost = _decode_cost(rt, data)
     threaded = len(data) > THREAD_DECODE_BYTES
     if threaded:
         try:

@@ -131,7 +131,7 @@ class Frame:
             s.spawn(self._decode_off_loop(kind, data))
             return
         try:
-            fid, batch = ingest.decode_now(s.rt, kind, data)
+            fid, batch = ingest.decode_charged(s.rt, kind, data)
         except RingbridgeError as exc:
             self._refuse(data, exc)
             return

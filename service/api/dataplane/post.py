@@ -207,7 +207,7 @@ class PostRequest(Handler):
             # The exact path may take milliseconds here: off the event loop.
             self.waiter = asyncio.ensure_future(self._decode_off_loop(data))
             return
-        self._commit(ingest.decode_now(rt, self.kind, data)[1])
+        self._commit(ingest.decode_charged(rt, self.kind, data)[1])
 
     async def _decode_off_loop(self, data: bytes) -> None:
         rt = self.rt
