@@ -114,10 +114,12 @@ class PostRequest(Handler):
             self._receive()
         except RingbridgeError as exc:
             # Refused before the body was read: the connection cannot be
-            # reused (the body would follow), so it closes.
+            # reused (the body would follow), so it closes -- once the body
+            # is read and dropped (see answer()).
             self._abandon()
             self.close = True
-            self.answer(self.c.p.answers.error(self.rt, exc, close=True), 0)
+            unread = self._declared_length()
+            self.answer(self.c.p.answers.error(self.rt, exc, close=True), 0, unread)
 
     def _admit(self) -> None:
         c, head = self.c, self.head
@@ -333,7 +335,12 @@ class PostRequest(Handler):
         close = self.close or rt is None or rt.streams.stopping
         self.answer(self.c.p.answers.ack(ack, self.wait, close, replayed), 200)
 
-    def answer(self, data: bytes, status: int) -> None:
+    def answer(self, data: bytes, status: int, unread: int = 0) -> None:
+        """Write the answer; with ``unread`` body bytes still to come, read and drop
+        them first (into the shared scratch buffer: no memory of this request's),
+        then close. Closing with them unread would reset the connection, and a
+        client still sending its body would never read the answer (a 503 at
+        admission). ``body_timeout`` bounds it."""
         if self.done:
             return
         self.done = True
@@ -344,7 +351,22 @@ class PostRequest(Handler):
         if c.p.access.hasHandlers():
             code = int(data[9:12])
             c.p.access_log(c.client, "POST", "/v1/samples", code)
+        if unread > 0 and not c.gone:
+            late = c.loop.call_later(c.p.settings.body_timeout, c.close)
+
+            def dropped() -> None:
+                late.cancel()
+                c.request_done(True)
+
+            c.skip(unread, dropped)
+            return
         c.request_done(self.close)
+
+    def _declared_length(self) -> int:
+        """The body's ``Content-Length`` when it is one the service would read (else 0)."""
+        declared = (self.head.content_length or "").strip()
+        n = int(declared) if declared.isdigit() else 0
+        return n if n <= self.c.p.settings.max_batch_bytes else 0
 
     # -- leaving -----------------------------------------------------------------------
 
