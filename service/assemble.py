@@ -140,7 +140,9 @@ async def assemble(
     backend.prepare_drain()
     keys = _key_table(settings, backend, ring, stack)
     # Opened while still privileged: the pins are root's (see RingWatch).
-    ring_watch = RingWatch(ring, _pins_to_watch(settings), recovery=backend.recovery_hint())
+    ring_watch = RingWatch(
+        ring, _pins_to_watch(settings), recovery=backend.recovery_hint(), hold=drop
+    )
     stack.callback(ring_watch.close)
     if drop:
         # Everything privileged is done: loading, pinning, locking, the

@@ -13,9 +13,12 @@ bad byte itself, and both used to go unnoticed:
   --force``, ``rm -r``) while the service holds the maps through its fds.
   It goes on working, but whatever the pins kept -- the ring's contents,
   the counters, the next seq -- ends with the process: a restart starts
-  from seq 0 with fresh counters. Each pin is held by an ``O_PATH`` fd
-  opened at start (before any privilege drop: the pin dir is root's, 0700);
-  an unlinked pin's inode shows ``st_nlink == 0`` on that fd.
+  from seq 0 with fresh counters. Each pin's inode is noted at start and
+  looked up again by path; a service that drops its privileges could not
+  look (the pin dir is root's, 0700), so it holds each pin by an ``O_PATH``
+  fd opened before the drop instead: an unlinked pin's inode shows
+  ``st_nlink == 0`` on it. (Only then: fds count against the connection
+  cap, api/connguard.py.)
 
 Each problem is logged once when first seen (an error with the way to
 recover), and reported by :meth:`RingWatch.check` for ``/readyz``.
@@ -71,19 +74,26 @@ class MappedUserRing(Protocol):
 class RingWatch(Closing):
     """Checks ``ring`` as the kernel reads it, and that ``pins`` still exist."""
 
-    def __init__(self, ring: MappedUserRing, pins: Sequence[Path], *, recovery: str) -> None:
+    def __init__(
+        self, ring: MappedUserRing, pins: Sequence[Path], *, recovery: str, hold: bool = False
+    ) -> None:
         self._ring = ring
         self._recovery = recovery  # how to recover a corrupt ring, for the log
-        self._held: dict[Path, int] = {}
+        self._held: dict[Path, int] = {}  # with hold: an O_PATH fd per pin
+        self._inodes: dict[Path, tuple[int, int]] = {}  # else: (st_dev, st_ino)
         for path in pins:
             with contextlib.suppress(OSError):  # not there: nothing to watch
-                self._held[path] = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+                if hold:
+                    self._held[path] = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+                else:
+                    st = os.lstat(path)
+                    self._inodes[path] = (st.st_dev, st.st_ino)
         self._logged_ring: str | None = None
         self._logged_pins: set[Path] = set()
 
     @property
     def watched(self) -> tuple[Path, ...]:
-        return tuple(self._held)
+        return (*self._held, *self._inodes)
 
     def _positions(self) -> tuple[int, int, int | None]:
         ring = self._ring
@@ -108,7 +118,9 @@ class RingWatch(Closing):
             pass  # the ring is closed: shutting down, nothing to watch
         else:
             problem = core.kernel_view_problem(prod, cons, self._ring.size, head)
-        missing = tuple(p for p, fd in self._held.items() if _unlinked(fd))
+        missing = tuple(p for p, fd in self._held.items() if _unlinked(fd)) + tuple(
+            p for p, inode in self._inodes.items() if _replaced(p, inode)
+        )
         self._log(problem, missing)
         return RingChecks(problem, prod, missing)
 
@@ -147,6 +159,16 @@ class RingWatch(Closing):
         for fd in held.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _replaced(path: Path, inode: tuple[int, int]) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # cannot tell
+    return (st.st_dev, st.st_ino) != inode
 
 
 def _unlinked(fd: int) -> bool:

@@ -77,9 +77,20 @@ def test_a_misaligned_producer_pos_written_by_someone_else_fails_readyz(
                 assert len(records) == 1, [r.getMessage() for r in records]
                 assert "ringbridge unpin" in str(records[0].__dict__.get("fix"))
                 assert "ringbridge_ready 0.0" in c.get("/metrics").text
+                # The writer watch (#19 item 1) sees the stranger too, within its period.
+                wait_until(
+                    lambda: c.get("/readyz").json()["checks"]["single_producer"] is False,
+                    5.0,
+                    "the foreign writer to be seen",
+                )
             finally:
                 _U64.pack_into(prod, 0, pos)
-        assert c.get("/readyz").status_code == 200
+        # Put back, the ring reads consistent again; but a ring someone else wrote
+        # is not committed to any more (#19 item 1): not ready until a restart.
+        r = c.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert r.json()["checks"]["ring_consistent"] is True
+        assert r.json()["checks"]["single_producer"] is False
 
 
 def test_a_record_someone_else_published_is_noticed_without_a_probe(

@@ -79,7 +79,9 @@ class PinnedKeys:
                     "idempotency keys: the pinned map keeps its size",
                     extra={"pinned": info.max_entries, "asked": capacity, "path": str(path)},
                 )
-            return cls(fd, info.max_entries, path)
+            keys = cls(fd, info.max_entries, path)
+            fd.close()  # the mapping holds the map; one fd fewer (api/connguard.py's cap)
+            return keys
         except BaseException:
             fd.close()
             raise
@@ -92,9 +94,8 @@ class PinnedKeys:
         try:
             keys = cls(fd, capacity, path)
             lb.obj_pin(fd, path)
-        except BaseException:
-            fd.close()
-            raise
+        finally:
+            fd.close()  # the mapping and the pin hold the map
         return keys
 
     @property
