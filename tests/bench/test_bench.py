@@ -9,8 +9,6 @@ whose kernel counters disagree with what the clients were acked).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,8 @@ from bench import report, tables
 from bench.cases import cases, granian_cases, target_cases
 from bench.run import select
 
-REPO = Path(__file__).resolve().parents[2]
+from .quick import REPO, run_quick
+
 TARGETS = {
     report.T_WS,
     report.T_HTTP,
@@ -40,15 +39,7 @@ LIBRARY = {"lib-reserve-64B", "lib-batch-64B"}
 @pytest.mark.slow
 def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", f"--out-dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
+    run_quick("bench.run", tmp_path)
     doc = json.loads((tmp_path / "results.json").read_text())
     keys = {c["key"] for c in doc["cases"]}
     assert keys >= TARGETS | ANCHORS | LIBRARY

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +10,7 @@ import pytest
 from bench import fleet
 
 from ..conftest import nats_binary_or_skip
-
-REPO = Path(__file__).resolve().parents[2]
+from .quick import REPO, run_quick
 
 
 @pytest.mark.kernel
@@ -22,15 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_quick_fleet_bench_fans_out_and_feeds_one_node_both_ways(tmp_path: Path) -> None:
     nats_binary_or_skip()
     results = (REPO / "bench" / "results.md").read_text()
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.fleet", "--quick", f"--out-dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
+    run_quick("bench.fleet", tmp_path)
     doc = json.loads((tmp_path / "fleet-results.json").read_text())
     assert [f["mode"] for f in doc["fanout"]] == ["durable", "pins"]
     for f in doc["fanout"]:
