@@ -19,7 +19,7 @@ uvicorn rows under the other server; the report pairs them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bench import payloads, report
@@ -169,43 +169,13 @@ def granian_cases(base: list[Case]) -> list[Case]:
     for c in base:
         if c.key in keys:
             server = "granian-bare" if c.server == "bare" else "granian"
-            out.append(
-                Case(
-                    f"granian-{c.key}",
-                    c.path,
-                    server,
-                    c.size,
-                    c.batch,
-                    c.clients,
-                    c.window,
-                    c.wait,
-                    c.group,
-                    c.anchor,
-                    c.measure,
-                )
-            )
+            out.append(replace(c, key=f"granian-{c.key}", server=server))
     return out
 
 
 def baseline_cases(base: list[Case]) -> list[Case]:
     """The ringbridge rows again, served by the baseline checkout (``--baseline``)."""
-    return [
-        Case(
-            f"base-{c.key}",
-            c.path,
-            "baseline",
-            c.size,
-            c.batch,
-            c.clients,
-            c.window,
-            c.wait,
-            c.group,
-            c.anchor,
-            c.measure,
-        )
-        for c in base
-        if c.server == "kick"
-    ]
+    return [replace(c, key=f"base-{c.key}", server="baseline") for c in base if c.server == "kick"]
 
 
 def library_cases(sizes: tuple[tuple[int, str], ...]) -> list[Case]:

@@ -329,8 +329,12 @@ def _want_granian(flag: bool | None, quick: bool) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the target rows, one short round")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
-    ap.add_argument("--seconds", type=int, default=2, help="seconds per network run")
+    ap.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds, median kept (3; --quick: 1)"
+    )
+    ap.add_argument(
+        "--seconds", type=int, default=None, help="seconds per network run (2; --quick: 1)"
+    )
     ap.add_argument("--only", default="", help="run only cases whose key contains this")
     ap.add_argument(
         "--granian",
@@ -349,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         help="another source tree (e.g. git archive main) whose service runs the same rows",
     )
     args = ap.parse_args(argv)
-    rounds = 1 if args.quick else args.rounds
-    seconds = 1 if args.quick else args.seconds
+    # --quick picks the target rows; explicit --rounds/--seconds still apply to
+    # them (a before/after check of the targets wants the full rounds).
+    rounds = args.rounds or (1 if args.quick else 3)
+    seconds = args.seconds or (1 if args.quick else 2)
     out_dir = args.out_dir or (
         Path(tempfile.mkdtemp(prefix="ringbridge-bench-quick-")) if args.quick else REPO / "bench"
     )
