@@ -363,8 +363,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def timeout_keep_alive_handler(self) -> None:
-        # Not while the next request waits unread (api/keepalive.py).
-        if request_waiting(self.transport):
+        if request_waiting(self.transport):  # read it, not reset it (api/keepalive.py)
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )

@@ -21,12 +21,10 @@ read, body timeout, validation of the whole batch, the ack or the error from
    future resolves), from the ack's bytes; ``wait=consumed`` waits for the
    kernel first.
 
-With an ``Idempotency-Key``, once the body is in (validated in ring space,
-or in memory) :mod:`..idempotency` says which sending it is: a replay is
-answered with the first ack and its region discarded; the key's batch
-publishes with the key's ``before_commit``; one behind an earlier sending
-still in flight leaves the ring (its bytes and credit kept in memory) and
-waits for that outcome.
+With an ``Idempotency-Key``, once the body is in :mod:`..idempotency` says
+which sending it is: a replay gets the first ack (its region discarded), the
+key's batch publishes with the key's ``before_commit``, one behind a sending
+still in flight waits for it in memory.
 
 A client that leaves before the publish gets nothing committed: its region
 publishes as DISCARD (``wanted`` is False), a batch in line is withdrawn.
@@ -216,8 +214,7 @@ class PostRequest(Handler):
         assert rt is not None and self.credit is not None
         try:
             if self.key is not None and self.keyed is None:
-                if not self.digest:
-                    self.digest = await ingest.offload(len(data), body_digest, data)
+                self.digest = self.digest or await ingest.offload(len(data), body_digest, data)
                 seen = await first_sending(rt, self.key, self.digest, self.deadline)
                 if isinstance(seen, KeyRecord):
                     self._replay(seen)
@@ -230,8 +227,7 @@ class PostRequest(Handler):
             self.answer(self.c.p.answers.error(rt, exc, close=self.close), 0)
 
     def _keyed_in_ring(self, region: Region, count: int) -> bool:
-        """A keyed body validated in ``region``: True when it is the key's batch
-        (``self.keyed``: publish it); else it was answered or goes on in memory."""
+        """True when the keyed body in ``region`` is the key's batch (publish it)."""
         rt = self.rt
         assert rt is not None and self.key is not None
         p = rt.producer
@@ -246,8 +242,7 @@ class PostRequest(Handler):
             p.discard(region)
             self._replay(seen)
             return False
-        # Behind an earlier sending in flight: out of the ring (nothing may
-        # wait in a claimed region), with its credit, to wait for that one.
+        # Behind a sending in flight: it waits in memory (never in a claimed region).
         self.body = bytearray(p.view(region))
         p.keep_credit(region)
         p.discard(region)
@@ -336,11 +331,8 @@ class PostRequest(Handler):
         self.answer(self.c.p.answers.ack(ack, self.wait, close, replayed), 200)
 
     def answer(self, data: bytes, status: int, unread: int = 0) -> None:
-        """Write the answer; with ``unread`` body bytes still to come, read and drop
-        them first (into the shared scratch buffer: no memory of this request's),
-        then close. Closing with them unread would reset the connection, and a
-        client still sending its body would never read the answer (a 503 at
-        admission). ``body_timeout`` bounds it."""
+        """Write the answer; ``unread`` body bytes are dropped (within ``body_timeout``)
+        before closing: else a reset, and a client still sending never reads a 503."""
         if self.done:
             return
         self.done = True
@@ -390,9 +382,7 @@ class PostRequest(Handler):
             return
         self.done = True
         if self.keyed is not None:
-            # Not wanted any more: its region publishes as DISCARD, a batch in
-            # line is withdrawn; once committed, this is a no-op.
-            self.keyed.abandoned()
+            self.keyed.abandoned()  # not wanted: never committed (a no-op once it was)
         if self.waiter is not None:
             self.waiter.cancel()
         if self.committed:

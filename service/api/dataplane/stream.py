@@ -21,15 +21,10 @@ ack); here it runs without ASGI messages or tasks:
   together (one write); with ``ws_window`` frames un-acked the connection
   stops reading (TCP pushes back).
 
-Credit (:mod:`ringbridge.api.wslimits`): a connection holds none of its
-own. Each data frame is reserved whole at its header, before its payload is
-read -- a frame that finds no credit is not read: the connection stops
-reading and waits in line (:class:`~ringbridge.api.wslimits.FrameCredit`)
-until credit frees up -- and the reservation is its batch's credit (resized
-to the batch's ring bytes) until its ack. A peer holds at most
-``ws_max_per_peer`` streams (429 at the handshake), and a stream with no
-frame received and no ack owed for ``ws_idle_timeout`` seconds is closed
-(1001).
+Credit, idle streams, streams per peer: :mod:`ringbridge.api.wslimits`
+(here, :mod:`.streamcredit`). A stream holds no credit of its own; each
+data frame is reserved at its header, before its payload is read, or waits
+unread in line; the reservation is its batch's credit until its ack.
 """
 
 from __future__ import annotations
@@ -51,7 +46,6 @@ from ...runtime import Runtime
 from ...wire import Ack, WaitFor
 from .. import ingest
 from ..auth import check_authorization
-from ..wslimits import FrameCredit, IdleTimer
 from . import wsframes as wf
 from .frame import Frame
 from .handler import Handler
@@ -131,13 +125,7 @@ class Stream(StreamCredit, Handler):
         self.closing = 0  # the close code to send once every ack is out (0: open)
         self.frag: bytearray | None = None  # a fragmented message being assembled
         self.frag_text = False
-        self.frag_credit: Credit | None = None  # its fragments' credit
-        self.line: FrameCredit = conn.p.app.state.ws_reads
-        self.waiting_credit = False  # the next frame waits in line (reading paused)
-        self.granted: Credit | None = None  # the credit that frame waited for
-        self.close_reason = ""
-        self.idle = IdleTimer(conn.loop, s.ws_idle_timeout, self._idle_out)
-        self.idle.idle()
+        self.init_credit(conn.p.app.state.ws_reads, s.ws_idle_timeout)
         self.out: list[bytes] = []
         self.flush_due = False
         self._seen = 0  # frames taken when the gathered acks were last looked at
@@ -161,13 +149,9 @@ class Stream(StreamCredit, Handler):
                 head = wf.parse_head(c.stage, c.start, c.end)
                 if head is None:
                     return
-                credit = None
-                need = self._credit_need(head)
-                if need:
-                    self.idle.busy()
-                    credit = self._frame_credit(need)
-                    if credit is None:
-                        return  # waits in line, reading paused; the header stays staged
+                ready, credit = self._frame_credit(head)
+                if not ready:
+                    return  # waits in line, reading paused; the header stays staged
                 c.take(head.size)
                 self._frame(head, credit)
         except wf.FrameError as exc:
@@ -351,9 +335,6 @@ class Stream(StreamCredit, Handler):
 
     def _end(self) -> None:
         self.rt.streams.discard(self)
-        self.idle.close()
-        self.line.forget(self)
-        self.waiting_credit = False
         self.release_credit()
         if self._ping_timer is not None:
             self._ping_timer.cancel()
@@ -368,9 +349,7 @@ class Stream(StreamCredit, Handler):
         if self.stopping:
             return
         self.stopping = True
-        if self.waiting_credit:
-            self.line.forget(self)
-            self.waiting_credit = False
+        self.leave_line()
         c = self.c
         last = self.pending[-1] if self.pending else None
         if c.sink is not None and (last is None or last.region is None):

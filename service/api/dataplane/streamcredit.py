@@ -17,7 +17,7 @@ from ... import wire
 from ...errors import RecordTooLargeError, RingbridgeError
 from ...producer.admission import Credit
 from ...runtime import Runtime
-from ..wslimits import FrameCredit
+from ..wslimits import FrameCredit, IdleTimer
 from . import wsframes as wf
 
 if TYPE_CHECKING:
@@ -43,6 +43,17 @@ class StreamCredit:
     max_frame: int
     max_batch: int
     submit_timeout: float
+    idle: IdleTimer
+
+    def init_credit(self, line: FrameCredit, idle_timeout: float) -> None:
+        """No credit held, no frame waiting; idle from now."""
+        self.line = line
+        self.frag_credit = None  # a fragmented message's
+        self.waiting_credit = False  # the next frame waits in line (reading paused)
+        self.granted = None  # the credit that frame waited for
+        self.close_reason = ""
+        self.idle = IdleTimer(self.c.loop, idle_timeout, self._idle_out)
+        self.idle.idle()
 
     def resume(self) -> None:
         raise NotImplementedError
@@ -60,20 +71,26 @@ class StreamCredit:
         plain = head.opcode == wf.BINARY and head.fin and self.frag is None
         return 0 if plain and head.length > self.max_batch else head.length
 
-    def _frame_credit(self, need: int) -> Credit | None:
-        """The frame's credit, or None: it waits in line with reading paused."""
+    def _frame_credit(self, head: wf.Head) -> tuple[bool, Credit | None]:
+        """(whether the frame of ``head`` may be read now, its credit). Not yet:
+        it waits in line with reading paused (a data frame is busy: not idle)."""
+        need = self._credit_need(head)
+        if not need:
+            return True, None
+        self.idle.busy()
         granted, self.granted = self.granted, None
         if granted is not None:
-            return granted
+            return True, granted
         try:
             credit = self.line.reserve(self, need)
         except RingbridgeError as exc:  # stopping
             self.credit_refused(exc)
-            return None
+            return False, None
         if credit is None:
             self.waiting_credit = True
             self.c.pause()
-        return credit
+            return False, None
+        return True, credit
 
     def credit_granted(self, credit: Credit) -> None:
         """The line's credit for the frame whose header waits: read it now."""
@@ -89,8 +106,15 @@ class StreamCredit:
         self.waiting_credit = False
         self._close_when_acked(wire.rule(exc.code).close)
 
+    def leave_line(self) -> None:
+        """The stream takes no more frames (stopping): out of the line."""
+        if self.waiting_credit:
+            self.line.forget(self)
+            self.waiting_credit = False
+
     def release_credit(self) -> None:
         """The stream ended: out of the line, and what it held goes back."""
+        self.idle.close()
         self.line.forget(self)
         self.waiting_credit = False
         for credit in (self.granted, self.frag_credit):
