@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.launch import REPO
+from tests.support.stopping import terminate
 
 pytestmark = pytest.mark.kernel
 
@@ -46,14 +46,7 @@ def _serve(
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return terminate(proc, 30)
 
 
 def test_the_loser_of_a_race_for_the_port_pins_nothing(pin_dir: Path, tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from ringbridge.errors import UnavailableError
 
+from .stopping import terminate
+
 REPO = Path(__file__).resolve().parents[2]
 #: ``python -m ringbridge`` of the interpreter running the tests.
 THIS_PYTHON = (sys.executable, "-m", "ringbridge")
@@ -59,12 +61,7 @@ def spawned(
             raise UnavailableError(f"{cmd[0]} did not start:\n{log_path.read_text()}")
         yield addr, proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=stop_timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, stop_timeout)
 
 
 @contextmanager
@@ -198,13 +195,7 @@ class ServeProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, SIGKILL if it lingers. Idempotent."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if self.proc is None or self.proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(self.proc, timeout)
         self.addr = None

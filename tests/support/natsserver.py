@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .stopping import terminate
+
 __all__ = ["NatsCluster", "NatsServer", "nats_server_binary", "running_cluster", "running_nats"]
 
 
@@ -105,14 +107,8 @@ class NatsServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (a clean shutdown flushes the store), SIGKILL if it lingers. Idempotent."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL, no shutdown at all (the store keeps what it had synced)."""
