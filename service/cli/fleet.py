@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, positive_int
-from .push import Frame, InputError, frames_from_binary, frames_from_jsonl, read_input
+from .push import Frame, InputError, input_name, load_frames
 
 NATS_ENV = "RINGBRIDGE_NATS"
 _ATTEMPTS = 5
@@ -157,24 +157,15 @@ async def publish_frames(
 def cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    path: Path = args.file
-    name = "<stdin>" if str(path) == "-" else str(path)
-    args.binary = args.binary or path.suffix == ".bin"
+    name = input_name(args.file)
+    frames = load_frames("publish", args, with_id=False)
+    if isinstance(frames, int):
+        return frames
+    args.binary = args.binary or args.file.suffix == ".bin"
     try:
-        data = read_input(path)
-        if args.binary:
-            frames = frames_from_binary(data, name, args.batch_bytes)
-        else:
-            frames = frames_from_jsonl(
-                data, name, args.batch_samples, args.batch_bytes, with_id=False
-            )
         _auth(args)
-    except OSError as exc:
-        return fail(f"publish: cannot read {name}: {exc.strerror or exc}", EXIT_USAGE)
     except InputError as exc:
         return fail(f"publish: {exc}", EXIT_USAGE)
-    if not frames:
-        return fail(f"publish: {name} holds no samples", EXIT_USAGE)
     total = sum(f.count for f in frames)
     t0 = time.perf_counter()
     with tqdm(

@@ -79,6 +79,35 @@ def read_input(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def input_name(path: Path) -> str:
+    """How messages name the input."""
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+def load_frames(
+    command: str, args: argparse.Namespace, *, with_id: bool = True
+) -> list[Frame] | int:
+    """The batches of ``args.file``: binary records with ``--binary`` or a
+    ``.bin`` name, else JSON lines; or, when there are none, the exit status
+    after one line naming ``command``, the input and why."""
+    name = input_name(args.file)
+    try:
+        data = read_input(args.file)
+        if args.binary or args.file.suffix == ".bin":
+            frames = frames_from_binary(data, name, args.batch_bytes)
+        else:
+            frames = frames_from_jsonl(
+                data, name, args.batch_samples, args.batch_bytes, with_id=with_id
+            )
+    except OSError as exc:
+        return fail(f"{command}: cannot read {name}: {exc.strerror or exc}", EXIT_USAGE)
+    except InputError as exc:
+        return fail(f"{command}: {exc}", EXIT_USAGE)
+    if not frames:
+        return fail(f"{command}: {name} holds no samples", EXIT_USAGE)
+    return frames
+
+
 def frames_from_jsonl(
     data: bytes, name: str, batch_samples: int, batch_bytes: int, *, with_id: bool = True
 ) -> list[Frame]:
@@ -281,21 +310,10 @@ def print_push_summary(
 def cmd_push(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    path: Path = args.file
-    name = "<stdin>" if str(path) == "-" else str(path)
-    binary = args.binary or path.suffix == ".bin"
-    try:
-        data = read_input(path)
-        if binary:
-            frames = frames_from_binary(data, name, args.batch_bytes)
-        else:
-            frames = frames_from_jsonl(data, name, args.batch_samples, args.batch_bytes)
-    except OSError as exc:
-        return fail(f"push: cannot read {name}: {exc.strerror or exc}", EXIT_USAGE)
-    except InputError as exc:
-        return fail(f"push: {exc}", EXIT_USAGE)
-    if not frames:
-        return fail(f"push: {name} holds no samples", EXIT_USAGE)
+    name = input_name(args.file)
+    frames = load_frames("push", args)
+    if isinstance(frames, int):
+        return frames
     total = sum(f.count for f in frames)
     t0 = time.perf_counter()
     with tqdm(
