@@ -60,6 +60,7 @@ class NatsSettings(BaseModel):
         default_factory=list,
         description="NATS server URL(s) for fleet delivery through JetStream "
         "(nats://host:4222; repeatable or comma-separated); off when empty",
+        json_schema_extra={"metavar": "URL"},
     )
     nats_stream: str | None = Field(
         default=None, description="the JetStream stream to consume (the operator's; not created)"
