@@ -1,4 +1,5 @@
-"""One base for what owns a resource: ``with Thing(...) as t:`` closes it on the way out.
+"""One base for what owns a resource: ``with Thing(...) as t:`` closes it on the way out
+(``async with`` for what closes asynchronously).
 
 It stands outside the layers (it imports nothing of ours), so the kernel binding
 and the client share it without the client depending on the server.
@@ -28,3 +29,22 @@ class Closing(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class AsyncClosing(ABC):
+    """``__aenter__`` returns the object; ``__aexit__`` awaits :meth:`aclose`."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release what the object owns; calling it again does nothing."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -28,13 +28,12 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .. import wire
-from ..closing import Closing
+from ..closing import AsyncClosing, Closing
 from ..errors import ClientError, OutcomeUnknownError, RejectedError, ServerUnreachableError
 from ..wire import Ack, WaitFor
 from .acks import error_from_body
@@ -201,23 +200,12 @@ class Client(_Base, Closing):
         return EventStream.open(self, self._http, map_name)
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base, AsyncClosing):
     """asyncio client. ``async with AsyncClient(url) as c: await c.send([...])``."""
 
     def __init__(self, url: str | None = None, **kw: Any) -> None:
         super().__init__(url, **kw)
         self._http = httpx.AsyncClient(headers=_headers(self.token), timeout=self.timeout)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._http.aclose()

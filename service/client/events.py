@@ -21,13 +21,12 @@ Nothing is resent: a reconnecting client sees the gap in ``seq``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .. import wire
-from ..closing import Closing
+from ..closing import AsyncClosing, Closing
 from ..errors import ClientError
 from .acks import error_from_body
 
@@ -119,7 +118,7 @@ class EventStream(Closing):
         self._response.close()
 
 
-class AsyncEventStream:
+class AsyncEventStream(AsyncClosing):
     """The items of one event map, as an async iterator (``async with`` closes it)."""
 
     def __init__(self, name: str, response: httpx.Response) -> None:
@@ -154,17 +153,6 @@ class AsyncEventStream:
         except httpx.StreamClosed:
             pass
         raise StopAsyncIteration
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._response.aclose()
