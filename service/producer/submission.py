@@ -1,19 +1,23 @@
-"""One admitted batch on its way through the producer's line."""
+"""What waits in the producer's line: an admitted batch in memory (:class:`Submission`),
+or a batch still unread in its socket that waits for ring space to be received
+into (:class:`ClaimRequest`)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import RingbridgeError
 from ..wire import Ack
 from .admission import Credit
 from .contract import Batch, BeforeCommit
 
+from .regions import RegionOwner
+
 if TYPE_CHECKING:
     from .regions import Region
 
-__all__ = ["Submission"]
+__all__ = ["ClaimOwner", "ClaimRequest", "InLine", "Submission"]
 
 
 class Submission:
@@ -68,3 +72,63 @@ class Submission:
 
     def region_evict(self, region: Region) -> None:  # pragma: no cover - ready at once
         raise AssertionError("a batch copied in whole is never still receiving")
+
+
+class ClaimOwner(RegionOwner, Protocol):
+    """Who waits, its batch unread, for the region a :class:`ClaimRequest` asks for
+    (then owns it as any :class:`~ringbridge.producer.regions.RegionOwner`). Called
+    on the loop's thread, from the producer task or a timer."""
+
+    def claim_granted(self, region: Region) -> None:
+        """``region`` is claimed (RECEIVING, holding the request's credit): receive
+        the batch into it now, then ``ready`` or ``discard`` it."""
+
+    def claim_failed(self, exc: RingbridgeError) -> None:
+        """No region will come (deadline, shutdown, crash); the credit went back."""
+
+
+class ClaimRequest:
+    """A batch of ``nbytes`` whose bytes are still in its socket, in line for ring
+    space: at its turn the producer task claims the region (waiting for space
+    as for any batch) and hands it to ``owner``, who receives the bytes into it.
+    Nothing of the batch is in memory meanwhile; ``credit`` is its batch's."""
+
+    __slots__ = ("credit", "future", "nbytes", "owner", "started")
+
+    def __init__(
+        self,
+        nbytes: int,
+        credit: Credit,
+        owner: ClaimOwner,
+        started: float | None,
+        future: asyncio.Future[None],
+    ) -> None:
+        self.nbytes = nbytes
+        self.credit = credit
+        self.owner = owner
+        self.started = started
+        self.future = future  # done once granted or given up
+
+    def grant(self, region: Region) -> None:
+        """The region is claimed: the owner's from here (it holds the credit)."""
+        self.future.set_result(None)
+        self.owner.claim_granted(region)
+
+    def give_up(self, exc: RingbridgeError | None) -> bool:
+        """Out of play unless it was granted or given up already; True if so. The
+        owner hears ``exc`` (None: it withdrew the request itself)."""
+        if self.future.done():
+            return False
+        if exc is None:
+            self.future.cancel()
+        else:
+            self.future.set_exception(exc)
+            self.future.exception()  # retrieved: the owner hears it below
+        self.credit.release()
+        if exc is not None:
+            self.owner.claim_failed(exc)
+        return True
+
+
+#: One item of the producer's line.
+InLine = Submission | ClaimRequest

@@ -61,7 +61,7 @@ from .contract import Batch, BeforeCommit, ProducerStatistics, SeqStore
 from .keys import KeyTable
 from .kick import DrainTrigger
 from .regions import CommitCounts, Publisher
-from .submission import Submission
+from .submission import InLine, Submission
 from .writes import InPlaceWrites
 
 #: Idempotency keys remembered when the caller gives no table (``Settings.idempotency_keys``).
@@ -86,7 +86,7 @@ class Producer(InPlaceWrites):
     ) -> None:
         self._ring = ring
         self._admission = Admission(admission_bytes)
-        self._line: BatchLine[Submission] = BatchLine()
+        self._line: BatchLine[InLine] = BatchLine()
         self._kicker = kick
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -268,7 +268,7 @@ class Producer(InPlaceWrites):
             )
         return ack
 
-    def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
+    def _give_up(self, sub: InLine, exc: RingbridgeError | None) -> None:
         if sub.give_up(exc):
             if exc is None:
                 self._counts.abandoned += 1
@@ -331,7 +331,10 @@ class Producer(InPlaceWrites):
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    async def _commit(self, sub: Submission) -> None:
+    async def _commit(self, sub: InLine) -> None:
+        if not isinstance(sub, Submission):
+            await self._grant(sub)  # a batch still unread: its region, to receive into
+            return
         loop = asyncio.get_running_loop()
         b = sub.batch
         if b is None or sub.future.done():
@@ -357,7 +360,7 @@ class Producer(InPlaceWrites):
         # submitter's future resolves then).
         pub.ready(region, b.count, b.payload_bytes)
 
-    async def _wait_for_space(self, sub: Submission, nbytes: int) -> bool:
+    async def _wait_for_space(self, sub: InLine, nbytes: int) -> bool:
         """Until ``nbytes`` are free (True) or ``sub`` was given up (False);
         RingTimeoutError / RingClosedError as the ring's wait raises them."""
         loop = asyncio.get_running_loop()
@@ -388,7 +391,7 @@ class Producer(InPlaceWrites):
             ) from exc
         return True
 
-    def _fail(self, sub: Submission, exc: RingbridgeError) -> None:
+    def _fail(self, sub: InLine, exc: RingbridgeError) -> None:
         if sub.give_up(exc):
             self._counts.failed[exc.code] += 1
 

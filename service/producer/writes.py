@@ -10,9 +10,12 @@ batch the producer task claimed before it.
 
 Claiming directly is allowed only while nothing waits in the producer's line
 or for ring space -- a region claimed then would overtake those batches --
-and the ring has the room now; otherwise the caller receives the batch into
-memory and puts it in line (:meth:`~InPlaceWrites.line_up`), where the task
-waits for space edge-triggered.
+and the ring has the room now. Otherwise the caller either leaves the batch
+unread in its socket and puts a claim request in line
+(:meth:`~InPlaceWrites.request_claim`: at its turn the task claims the region,
+waiting for space edge-triggered, and hands it over to be received into), or
+receives the batch into memory and puts it in line
+(:meth:`~InPlaceWrites.line_up`).
 
 These calls run on the event loop's thread, as the task does: producer_pos
 has one writer (the :class:`~ringbridge.producer.regions.Publisher`), and no
@@ -27,13 +30,19 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import RingbridgeError, RingClosedError, RingFullError, RingTimeoutError
+from ..errors import (
+    RecordTooLargeError,
+    RingbridgeError,
+    RingClosedError,
+    RingFullError,
+    RingTimeoutError,
+)
 from ..ring import UserRingBuffer
 from .admission import BatchLine, Credit
 from .contract import Batch, BeforeCommit
 from .kick import DrainTrigger
 from .regions import CommitCounts, Publisher, Region, RegionOwner
-from .submission import Submission
+from .submission import ClaimOwner, ClaimRequest, InLine, Submission
 
 __all__ = ["InPlaceWrites"]
 
@@ -45,7 +54,7 @@ class InPlaceWrites:
 
     _ring: UserRingBuffer
     _pub: Publisher
-    _line: BatchLine[Submission]
+    _line: BatchLine[InLine]
     _kicker: DrainTrigger | None
     _counts: CommitCounts
     _waiting_for_space: bool
@@ -64,7 +73,13 @@ class InPlaceWrites:
     ) -> Submission:
         raise NotImplementedError
 
-    def _give_up(self, sub: Submission, exc: RingbridgeError | None) -> None:
+    def _give_up(self, sub: InLine, exc: RingbridgeError | None) -> None:
+        raise NotImplementedError
+
+    def _fail(self, sub: InLine, exc: RingbridgeError) -> None:
+        raise NotImplementedError
+
+    async def _wait_for_space(self, sub: InLine, nbytes: int) -> bool:
         raise NotImplementedError
 
     def claim(
@@ -147,7 +162,53 @@ class InPlaceWrites:
             sub.future.add_done_callback(lambda _: timer.cancel())
         return sub
 
-    def _expire(self, sub: Submission) -> None:
+    def request_claim(
+        self, nbytes: int, credit: Credit, owner: ClaimOwner, started: float | None = None
+    ) -> ClaimRequest:
+        """Put a batch of ``nbytes``, still unread, in line for ring space (see
+        :class:`ClaimRequest`): ``owner.claim_granted(region)`` at its turn, or
+        ``owner.claim_failed(exc)`` -- at its credit's deadline, at shutdown.
+        Raises (the credit released) when it can never be claimed or the
+        producer stopped."""
+        try:
+            self._check_running()
+            if nbytes > self._ring.size:
+                raise RecordTooLargeError(
+                    f"batch of {nbytes} bytes can never fit a ring of {self._ring.size} bytes"
+                )
+            loop = asyncio.get_running_loop()
+            req = ClaimRequest(nbytes, credit, owner, started, loop.create_future())
+            self._line.append(req)
+        except RingbridgeError as exc:
+            credit.release()
+            self._counts.failed[exc.code] += 1
+            raise
+        if math.isfinite(credit.deadline):
+            timer = loop.call_at(credit.deadline, self._expire, req)
+            req.future.add_done_callback(lambda _: timer.cancel())
+        return req
+
+    async def _grant(self, req: ClaimRequest) -> None:
+        """The task's turn for ``req``: claim its region (waiting for space) and hand it over."""
+        if req.future.done():
+            return  # given up while in line: counted where it was given up
+        if asyncio.get_running_loop().time() >= req.credit.deadline:
+            self._fail(req, RingTimeoutError("batch not committed within its timeout: it waited in line"))
+            return
+        pub = self._pub
+        try:
+            try:
+                region = pub.claim(req.nbytes, req.owner, req.credit, started=req.started)
+            except RingFullError:
+                if not await self._wait_for_space(req, req.nbytes):
+                    return  # given up while we waited
+                region = pub.claim(req.nbytes, req.owner, req.credit, started=req.started)
+        except RingbridgeError as exc:
+            self._fail(req, exc)
+            return
+        req.grant(region)
+
+    def _expire(self, sub: InLine) -> None:
         self._give_up(
             sub,
             RingTimeoutError(
@@ -156,7 +217,7 @@ class InPlaceWrites:
             ),
         )
 
-    def withdraw(self, sub: Submission) -> None:
+    def withdraw(self, sub: InLine) -> None:
         """Give ``sub`` up (its client left): not committed unless it already was."""
         self._give_up(sub, None)
 

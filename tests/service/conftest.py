@@ -9,10 +9,13 @@ handed over with ``sockets=``), so there is no free-port race.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import os
 import socket
 import struct
+import termios
 import threading
 import time
 from collections import Counter
@@ -26,6 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ringbridge.api.app import create_app
+from ringbridge.api.dataplane.stream import Stream
 from ringbridge.api.server import make_server as make_uvicorn_server
 from ringbridge.backends.builtin import BuiltinBackend
 from ringbridge.core.ring import encode_batch
@@ -57,6 +61,20 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+def streams_of(srv: Server) -> list[Stream]:
+    """The data plane's open WebSocket streams of ``srv`` (server-side objects)."""
+    conns = list(srv.server.server_state.connections)
+    return [c.handler for c in conns if isinstance(getattr(c, "handler", None), Stream)]
+
+
+def unread_bytes(stream: Stream) -> int:
+    """Bytes in ``stream``'s socket the server has not read yet (FIONREAD)."""
+    sock = stream.c.transport.get_extra_info("socket")
+    buf = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    return buf[0]
 
 
 def child_server_pid(pin_dir: Path) -> int:

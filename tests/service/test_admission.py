@@ -235,36 +235,44 @@ async def test_a_websocket_frame_needs_credit_and_an_idle_connection_holds_none(
     gate = srv.runtime.producer.admission
     async with connect(srv.ws_url) as ws1, connect(srv.ws_url) as ws2:
         assert gate.in_use == 0  # two idle connections: nothing held
-        # ws1 fills the ring, then holds the whole budget with batches waiting.
+        # ws1 fills the ring; then 11 streams hold the whole budget with
+        # batches waiting (a stream takes one frame past a full ring).
         fill = binary_batch([(1, i) for i in range(340)])  # 8160 ring bytes
         for _ in range(8):  # 65,280 of the ring
             await ws1.send(fill)
         for _ in range(8):
             assert '"accepted":340' in str(await asyncio.wait_for(ws1.recv(), 10))
-        for _ in range(11):  # 10 x 8160 of the 81,920 budget: the 11th waits for credit
-            await ws1.send(fill)
-        await asyncio.to_thread(
-            wait_until, lambda: gate.in_use >= 10 * 8160, 10.0, "10 batches to hold credit"
-        )
-        await asyncio.sleep(0.2)
-        queued = srv.runtime.producer.statistics().queued_batches
-        line = srv.app.state.ws_reads
-        # The 11th frame waits in line; its bytes, read already, are charged as held.
-        assert line.waiting == 1
-        held = gate.in_use
-        assert held <= 10 * 8160 + 8168
-        # ws2's frame finds no credit: it is not read (no error, no refusal)...
-        await ws2.send(binary_batch([(2, 5)]))
-        await asyncio.sleep(0.3)
-        assert srv.runtime.producer.statistics().queued_batches == queued
-        assert gate.in_use == held  # ws2 stopped reading while ws1 waits: nothing more held
-        # ...until credit frees: the ring drains, everything is served in order.
-        for _ in range(11):
+        holders = [await connect(srv.ws_url) for _ in range(11)]
+        try:
+            for h in holders[:10]:  # 10 x 8160 of the 81,920 budget
+                await h.send(fill)
+            await asyncio.to_thread(
+                wait_until, lambda: gate.in_use >= 10 * 8160, 10.0, "10 batches to hold credit"
+            )
+            await holders[10].send(fill)  # the 11th waits for credit
+            await asyncio.sleep(0.2)
+            queued = srv.runtime.producer.statistics().queued_batches
+            line = srv.app.state.ws_reads
+            # The 11th frame waits in line for credit.
+            assert line.waiting == 1
+            held = gate.in_use
+            assert held <= 10 * 8160 + 8168
+            # ws2's frame finds no credit: it is not read (no error, no refusal)...
+            await ws2.send(binary_batch([(2, 5)]))
+            await asyncio.sleep(0.3)
+            assert srv.runtime.producer.statistics().queued_batches == queued
+            assert gate.in_use == held  # ws2 stopped reading while they wait: nothing more held
+            assert line.waiting == 2
+            # ...until credit frees: the ring drains, everything is served in order.
+            for h in holders:
+                await asyncio.to_thread(srv.drain)
+                assert '"accepted":340' in str(await asyncio.wait_for(h.recv(), 10))
             await asyncio.to_thread(srv.drain)
-            assert '"accepted":340' in str(await asyncio.wait_for(ws1.recv(), 10))
-        await asyncio.to_thread(srv.drain)
-        ack = await asyncio.wait_for(ws2.recv(), 10)
-        assert '"accepted":1' in str(ack)
+            ack = await asyncio.wait_for(ws2.recv(), 10)
+            assert '"accepted":1' in str(ack)
+        finally:
+            for h in holders:
+                await h.close()
     await asyncio.to_thread(wait_until, lambda: gate.in_use == 0, 10.0, "frame credit returned")
     t = Tally()
     for _ in range(19):

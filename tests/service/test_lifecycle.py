@@ -44,20 +44,22 @@ pytestmark = pytest.mark.kernel
 async def test_shutdown_acks_every_committed_batch_before_closing_1012(
     make_server: ServerFactory,
 ) -> None:
-    # A stalled ring: 9 of the 7200-byte batches fit, the 10th waits for
-    # space, more wait in line; the window lets 16 be in flight.
+    # A stalled ring: 9 of the 7200-byte batches fit; each of 16 streams then
+    # has one frame waiting for ring space (unread, in line), the rest unread.
     srv = make_server(
         ring_size=SMALL_RING, drain="external", ws_window=16, submit_timeout=30, shutdown_grace=1.0
     )
-    frames = 40
-    sent: dict[int, list[tuple[int, int]]] = {}
-    acks: list[dict[str, Any]] = []
-    close_code: int | None = None
+    clients, frames = 16, 3
+    sent: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    acks: dict[int, list[dict[str, Any]]] = {c: [] for c in range(clients)}
+    close_codes: dict[int, int | None] = {}
     p = srv.runtime.producer
-    async with connect(srv.ws_url, max_queue=None) as ws:
-        for n in range(frames):
-            sent[n] = [(n % 5, n * 1000 + i) for i in range(300)]
-            await ws.send(binary_batch(sent[n]))
+    conns = [await connect(srv.ws_url, max_queue=None) for _ in range(clients)]
+    try:
+        for c, ws in enumerate(conns):
+            for n in range(frames):
+                sent[c, n] = [(n % 5, (c * 10 + n) * 1000 + i) for i in range(300)]
+                await ws.send(binary_batch(sent[c, n]))
         await asyncio.to_thread(
             wait_until,
             lambda: p.statistics().batches_committed == 9 and p.statistics().queued_batches >= 6,
@@ -74,26 +76,35 @@ async def test_shutdown_acks_every_committed_batch_before_closing_1012(
         )
         drained = await asyncio.to_thread(loaded.drain)
         assert drained == 9 * 300
-        try:
-            while True:
-                acks.append(json.loads(await asyncio.wait_for(ws.recv(), 15)))
-        except ConnectionClosed as exc:
-            close_code = exc.rcvd.code if exc.rcvd is not None else None
+
+        async def read(c: int) -> None:
+            try:
+                while True:
+                    acks[c].append(json.loads(await asyncio.wait_for(conns[c].recv(), 15)))
+            except ConnectionClosed as exc:
+                close_codes[c] = exc.rcvd.code if exc.rcvd is not None else None
+
+        await asyncio.gather(*[read(c) for c in range(clients)])
         await stopper
-    assert close_code == 1012
+    finally:
+        for ws in conns:
+            await ws.close()
+    assert set(close_codes.values()) == {1012}
     committed = p.statistics().samples_committed
     assert committed > 9 * 300, "nothing committed during the shutdown grace"
     # Acks in order, one per frame read, none missing before the close.
-    assert [a["id"] for a in acks] == list(range(len(acks)))
-    ok = [a for a in acks if "error" not in a]
-    assert sum(a["accepted"] for a in ok) == committed, "a committed batch was never acked"
-    assert all(a["error"]["code"] == "stopping" for a in acks if "error" in a)
-    assert len(acks) > len(ok), "batches waiting at shutdown were not answered"
+    for c in range(clients):
+        assert [a["id"] for a in acks[c]] == list(range(len(acks[c])))
+    everything = [(c, a) for c in range(clients) for a in acks[c]]
+    ok = [(c, a) for c, a in everything if "error" not in a]
+    assert sum(a["accepted"] for _, a in ok) == committed, "a committed batch was never acked"
+    assert all(a["error"]["code"] == "stopping" for _, a in everything if "error" in a)
+    assert len(everything) > len(ok), "batches waiting at shutdown were not answered"
     # What the ring holds is exactly what was acked: restarted on the same
     # pins, the kernel consumes those samples and no others.
     t = Tally()
-    for a in ok:
-        t.add_all(sent[a["id"]])
+    for c, a in ok:
+        t.add_all(sent[c, a["id"]])
     again = make_server(ring_size=SMALL_RING, drain="external")
     assert again.drain() == committed - drained
     await asyncio.to_thread(again.wait_kernel, t)
@@ -141,24 +152,30 @@ async def test_readyz_follows_admission(make_server: ServerFactory) -> None:
                 await ws.send(fill)
             for _ in range(16):
                 assert '"accepted":170' in str(await asyncio.wait_for(ws.recv(), 10))
-            # 17 more wait for ring space (or in line), holding 4080 bytes each:
-            # the budget can no longer admit a full batch.
-            for _ in range(17):
-                await ws.send(fill)
-            await asyncio.to_thread(
-                wait_until,
-                lambda: srv.runtime.producer.admission.free < 4096,
-                10.0,
-                "the budget to be held",
-            )
-            r = await c.get("/readyz")
-            assert r.status_code == 503
-            checks = r.json()["checks"]
-            assert checks["admission_open"] is False and checks["admission_free_bytes"] < 4096
-            assert checks["producer_running"] is True
-            for _ in range(17):
-                await asyncio.to_thread(srv.drain)
-                assert '"accepted":170' in str(await asyncio.wait_for(ws.recv(), 10))
+            # 17 more wait for ring space (unread, in line), holding 4080 bytes
+            # each: the budget can no longer admit a full batch. (A stream
+            # takes one frame past a full ring: 17 streams.)
+            more = [await connect(srv.ws_url) for _ in range(17)]
+            try:
+                for w in more:
+                    await w.send(fill)
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: srv.runtime.producer.admission.free < 4096,
+                    10.0,
+                    "the budget to be held",
+                )
+                r = await c.get("/readyz")
+                assert r.status_code == 503
+                checks = r.json()["checks"]
+                assert checks["admission_open"] is False and checks["admission_free_bytes"] < 4096
+                assert checks["producer_running"] is True
+                for w in more:
+                    await asyncio.to_thread(srv.drain)
+                    assert '"accepted":170' in str(await asyncio.wait_for(w.recv(), 10))
+            finally:
+                for w in more:
+                    await w.close()
         await asyncio.to_thread(
             wait_until, lambda: srv.runtime.producer.admission.in_use == 0, 10.0, "credit back"
         )

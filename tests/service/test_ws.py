@@ -11,7 +11,16 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch, eventually
+from .conftest import (
+    SMALL_RING,
+    Server,
+    ServerFactory,
+    Tally,
+    binary_batch,
+    eventually,
+    streams_of,
+    unread_bytes,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -95,7 +104,7 @@ async def test_oversized_frame_gets_an_error_ack_not_a_closed_stream(
     await asyncio.to_thread(srv.wait_kernel, t)
 
 
-async def test_window_stops_reading_and_nothing_is_lost(make_server: ServerFactory) -> None:
+async def test_a_full_ring_stops_reading_and_nothing_is_lost(make_server: ServerFactory) -> None:
     window = 4
     srv = make_server(ring_size=SMALL_RING, drain="external", ws_window=window, submit_timeout=30)
     per_batch = 300  # 7200 ring bytes: 9 batches fill the 64 KiB ring
@@ -111,21 +120,21 @@ async def test_window_stops_reading_and_nothing_is_lost(make_server: ServerFacto
 
         sender = asyncio.create_task(produce())
         p = srv.runtime.producer
-        # The ring took 9 batches; with the consumer stalled the server read
-        # at most `window` more frames: the rest wait in TCP buffers, not
-        # in the server's memory.
+        # The ring took 9 batches; with the consumer stalled the server took
+        # one frame more, which waits for ring space unread (its bytes and
+        # the rest wait in TCP buffers, not in the server's memory): nothing
+        # in line, nothing in memory, fewer frames taken than the window allows.
         await eventually(
-            lambda: (
-                p.statistics().batches_committed == 9
-                and p.statistics().queued_batches == window - 1
-            ),
-            what="the ring full and the window in line",
+            lambda: p.statistics().batches_committed == 9 and p.statistics().ring_full_waits == 1,
+            what="the ring full and the next frame waiting",
         )
+        await asyncio.sleep(0.2)
         stats = p.statistics()
-        committed = stats.batches_committed
-        assert committed == 9
-        # One batch waits for ring space in the producer, window - 1 queue.
-        assert stats.queued_batches == window - 1
+        assert stats.batches_committed == 9
+        assert stats.queued_batches == 0
+        (stream,) = streams_of(srv)
+        assert stream.frames == 10 and len(stream.pending) == 1
+        assert stream.pending[0].body is None and stream.pending[0].req is not None
         received: list[dict[str, Any]] = []
         while len(received) < frames:
             # Keep the kernel consuming until every ack arrived.
@@ -141,6 +150,38 @@ async def test_window_stops_reading_and_nothing_is_lost(make_server: ServerFacto
     assert all("error" not in a for a in received)
     assert received[-1]["last_seq"] == frames * per_batch - 1
     await asyncio.to_thread(srv.drain)
+    await asyncio.to_thread(srv.wait_kernel, tally)
+
+
+async def test_window_stops_reading_and_nothing_is_lost(make_server: ServerFactory) -> None:
+    """With ``ws_window`` frames un-acked (acks wait for the kernel: wait=consumed)
+    the server reads no further frame: they wait in TCP buffers."""
+    window = 4
+    srv = make_server(ring_size=SMALL_RING, drain="external", ws_window=window)
+    frames = 12
+    tally = Tally()
+    async with connect(srv.ws_url + "?wait=consumed&timeout=30", max_queue=None) as ws:
+        for n in range(frames):
+            samples = [(n % 4, n * 100 + i) for i in range(20)]
+            tally.add_all(samples)
+            await ws.send(binary_batch(samples))
+        p = srv.runtime.producer
+        await eventually(lambda: p.statistics().batches_committed == window, what="a window")
+        await asyncio.sleep(0.3)
+        (stream,) = streams_of(srv)
+        # The ring has room: only the window stops the server from reading more.
+        assert p.statistics().batches_committed == window and stream.frames == window
+        assert stream.c.paused and unread_bytes(stream) > 0
+        received: list[dict[str, Any]] = []
+        while len(received) < frames:
+            await asyncio.to_thread(srv.drain)
+            try:
+                while True:
+                    received.append(json.loads(await asyncio.wait_for(ws.recv(), 0.05)))
+            except TimeoutError:
+                continue
+    assert [a["id"] for a in received] == list(range(frames))
+    assert all(a["state"] == "consumed" for a in received)
     await asyncio.to_thread(srv.wait_kernel, tally)
 
 

@@ -3,9 +3,12 @@
 A frame is taken when its header is read; from then on it owns a place in
 the stream's ack order and, on its way to the ring, its batch's credit and
 either a claimed region (a binary frame received in place) or a buffer (a
-text frame, a fragmented message, a binary frame that cannot go to the ring
-now). It ends with its ``answer``: the ack or error ack the stream writes in
-its turn.
+text frame, a fragmented message). A binary frame that cannot go to the ring
+now is not read at all: it waits with a claim request in the producer's
+line (``req``), its stream's reading paused -- the socket holds its bytes,
+not our heap -- until the producer claims its region in its turn, then it is
+received in place like the others. It ends with its ``answer``: the ack or
+error ack the stream writes in its turn.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ...errors import RingbridgeError
 from ...producer.admission import Credit
 from ...producer.observe import Arrival
 from ...producer.regions import Region
-from ...producer.submission import Submission
+from ...producer.submission import ClaimRequest, Submission
 from ...schema import frame_id
 from ...wire import Ack
 from .. import ingest
@@ -41,6 +44,7 @@ class Frame:
         "nbytes",
         "receiving",
         "region",
+        "req",
         "s",
         "sub",
         "text",
@@ -63,6 +67,7 @@ class Frame:
         self.region: Region | None = None
         self.body: bytearray | None = None
         self.sub: Submission | None = None
+        self.req: ClaimRequest | None = None  # waiting unread for its region
         self.receiving = False
 
     # -- the payload ----------------------------------------------------------------------
@@ -87,6 +92,14 @@ class Frame:
                     self.receiving = True
                     c.receive(p.view(region), n, self._in_ring)
                     return
+                try:
+                    self.req = p.request_claim(n, self.credit, self, at)
+                except RingbridgeError as exc:  # never fits the ring; stopping
+                    c.skip(n, _nothing)
+                    s.refused(self, exc)
+                    return
+                s.wait_for_ring()
+                return
         body = self.body = bytearray(n)
         self.receiving = True
         c.receive(memoryview(body), n, self._received)
@@ -189,6 +202,35 @@ class Frame:
         else:
             self.s.acked(self, fut.result())
 
+    # -- waiting unread for ring space (a ClaimOwner) --------------------------------------
+
+    def claim_granted(self, region: Region) -> None:
+        """Its turn came and the ring had room: receive the payload into ``region``."""
+        self.req = None
+        s = self.s
+        c = s.c
+        try:
+            self.region = region
+            self.receiving = True
+            c.receive(s.rt.producer.view(region), self.nbytes, self._in_ring)
+            s.ring_wait_over()
+        except Exception as exc:  # a bug here must not reach the producer task
+            c.fail(exc)
+
+    def claim_failed(self, exc: RingbridgeError) -> None:
+        """No region will come (the credit's deadline, shutdown): an error ack; the
+        payload, never read, is read and dropped -- unless the stream reads no more."""
+        self.req = None
+        s = self.s
+        c = s.c
+        try:
+            if not (c.gone or s.closing or s.stopping):
+                c.skip(self.nbytes, _nothing)
+            s.refused(self, exc)
+            s.ring_wait_over()
+        except Exception as err:
+            c.fail(err)
+
     # -- the region's owner ---------------------------------------------------------------
 
     @property
@@ -219,7 +261,11 @@ class Frame:
         self.region = None
 
     def lost(self) -> None:
-        """The connection is gone: a frame still arriving is dropped."""
+        """The connection is gone: a frame still arriving (or unread) is dropped."""
+        if self.req is not None:
+            req, self.req = self.req, None
+            self.s.rt.producer.withdraw(req)  # counted abandoned; its credit goes back
+            return
         if not self.receiving:
             return  # whole: it commits (or already did, or was refused)
         self.receiving = False
@@ -230,3 +276,7 @@ class Frame:
             p.discard(region)
         if self.credit is not None:
             self.credit.release()
+
+
+def _nothing() -> None:
+    pass

@@ -14,9 +14,14 @@ ack); here it runs without ASGI messages or tasks:
   space claimed for it, unmasked and validated there in one native call
   (``rb_ws_unmask_validate``), and published in its turn -- or discarded
   (one DISCARD record) with an error ack;
-- text frames, fragmented messages, and binary frames that cannot go to the
-  ring now are received into a buffer of their size (paid by admission
-  credit), decoded, then copied into the ring at once or put in line;
+- a binary frame that cannot go to the ring now (ring full, batches in
+  line) is not read: the connection stops reading (its bytes stay in the
+  socket, not in our heap) while a claim request waits in the producer's
+  line, in FIFO order with the batches there; at its turn the producer
+  claims its region and the frame is received in place as above;
+- text frames and fragmented messages are received into a buffer of their
+  size (paid by admission credit), decoded, then copied into the ring at
+  once or put in line;
 - acks are written in frame order, all those ready in one event-loop pass
   together (one write); with ``ws_window`` frames un-acked the connection
   stops reading (TCP pushes back).
@@ -142,7 +147,7 @@ class Stream(StreamCredit, Handler):
         """Take the frames staged, while the window and the state allow."""
         c = self.c
         try:
-            while c.sink is None and not c.gone and not self.waiting_credit:
+            while c.sink is None and not c.gone and not self.waiting_credit and not self.ring_wait:
                 if self.closing or self.stopping or len(self.pending) >= self.window:
                     c.pause()  # TCP pushes back; resumed by an ack (or never)
                     return
@@ -221,6 +226,8 @@ class Stream(StreamCredit, Handler):
     def _protocol_error(self, code: int, reason: str) -> None:
         """The peer broke the protocol: close with ``code`` now (acks ready go first)."""
         self.closing = code
+        for frame in self.pending:
+            frame.lost()  # one arriving or waiting unread is dropped; whole ones commit
         self.pending.clear()
         self._send(wf.close_frame(code, reason))
         self._flush()
@@ -248,7 +255,7 @@ class Stream(StreamCredit, Handler):
             if not pending:
                 self._close_now()
             return
-        if self.c.paused and len(pending) < self.window:
+        if self.c.paused and len(pending) < self.window and not self.ring_wait:
             self.c.unpause()
             self.resume()
 
@@ -383,6 +390,11 @@ class Stream(StreamCredit, Handler):
     def _ping(self) -> None:
         self._ping_timer = None
         if self.c.gone:
+            return
+        if self._ping_payload is not None and self.c.paused:
+            # Not reading (the window, credit or ring space): the pong may be
+            # in the socket, unread. Judged once reading goes on.
+            self._arm_ping()
             return
         if self._ping_payload is not None:
             # No pong for a whole interval (at least ws_ping_timeout): dead peer.

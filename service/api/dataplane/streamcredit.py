@@ -4,8 +4,10 @@ The rules of :mod:`ringbridge.api.wslimits` on the data plane's
 :class:`~ringbridge.api.dataplane.stream.Stream` (mixed into it): a data
 frame is reserved at its header, before its payload is read, or waits in
 line with the connection's reading paused; the reservation pays for the
-frame's buffer or ring space and then its batch, until the ack; a stream
-with no frame received and no ack owed for ``ws_idle_timeout`` is closed.
+frame's buffer or ring space and then its batch, until the ack; a binary
+frame that finds the ring full waits unread for its region, reading paused
+(busy, not idle); a stream with no frame received and no ack owed for
+``ws_idle_timeout`` is closed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class StreamCredit:
     frag_credit: Credit | None
     granted: Credit | None
     waiting_credit: bool
+    ring_wait: bool
     closing: int
     stopping: bool
     close_reason: str
@@ -51,6 +54,7 @@ class StreamCredit:
         self.frag_credit = None  # a fragmented message's
         self.waiting_credit = False  # the next frame waits in line (reading paused)
         self.granted = None  # the credit that frame waited for
+        self.ring_wait = False  # the last frame taken waits unread for ring space
         self.close_reason = ""
         self.idle = IdleTimer(self.c.loop, idle_timeout, self._idle_out)
         self.idle.idle()
@@ -105,6 +109,26 @@ class StreamCredit:
     def credit_refused(self, exc: RingbridgeError) -> None:
         self.waiting_credit = False
         self._close_when_acked(wire.rule(exc.code).close)
+
+    # -- a frame waiting unread for ring space (api/dataplane/frame.py) ----------------
+
+    def wait_for_ring(self) -> None:
+        """The frame just taken waits unread for its region: stop reading."""
+        self.ring_wait = True
+        self.c.pause()
+
+    def ring_wait_over(self) -> None:
+        """That frame got its region (read its payload now) or was refused (its
+        payload is skipped, or never read if the stream reads no more)."""
+        self.ring_wait = False
+        c = self.c
+        if c.gone or c.transport.is_closing():
+            return
+        if c.sink is None and (self.closing or self.stopping):
+            return  # stays paused: the close follows the acks
+        c.unpause()  # a payload being received is read whatever the window
+        if c.sink is None:
+            self.resume()
 
     def leave_line(self) -> None:
         """The stream takes no more frames (stopping): out of the line."""
