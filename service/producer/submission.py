@@ -11,7 +11,6 @@ from ..errors import RingbridgeError
 from ..wire import Ack
 from .admission import Credit
 from .contract import Batch, BeforeCommit
-
 from .regions import RegionOwner
 
 if TYPE_CHECKING:

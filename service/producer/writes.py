@@ -193,7 +193,9 @@ class InPlaceWrites:
         if req.future.done():
             return  # given up while in line: counted where it was given up
         if asyncio.get_running_loop().time() >= req.credit.deadline:
-            self._fail(req, RingTimeoutError("batch not committed within its timeout: it waited in line"))
+            self._fail(
+                req, RingTimeoutError("batch not committed within its timeout: it waited in line")
+            )
             return
         pub = self._pub
         try:

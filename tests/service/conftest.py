@@ -65,8 +65,8 @@ async def eventually(
 
 def streams_of(srv: Server) -> list[Stream]:
     """The data plane's open WebSocket streams of ``srv`` (server-side objects)."""
-    conns = list(srv.server.server_state.connections)
-    return [c.handler for c in conns if isinstance(getattr(c, "handler", None), Stream)]
+    handlers = [getattr(c, "handler", None) for c in list(srv.server.server_state.connections)]
+    return [h for h in handlers if isinstance(h, Stream)]
 
 
 def unread_bytes(stream: Stream) -> int:

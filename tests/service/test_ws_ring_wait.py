@@ -26,6 +26,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ringbridge.api.dataplane.plane import STAGE_BYTES
+
 from .conftest import (
     Server,
     ServerFactory,
@@ -82,9 +83,10 @@ async def test_a_frame_on_a_full_ring_waits_unread_then_commits_once_in_line_ord
     await _full(srv)
     tally = Tally()
     tally.add_all(FILL * 4)
-    async with connect(srv.ws_url) as first, connect(
-        srv.ws_url + "?wait=consumed&timeout=10", max_queue=None
-    ) as second:
+    async with (
+        connect(srv.ws_url) as first,
+        connect(srv.ws_url + "?wait=consumed&timeout=10", max_queue=None) as second,
+    ):
         # A batch decoded in memory waits for ring space first (4800 bytes:
         # the ring has 2944 left)...
         samples = [{"kind": 2, "value": 7}] * JSON
