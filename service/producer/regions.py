@@ -39,7 +39,10 @@ Head of line: a region still receiving holds back every later one. A
 region that blocks a ready one for :data:`EVICT_AFTER` seconds is *evicted*:
 its owner copies what arrived out of the ring (``owner.region_evict``), the
 region becomes DISCARD, and the owner finishes that body in memory and puts
-it in line. A slow client costs the others at most that delay.
+it in line. A slow client costs the others at most that delay. One whose
+next bytes already wait in its socket (``owner.arriving``) is not slow --
+the event loop is behind, busy with other connections -- and is left to
+finish in place: evicting it would only move its bytes into memory.
 """
 
 from __future__ import annotations
@@ -85,6 +88,11 @@ class RegionOwner(Protocol):
     def region_failed(self, region: Region, exc: RingbridgeError) -> None:
         """The region ends as DISCARD for ``exc`` (deadline, hook, shutdown); an owner
         still receiving into it must not touch its memory any more."""
+
+    @property
+    def arriving(self) -> bool:
+        """Whether more of the region's bytes wait, unread, in its socket now."""
+        ...
 
     def region_evict(self, region: Region) -> None:
         """Copy what arrived out of the region now and receive the rest elsewhere:
@@ -332,7 +340,7 @@ class Publisher:
         due = self._time() - EVICT_AFTER
         evicted = 0
         for r in list(regions)[:last]:
-            if r.state == RECEIVING and r.claimed_at <= due:
+            if r.state == RECEIVING and r.claimed_at <= due and not r.owner.arriving:
                 r.owner.region_evict(r)
                 r.state = DISCARD
                 r.credit = None  # the owner's again, for the copy it now holds

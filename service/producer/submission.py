@@ -69,6 +69,8 @@ class Submission:
     def region_failed(self, region: Region, exc: RingbridgeError) -> None:
         self.give_up(exc)
 
+    arriving = False  # copied in whole: never receiving
+
     def region_evict(self, region: Region) -> None:  # pragma: no cover - ready at once
         raise AssertionError("a batch copied in whole is never still receiving")
 

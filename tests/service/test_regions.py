@@ -45,6 +45,7 @@ class Owner:
     errors: list[RingbridgeError] = field(default_factory=list)
     evicted: list[bytes] = field(default_factory=list)
     received: int = 0  # bytes "arrived" so far, copied out on eviction
+    arriving: bool = False  # more bytes wait in the socket
     region: Region | None = None
     producer: Producer | None = None
 
@@ -162,6 +163,29 @@ async def test_a_straggler_is_evicted_and_holds_the_others_back_only_briefly(
     ack = await sub.future
     assert ack.first_seq == 1
     assert loaded.drain() == 5
+
+
+async def test_a_region_whose_bytes_wait_in_its_socket_is_not_evicted(
+    producer: Producer, loaded: LoadedRingbridge
+) -> None:
+    """Its client is not slow, the event loop is behind: evicting it would only
+    move its bytes into memory. Evicted once nothing more is arriving."""
+    p = producer
+    busy, fast = Owner(producer=p, arriving=True), Owner()
+    bb, bf = batch(4, 6), batch(1, 7)
+    rb = p.claim(bb.nbytes, p.admit(bb.nbytes, 5), busy)
+    rf = p.claim(bf.nbytes, p.admit(bf.nbytes, 5), fast)
+    assert rb is not None and rf is not None
+    p.view(rb)[:16] = bb.records[:16]
+    busy.received = 16
+    fill(p, rf, bf)
+    await asyncio.sleep(20 * regions.EVICT_AFTER)
+    assert not busy.evicted and not fast.acks  # held back, in place
+    busy.arriving = False  # the socket ran dry: now it is a straggler
+    await eventually(lambda: bool(fast.acks), timeout=2, what="the fast region published")
+    assert busy.evicted == [bb.records[:16]]
+    assert fast.acks[0].first_seq == 0
+    assert loaded.drain() == 1
 
 
 async def test_batches_in_line_and_regions_share_one_order(

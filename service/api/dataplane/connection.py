@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import sys
+import termios
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -49,6 +52,7 @@ HEAD: Final = 0
 REQUEST: Final = 1
 STREAM_STATE: Final = 2
 CLOSED: Final = 3
+_INT = bytes(4)  # FIONREAD's answer: a C int
 
 
 class DataPlaneProtocol(asyncio.BufferedProtocol):
@@ -235,6 +239,18 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         sink = Sink(buf, need, done)
         sink.got = have
         self.sink = sink
+
+    @property
+    def unread(self) -> bool:
+        """Whether bytes wait in the socket, not read yet (FIONREAD)."""
+        sock = None if self.gone else self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            n = fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT)
+        except OSError:
+            return False
+        return int.from_bytes(n, sys.byteorder) > 0
 
     def skip(self, need: int, done: Callable[[], None]) -> None:
         """Read and drop the next ``need`` bytes, then ``done``."""

@@ -250,6 +250,10 @@ class Frame:
         self.region = None
         self.s.refused(self, exc)
 
+    @property
+    def arriving(self) -> bool:
+        return self.receiving and self.s.c.unread
+
     def region_evict(self, region: Region) -> None:
         """The payload goes on in memory: what arrived is copied out of the ring."""
         sink = self.s.c.sink

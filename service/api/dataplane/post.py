@@ -299,6 +299,10 @@ class PostRequest(Handler):
         self.region = None
         self.answer(self.c.p.answers.error(self.rt, exc, close=self.close), 0)
 
+    @property
+    def arriving(self) -> bool:
+        return self.c.sink is not None and self.c.unread
+
     def region_evict(self, region: Region) -> None:
         """The body goes on in memory: what arrived is copied out of the ring."""
         rt, sink = self.rt, self.c.sink
