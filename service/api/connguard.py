@@ -47,7 +47,7 @@ from uvicorn.server import ServerState
 
 from .. import wire
 from ..errors import OverloadedError, RequestTimeoutError, RingbridgeError
-from .keepalive import request_waiting
+from .keepalive import bytes_waiting
 
 log = logging.getLogger("ringbridge.connections")
 
@@ -363,7 +363,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def timeout_keep_alive_handler(self) -> None:
-        if request_waiting(self.transport):  # read it, not reset it (api/keepalive.py)
+        if bytes_waiting(self.transport):  # read it, not reset it (api/keepalive.py)
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )

@@ -17,11 +17,12 @@ import fcntl
 import sys
 import termios
 
-__all__ = ["request_waiting"]
+__all__ = ["bytes_waiting"]
 
 
-def request_waiting(transport: asyncio.BaseTransport) -> bool:
-    """Whether bytes were received on the transport's socket and not read yet."""
+def bytes_waiting(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes were received on the transport's socket and not read yet
+    (also: whether a region's next bytes already wait, ``RegionOwner.arriving``)."""
     if transport.is_closing():
         return False
     sock = transport.get_extra_info("socket")

@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 
-from ..client import Client
 from ..errors import ClientError, RejectedError
 from .common import EXIT_OK, add_client_flags, fail, positive_int
 
@@ -36,6 +35,8 @@ def add_events_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from ..client import Client  # not at import: serve never loads httpx
+
     c = Client(args.url, token=args.token, retries=0)
     try:
         with c, c.events(args.map) as events:

@@ -22,7 +22,6 @@ from typing import Any, TextIO
 
 import msgspec
 
-from ..client import AsyncClient
 from ..core import ring as core
 from ..errors import ClientError, RejectedError, RingbridgeError
 from ..wire import WaitFor
@@ -217,6 +216,8 @@ async def push_frames(
     Raises :class:`~ringbridge.errors.ClientError` when the stream cannot be
     opened (unreachable, refused at the handshake).
     """
+    from ..client import AsyncClient  # not at import: serve never loads httpx
+
     report = PushReport(frames=len(frames), samples=sum(f.count for f in frames))
     async with AsyncClient(url, token=token, retries=2) as client:
         stream = client.stream(window=window, wait=wait)

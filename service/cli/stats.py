@@ -6,7 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from ..client import Client
 from ..errors import ClientError, RejectedError
 from .common import EXIT_OK, fail
 
@@ -45,6 +44,8 @@ def render_stats(stats: dict[str, Any]) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     try:
+        from ..client import Client  # not at import: serve never loads httpx
+
         with Client(args.url, token=args.token, timeout=args.timeout, retries=0) as c:
             stats = c.stats()
     except RejectedError as exc:

@@ -19,12 +19,37 @@ hierarchy, the wire contract :mod:`ringbridge.wire` and the pure ring record
 format), so it is cheap to import and usable on hosts without libbpf.
 """
 
-from ..wire import Ack, WaitFor
-from .clients import AsyncClient, Client
-from .events import AsyncEventStream, EventStream
-from .samples import Sample, SampleLike
-from .stream import AsyncStream, Stream
-from .urls import DEFAULT_URL, ServerURL
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..wire import Ack, WaitFor
+    from .clients import AsyncClient, Client
+    from .events import AsyncEventStream, EventStream
+    from .samples import Sample, SampleLike
+    from .stream import AsyncStream, Stream
+    from .urls import DEFAULT_URL, ServerURL
+
+#: Where each name lives: loaded on first use, so that importing one light
+#: submodule (``ringbridge.client.urls``, which the CLI's common flags use)
+#: does not load httpx and websockets into ``ringbridge serve`` (measured:
+#: httpx, with the rich/pygments/click of its own CLI, ~4.6 MiB resident).
+_WHERE = {
+    "Ack": "..wire",
+    "WaitFor": "..wire",
+    "AsyncClient": ".clients",
+    "Client": ".clients",
+    "AsyncEventStream": ".events",
+    "EventStream": ".events",
+    "Sample": ".samples",
+    "SampleLike": ".samples",
+    "AsyncStream": ".stream",
+    "Stream": ".stream",
+    "DEFAULT_URL": ".urls",
+    "ServerURL": ".urls",
+}
 
 __all__ = [
     "DEFAULT_URL",
@@ -40,3 +65,12 @@ __all__ = [
     "Stream",
     "WaitFor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(where, __name__), name)
+    globals()[name] = value
+    return value

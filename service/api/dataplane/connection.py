@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import sys
-import termios
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -41,10 +38,12 @@ from uvicorn.server import ServerState
 
 from ...errors import RingbridgeError
 from ..connguard import ConnectionGuard, guard_of
-from ..keepalive import request_waiting
+from ..keepalive import bytes_waiting
 from .handler import Handler, Sink
 from .head import POST_SAMPLES, STREAM, parse_head, route_of
 from .plane import STAGE_BYTES, Plane
+from .post import PostRequest
+from .stream import open_stream
 
 log = logging.getLogger("ringbridge.dataplane")
 
@@ -52,7 +51,6 @@ HEAD: Final = 0
 REQUEST: Final = 1
 STREAM_STATE: Final = 2
 CLOSED: Final = 3
-_INT = bytes(4)  # FIONREAD's answer: a C int
 
 
 class DataPlaneProtocol(asyncio.BufferedProtocol):
@@ -240,18 +238,6 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         sink.got = have
         self.sink = sink
 
-    @property
-    def unread(self) -> bool:
-        """Whether bytes wait in the socket, not read yet (FIONREAD)."""
-        sock = None if self.gone else self.transport.get_extra_info("socket")
-        if sock is None:
-            return False
-        try:
-            n = fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT)
-        except OSError:
-            return False
-        return int.from_bytes(n, sys.byteorder) > 0
-
     def skip(self, need: int, done: Callable[[], None]) -> None:
         """Read and drop the next ``need`` bytes, then ``done``."""
         have = min(self.staged, need)
@@ -311,15 +297,11 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.take(at + 4 - self.start)
         self._scan_from = self.start
         if route == POST_SAMPLES:
-            from .post import PostRequest
-
             self.state = REQUEST
             request = PostRequest(self, head)
             self.handler = request
             request.begin()
         elif route == STREAM:
-            from .stream import open_stream
-
             self.state = STREAM_STATE
             self.handler = open_stream(self, head, raw)
             if self.handler is None:
@@ -396,7 +378,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         if left > 0:
             self._idle = self.loop.call_later(left, self._idle_timeout)
         elif self.state == HEAD and not self.staged:
-            if request_waiting(self.transport):  # api/keepalive.py: read it, not reset
+            if bytes_waiting(self.transport):  # api/keepalive.py: read it, not reset
                 self._idle = self.loop.call_later(self.keep_alive, self._idle_timeout)
                 return
             self.close()

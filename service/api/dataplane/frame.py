@@ -24,6 +24,7 @@ from ...producer.submission import ClaimRequest, Submission
 from ...schema import frame_id
 from ...wire import Ack
 from .. import ingest
+from ..keepalive import bytes_waiting
 
 if TYPE_CHECKING:
     from .stream import Stream
@@ -252,7 +253,7 @@ class Frame:
 
     @property
     def arriving(self) -> bool:
-        return self.receiving and self.s.c.unread
+        return self.receiving and bytes_waiting(self.s.c.transport)
 
     def region_evict(self, region: Region) -> None:
         """The payload goes on in memory: what arrived is copied out of the ring."""

@@ -46,6 +46,7 @@ from ...wire import Ack, WaitFor, parse_idempotency_key, parse_query
 from .. import ingest
 from ..auth import check_authorization
 from ..idempotency import body_digest, first_sending, key_digest, look_now
+from ..keepalive import bytes_waiting
 from .handler import Handler
 from .head import Head
 from .responses import CONTINUE
@@ -301,7 +302,7 @@ class PostRequest(Handler):
 
     @property
     def arriving(self) -> bool:
-        return self.c.sink is not None and self.c.unread
+        return self.c.sink is not None and bytes_waiting(self.c.transport)
 
     def region_evict(self, region: Region) -> None:
         """The body goes on in memory: what arrived is copied out of the ring."""
