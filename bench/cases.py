@@ -200,9 +200,9 @@ def cases(quick: bool, granian: bool = False) -> list[Case]:
     ]
     # How the cost grows with clients: the WS target's frames over 64 and 256
     # connections, 4 frames in flight each (16 MiB and 64 MiB in all; with 16
-    # each, 256 connections hold 256 MiB and admission refuses frames). On a
-    # server of their own: the memory they leave resident would count in the
-    # peak RSS of every later row.
+    # each, 256 connections would offer 256 MiB, 4 times the default budget:
+    # frames would wait for credit). On a server of their own: the memory
+    # they leave resident would count in the peak RSS of every later row.
     for clients in (64, 256):
         out.append(_bin(f"{report.T_WS}-c{clients}", "WS binary", 64, b64k, clients, 4, "many"))
     for batch in (1, 100, 1000):
