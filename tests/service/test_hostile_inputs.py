@@ -105,8 +105,8 @@ async def test_overloaded_ws_batches_get_error_acks_with_their_ids(
         ws_window=40,
     )
     fill = binary_batch([(1, i) for i in range(170)])  # 4080 ring bytes
-    samples = ", ".join(['{"kind": 1}'] * 20)
-    escaped = ", ".join(['{"\\u006bind": 1}'] * 20)  # the scanner leaves escapes to msgspec
+    samples = '"samples": [' + ", ".join(['{"kind": 1}'] * 20) + "]}"
+    escaped = '"samples": [' + ", ".join(['{"\\u006bind": 1}'] * 20) + "]}"  # msgspec's
     async with connect(srv.ws_url) as ws:
         for _ in range(32):  # 16 fill the ring, 16 wait holding 65,280 bytes
             await ws.send(fill)
@@ -114,9 +114,9 @@ async def test_overloaded_ws_batches_get_error_acks_with_their_ids(
             wait_until, lambda: srv.runtime.producer.admission.free < 4400, 10.0, "credit held"
         )
         pos = srv.producer_pos()
-        await ws.send('{"id": "a", "samples": [%s]}' % escaped)
-        await ws.send('{"id": {"n": "b"}, "samples": [%s]}' % samples)
-        await ws.send('{"id": "c", "samples": [%s]}' % samples)
+        await ws.send('{"id": "a", ' + escaped)  # the scanner leaves escapes to msgspec
+        await ws.send('{"id": {"n": "b"}, ' + samples)
+        await ws.send('{"id": "c", ' + samples)
         acks = await _acks(ws, 35)
     assert [a.get("error", {}).get("code") for a in acks[16:32]] == ["ring_full_timeout"] * 16
     assert [a["id"] for a in acks[32:]] == ["a", {"n": "b"}, "c"]
