@@ -138,12 +138,16 @@ def body_text(draw: st.DrawFn, table: tuple[TableField, ...], frame: bool) -> st
 
 
 def _decode(codec: SampleCodec, raw: bytes, frame: bool) -> tuple[Any, bytes, int] | str:
-    limits = {"ring_size": RING, "max_sample_bytes": LIMIT, "max_samples": 64}
     try:
         if frame:
-            fid, batch = codec.decode_ws_text_frame(raw, **limits)
+            fid, batch = codec.decode_ws_text_frame(
+                raw, ring_size=RING, max_sample_bytes=LIMIT, max_samples=64
+            )
         else:
-            fid, batch = None, codec.decode_json_batch(raw, **limits)
+            batch = codec.decode_json_batch(
+                raw, ring_size=RING, max_sample_bytes=LIMIT, max_samples=64
+            )
+            fid = None
     except RingbridgeError as exc:
         return f"{exc.code}: {exc.message}"
     return fid, bytes(batch.records), batch.count
