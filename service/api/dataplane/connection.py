@@ -42,6 +42,8 @@ from ..keepalive import request_waiting
 from .handler import Handler, Sink
 from .head import POST_SAMPLES, STREAM, parse_head, route_of
 from .plane import STAGE_BYTES, Plane
+from .post import PostRequest
+from .stream import open_stream
 
 log = logging.getLogger("ringbridge.dataplane")
 
@@ -295,15 +297,11 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.take(at + 4 - self.start)
         self._scan_from = self.start
         if route == POST_SAMPLES:
-            from .post import PostRequest
-
             self.state = REQUEST
             request = PostRequest(self, head)
             self.handler = request
             request.begin()
         elif route == STREAM:
-            from .stream import open_stream
-
             self.state = STREAM_STATE
             self.handler = open_stream(self, head, raw)
             if self.handler is None:
