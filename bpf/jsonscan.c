@@ -126,7 +126,7 @@ static int key(struct cur *c, const char **k, uint32_t *len)
 }
 
 /* An integer literal: its sign and magnitude (which fits a u64). */
-static int integer(struct cur *c, int *neg, uint64_t *mag)
+static inline __attribute__((always_inline)) int integer(struct cur *c, int *neg, uint64_t *mag)
 {
 	/* A local cursor: stores through c would be redone at every digit. */
 	const char *p = c->p, *e = c->e;
