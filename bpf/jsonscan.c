@@ -70,7 +70,9 @@ struct cur {
 
 static inline void skip_ws(struct cur *c)
 {
-	while (c->p < c->e && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+	/* Every byte that matters here ('"', '{', ':', digits...) is above ' '. */
+	while (c->p < c->e && (unsigned char)*c->p <= ' ' &&
+	       (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
 		c->p++;
 }
 
@@ -124,34 +126,45 @@ static int key(struct cur *c, const char **k, uint32_t *len)
 }
 
 /* An integer literal: its sign and magnitude (which fits a u64). */
-static int integer(struct cur *c, int *neg, uint64_t *mag)
+static inline __attribute__((always_inline)) int integer(struct cur *c, int *neg, uint64_t *mag)
 {
+	/* A local cursor: stores through c would be redone at every digit. */
+	const char *p = c->p, *e = c->e;
 	uint64_t v = 0;
 
 	*neg = 0;
-	if (c->p < c->e && *c->p == '-') {
+	if (p < e && *p == '-') {
 		*neg = 1;
-		c->p++;
+		p++;
 	}
-	if (c->p >= c->e || !is_digit(*c->p))
+	if (p >= e || !is_digit(*p))
 		return -1;
-	if (*c->p == '0') {
-		c->p++;
+	if (*p == '0') {
+		p++;
 		if (*neg)
 			return -1; /* "-0": left to the exact path */
 	} else {
-		while (c->p < c->e && is_digit(*c->p)) {
-			uint64_t d = (uint64_t)(*c->p - '0');
+		/*
+		 * Any 19 digits fit a u64 (10^19 - 1 < 2^64), so only a 20th is
+		 * checked for overflow, not every digit. A 21st is caught below.
+		 */
+		const char *most = e - p > 19 ? p + 19 : e;
+
+		while (p < most && is_digit(*p))
+			v = v * 10 + (uint64_t)(*p++ - '0');
+		if (p < e && is_digit(*p)) {
+			uint64_t d = (uint64_t)(*p - '0');
 
 			if (v > (UINT64_MAX - d) / 10)
 				return -1; /* past u64: out of every member's range */
 			v = v * 10 + d;
-			c->p++;
+			p++;
 		}
 	}
 	/* A fraction, an exponent or a leading zero ("01"): not ours. */
-	if (c->p < c->e && (*c->p == '.' || *c->p == 'e' || *c->p == 'E' || is_digit(*c->p)))
+	if (p < e && (*p == '.' || *p == 'e' || *p == 'E' || is_digit(*p)))
 		return -1;
+	c->p = p;
 	*mag = v;
 	return 0;
 }
@@ -221,20 +234,62 @@ static inline int same(const char *a, const char *b, uint32_t n)
 }
 
 /*
+ * A member's name and closing quote as one 8-byte word and the mask of its
+ * bytes (mask 0: the name is longer than 7 bytes), so that the expected key
+ * is recognised with one load and compare instead of a loop over its bytes.
+ */
+struct key8 {
+	uint64_t word, mask;
+};
+
+/* The layout and the key words of its members (built once per scan). */
+struct scan {
+	const struct rb_scan_layout *L;
+	struct key8 k8[64];
+};
+
+static void scan_init(struct scan *S, const struct rb_scan_layout *L)
+{
+	S->L = L;
+	for (uint32_t i = 0; i < L->nfields; i++) {
+		const struct rb_scan_field *f = &L->fields[i];
+		uint8_t w[8] = { 0 }, m[8] = { 0 };
+
+		S->k8[i].word = S->k8[i].mask = 0;
+		if (f->name_len + 1 > 8)
+			continue;
+		memcpy(w, L->names + f->name_off, f->name_len);
+		w[f->name_len] = '"';
+		memset(m, 0xff, f->name_len + 1);
+		memcpy(&S->k8[i].word, w, 8); /* byte order: the same as the loads' */
+		memcpy(&S->k8[i].mask, m, 8);
+	}
+}
+
+/*
  * The member whose key starts at c->p (after the opening quote was seen).
  * Members usually come in the same order, so the one after the last is
  * tried first, by comparing its name and closing quote in place (a table
  * name holds no quote or backslash, so a match is that very key).
  */
-static const struct rb_scan_field *member(struct cur *c, const struct rb_scan_layout *L,
-					  uint32_t hint)
+static const struct rb_scan_field *member(struct cur *c, const struct scan *S, uint32_t hint)
 {
+	const struct rb_scan_layout *L = S->L;
 	const struct rb_scan_field *f = &L->fields[hint];
+	const struct key8 *k8 = &S->k8[hint];
 	const char *k;
 	uint32_t len;
 
-	if ((size_t)(c->e - c->p) > f->name_len && c->p[f->name_len] == '"' &&
-	    same(c->p, L->names + f->name_off, f->name_len)) {
+	if (k8->mask && c->e - c->p >= 8) {
+		uint64_t w;
+
+		memcpy(&w, c->p, 8);
+		if (!((w ^ k8->word) & k8->mask)) {
+			c->p += f->name_len + 1;
+			return f;
+		}
+	} else if ((size_t)(c->e - c->p) > f->name_len && c->p[f->name_len] == '"' &&
+		   same(c->p, L->names + f->name_off, f->name_len)) {
 		c->p += f->name_len + 1;
 		return f;
 	}
@@ -250,8 +305,9 @@ static const struct rb_scan_field *member(struct cur *c, const struct rb_scan_la
 }
 
 /* One sample object into a zeroed record. */
-static int sample(struct cur *c, const struct rb_scan_layout *L, uint8_t *rec)
+static int sample(struct cur *c, const struct scan *S, uint8_t *rec)
 {
+	const struct rb_scan_layout *L = S->L;
 	uint64_t seen = 0;
 	uint32_t hint = 0;
 
@@ -267,7 +323,7 @@ static int sample(struct cur *c, const struct rb_scan_layout *L, uint8_t *rec)
 
 		if (!eat(c, '"'))
 			return -1;
-		f = member(c, L, hint);
+		f = member(c, S, hint);
 		if (!f)
 			return -1;
 		i = (uint32_t)(f - L->fields);
@@ -288,18 +344,20 @@ static int sample(struct cur *c, const struct rb_scan_layout *L, uint8_t *rec)
 static int samples(struct cur *c, const struct rb_scan_layout *L, uint64_t max_samples,
 		   uint8_t *out, size_t cap, uint64_t *count)
 {
+	struct scan S;
 	uint64_t n = 0;
 
 	if (!eat(c, '['))
 		return RB_SCAN_GIVE_UP;
 	if (eat(c, ']'))
 		return RB_SCAN_GIVE_UP; /* empty: the exact path's error */
+	scan_init(&S, L);
 	for (;;) {
 		if (n >= max_samples)
 			return RB_SCAN_GIVE_UP;
 		if ((n + 1) * L->record_size > cap)
 			return RB_SCAN_NO_ROOM;
-		if (sample(c, L, out + n * L->record_size))
+		if (sample(c, &S, out + n * L->record_size))
 			return RB_SCAN_GIVE_UP;
 		n++;
 		if (eat(c, ','))

@@ -59,6 +59,7 @@ from ..schema.payload import (
     decode_payload,
     media_type,
     offload,
+    scan_payload,
 )
 from ..wire import Ack, ErrorInfo, WaitFor
 from .decodecost import decode_cost
@@ -161,11 +162,19 @@ async def watch_disconnect(receive: Receive) -> None:
             return
 
 
-def decode_now(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, schema.EncodedBatch]:
+def decode_now(
+    rt: Runtime, kind: str, data: bytes | str, native: bool = True
+) -> tuple[Any, schema.EncodedBatch]:
     """(the text frame's id, or None; the validated batch) of ``data``, a ``kind`` payload:
     the decode rule (:func:`ringbridge.schema.payload.decode_payload`) within the
     service's limits."""
-    return decode_payload(rt.codec, Limits.of(rt.settings), kind, data)
+    return decode_payload(rt.codec, Limits.of(rt.settings), kind, data, native)
+
+
+def _scanned(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, schema.EncodedBatch] | None:
+    """JSON the native scanner takes, decoded with no charge (it holds no
+    object per sample: :func:`ringbridge.schema.payload.scan_payload`)."""
+    return scan_payload(rt.codec, Limits.of(rt.settings), kind, data)
 
 
 def _decode_cost(rt: Runtime, data: bytes | str) -> int:
@@ -187,9 +196,12 @@ def decode_charged(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, sche
     """:func:`decode_now` on the event loop (a small payload), charged as :func:`decode`."""
     if kind == BINARY:
         return decode_now(rt, kind, data)
+    scanned = _scanned(rt, kind, data)
+    if scanned is not None:
+        return scanned
     charge = rt.producer.admit(_decode_cost(rt, data), 0.0)
     try:
-        return decode_now(rt, kind, data)
+        return decode_now(rt, kind, data, native=False)
     finally:
         charge.release()
 
@@ -203,12 +215,15 @@ async def decode(
     (:func:`ringbridge.api.decodecost.decode_cost`) while it runs: 503
     ``overloaded`` without it, 413 when even the whole budget could not hold
     it. Decodes in worker threads run one at a time, in arrival order, until
-    ``deadline`` (loop time). A binary batch is checked in place: no charge.
+    ``deadline`` (loop time). A binary batch is checked in place, and a small
+    JSON batch that the native scanner takes is scanned on the loop: no charge.
     """
     if kind == BINARY:
         return await offload(len(data), decode_now, rt, kind, data)
-    cost = _decode_cost(rt, data)
     threaded = len(data) > THREAD_DECODE_BYTES
+    if not threaded and (scanned := _scanned(rt, kind, data)) is not None:
+        return scanned
+    cost = _decode_cost(rt, data)
     if threaded:
         try:
             async with asyncio.timeout_at(deadline):
@@ -220,7 +235,8 @@ async def decode(
     try:
         charge = rt.producer.admit(cost, 0.0)
         try:
-            return await offload(len(data), decode_now, rt, kind, data)
+            # The scanner was tried above unless the decode is threaded.
+            return await offload(len(data), decode_now, rt, kind, data, native=threaded)
         finally:
             charge.release()
     finally:

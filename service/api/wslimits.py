@@ -60,17 +60,22 @@ class FrameCredit:
     def waiting(self) -> int:
         return len(self._line)
 
-    def _gate(self) -> Admission | None:
-        adm = self._admission()
+    def _gate(self, adm: Admission | None) -> Admission | None:
+        if adm is None:
+            adm = self._admission()
         if adm is not None and adm is not self._listening:
             adm.add_release_listener(self._on_release)
             self._listening = adm
         return adm
 
-    def reserve(self, waiter: Waiter, nbytes: int) -> Credit | None:
+    def reserve(
+        self, waiter: Waiter, nbytes: int, admission: Admission | None = None
+    ) -> Credit | None:
         """Credit for a frame of ``nbytes`` now, or None: ``waiter`` waits in line
-        (behind every frame already waiting). StoppingError once admission closed."""
-        adm = self._gate()
+        (behind every frame already waiting). StoppingError once admission closed.
+        ``admission``: the running one, when the caller holds it (one lookup
+        less per frame)."""
+        adm = self._gate(admission)
         if adm is not None and not self._line:
             try:
                 return adm.take(nbytes, float("inf"))
@@ -116,7 +121,13 @@ class FrameCredit:
 class IdleTimer:
     """Calls ``on_idle(code, reason)`` once a stream has been idle for ``timeout`` s:
     :meth:`idle` when no frame is being received and no ack is owed, :meth:`busy`
-    as soon as a frame arrives."""
+    as soon as a frame arrives.
+
+    A stream turns idle and busy again with nearly every window of frames, so
+    neither call touches the loop's timers: :meth:`idle` notes the time, and
+    one timer, armed while none is, looks at that note when it fires (busy:
+    it lapses; idle for less than ``timeout``: it is armed for the rest).
+    """
 
     def __init__(
         self,
@@ -128,18 +139,31 @@ class IdleTimer:
         self._timeout = timeout
         self._on_idle = on_idle
         self._timer: asyncio.TimerHandle | None = None
+        self._since: float | None = None  # idle since (loop time); None: busy
 
     def idle(self) -> None:
+        if self._since is not None:
+            return
+        self._since = now = self._loop.time()
         if self._timer is None:
-            self._timer = self._loop.call_later(self._timeout, self._fire)
+            self._timer = self._loop.call_at(now + self._timeout, self._fire)
 
     def busy(self) -> None:
+        self._since = None
+
+    def close(self) -> None:
+        self._since = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    close = busy
-
     def _fire(self) -> None:
         self._timer = None
+        if self._since is None:
+            return  # busy: the next idle() arms it again
+        due = self._since + self._timeout
+        if due > self._loop.time():
+            self._timer = self._loop.call_at(due, self._fire)
+            return
+        self._since = None
         self._on_idle(IDLE_CLOSE, f"idle for {self._timeout:g} s")

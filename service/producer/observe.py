@@ -82,7 +82,7 @@ class Buckets:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per batch: not frozen, as wsframes.Head (never changed)
 class Arrival:
     """When and how a batch came in: what :meth:`BatchObserver.acked` labels it by.
 

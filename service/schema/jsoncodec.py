@@ -164,6 +164,7 @@ class SampleCodec:
         ring_size: int,
         max_sample_bytes: int,
         max_samples: int | None = None,
+        native: bool = True,
     ) -> EncodedBatch:
         """``{"samples": [...]}`` -> records; raises SampleError / RecordTooLargeError.
 
@@ -172,10 +173,16 @@ class SampleCodec:
         ``max_sample_bytes``, the sample at which the batch outgrows the ring,
         or a body holding more than ``max_samples`` samples (refused before
         decoding them); index -1 means the body as a whole (not JSON, no
-        ``samples``, empty list).
+        ``samples``, empty list). ``native=False``: the native scanner is
+        not tried (the caller did, see :func:`ringbridge.schema.payload.scan_payload`).
         """
         return self._decode(
-            body, frame=False, ring_size=ring_size, limit=max_sample_bytes, max_samples=max_samples
+            body,
+            frame=False,
+            ring_size=ring_size,
+            limit=max_sample_bytes,
+            max_samples=max_samples,
+            native=native,
         )[1]
 
     def decode_ws_text_frame(
@@ -185,13 +192,20 @@ class SampleCodec:
         ring_size: int,
         max_sample_bytes: int,
         max_samples: int | None = None,
+        native: bool = True,
     ) -> tuple[Any, EncodedBatch]:
         """``{"id": <any>, "samples": [...]}`` -> (id, records).
 
         A refused frame's id, for its error ack, is :func:`frame_id`'s.
+        ``native``: as :meth:`decode_json_batch`.
         """
         return self._decode(
-            data, frame=True, ring_size=ring_size, limit=max_sample_bytes, max_samples=max_samples
+            data,
+            frame=True,
+            ring_size=ring_size,
+            limit=max_sample_bytes,
+            max_samples=max_samples,
+            native=native,
         )
 
     def encode_sample(self, **values: Any) -> bytes:
@@ -229,9 +243,10 @@ class SampleCodec:
         ring_size: int,
         limit: int,
         max_samples: int | None = None,
+        native: bool = True,
     ) -> tuple[Any, EncodedBatch]:
         scanner = self.scanner
-        if scanner is not None:
+        if scanner is not None and native:
             scanned = scanner.batch(
                 body, frame=frame, ring_size=ring_size, limit=limit, max_samples=max_samples
             )

@@ -44,6 +44,7 @@ __all__ = [
     "decode_payload",
     "media_type",
     "offload",
+    "scan_payload",
 ]
 
 log = logging.getLogger("ringbridge.ingest")
@@ -86,12 +87,40 @@ def media_type(content_type: str | None) -> str:
     return media
 
 
-def decode_payload(
+def scan_payload(
     codec: SampleCodec, limits: Limits, kind: str, data: bytes | str
+) -> tuple[Any, EncodedBatch] | None:
+    """:func:`decode_payload`'s result for JSON ``data`` that the native scanner
+    (:mod:`ringbridge.schema.jsonscan`) accepts, else None: then
+    ``decode_payload(..., native=False)`` decides, and names any error.
+
+    The scanner holds nothing but the records it writes (no object per
+    sample), so a caller charging a JSON decode for its working set
+    (``ringbridge.api.decodecost``) need not charge this one -- nor scan
+    the body to price it, which cost more than the scan itself.
+    """
+    scanner = codec.scanner
+    if scanner is None or kind == BINARY or len(data) > limits.max_batch_bytes:
+        return None
+    got = scanner.batch(
+        data,
+        frame=kind == TEXT_FRAME,
+        ring_size=limits.ring_size,
+        limit=limits.max_sample_bytes,
+        max_samples=codec.max_samples(limits.max_batch_bytes),
+    )
+    if got is None or got[1].nbytes > limits.max_batch_bytes:
+        return None
+    return got
+
+
+def decode_payload(
+    codec: SampleCodec, limits: Limits, kind: str, data: bytes | str, native: bool = True
 ) -> tuple[Any, EncodedBatch]:
     """(the text frame's id, or None; the validated batch) of ``data``, a ``kind`` payload.
 
     Any failure is a :class:`~ringbridge.errors.RingbridgeError` (see the module doc).
+    ``native=False``: JSON skips the native scanner (:func:`scan_payload` tried it).
     """
     if len(data) > limits.max_batch_bytes:
         unit = "characters" if isinstance(data, str) else "bytes"
@@ -107,9 +136,9 @@ def decode_payload(
                 "max_samples": codec.max_samples(limits.max_batch_bytes),
             }
             if kind == TEXT_FRAME:
-                fid, batch = codec.decode_ws_text_frame(data, **sizes)
+                fid, batch = codec.decode_ws_text_frame(data, **sizes, native=native)
             else:
-                batch = codec.decode_json_batch(data, **sizes)
+                batch = codec.decode_json_batch(data, **sizes, native=native)
         else:
             # Binary payloads are bytes; only a text frame is str.
             raw = data.encode() if isinstance(data, str) else data

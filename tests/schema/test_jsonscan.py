@@ -40,10 +40,11 @@ def _codecs(obj: Path, type_name: str) -> tuple[SampleCodec, SampleCodec]:
     return fast, exact
 
 
-@pytest.fixture(scope="module", params=["ringbridge_sample", "flat"])
+@pytest.fixture(scope="module", params=["ringbridge_sample", "flat", "named"])
 def codecs(request: pytest.FixtureRequest, types_object: Path) -> tuple[SampleCodec, SampleCodec]:
-    if request.param == "flat":
-        return _codecs(types_object, "flat")
+    # "named": keys matched by one word compare (7 bytes and fewer) and not.
+    if request.param in ("flat", "named"):
+        return _codecs(types_object, request.param)
     return _codecs(default_object_path(), "ringbridge_sample")
 
 
@@ -88,6 +89,8 @@ def sample_text(draw: st.DrawFn, table: tuple[TableField, ...]) -> str:
                 st.sampled_from(names),
                 st.sampled_from(names),
                 st.sampled_from(["data", "Kind", "unknown", "k\\u0069nd", "", 'x\\"y']),
+                # Near misses of a member's key: a prefix, a longer key.
+                st.sampled_from([n[:-1] for n in names] + [n + "x" for n in names]),
             ),
             max_size=len(names) + 1,
         )
@@ -138,12 +141,16 @@ def body_text(draw: st.DrawFn, table: tuple[TableField, ...], frame: bool) -> st
 
 
 def _decode(codec: SampleCodec, raw: bytes, frame: bool) -> tuple[Any, bytes, int] | str:
-    limits = {"ring_size": RING, "max_sample_bytes": LIMIT, "max_samples": 64}
     try:
         if frame:
-            fid, batch = codec.decode_ws_text_frame(raw, **limits)
+            fid, batch = codec.decode_ws_text_frame(
+                raw, ring_size=RING, max_sample_bytes=LIMIT, max_samples=64
+            )
         else:
-            fid, batch = None, codec.decode_json_batch(raw, **limits)
+            batch = codec.decode_json_batch(
+                raw, ring_size=RING, max_sample_bytes=LIMIT, max_samples=64
+            )
+            fid = None
     except RingbridgeError as exc:
         return f"{exc.code}: {exc.message}"
     return fid, bytes(batch.records), batch.count

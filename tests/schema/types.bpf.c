@@ -100,6 +100,15 @@ struct flat {
 	__s8 s8;
 };
 
+/* Names of 7 bytes and fewer (one 8-byte compare with the quote) and longer. */
+struct named {
+	__u32 seven77;
+	__u16 eight888;
+	__u8 x;
+	__u64 a_member_name_longer_than_a_word;
+	__s32 yy;
+};
+
 struct with_ptr { __u64 x; void *p; };
 struct with_flex { __u32 n; __u32 items[]; };
 typedef struct every every_t;
@@ -108,6 +117,7 @@ struct every *g_every;
 union msg *g_msg;
 struct op_sample *g_op;
 struct flat *g_flat;
+struct named *g_named;
 struct with_ptr *g_ptr;
 struct with_flex *g_flex;
 every_t *g_every_t;

@@ -86,7 +86,7 @@ class StreamCredit:
         if granted is not None:
             return True, granted
         try:
-            credit = self.line.reserve(self, need)
+            credit = self.line.reserve(self, need, self.rt.producer.admission)
         except RingbridgeError as exc:  # stopping
             self.credit_refused(exc)
             return False, None
