@@ -108,18 +108,30 @@ async def test_overloaded_ws_batches_get_error_acks_with_their_ids(
     samples = '"samples": [' + ", ".join(['{"kind": 1}'] * 20) + "]}"
     escaped = '"samples": [' + ", ".join(['{"\\u006bind": 1}'] * 20) + "]}"  # msgspec's
     async with connect(srv.ws_url) as ws:
-        for _ in range(32):  # 16 fill the ring, 16 wait holding 65,280 bytes
+        for _ in range(16):  # 16 fill the ring
             await ws.send(fill)
-        await asyncio.to_thread(
-            wait_until, lambda: srv.runtime.producer.admission.free < 4400, 10.0, "credit held"
-        )
-        pos = srv.producer_pos()
-        await ws.send('{"id": "a", ' + escaped)  # the scanner leaves escapes to msgspec
-        await ws.send('{"id": {"n": "b"}, ' + samples)
-        await ws.send('{"id": "c", ' + samples)
-        acks = await _acks(ws, 35)
-    assert [a.get("error", {}).get("code") for a in acks[16:32]] == ["ring_full_timeout"] * 16
-    assert [a["id"] for a in acks[32:]] == ["a", {"n": "b"}, "c"]
-    codes = [a["error"]["code"] for a in acks[32:]]
-    assert codes == ["overloaded", "overloaded", "ring_full_timeout"], acks[32:]
+        filled = await _acks(ws, 16)
+        # 16 more wait holding 65,280 bytes (a stream takes one frame past a
+        # full ring, unread: 16 streams).
+        holders = [await connect(srv.ws_url) for _ in range(16)]
+        try:
+            for h in holders:
+                await h.send(fill)
+            await asyncio.to_thread(
+                wait_until, lambda: srv.runtime.producer.admission.free < 4400, 10.0, "credit held"
+            )
+            pos = srv.producer_pos()
+            await ws.send('{"id": "a", ' + escaped)  # the scanner leaves escapes to msgspec
+            await ws.send('{"id": {"n": "b"}, ' + samples)
+            await ws.send('{"id": "c", ' + samples)
+            acks = filled + await _acks(ws, 3)
+            held = [(await _acks(h, 1))[0] for h in holders]
+        finally:
+            for h in holders:
+                await h.close()
+    assert all("error" not in a for a in acks[:16])
+    assert [a.get("error", {}).get("code") for a in held] == ["ring_full_timeout"] * 16
+    assert [a["id"] for a in acks[16:]] == ["a", {"n": "b"}, "c"]
+    codes = [a["error"]["code"] for a in acks[16:]]
+    assert codes == ["overloaded", "overloaded", "ring_full_timeout"], acks[16:]
     assert srv.producer_pos() == pos == 16 * 4080
