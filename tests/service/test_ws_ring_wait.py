@@ -111,13 +111,20 @@ async def test_a_frame_on_a_full_ring_waits_unread_then_commits_once_in_line_ord
         assert stream.frames == 1, "a frame behind the waiting one was read"
         assert p.statistics().queued_batches == 1  # the claim request, behind the JSON batch
         assert srv.producer_pos() == FILLED * 24  # nothing more in the ring yet
-        assert await asyncio.to_thread(srv.drain) == FILLED
+        # (One drain may also consume what commits while it runs.)
+        drained = await asyncio.to_thread(srv.drain)
+        assert drained >= FILLED
         j = await _ack(first)
-        # Committed, not consumed yet: the ack of wait=consumed waits for the kernel.
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(second.recv(), 0.3)
-        assert await asyncio.to_thread(srv.drain) == JSON + BIG + 1
-        a0, a1 = await _ack(second), await _ack(second)
+        # The acks of wait=consumed come once the kernel consumed their batches.
+        acks: list[dict[str, Any]] = []
+        while len(acks) < 2:
+            drained += await asyncio.to_thread(srv.drain)
+            try:
+                acks.append(await _ack(second, 0.2))
+            except TimeoutError:
+                continue
+        a0, a1 = acks
+    assert drained == FILLED + JSON + BIG + 1
     assert j["first_seq"] == FILLED and j["accepted"] == JSON
     assert (a0["id"], a0["state"], a0["first_seq"], a0["accepted"]) == (
         0,
@@ -164,8 +171,9 @@ async def test_a_peer_leaving_while_its_frame_waits(
     assert p.admission.in_use == BIG * 24
     sock.close()  # gone without a close frame
     await asyncio.sleep(0.2)
-    # Its turn: the ring drains, its region is claimed, what it sent is read.
-    assert await asyncio.to_thread(srv.drain) == FILLED
+    # Its turn: the ring drains, its region is claimed, what it sent is read
+    # (and may be consumed by the same drain, which runs on while it commits).
+    assert await asyncio.to_thread(srv.drain) >= FILLED
     await eventually(lambda: not streams_of(srv), what="the stream to end")
     await eventually(lambda: p.statistics().regions_pending == 0, what="no region left")
     stats = p.statistics()
@@ -179,9 +187,10 @@ async def test_a_peer_leaving_while_its_frame_waits(
         await again.send(binary_batch([(8, 8)]))
         ack = await _ack(again)
     assert ack["first_seq"] == FILLED + (BIG if whole else 0)
-    assert await asyncio.to_thread(srv.drain) == 1 + (BIG if whole else 0)
+    await asyncio.to_thread(srv.drain)
     kc = srv.counters()
     assert kc.kind_count[9] == (BIG if whole else 0) and kc.kind_count[8] == 1
+    assert kc.samples == FILLED + 1 + (BIG if whole else 0)
 
 
 async def test_shutdown_while_a_frame_waits_answers_it_stopping_then_closes_1012(
