@@ -30,6 +30,7 @@ from typing import Final, Protocol
 from .. import wire
 from ..errors import OverloadedError, RingbridgeError
 from ..producer.admission import Admission, Credit
+from .lazytimer import LazyTimer
 
 __all__ = ["IDLE_CLOSE", "FrameCredit", "IdleTimer", "Waiter"]
 
@@ -121,12 +122,8 @@ class FrameCredit:
 class IdleTimer:
     """Calls ``on_idle(code, reason)`` once a stream has been idle for ``timeout`` s:
     :meth:`idle` when no frame is being received and no ack is owed, :meth:`busy`
-    as soon as a frame arrives.
-
-    A stream turns idle and busy again with nearly every window of frames, so
-    neither call touches the loop's timers: :meth:`idle` notes the time, and
-    one timer, armed while none is, looks at that note when it fires (busy:
-    it lapses; idle for less than ``timeout``: it is armed for the rest).
+    as soon as a frame arrives. A stream turns idle and busy again with nearly
+    every window of frames: neither touches the loop's timers (:mod:`.lazytimer`).
     """
 
     def __init__(
@@ -138,32 +135,17 @@ class IdleTimer:
         self._loop = loop
         self._timeout = timeout
         self._on_idle = on_idle
-        self._timer: asyncio.TimerHandle | None = None
-        self._since: float | None = None  # idle since (loop time); None: busy
+        self._timer = LazyTimer(loop)
 
     def idle(self) -> None:
-        if self._since is not None:
-            return
-        self._since = now = self._loop.time()
-        if self._timer is None:
-            self._timer = self._loop.call_at(now + self._timeout, self._fire)
+        if self._timer.deadline is None:
+            self._timer.set(self._loop.time() + self._timeout, self._fire)
 
     def busy(self) -> None:
-        self._since = None
+        self._timer.clear()
 
     def close(self) -> None:
-        self._since = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()
 
     def _fire(self) -> None:
-        self._timer = None
-        if self._since is None:
-            return  # busy: the next idle() arms it again
-        due = self._since + self._timeout
-        if due > self._loop.time():
-            self._timer = self._loop.call_at(due, self._fire)
-            return
-        self._since = None
         self._on_idle(IDLE_CLOSE, f"idle for {self._timeout:g} s")

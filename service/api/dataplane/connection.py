@@ -39,6 +39,7 @@ from uvicorn.server import ServerState
 from ...errors import RingbridgeError
 from ..connguard import ConnectionGuard, guard_of
 from ..keepalive import bytes_waiting
+from ..lazytimer import LazyTimer
 from .handler import Handler, Sink
 from .head import POST_SAMPLES, STREAM, parse_head, route_of
 from .plane import STAGE_BYTES, Plane
@@ -103,8 +104,9 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.state = HEAD
         self.gone = False
         self.paused = False
-        self._idle: asyncio.TimerHandle | None = None
-        self._idle_since: float | None = None
+        self._idle = LazyTimer(self.loop)  # keep-alive: closed when idle this long
+        #: A request's body: late when it has not all arrived by then (api/dataplane/post.py).
+        self.body_timer = LazyTimer(self.loop)
         self._scan_from = 0  # where the search for the head's end resumes
         # The server's connection guard (header deadline, connection cap):
         # told when a request begins, when its head is complete, when its
@@ -132,9 +134,12 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.state = CLOSED
         self._cancel_idle()
         handler, self.handler = self.handler, None
-        self.sink = None
         if handler is not None:
+            # Before the sink goes: a request still receiving its body tells
+            # it from one received whole by it (and gives its region back now,
+            # not when its body timer would have passed).
             handler.lost()
+        self.sink = None
 
     def data_received(self, data: bytes) -> None:
         """Bytes handed over by uvicorn's HTTP protocol, which creates this protocol
@@ -354,34 +359,24 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
     # -- idle connections and shutdown ---------------------------------------------------
 
     def _arm_idle(self) -> None:
-        """Idle from now: closed after keep_alive unless a request begins. One
-        timer per connection, moved lazily (not one per request)."""
-        self._idle_since = self.loop.time()
-        if self._idle is None and not self.gone:
-            self._idle = self.loop.call_later(self.keep_alive, self._idle_timeout)
+        """Idle from now: closed after keep_alive unless a request begins."""
+        if not self.gone:
+            self._idle.set(self.loop.time() + self.keep_alive, self._idle_timeout)
 
     def _disarm_idle(self) -> None:
-        self._idle_since = None
+        self._idle.clear()
 
     def _cancel_idle(self) -> None:
-        self._idle_since = None
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._idle.close()
+        self.body_timer.close()
 
     def _idle_timeout(self) -> None:
-        self._idle = None
-        since = self._idle_since
-        if since is None or self.gone:
+        if self.gone or self.state != HEAD or self.staged:
             return
-        left = since + self.keep_alive - self.loop.time()
-        if left > 0:
-            self._idle = self.loop.call_later(left, self._idle_timeout)
-        elif self.state == HEAD and not self.staged:
-            if bytes_waiting(self.transport):  # api/keepalive.py: read it, not reset
-                self._idle = self.loop.call_later(self.keep_alive, self._idle_timeout)
-                return
-            self.close()
+        if bytes_waiting(self.transport):  # api/keepalive.py: read it, not reset
+            self._arm_idle()
+            return
+        self.close()
 
     def shutdown(self) -> None:
         """uvicorn's shutdown: idle connections close; a request or stream finishes."""

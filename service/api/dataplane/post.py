@@ -78,7 +78,6 @@ class PostRequest(Handler):
         "region",
         "rt",
         "sub",
-        "timer",
         "wait",
         "waiter",
     )
@@ -92,7 +91,6 @@ class PostRequest(Handler):
         self.region: Region | None = None
         self.body: bytearray | None = None
         self.sub: Submission | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.waiter: asyncio.Task[None] | None = None
         self.wait: WaitFor = "committed"
         self.kind = ingest.BINARY
@@ -161,10 +159,9 @@ class PostRequest(Handler):
         c.receive(dest, n, self._received)
         if c.sink is not None and not self.done:
             # Not all here yet: the client has body_timeout to send the rest.
-            self.timer = c.loop.call_later(rt.settings.body_timeout, self._body_late)
+            c.body_timer.set(c.loop.time() + rt.settings.body_timeout, self._body_late)
 
     def _body_late(self) -> None:
-        self.timer = None
         self._abandon()
         got = self.c.sink.got if self.c.sink is not None else 0
         self.c.sink = None
@@ -176,9 +173,7 @@ class PostRequest(Handler):
         self.answer(self.c.p.answers.error(self.rt, exc, close=True), 0)
 
     def _received(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.c.body_timer.clear()
         rt = self.rt
         assert rt is not None and self.credit is not None
         try:
@@ -370,9 +365,7 @@ class PostRequest(Handler):
     def _abandon(self) -> None:
         """Nothing of this request will be committed: give back what it holds."""
         rt = self.rt
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.c.body_timer.clear()
         if self.region is not None and rt is not None:
             region, self.region = self.region, None
             rt.producer.discard(region)
