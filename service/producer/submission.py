@@ -5,7 +5,7 @@ into (:class:`ClaimRequest`)."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RingbridgeError
 from ..wire import Ack
@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from .regions import Region
 
 __all__ = ["ClaimOwner", "ClaimRequest", "InLine", "Submission"]
+
+
+def _end(future: asyncio.Future[Any], exc: RingbridgeError | None) -> bool:
+    """End ``future`` with ``exc`` (None: cancelled) unless it ended; True if so."""
+    if future.done():
+        return False
+    if exc is None:
+        future.cancel()
+    else:
+        future.set_exception(exc)
+    return True
 
 
 class Submission:
@@ -45,12 +56,8 @@ class Submission:
 
     def give_up(self, exc: RingbridgeError | None) -> bool:
         """Take the batch out of play (not committed) unless it already was; True if so."""
-        if self.future.done():
+        if not _end(self.future, exc):
             return False
-        if exc is None:
-            self.future.cancel()
-        else:
-            self.future.set_exception(exc)
         self.batch = None
         self.credit.release()
         return True
@@ -118,12 +125,9 @@ class ClaimRequest:
     def give_up(self, exc: RingbridgeError | None) -> bool:
         """Out of play unless it was granted or given up already; True if so. The
         owner hears ``exc`` (None: it withdrew the request itself)."""
-        if self.future.done():
+        if not _end(self.future, exc):
             return False
-        if exc is None:
-            self.future.cancel()
-        else:
-            self.future.set_exception(exc)
+        if exc is not None:
             self.future.exception()  # retrieved: the owner hears it below
         self.credit.release()
         if exc is not None:

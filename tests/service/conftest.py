@@ -27,6 +27,9 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from ringbridge.api.app import create_app
 from ringbridge.api.dataplane.stream import Stream
@@ -67,6 +70,23 @@ def streams_of(srv: Server) -> list[Stream]:
     """The data plane's open WebSocket streams of ``srv`` (server-side objects)."""
     handlers = [getattr(c, "handler", None) for c in list(srv.server.server_state.connections)]
     return [h for h in handlers if isinstance(h, Stream)]
+
+
+def raw_ws_client(srv: Server, rcvbuf: int | None = None) -> tuple[socket.socket, ClientProtocol]:
+    """A blocking socket whose WebSocket handshake the websockets sans-I/O client
+    did: frames are then written and read by hand. ``rcvbuf``: the socket's
+    SO_RCVBUF, set before the handshake."""
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    client = ClientProtocol(parse_uri(srv.ws_url), max_size=None)
+    client.send_request(client.connect())
+    for chunk in client.data_to_send():
+        sock.sendall(chunk)
+    while client.state is not State.OPEN:
+        client.receive_data(sock.recv(65536))
+        client.events_received()
+    return sock, client
 
 
 def unread_bytes(stream: Stream) -> int:

@@ -28,7 +28,15 @@ from websockets.uri import parse_uri
 from ringbridge.api.dataplane.connection import DataPlaneProtocol
 from ringbridge.api.dataplane.stream import Stream
 
-from .conftest import SMALL_RING, Server, ServerFactory, Tally, binary_batch, wait_until
+from .conftest import (
+    SMALL_RING,
+    Server,
+    ServerFactory,
+    Tally,
+    binary_batch,
+    raw_ws_client,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -202,18 +210,6 @@ def test_an_invalid_binary_body_is_refused_and_the_ring_stays_healthy(
     assert sum(kc.drain_errors.values()) == 0 and kc.kind_value[8] == 8
 
 
-def _ws_client(srv: Server) -> tuple[socket.socket, ClientProtocol]:
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    client = ClientProtocol(parse_uri(srv.ws_url), max_size=None)
-    client.send_request(client.connect())
-    for chunk in client.data_to_send():
-        sock.sendall(chunk)
-    while client.state is not State.OPEN:
-        client.receive_data(sock.recv(65536))
-        client.events_received()
-    return sock, client
-
-
 def _send(sock: socket.socket, client: ClientProtocol, *frames: Frame) -> None:
     for f in frames:
         client.send_frame(f)
@@ -233,7 +229,7 @@ def _events(sock: socket.socket, client: ClientProtocol, n: int) -> list[Frame]:
 
 
 def test_websocket_fragments_pings_and_close(server: Server) -> None:
-    sock, client = _ws_client(server)
+    sock, client = raw_ws_client(server)
     body = binary_batch([(9, 1), (9, 2), (9, 3)])
     # A binary message in three fragments, a ping between them.
     _send(
@@ -261,7 +257,7 @@ def test_websocket_fragments_pings_and_close(server: Server) -> None:
 
 def test_websocket_protocol_errors_close_the_stream(server: Server) -> None:
     # An unmasked client frame: 1002, nothing committed.
-    sock, _ = _ws_client(server)
+    sock, _ = raw_ws_client(server)
     frame = binary_batch([(10, 1)])
     sock.sendall(bytes([0x82, len(frame)]) + frame)
     client = ClientProtocol(parse_uri(server.ws_url))
@@ -270,7 +266,7 @@ def test_websocket_protocol_errors_close_the_stream(server: Server) -> None:
     assert data[:1] == b"\x88" and struct.unpack("!H", data[2:4])[0] == 1002
     sock.close()
     # A continuation with no message begun: 1002 too.
-    sock, client = _ws_client(server)
+    sock, client = raw_ws_client(server)
     _send(sock, client, Frame(Opcode.CONT, b"x" * 8))
     (close,) = _events(sock, client, 1)
     assert struct.unpack("!H", close.data[:2])[0] == 1002

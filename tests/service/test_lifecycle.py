@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from ringbridge.api.dataplane.stream import Stream
 from ringbridge.kernel.bpfobj import open_pinned_drain
 from tests.support.launch import served
 
@@ -35,6 +33,8 @@ from .conftest import (
     Tally,
     binary_batch,
     child_server_pid,
+    raw_ws_client,
+    streams_of,
     wait_until,
 )
 
@@ -182,33 +182,16 @@ async def test_readyz_follows_admission(make_server: ServerFactory) -> None:
         assert (await c.get("/readyz")).status_code == 200
 
 
-def _ws_connections(srv: Any) -> list[Stream]:
-    """The server side of each open stream (the data plane's)."""
-    handlers = (getattr(c, "handler", None) for c in srv.server.server_state.connections)
-    return [h for h in handlers if isinstance(h, Stream)]
-
-
 def test_pings_from_a_client_that_never_reads_do_not_grow_memory(
     make_server: ServerFactory,
 ) -> None:
-    from websockets.client import ClientProtocol
-    from websockets.uri import parse_uri
-
     srv = make_server(ring_size=SMALL_RING)
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     # A small receive buffer: the kernel absorbs little, the rest would queue
     # in the server's transport.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client = ClientProtocol(parse_uri(srv.ws_url))
-    client.send_request(client.connect())
-    for chunk in client.data_to_send():
-        sock.sendall(chunk)
-    while client.state is not State.OPEN:
-        client.receive_data(sock.recv(65536))
-        client.events_received()
+    sock, client = raw_ws_client(srv, rcvbuf=4096)
     assert client.state is State.OPEN
-    wait_until(lambda: len(_ws_connections(srv)) == 1, what="the server side of the socket")
-    conn = _ws_connections(srv)[0]
+    wait_until(lambda: len(streams_of(srv)) == 1, what="the server side of the socket")
+    conn = streams_of(srv)[0]
     payload = b"p" * 125
     ping = Frame(Opcode.PING, payload)
     sent = 0

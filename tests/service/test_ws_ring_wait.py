@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
 
 from ringbridge.api.dataplane.plane import STAGE_BYTES
 
@@ -33,6 +29,7 @@ from .conftest import (
     Tally,
     binary_batch,
     eventually,
+    raw_ws_client,
     streams_of,
     unread_bytes,
     wait_until,
@@ -139,18 +136,6 @@ async def test_a_frame_on_a_full_ring_waits_unread_then_commits_once_in_line_ord
     assert p.admission.in_use == 0
 
 
-def _raw_client(srv: Server) -> tuple[socket.socket, ClientProtocol]:
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    client = ClientProtocol(parse_uri(srv.ws_url), max_size=None)
-    client.send_request(client.connect())
-    for chunk in client.data_to_send():
-        sock.sendall(chunk)
-    while client.state is not State.OPEN:
-        client.receive_data(sock.recv(65536))
-        client.events_received()
-    return sock, client
-
-
 @pytest.mark.parametrize("whole", [False, True], ids=["mid-frame", "after-the-frame"])
 async def test_a_peer_leaving_while_its_frame_waits(
     make_server: ServerFactory, whole: bool
@@ -161,7 +146,7 @@ async def test_a_peer_leaving_while_its_frame_waits(
     srv = make_server(ring_size=RING, drain="external", submit_timeout=30)
     p = srv.runtime.producer
     await _full(srv)
-    sock, client = _raw_client(srv)
+    sock, client = raw_ws_client(srv)
     client.send_frame(Frame(Opcode.BINARY, binary_batch([(9, i) for i in range(BIG)])))
     raw = b"".join(client.data_to_send())
     missing = 0 if whole else 1000
