@@ -42,7 +42,9 @@ class Plane:
         return rt
 
     def access_log(self, client: Any, method: str, path: str, status: int) -> None:
-        """uvicorn's access line, when uvicorn would write one."""
+        """uvicorn's access line, when uvicorn would write one: its format and its
+        five arguments, which the structured log handler turns into fields
+        (``ringbridge.logs``), as it does uvicorn's own."""
         if self.access.hasHandlers():
             where = f"{client[0]}:{client[1]}" if client else "-"
-            self.access.info('%s - "%s %s HTTP/1.1" %d', where, method, path, status)
+            self.access.info('%s - "%s %s HTTP/%s" %d', where, method, path, "1.1", status)
