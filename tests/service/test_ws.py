@@ -162,7 +162,9 @@ async def test_window_stops_reading_and_nothing_is_lost(make_server: ServerFacto
     tally = Tally()
     async with connect(srv.ws_url + "?wait=consumed&timeout=30", max_queue=None) as ws:
         for n in range(frames):
-            samples = [(n % 4, n * 100 + i) for i in range(20)]
+            # 9.6 KB frames: the window (4) fits the 64 KiB ring with room to
+            # spare, and what one read stages (16 KiB) cannot hold the other 8.
+            samples = [(n % 4, n * 1000 + i) for i in range(400)]
             tally.add_all(samples)
             await ws.send(binary_batch(samples))
         p = srv.runtime.producer
