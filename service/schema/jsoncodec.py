@@ -235,6 +235,23 @@ class SampleCodec:
 
     # -- decoding -----------------------------------------------------------
 
+    def scan(
+        self,
+        body: bytes | str,
+        *,
+        frame: bool,
+        ring_size: int,
+        max_sample_bytes: int,
+        max_samples: int | None = None,
+    ) -> tuple[Any, EncodedBatch] | None:
+        """(frame id, records) from the native scanner (:mod:`.jsonscan`), or None:
+        there is none for this type, or it gave up and the exact path decides."""
+        if self.scanner is None:
+            return None
+        return self.scanner.batch(
+            body, frame=frame, ring_size=ring_size, limit=max_sample_bytes, max_samples=max_samples
+        )
+
     def _decode(
         self,
         body: bytes | str,
@@ -245,10 +262,13 @@ class SampleCodec:
         max_samples: int | None = None,
         native: bool = True,
     ) -> tuple[Any, EncodedBatch]:
-        scanner = self.scanner
-        if scanner is not None and native:
-            scanned = scanner.batch(
-                body, frame=frame, ring_size=ring_size, limit=limit, max_samples=max_samples
+        if native:
+            scanned = self.scan(
+                body,
+                frame=frame,
+                ring_size=ring_size,
+                max_sample_bytes=limit,
+                max_samples=max_samples,
             )
             if scanned is not None:
                 return scanned

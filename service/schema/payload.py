@@ -87,6 +87,15 @@ def media_type(content_type: str | None) -> str:
     return media
 
 
+def _json_sizes(codec: SampleCodec, limits: Limits) -> dict[str, int]:
+    """The limits a JSON decode -- native or exact -- runs within."""
+    return {
+        "ring_size": limits.ring_size,
+        "max_sample_bytes": limits.max_sample_bytes,
+        "max_samples": codec.max_samples(limits.max_batch_bytes),
+    }
+
+
 def scan_payload(
     codec: SampleCodec, limits: Limits, kind: str, data: bytes | str
 ) -> tuple[Any, EncodedBatch] | None:
@@ -99,16 +108,9 @@ def scan_payload(
     (``ringbridge.api.decodecost``) need not charge this one -- nor scan
     the body to price it, which cost more than the scan itself.
     """
-    scanner = codec.scanner
-    if scanner is None or kind == BINARY or len(data) > limits.max_batch_bytes:
+    if kind == BINARY or len(data) > limits.max_batch_bytes:
         return None
-    got = scanner.batch(
-        data,
-        frame=kind == TEXT_FRAME,
-        ring_size=limits.ring_size,
-        limit=limits.max_sample_bytes,
-        max_samples=codec.max_samples(limits.max_batch_bytes),
-    )
+    got = codec.scan(data, frame=kind == TEXT_FRAME, **_json_sizes(codec, limits))
     if got is None or got[1].nbytes > limits.max_batch_bytes:
         return None
     return got
@@ -130,11 +132,7 @@ def decode_payload(
     fid: Any = None
     try:
         if kind in (TEXT_FRAME, JSON):
-            sizes = {
-                "ring_size": limits.ring_size,
-                "max_sample_bytes": limits.max_sample_bytes,
-                "max_samples": codec.max_samples(limits.max_batch_bytes),
-            }
+            sizes = _json_sizes(codec, limits)
             if kind == TEXT_FRAME:
                 fid, batch = codec.decode_ws_text_frame(data, **sizes, native=native)
             else:
