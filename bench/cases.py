@@ -72,6 +72,7 @@ class Case:
             "timer": " [timer drain]",
             "granian": " [granian]",
             "baseline": " [baseline]",
+            "floor": " [floor: a minimal C responder, not the service]",
         }.get(self.server, "")
         if self.server == "granian-bare":
             server = " [granian]"
@@ -141,6 +142,7 @@ def target_cases() -> list[Case]:
         Case(report.T_ONE, "HTTP JSON", "kick", 16, 1, 16, anchor=report.T_BARE),
         Case(report.T_BARE, "bare FastAPI", "bare", 16, 1, 16),
         Case(report.T_LAT, "HTTP binary", "timer", 64, 100, 1, group="latency"),
+        Case(report.A_FLOOR, "HTTP binary", "floor", 64, 100, 1, group="latency"),
         Case(
             "lat-http-bin-100-consumed-timer",
             "HTTP binary",

@@ -26,6 +26,8 @@ A_C64 = "c-64B"
 A_IPERF = "iperf3"
 A_MSGSPEC = "msgspec-decode"
 A_PACK = "msgspec-pack"
+#: The latency rows' floor: the same load on a minimal C responder (bench/http_floor.c).
+A_FLOOR = "lat-floor-c"
 
 #: How a ratio names its anchor in the tables.
 ANCHOR_NAMES = {
@@ -39,7 +41,7 @@ ANCHOR_NAMES = {
 #: Servers that are not the service as shipped (not held to its memory target):
 #: the yardsticks, and granian (measured beside uvicorn; its supervisor process
 #: counts in its tree's RSS).
-NOT_SHIPPED = ("bare", "granian", "granian-bare", "local", "baseline")
+NOT_SHIPPED = ("bare", "floor", "granian", "granian-bare", "local", "baseline")
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,17 @@ def _ratio_target(rows: dict[str, Row], key: str, what: str, goal: float) -> lis
     ]
 
 
+def _floor(rows: dict[str, Row]) -> str:
+    """The latency floor measured in the same run (what the host adds), if any."""
+    floor = rows.get(A_FLOOR)
+    if floor is None or not floor.p99_us or not floor.p50_us:
+        return ""
+    return (
+        f" (host floor, a minimal C responder under the same load: p99 "
+        f"{floor.p99_us.fmt(1e3, unit=' ms')}; p50 {floor.p50_us.fmt(1e3, unit=' ms')})"
+    )
+
+
 def targets(doc: dict[str, Any], rows: dict[str, Row]) -> list[Target]:
     """(what, measured, target, met) rows of the targets table (issue #15's targets)."""
     out: list[Target] = []
@@ -181,7 +194,8 @@ def targets(doc: dict[str, Any], rows: dict[str, Row]) -> list[Target]:
         out.append(
             (
                 "ack latency, one batch of 100 x 64 B in flight, wait=committed (timer drain)",
-                f"p99 {lat.p99_us.fmt(1e3, unit=' ms')}; p50 {lat.p50_us.fmt(1e3, unit=' ms')}",
+                f"p99 {lat.p99_us.fmt(1e3, unit=' ms')}; p50 {lat.p50_us.fmt(1e3, unit=' ms')}"
+                + _floor(rows),
                 "p99 <= 0.25 ms",
                 lat.p99_us.median <= 250,
             )

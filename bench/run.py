@@ -159,7 +159,7 @@ def _settled(addr: str, quiet: float = 0.2) -> int:
 
 def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> Run:
     body = inputs.body(case)
-    counted = case.server not in ("bare", "granian-bare")
+    counted = case.server not in ("bare", "granian-bare", "floor")
     before = _settled(srv.addr) if counted else 0
     procs.reset_peak_rss(srv.pid)
     cpu0 = procs.cpu_seconds(srv.pid)
@@ -305,10 +305,13 @@ def measure_blocked(tmp: Path, seconds: float) -> dict[str, float]:
 
 
 def select(all_cases: list[Case], only: str) -> list[Case]:
-    """The cases whose key contains ``only``, the anchors they are divided by,
-    and the uvicorn twins of granian rows."""
+    """The cases whose key contains ``only``, the anchors they are divided by
+    (and the latency floor, beside latency rows), and the uvicorn twins of
+    granian rows."""
     chosen = [c for c in all_cases if only in c.key]
     needed = {c.anchor for c in chosen if c.anchor}
+    if any(c.group == "latency" for c in chosen):
+        needed.add(report.A_FLOOR)  # what the host adds: the latency rows' yardstick
     needed |= {c.key.removeprefix("granian-") for c in chosen if c.server.startswith("granian")}
     while True:
         more = {c.anchor for c in all_cases if c.key in needed and c.anchor} - needed

@@ -38,7 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 BPFFS = Path("/sys/fs/bpf")
 RING_SIZE = 8 << 20
 MAX_BATCH_BYTES = 1 << 20
-NAMES = ("kick", "many", "timer", "bare", "granian", "granian-bare", "baseline")
+NAMES = ("kick", "many", "timer", "bare", "floor", "granian", "granian-bare", "baseline")
+#: The latency floor (bench/http_floor.c, built by ``make setup``).
+HTTP_FLOOR = REPO / "build" / "http_floor"
 #: ``--baseline DIR``: another checkout (with its own .venv) served as "baseline".
 BASELINE: dict[str, Path] = {}
 
@@ -138,6 +140,12 @@ def start(name: str, stack: ExitStack, tmp: Path) -> procs.Server:
         return stack.enter_context(procs.spawned(name, bare_cmd(), log, cwd=REPO))
     if name == "baseline":
         return stack.enter_context(_baseline(stack, log))
+    if name == "floor":
+        port = _free_port()
+        cmd = [str(HTTP_FLOOR), str(port)]
+        return stack.enter_context(
+            procs.spawned_at(name, cmd, f"127.0.0.1:{port}", "/", log, cwd=REPO, any_status=True)
+        )
     if name in ("kick", "many", "timer"):
         pins = stack.enter_context(pinned_dir(name))
         many = name == "many"

@@ -17,6 +17,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.registry import Collector
@@ -30,6 +31,7 @@ from .producer.observe import BatchObserver
 from .producer.task import Producer
 from .ring import UserRingBuffer
 from .schema import SampleCodec
+from .schema.payload import Limits
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -213,6 +215,11 @@ class Runtime:
     #: The JetStream front door (``--nats``), or None.
     fleet: FleetDoor | None = None
     _stops: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The decode limits of :attr:`settings` (fixed for a runtime; every batch asks)."""
+        return Limits.of(self.settings)
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """What a server does as its shutdown begins: the producer's stop (returned)

@@ -55,7 +55,6 @@ from ..schema.payload import (
     JSON,
     TEXT_FRAME,
     THREAD_DECODE_BYTES,
-    Limits,
     decode_payload,
     media_type,
     offload,
@@ -168,13 +167,13 @@ def decode_now(
     """(the text frame's id, or None; the validated batch) of ``data``, a ``kind`` payload:
     the decode rule (:func:`ringbridge.schema.payload.decode_payload`) within the
     service's limits."""
-    return decode_payload(rt.codec, Limits.of(rt.settings), kind, data, native)
+    return decode_payload(rt.codec, rt.limits, kind, data, native)
 
 
 def _scanned(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, schema.EncodedBatch] | None:
     """JSON the native scanner takes, decoded with no charge (it holds no
     object per sample: :func:`ringbridge.schema.payload.scan_payload`)."""
-    return scan_payload(rt.codec, Limits.of(rt.settings), kind, data)
+    return scan_payload(rt.codec, rt.limits, kind, data)
 
 
 def _decode_cost(rt: Runtime, data: bytes | str) -> int:

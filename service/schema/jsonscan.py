@@ -227,25 +227,31 @@ class JsonScanner:
         buffer of its own, grown as needed up to ``limit``.
         """
         local = self._local
-        buf: bytearray | None = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = bytearray(min(limit, 64 * 1024))
-            local.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-        res = _Result()
+        try:
+            buf, addr, res, res_ref = local.state
+        except AttributeError:  # this thread's first scan
+            res = _Result()
+            buf = bytearray(min(limit, 64 * 1024))
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            res_ref = ctypes.byref(res)
+            local.state = buf, addr, res, res_ref
+        scan = _SCAN.get()
         while True:
-            verdict = self.scan_into(
+            verdict: int = scan(
+                self._layout_ref,
                 body,
                 len(body),
-                frame=frame,
-                max_samples=max_samples,
-                out=local.addr,
-                cap=min(len(buf), limit),
-                result=res,
+                frame,
+                max_samples,
+                addr,
+                min(len(buf), limit),
+                res_ref,
             )
             if verdict != _NO_ROOM or len(buf) >= limit:
                 break
-            buf = local.buf = bytearray(min(limit, 2 * len(buf)))
-            local.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            buf = bytearray(min(limit, 2 * len(buf)))
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            local.state = buf, addr, res, res_ref
         if verdict != _OK:
             return None
         count = int(res.count)

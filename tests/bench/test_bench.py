@@ -30,7 +30,7 @@ TARGETS = {
     report.T_BARE,
     report.T_LAT,
 }
-ANCHORS = {report.A_C64, report.A_IPERF, report.A_MSGSPEC, report.A_PACK}
+ANCHORS = {report.A_C64, report.A_IPERF, report.A_MSGSPEC, report.A_PACK, report.A_FLOOR}
 #: The ring library's rows (bench.library), in process against the C producer.
 LIBRARY = {"lib-reserve-64B", "lib-batch-64B"}
 
@@ -184,8 +184,30 @@ def test_latency_and_memory_targets() -> None:
     table = report.targets_table(report.summarize(doc), doc)
     # The median p99 (0.24 ms) meets the target; one round over 100 MiB does not.
     assert _line(table, "ack latency").endswith("| yes |")
+    assert "host floor" not in _line(table, "ack latency")  # none was measured
     rss = _line(table, "peak RSS")
     assert "120 MiB" in rss and rss.endswith("| **no** |")
+
+
+def test_the_latency_target_names_the_floor_of_the_same_run() -> None:
+    rows_in = [
+        _case(report.T_LAT, "HTTP binary", "timer", batch=100, group="latency"),
+        _case(report.A_FLOOR, "HTTP binary", "floor", batch=100, group="latency"),
+    ]
+    doc = _doc({report.T_LAT: [1.0, 1.0, 1.0], report.A_FLOOR: [1.0, 1.0, 1.0]}, rows_in)
+    for r in doc["runs"]:
+        if r["key"] == report.A_FLOOR:
+            r["latency_p99_us"] = 180.0 + 10 * r["round"]
+            r["latency_p50_us"] = 60.0
+    rows = report.summarize(doc)
+    line = _line(report.targets_table(rows, doc), "ack latency")
+    assert "host floor" in line and "p99 0.19 ms (0.18-0.20)" in line, line
+    # The floor is a yardstick, not the service: no memory target, and in the
+    # latency table under its own label.
+    assert "floor" in report.NOT_SHIPPED
+    # Selecting a latency row brings the floor along.
+    chosen = {c.key for c in select(cases(quick=True), "lat-http-bin-100-committed")}
+    assert report.A_FLOOR in chosen
 
 
 def test_selecting_rows_brings_their_anchors() -> None:
