@@ -21,7 +21,6 @@ refuses to start instead of failing on the first request.
 
 from __future__ import annotations
 
-import ipaddress
 import mmap
 from pathlib import Path
 from typing import Any, Literal
@@ -44,8 +43,8 @@ from .errors import ConfigError
 from .events.options import EventSettings
 from .fleet.options import NatsSettings
 from .kernel.environment import bpffs_name_problem
-from .kernel.privileges import resolve_user
 from .schema.header import HeaderOptions
+from .settings_access import AccessSettings, is_loopback
 from .settings_clients import ClientSettings
 from .settings_sources import CONFIG_ENV, EnvNamespaceCheck, TomlFileSource, config_file
 from .settings_types import (
@@ -56,7 +55,6 @@ from .settings_types import (
     Paths,
     Seconds,
     Size,
-    usable_token,
 )
 
 __all__ = ["CONFIG_ENV", "MAX_SECONDS", "MiB", "Settings", "is_loopback"]
@@ -72,21 +70,10 @@ MAX_DRAIN_BUDGET = 131_072
 DrainMode = Literal["timer", "kick", "external"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only listens on the loopback interface."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        # A host name other than localhost may resolve to anything: treat it
-        # as reachable from the network (the safe side for the auth check).
-        return False
-
-
-class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings):
+class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings, AccessSettings):
     """Every setting of the service; ``nats*`` fields come from :class:`NatsSettings`,
-    ``event_*`` ones from :class:`EventSettings`, ``ws_*`` ones from :class:`ClientSettings`."""
+    ``event_*`` ones from :class:`EventSettings`, ``ws_*`` ones from :class:`ClientSettings`,
+    the token's and the privileges' from :class:`AccessSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="RINGBRIDGE_", extra="forbid")
 
@@ -241,20 +228,6 @@ class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings):
         "503 at once (default 16384, lowered to fit the fd limit, which is raised to its "
         "hard limit at start)",
     )
-    token: str | None = Field(
-        default=None,
-        description="bearer token clients must send (prefer token_file: argv is public)",
-    )
-    token_file: Path | None = Field(
-        default=None, description="file holding the bearer token (a Secret, a docker secret)"
-    )
-    protect_metrics: bool = Field(
-        default=False,
-        description="require the token on /metrics, /docs and /openapi.json too",
-    )
-    allow_unauthenticated: bool = Field(
-        default=False, description="allow a non-loopback listener without a token"
-    )
     admission_bytes: Size | None = Field(
         default=None,
         gt=0,
@@ -272,17 +245,6 @@ class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings):
     log_level: LogLevel = Field(default="info", description="log level")
     log_json: bool = Field(default=False, description="JSON log lines")
     access_log: bool = Field(default=True, description="one log line per HTTP request")
-    drop_privileges: bool = Field(
-        default=False,
-        description="give up every capability once the ring is loaded, mapped and locked",
-    )
-    user: str | None = Field(
-        default=None,
-        description=(
-            "after start-up run as this user: a name, uid or uid:gid "
-            "(implies drop_privileges; the held fds keep working)"
-        ),
-    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -330,17 +292,6 @@ class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings):
                 "--header-include and --header-include-dir only apply to --sample-header"
             )
         core.check_ring_size(self.ring_size, mmap.PAGESIZE)
-        if self.token_file is not None:
-            if self.token is not None:
-                raise ConfigError("token and token_file are both set; keep one")
-            try:
-                self.token = self.token_file.read_text()
-            except OSError as exc:
-                raise ConfigError(
-                    f"token_file {self.token_file}: cannot read: {exc.strerror or exc}"
-                ) from exc
-        if self.token is not None:
-            self.token = usable_token(self.token)
         # Limits left at their defaults follow a smaller ring, so that
         # `--ring-size 64K` alone is a valid configuration; limits given
         # explicitly are checked as given.
@@ -374,20 +325,7 @@ class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings):
                 f"drain_idle_period_us ({self.drain_idle_period_us}) is shorter than "
                 f"drain_period_us ({self.drain_period_us}): the idle timer only ever slows down"
             )
-        if self.protect_metrics and self.token is None:
-            raise ConfigError(
-                "protect_metrics needs a token (--token or --token-file) to protect them with"
-            )
-        if self.user is not None:
-            # Resolved now so that an unknown user stops the service before
-            # it loads or pins anything.
-            resolve_user(self.user)
-        if self.token is None and not is_loopback(self.host) and not self.allow_unauthenticated:
-            raise ConfigError(
-                f"refusing to listen on {self.host} without a token: anyone who can reach "
-                "the port could write into the kernel ring; set --token (RINGBRIDGE_TOKEN) "
-                "or --allow-unauthenticated"
-            )
+        self._check_access(self.host)
         return self
 
     @property

@@ -30,11 +30,7 @@ MAX_LINES = 400
 ALLOWANCE = 20
 #: Modules past the limit whose split is still to come, each held at the size it
 #: had when it was listed: they may shrink (and leave this list), never grow.
-OVER_LIMIT: dict[str, int] = {
-    # One field per setting; the next part to move out is a mixin per part,
-    # as fleet/options.py and events/options.py are.
-    "settings.py": 447,
-}
+OVER_LIMIT: dict[str, int] = {}
 
 # -- the layering table --------------------------------------------------------
 #
@@ -76,8 +72,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "settings_types": frozenset({"errors", "units"}),
     "settings_sources": frozenset({"errors"}),
     "settings_clients": frozenset({"settings_types"}),
+    "settings_access": _BASE | {"kernel.privileges"},
     "settings": _BASE
-    | {"core", "kernel", "schema", "events", "fleet", "settings_sources", "settings_clients"},
+    | {"core", "kernel", "schema", "events", "fleet"}
+    | {"settings_sources", "settings_clients", "settings_access"},
     "backends": _BASE
     | {"core", "wire", "nativelib", "kernel", "schema", "ring", "producer", "events", "settings"},
     "runtime": _BASE | _SERVICE,
