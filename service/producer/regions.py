@@ -239,21 +239,8 @@ class Publisher:
         if not regions or regions[0].state == RECEIVING:
             self._watch_head()
             return
-        now = self._time()  # the credits' clock
-        if len(regions) == 1:
-            r = regions[0]
-            if (
-                r.state == READY
-                and r.before_commit is None
-                and (r.credit is None or now < r.credit.deadline)
-                and r.owner.wanted
-            ):
-                # The common case (one batch in flight, nothing to refuse):
-                # the same steps as below, without their bookkeeping.
-                regions.popleft()
-                self._publish_one(r)
-                return
         ring = self._ring
+        now = self._time()  # the credits' clock
         seq = self.next_seq
         done: list[tuple[Region, int, RingbridgeError | None]] = []
         while regions and regions[0].state != RECEIVING:
@@ -303,18 +290,6 @@ class Publisher:
         for r, first, error in done:
             self._settle(r, first, error)
         self._watch_head()
-
-    def _publish_one(self, r: Region) -> None:
-        """``r``, the only region, ready and wanted: publish it as data."""
-        first = self.next_seq
-        seq = first + r.count
-        if self._seq_store is not None:
-            self._seq_store.store_seq(seq)  # before the store (see publish)
-        self._ring.publish(r.end)
-        if self._kick is not None:
-            self._kick.request()
-        self.next_seq = seq
-        self._settle(r, first, None)
 
     def _settle(self, r: Region, first: int, error: RingbridgeError | None) -> None:
         c = self._counts

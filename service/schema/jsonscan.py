@@ -227,31 +227,25 @@ class JsonScanner:
         buffer of its own, grown as needed up to ``limit``.
         """
         local = self._local
-        try:
-            buf, addr, res, res_ref = local.state
-        except AttributeError:  # this thread's first scan
-            res = _Result()
-            buf = bytearray(min(limit, 64 * 1024))
-            addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-            res_ref = ctypes.byref(res)
-            local.state = buf, addr, res, res_ref
-        scan = _SCAN.get()
+        buf: bytearray | None = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = bytearray(min(limit, 64 * 1024))
+            local.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        res = _Result()
         while True:
-            verdict: int = scan(
-                self._layout_ref,
+            verdict = self.scan_into(
                 body,
                 len(body),
-                frame,
-                max_samples,
-                addr,
-                min(len(buf), limit),
-                res_ref,
+                frame=frame,
+                max_samples=max_samples,
+                out=local.addr,
+                cap=min(len(buf), limit),
+                result=res,
             )
             if verdict != _NO_ROOM or len(buf) >= limit:
                 break
-            buf = bytearray(min(limit, 2 * len(buf)))
-            addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-            local.state = buf, addr, res, res_ref
+            buf = local.buf = bytearray(min(limit, 2 * len(buf)))
+            local.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         if verdict != _OK:
             return None
         count = int(res.count)

@@ -25,7 +25,6 @@ headers -- stays with each front door.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,10 +87,8 @@ def media_type(content_type: str | None) -> str:
     return media
 
 
-@functools.lru_cache(maxsize=16)
 def _json_sizes(codec: SampleCodec, limits: Limits) -> dict[str, int]:
-    """The limits a JSON decode -- native or exact -- runs within (worked out once
-    per codec and limits: every JSON batch asks). Read only: it is shared."""
+    """The limits a JSON decode -- native or exact -- runs within."""
     return {
         "ring_size": limits.ring_size,
         "max_sample_bytes": limits.max_sample_bytes,
