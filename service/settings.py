@@ -44,7 +44,7 @@ from .events.options import EventSettings
 from .fleet.options import NatsSettings
 from .kernel.environment import bpffs_name_problem
 from .schema.header import HeaderOptions
-from .settings_access import AccessSettings, is_loopback
+from .settings_access import AccessSettings
 from .settings_clients import ClientSettings
 from .settings_sources import CONFIG_ENV, EnvNamespaceCheck, TomlFileSource, config_file
 from .settings_types import (
@@ -57,7 +57,7 @@ from .settings_types import (
     Size,
 )
 
-__all__ = ["CONFIG_ENV", "MAX_SECONDS", "MiB", "Settings", "is_loopback"]
+__all__ = ["CONFIG_ENV", "MAX_SECONDS", "MiB", "Settings"]
 
 MiB = 1024 * 1024
 

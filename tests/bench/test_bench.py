@@ -205,6 +205,7 @@ def test_the_latency_target_names_the_floor_of_the_same_run() -> None:
     # The floor is a yardstick, not the service: no memory target, and in the
     # latency table under its own label.
     assert "floor" in report.NOT_SHIPPED
+    assert _line(tables.latency_table(rows), report.A_FLOOR).startswith(f"| {report.A_FLOOR} |")
     # Selecting a latency row brings the floor along.
     chosen = {c.key for c in select(cases(quick=True), "lat-http-bin-100-committed")}
     assert report.A_FLOOR in chosen

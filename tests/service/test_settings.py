@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from ringbridge.errors import ConfigError
-from ringbridge.settings import MiB, Settings, is_loopback
+from ringbridge.settings import MiB, Settings
+from ringbridge.settings_access import is_loopback
 
 
 def test_defaults_suit_a_first_run() -> None:
