@@ -201,6 +201,13 @@ class NatsCluster:
     def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not all(self._healthy(i) for i, p in enumerate(self._procs) if p is not None):
+            for i, proc in enumerate(self._procs):
+                if proc is not None and proc.poll() is not None:
+                    # e.g. a port found free and taken by another process before
+                    # this node bound it: nats-server exits at once ([FTL]).
+                    log = self.workdir / f"nats-{i}.log"
+                    tail = log.read_text()[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"nats-{i} exited ({proc.returncode}):\n{tail}")
             if time.monotonic() > deadline:
                 raise RuntimeError("the NATS cluster did not become healthy")
             time.sleep(0.1)
@@ -224,11 +231,22 @@ class NatsCluster:
 
 @contextmanager
 def running_cluster(workdir: Path, binary: str) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(workdir, binary)
+    # Nine free ports found apart may collide with another process's bind in
+    # between, as running_server's two may: try a new cluster, fresh ports and
+    # an empty directory, a few times.
+    for attempt in range(3):
+        shutil.rmtree(workdir, ignore_errors=True)
+        cluster = NatsCluster(workdir, binary)
+        try:
+            for i in range(cluster.SIZE):
+                cluster.start(i)
+            cluster.wait_healthy()
+            break
+        except RuntimeError:
+            cluster.stop()
+            if attempt == 2:
+                raise
     try:
-        for i in range(cluster.SIZE):
-            cluster.start(i)
-        cluster.wait_healthy()
         yield cluster
     finally:
         cluster.stop()
