@@ -16,9 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-struct rb_batch_result;
-int rb_validate_batch(const uint8_t *buf, size_t len, uint64_t ring_size,
-		      uint64_t max_sample_len, struct rb_batch_result *out);
+#include "validate.h"
 
 typedef uint8_t v16u8 __attribute__((vector_size(16)));
 
@@ -72,4 +70,92 @@ int rb_ws_unmask_validate(uint8_t *buf, size_t n, uint32_t key_le, uint64_t ring
 {
 	rb_ws_unmask(buf, n, key_le, 0);
 	return rb_validate_batch(buf, n, ring_size, max_sample_len, out);
+}
+
+/*
+ * The frames that follow a binary frame received into ring space, read
+ * into the same claimed space in one read (the data plane's read-ahead).
+ *
+ * Taken here, in place, are whole frames of the one shape whose payload
+ * lands 8-aligned: FIN + binary, no RSV bits, masked, a 16-bit length
+ * (payload 126..65535 bytes) -- an 8-byte header. Each payload is unmasked
+ * and validated; a valid frame's header then becomes an empty DISCARD
+ * record (length word DISCARD_BIT, 8 bytes the kernel skips), so the frame
+ * is ring records as it lies. An invalid one is left for the caller, which
+ * covers the whole frame with DISCARD records and answers it. Anything else
+ * (a control frame, text, a fragment, another header size, a payload that
+ * is not a multiple of 8 or over max_payload) ends the scan: the caller
+ * hands those bytes to the general path.
+ */
+#define RB_WS_HDR 8u
+
+struct rb_ws_frame {
+	uint64_t offset; /* of its header */
+	uint64_t length; /* payload bytes */
+	uint32_t key_le;
+	int32_t verdict; /* rb_validate_batch's: 0 = valid */
+	struct rb_batch_result result;
+};
+
+/* What the bytes at buf[0, len) (len < whole frame) say of the next frame:
+ * its whole size (header + payload) when it may be taken, 0 when it may
+ * not, RB_WS_HDR while too few bytes are there to tell. */
+static uint64_t rb_ws_next(const uint8_t *buf, size_t len, uint64_t max_payload)
+{
+	uint64_t n;
+
+	if (len >= 1 && buf[0] != 0x82)
+		return 0;
+	if (len >= 2 && buf[1] != (0x80 | 126))
+		return 0;
+	if (len < RB_WS_HDR) /* the length is known at 4 bytes, the key at 8 */
+		return RB_WS_HDR;
+	n = ((uint64_t)buf[2] << 8) | buf[3];
+	if (n < 126 || n % 8 || n > max_payload)
+		return 0;
+	return RB_WS_HDR + n;
+}
+
+/*
+ * Take whole frames from buf[0, len), at most cap of them, into out[].
+ * Returns how many; *stop is where the first one not taken starts, and
+ * *next what rb_ws_next says of it.
+ */
+size_t rb_ws_scan(uint8_t *buf, size_t len, uint64_t max_payload, uint64_t ring_size,
+		  uint64_t max_sample_len, struct rb_ws_frame *out, size_t cap,
+		  uint64_t *stop, uint64_t *next)
+{
+	size_t off = 0, k = 0;
+	uint64_t whole = 0;
+
+	while (k < cap) {
+		struct rb_ws_frame *f = &out[k];
+		uint32_t key;
+
+		whole = rb_ws_next(buf + off, len - off, max_payload);
+		if (whole <= RB_WS_HDR || whole > len - off)
+			break;
+		memcpy(&key, buf + off + 4, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+		key = __builtin_bswap32(key);
+#endif
+		f->offset = off;
+		f->length = whole - RB_WS_HDR;
+		f->key_le = key;
+		f->verdict = rb_ws_unmask_validate(buf + off + RB_WS_HDR, f->length, key, ring_size,
+						   max_sample_len, &f->result);
+		if (f->verdict == 0) {
+			uint32_t hdr[2] = { RB_DISCARD_BIT, 0 };
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+			hdr[0] = __builtin_bswap32(hdr[0]);
+#endif
+			memcpy(buf + off, hdr, sizeof(hdr));
+		}
+		off += whole;
+		k++;
+	}
+	*stop = off;
+	*next = k < cap ? rb_ws_next(buf + off, len - off, max_payload) : 0;
+	return k;
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from .settings_types import Seconds
+from .settings_types import Seconds, Size
 
 __all__ = ["ClientSettings"]
 
@@ -19,6 +19,12 @@ class ClientSettings(BaseModel):
     """Idle WebSockets, connections per peer, idempotency keys remembered (#19)."""
 
     ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
+    ws_readahead_bytes: Size = Field(
+        default=256 * 1024,
+        ge=0,
+        description="ring space a WebSocket may claim past a binary frame for the frames "
+        "already waiting behind it, taken in one read (0: one frame a read)",
+    )
     ws_idle_timeout: Seconds = Field(
         default=300.0,
         gt=0,

@@ -17,7 +17,7 @@ import fcntl
 import sys
 import termios
 
-__all__ = ["bytes_waiting"]
+__all__ = ["bytes_waiting", "queued_bytes"]
 
 
 def bytes_waiting(transport: asyncio.BaseTransport) -> bool:
@@ -27,7 +27,15 @@ def bytes_waiting(transport: asyncio.BaseTransport) -> bool:
         return False
     sock = transport.get_extra_info("socket")
     try:
-        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except (AttributeError, OSError, ValueError):
+        return queued_bytes(sock.fileno()) > 0
+    except (AttributeError, ValueError):
         return False
-    return int.from_bytes(raw, sys.byteorder, signed=True) > 0
+
+
+def queued_bytes(fd: int) -> int:
+    """Bytes received on socket ``fd`` and not read yet (0 when it cannot tell)."""
+    try:
+        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return max(0, int.from_bytes(raw, sys.byteorder, signed=True))

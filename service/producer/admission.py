@@ -90,6 +90,16 @@ class Credit:
             raise RuntimeError("split of a released credit")
         return gate.take(nbytes, deadline)
 
+    def carve(self, nbytes: int) -> Credit:
+        """``nbytes`` of this credit as a credit of their own, with its deadline:
+        a frame read ahead into ring space its connection's credit paid for."""
+        gate = self._gate
+        if gate is None or not 0 <= nbytes <= self.nbytes:
+            raise RuntimeError(f"carve of {nbytes} bytes from a released or smaller credit")
+        self.nbytes -= nbytes
+        gate._credits += 1
+        return Credit(gate, nbytes, self.deadline)
+
     def absorb(self, other: Credit) -> None:
         """Hold ``other``'s bytes too (``other`` is spent): the frames of one message."""
         gate = self._gate

@@ -219,17 +219,49 @@ class Publisher:
     def address(self, region: Region) -> int:
         return self._ring.claim_address(region.pos)
 
-    def ready(self, region: Region, count: int, payload_bytes: int) -> None:
-        """The region holds ``count`` validated records: publish what can be."""
+    def split(
+        self, region: Region, nbytes: int, owner: RegionOwner, credit: Credit, started: float
+    ) -> Region:
+        """The first ``nbytes`` of ``region`` (still receiving) as a region of
+        their own, just before it in the line, for ``owner`` with ``credit``;
+        ``region`` keeps the rest (a batch read ahead into its space)."""
+        if not 0 < nbytes < region.nbytes or nbytes % 8 or region.state != RECEIVING:
+            raise ValueError(f"cannot split {nbytes} bytes off a region of {region.nbytes}")
+        front = Region(region.pos, nbytes, owner, credit, None, region.claimed_at, started)
+        region.pos += nbytes
+        region.nbytes -= nbytes
+        regions = self._regions
+        # Read ahead into the last claim, as a rule: look there first.
+        i = len(regions) - 1 if regions[-1] is region else regions.index(region)
+        regions.insert(i, front)
+        return front
+
+    def ready(self, region: Region, count: int, payload_bytes: int, publish: bool = True) -> None:
+        """The region holds ``count`` validated records: publish what can be
+        (now, or at the next :meth:`publish` of the caller's)."""
         region.state = READY
         region.count = count
         region.payload_bytes = payload_bytes
-        self.publish()
+        if publish:
+            self.publish()
 
-    def discard(self, region: Region) -> None:
+    def give_back(self, region: Region) -> None:
+        """Space claimed and not needed after all (read ahead; nothing came):
+        given back when no claim follows it, else DISCARD in its turn."""
+        regions = self._regions
+        if regions and regions[-1] is region and self._ring.claimed_pos == region.end:
+            regions.pop()
+            self._ring.unclaim(region.pos)
+            if region.credit is not None:
+                region.credit.release()
+            return
+        region.state = DISCARD
+
+    def discard(self, region: Region, publish: bool = True) -> None:
         """The region must never be read (its owner refused it, or left)."""
         region.state = DISCARD
-        self.publish()
+        if publish:
+            self.publish()
 
     # -- publishing ----------------------------------------------------------------
 

@@ -117,16 +117,35 @@ class InPlaceWrites:
         count: int,
         payload_bytes: int,
         before_commit: BeforeCommit | None = None,
+        publish: bool = True,
     ) -> None:
         """``region`` holds ``count`` validated records: it publishes in its turn
-        (``before_commit`` runs right before, see :data:`BeforeCommit`)."""
+        (``before_commit`` runs right before, see :data:`BeforeCommit`).
+        ``publish=False``: not before the caller's :meth:`publish`."""
         if before_commit is not None:
             region.before_commit = before_commit
-        self._publishing(self._pub.ready, region, count, payload_bytes)
+        self._publishing(self._pub.ready, region, count, payload_bytes, publish)
 
-    def discard(self, region: Region) -> None:
+    def discard(self, region: Region, publish: bool = True) -> None:
         """``region`` must never be read: it publishes as DISCARD in its turn."""
-        self._publishing(self._pub.discard, region)
+        self._publishing(self._pub.discard, region, publish)
+
+    def split(
+        self, region: Region, nbytes: int, owner: RegionOwner, credit: Credit, started: float
+    ) -> Region:
+        """The first ``nbytes`` of ``region``, still receiving, as a region of
+        their own for ``owner`` (a frame read ahead into it); ``region`` keeps
+        the rest."""
+        return self._pub.split(region, nbytes, owner, credit, started)
+
+    def give_back(self, region: Region) -> None:
+        """``region``, still receiving, is not needed after all (see ``split``):
+        given back now if no claim follows it, else DISCARD in its turn."""
+        self._publishing(self._pub.give_back, region)
+
+    def publish(self) -> None:
+        """Publish what the calls with ``publish=False`` made ready."""
+        self._publishing(self._pub.publish)
 
     def commit_now(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..core import ring as core
 from ..errors import InvalidBatchError, ProtocolError
@@ -23,8 +23,10 @@ from ..nativelib import VALIDATE
 from .batch import EncodedBatch
 
 __all__ = [
+    "SCAN_FRAMES",
     "InPlace",
     "NativeVerdict",
+    "WsFrame",
     "native_verdict",
     "validate_binary_batch",
     "validate_binary_batch_reference",
@@ -149,6 +151,36 @@ _UNMASK_VALIDATE_AT = VALIDATE.function(
     ctypes.c_uint64,
     ctypes.POINTER(_Result),
 )
+
+
+class WsFrame(ctypes.Structure):
+    """One frame :meth:`InPlace.scan` took (``struct rb_ws_frame``)."""
+
+    _fields_ = [
+        ("offset", ctypes.c_uint64),
+        ("length", ctypes.c_uint64),
+        ("key", ctypes.c_uint32),
+        ("verdict", ctypes.c_int32),
+        ("result", _Result),
+    ]
+
+
+#: The most frames one :meth:`InPlace.scan` takes.
+SCAN_FRAMES: Final = 64
+
+_SCAN_AT = VALIDATE.function(
+    "rb_ws_scan",
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_uint64,
+    ctypes.c_uint64,
+    ctypes.c_uint64,
+    ctypes.POINTER(WsFrame),
+    ctypes.c_size_t,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ctypes.c_uint64),
+)
 _UNMASK_AT = VALIDATE.function(
     "rb_ws_unmask", None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint32
 )
@@ -168,6 +200,11 @@ class InPlace:
         self._limit = max(0, min(max_sample_bytes, core.MAX_SAMPLE_LEN))
         self._res = _Result()
         self._ref = ctypes.byref(self._res)
+        self._scan = _SCAN_AT.get()
+        self.frames = (WsFrame * SCAN_FRAMES)()
+        self._stop = ctypes.c_uint64()
+        self._next = ctypes.c_uint64()
+        self._scan_refs = (self.frames, ctypes.byref(self._stop), ctypes.byref(self._next))
 
     def validate(self, address: int, nbytes: int) -> tuple[int, int] | None:
         """(count, payload bytes) of the valid batch at ``address``, or None."""
@@ -181,6 +218,27 @@ class InPlace:
         if self._unmask_validate(address, nbytes, key, self._ring_size, self._limit, self._ref):
             return None
         return int(self._res.count), int(self._res.payload_bytes)
+
+    def scan(self, address: int, nbytes: int, max_payload: int, cap: int) -> tuple[int, int, int]:
+        """Whole WebSocket frames of the one 8-aligned shape at ``address``
+        (``nbytes`` there), at most ``cap``, unmasked and validated in place,
+        each valid one's header made an empty DISCARD record (``rb_ws_scan``):
+        (frames taken, in :attr:`frames`; where the first not taken starts;
+        its whole size when it may be taken once it is all there, 0 when it
+        may not, 8 while its header is incomplete)."""
+        frames, stop, nxt = self._scan_refs
+        k = self._scan(
+            address,
+            nbytes,
+            max_payload,
+            self._ring_size,
+            self._limit,
+            frames,
+            min(cap, SCAN_FRAMES),
+            stop,
+            nxt,
+        )
+        return int(k), int(self._stop.value), int(self._next.value)
 
     def unmask(self, address: int, nbytes: int, key: int, phase: int = 0) -> None:
         """Unmask ``nbytes`` at ``address``; byte 0 takes key byte ``phase``."""

@@ -100,6 +100,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.start = 0  # unread staged bytes: stage[start:end]
         self.end = 0
         self.sink: Sink | None = None
+        self.got = 0  # bytes in the sink's buffer when its ``done`` runs
         self.handler: Handler | None = None
         self.state = HEAD
         self.gone = False
@@ -185,7 +186,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         if sink is not None:
             if sink.skip:
                 return sink.buf[: min(len(sink.buf), sink.need - sink.got)]
-            return sink.buf[sink.got : sink.need]
+            return sink.buf[sink.got : sink.room]
         if self.end == len(self.stage):
             self._compact()
         return self.view[self.end :]
@@ -194,8 +195,9 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         sink = self.sink
         if sink is not None:
             sink.got += nbytes
-            if sink.got == sink.need:
+            if sink.got >= sink.need:
                 self.sink = None
+                self.got = sink.got
                 sink.done()
                 self.process()
             return
@@ -229,19 +231,35 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         if self.start == self.end:
             self.start = self.end = self._scan_from = 0
 
-    def receive(self, buf: memoryview, need: int, done: Callable[[], None]) -> None:
+    def receive(self, buf: memoryview, need: int, done: Callable[[], None], room: int = 0) -> None:
         """The next ``need`` bytes into ``buf`` (what is staged first); ``done``
-        runs once they are there -- at once when they all were staged."""
-        have = min(self.staged, need)
+        runs once they are there -- at once when they all were staged. With
+        ``room``, up to that many may come (read ahead): :attr:`got` says how
+        many did when ``done`` runs."""
+        have = min(self.staged, max(need, room))
         if have:
             buf[:have] = self.view[self.start : self.start + have]
             self.take(have)
-        if have == need:
+        if have >= need:
+            self.got = have
             done()
             return
-        sink = Sink(buf, need, done)
+        sink = Sink(buf, need, done, room=room)
         sink.got = have
         self.sink = sink
+
+    def unread(self, data: memoryview) -> None:
+        """Put ``data`` back in front of what is staged (bytes read ahead that
+        are not the next frames of the run: the general path takes them)."""
+        rest = bytes(self.view[self.start : self.end])
+        n = len(data) + len(rest)
+        if n > len(self.stage):
+            self.view.release()
+            self.stage = bytearray(n)
+            self.view = memoryview(self.stage)
+        self.stage[: len(data)] = data
+        self.stage[len(data) : n] = rest
+        self.start, self.end, self._scan_from = 0, n, 0
 
     def skip(self, need: int, done: Callable[[], None]) -> None:
         """Read and drop the next ``need`` bytes, then ``done``."""

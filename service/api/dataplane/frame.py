@@ -14,8 +14,10 @@ error ack the stream writes in its turn.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import struct
+from typing import TYPE_CHECKING, Any, Final
 
+from ...core import ring as core
 from ...errors import RingbridgeError
 from ...producer.admission import Credit
 from ...producer.observe import Arrival
@@ -25,11 +27,16 @@ from ...schema import frame_id
 from ...wire import Ack
 from .. import ingest
 from ..keepalive import bytes_waiting
+from . import readahead
 
 if TYPE_CHECKING:
     from .stream import Stream
 
-__all__ = ["Frame"]
+__all__ = ["EMPTY_DISCARD", "Frame"]
+
+#: A frame header read ahead into ring space, once its payload is valid: an
+#: empty DISCARD record (length 0), 8 bytes the kernel skips.
+EMPTY_DISCARD: Final = struct.pack("<II", core.DISCARD_BIT, 0)
 
 
 class Frame:
@@ -40,6 +47,7 @@ class Frame:
         "arrival",
         "body",
         "credit",
+        "head",
         "id",
         "key",
         "nbytes",
@@ -70,6 +78,7 @@ class Frame:
         self.sub: Submission | None = None
         self.req: ClaimRequest | None = None  # waiting unread for its region
         self.receiving = False
+        self.head = 0  # where its payload starts in its region (8: its header is there)
 
     # -- the payload ----------------------------------------------------------------------
 
@@ -88,10 +97,10 @@ class Frame:
             if n >= 8 and not n % 8 and self.credit is not None:
                 p = s.rt.producer
                 at = self.arrival.at if self.arrival is not None else None
-                region = self.region = p.claim(n, self.credit, self, at)
+                region = self.region = readahead.claim(s, self, n, self.credit, at)
                 if region is not None:
                     self.receiving = True
-                    c.receive(p.view(region), n, self._in_ring)
+                    c.receive(p.view(region), n, self.in_ring, region.nbytes)
                     return
                 try:
                     self.req = p.request_claim(n, self.credit, self, at)
@@ -105,22 +114,41 @@ class Frame:
         self.receiving = True
         c.receive(memoryview(body), n, self._received)
 
-    def _in_ring(self) -> None:
-        """The whole payload is in ring space: unmask and validate it there."""
+    def in_ring(self) -> None:
+        """The whole payload is in ring space: unmask and validate it there
+        (then take the frames read ahead behind it, :mod:`.readahead`)."""
         self.receiving = False
         s, region = self.s, self.region
         if region is None:  # evicted meanwhile: the payload is in self.body
             self._received()
             return
         p = s.rt.producer
-        counts = s.c.p.in_place.unmask_validate(p.address(region), self.nbytes, self.key)
+        ip = s.c.p.in_place
+        head, whole = self.head, self.head + self.nbytes
+        counts = ip.unmask_validate(p.address(region) + head, self.nbytes, self.key)
+        rest = None
+        if region.nbytes > whole:
+            rest, credit = region, region.credit
+            assert credit is not None
+            self.credit = credit.carve(whole)
+            region = self.region = p.split(rest, whole, self, self.credit, region.started)
+        refused: list[tuple[Frame, RingbridgeError]] = []
         if counts is not None:
-            p.ready(region, *counts)  # acked when published
-            return
-        exc = s.c.p.in_place.refusal(bytes(p.view(region)))
-        self.region = None
-        p.discard(region)
-        s.refused(self, exc)
+            if head:  # its header: an empty DISCARD record the kernel skips
+                p.view(region)[:head] = EMPTY_DISCARD
+            p.ready(region, *counts, publish=rest is None)  # acked when published
+        else:
+            refused.append((self, ip.refusal(bytes(p.view(region)[head:]))))
+            self.region = None
+            p.discard(region, publish=rest is None)
+        if rest is not None:
+            readahead.take_following(s, rest, s.c.got - whole, refused)
+        # Answered once every frame read ahead is taken (an answer may resume
+        # reading, which must not pass them).
+        for frame, exc in refused:
+            s.refused(frame, exc)
+        if rest is not None:
+            p.publish()
 
     def _received(self) -> None:
         self.receiving = False
@@ -213,7 +241,7 @@ class Frame:
         try:
             self.region = region
             self.receiving = True
-            c.receive(s.rt.producer.view(region), self.nbytes, self._in_ring)
+            c.receive(s.rt.producer.view(region), self.nbytes, self.in_ring)
             s.ring_wait_over()
         except Exception as exc:  # a bug here must not reach the producer task
             c.fail(exc)
@@ -259,11 +287,16 @@ class Frame:
         """The payload goes on in memory: what arrived is copied out of the ring."""
         sink = self.s.c.sink
         assert sink is not None and self.receiving
+        head, got = self.head, sink.got - self.head
         body = self.body = bytearray(self.nbytes)
-        body[: sink.got] = self.s.rt.producer.view(region)[: sink.got]
+        body[:got] = self.s.rt.producer.view(region)[head : sink.got]
         sink.buf = memoryview(body)
+        sink.got, sink.need = got, self.nbytes
+        sink.room = self.nbytes  # nothing read ahead into memory
         sink.done = self._received
         self.region = None
+        if self.credit is not None:
+            self.credit.resize(self.nbytes)  # the claim's read-ahead part goes back
 
     def lost(self) -> None:
         """The connection is gone: a frame still arriving (or unread) is dropped."""

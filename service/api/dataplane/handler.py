@@ -8,15 +8,23 @@ __all__ = ["Handler", "Sink"]
 
 
 class Sink:
-    """Where the next ``need`` bytes of a payload go; ``done`` runs when they are there."""
+    """Where the next ``need`` bytes of a payload go; ``done`` runs when they are
+    there. Reads may fill it up to ``room`` bytes (at least ``need``): a frame's
+    ring space with room for the frames after it (read ahead)."""
 
-    __slots__ = ("buf", "done", "got", "need", "skip")
+    __slots__ = ("buf", "done", "got", "need", "room", "skip")
 
     def __init__(
-        self, buf: memoryview, need: int, done: Callable[[], None], skip: bool = False
+        self,
+        buf: memoryview,
+        need: int,
+        done: Callable[[], None],
+        skip: bool = False,
+        room: int = 0,
     ) -> None:
         self.buf = buf
         self.need = need
+        self.room = max(room, need)
         self.got = 0
         self.done = done
         self.skip = skip  # bytes are dropped (buf is a scratch buffer, reused)

@@ -124,6 +124,11 @@ class Stream(StreamCredit, Handler):
         self.max_frame = s.ws_frame_bytes
         self.max_batch = s.max_batch_bytes
         self.submit_timeout = s.submit_timeout
+        self.readahead = s.ws_readahead_bytes  # see .readahead
+        self.scan_max = min(self.max_frame, self.max_batch)
+        self.read_ahead = 0  # frames taken read ahead
+        sock = conn.transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
         self.pending: deque[Frame] = deque()  # taken, in order, until their acks are out
         self.frames = 0
         self.stopping = False  # shutdown: no new frames

@@ -1,0 +1,170 @@
+"""Binary frames read ahead into the ring space of the frame before them.
+
+A client that streams keeps frames waiting in the socket behind the one
+being read. Read one at a time, each costs a read, a claim, a publish and a
+kick of its own; read ahead, the frames that wait come in with the first
+one's payload, in one read, straight into ring space:
+
+- a binary frame received in place claims, besides its own payload, up to
+  ``ws_readahead_bytes`` more -- as much as waits in the socket past it, and
+  room for one more frame -- paid by admission credit taken with its own
+  (none when frames wait in line for credit: they go first);
+- once its payload is in, what came after it is scanned in place
+  (``rb_ws_scan``, :meth:`ringbridge.schema.binary.InPlace.scan`): each
+  whole frame of the one shape whose payload lands 8-aligned (FIN, binary,
+  masked, an 8-byte header: payloads of 126..65535 bytes, a multiple of 8)
+  is unmasked and validated where it lies, and its header becomes an empty
+  DISCARD record: the frame is ring records as it lies, one region split
+  off the claim (:meth:`ringbridge.producer.writes.Writes.split`) with its
+  own credit carved from the claim's, answered like any frame; an invalid
+  one becomes DISCARD records and its error ack;
+- a frame of that shape still arriving that fits the space left is taken
+  (numbered, owed an ack) and goes on arriving there, like the first;
+- anything else -- a control frame, text, a fragment, another header
+  size, a frame that does not fit, more frames than the window takes, a
+  stream closing -- ends the read-ahead: its bytes are handed back to the
+  connection's staging buffer (:meth:`DataPlaneProtocol.unread`) for the
+  general path, and the space left is given back (or published as one
+  DISCARD record when a later claim follows it).
+
+What the kernel sees is what a frame read alone would give it, plus the
+empty DISCARD records (8 bytes each, skipped): seqs, acks, their order,
+credit, the window and every refusal are those of the general path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ...core.ring import HDR_SIZE
+from ...errors import OverloadedError, RingbridgeError
+from ...producer.admission import Credit
+from ...producer.regions import Region
+from ..keepalive import queued_bytes
+from .handler import Sink
+
+if TYPE_CHECKING:
+    from .frame import Frame
+    from .stream import Stream
+
+__all__ = ["claim", "take_following"]
+
+#: Room claimed past what already waits: one more frame of the common size
+#: may finish arriving there.
+SLACK = 64 * 1024
+
+
+def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> Region | None:
+    """Ring space for ``frame``'s ``n`` payload bytes, with room for the frames
+    waiting behind it when there are some (see the module docstring); None
+    when the ring has no room for the payload itself."""
+    p = s.rt.producer
+    extra = _wanted(s, n)
+    if extra:
+        try:
+            more = p.admission.take(extra, credit.deadline)
+        except OverloadedError:
+            extra = 0
+        else:
+            credit.absorb(more)
+            region = p.claim(n + extra, credit, frame, at)
+            if region is not None:
+                return region
+            credit.resize(n)
+    return p.claim(n, credit, frame, at)
+
+
+def _wanted(s: Stream, n: int) -> int:
+    """Bytes to claim past a frame of ``n`` payload bytes (0: none)."""
+    cap = s.readahead
+    if (
+        not cap
+        or s.frag is not None
+        or s.closing
+        or s.stopping
+        or len(s.pending) >= s.window
+        or s.line.waiting
+    ):
+        return 0
+    c = s.c
+    beyond = queued_bytes(s.fd) + c.staged - n
+    if beyond < 2 * HDR_SIZE:
+        return 0
+    return min(cap, (beyond + 7) // 8 * 8 + SLACK)
+
+
+def take_following(
+    s: Stream, rest: Region, got: int, refused: list[tuple[Frame, RingbridgeError]]
+) -> None:
+    """``rest``: the claim's space past a frame just received whole, ``got`` of
+    its bytes arrived: take the frames there; the next one goes on arriving
+    there, or the read-ahead ends. The caller answers the frames put in
+    ``refused`` and publishes, in that order."""
+    from .frame import Frame  # frame.py imports this module
+
+    c = s.c
+    p = s.rt.producer
+    ip = c.p.in_place
+    cap = 0 if s.closing or s.stopping or s.frag is not None else s.window - len(s.pending)
+    k, stop, nxt = (0, 0, 0)
+    if cap > 0 and got:
+        k, stop, nxt = ip.scan(p.address(rest), got, s.scan_max, cap)
+    frames = ip.frames
+    region: Region | None = rest
+    for i in range(k):
+        f = frames[i]
+        whole = HDR_SIZE + f.length
+        assert region is not None
+        if whole < region.nbytes:
+            credit = region.credit.carve(whole) if region.credit is not None else None
+            assert credit is not None
+            fr = Frame(s, s.frames, False, f.length, f.key, credit)
+            started = fr.arrival.at if fr.arrival is not None else time.perf_counter()
+            mine = p.split(region, whole, fr, credit, started)
+        else:  # the claim ends with it
+            assert region.credit is not None
+            fr = Frame(s, s.frames, False, f.length, f.key, region.credit)
+            mine, region = region, None
+            mine.owner = fr
+        s.frames += 1
+        s.read_ahead += 1
+        s.pending.append(fr)
+        fr.region = mine
+        if f.verdict == 0:
+            p.ready(mine, f.result.count, f.result.payload_bytes, publish=False)
+        else:
+            refused.append((fr, ip.refusal(bytes(p.view(mine)[HDR_SIZE:]))))
+            fr.region = None
+            p.discard(mine, publish=False)
+    if region is None:
+        return
+    left = got - stop
+    if HDR_SIZE < nxt <= region.nbytes and left < nxt and len(s.pending) < s.window:
+        _arriving(s, region, nxt, left)
+        return
+    if left:
+        c.unread(p.view(region)[:left])
+    p.give_back(region)
+
+
+def _arriving(s: Stream, region: Region, whole: int, got: int) -> None:
+    """The next frame, ``got`` of its ``whole`` bytes in ``region``: taken, and
+    received there like the first."""
+    from .frame import Frame
+
+    c = s.c
+    view = s.rt.producer.view(region)
+    assert region.credit is not None
+    key = int.from_bytes(view[4:HDR_SIZE], "little")
+    fr = Frame(s, s.frames, False, whole - HDR_SIZE, key, region.credit)
+    s.frames += 1
+    s.read_ahead += 1
+    s.pending.append(fr)
+    fr.head = HDR_SIZE
+    fr.region = region
+    region.owner = fr
+    fr.receiving = True
+    sink = Sink(view, whole, fr.in_ring, room=region.nbytes)
+    sink.got = got
+    c.sink = sink
