@@ -91,8 +91,9 @@ def _answers(sock: socket.socket, client: ClientProtocol, n: int) -> list[Any]:
         assert time.monotonic() < deadline, f"only {len(out)} of {n} answers came: {out}"
         client.receive_data(sock.recv(1 << 16))
         for ev in client.events_received():
+            assert isinstance(ev, Frame)
             if ev.opcode == Opcode.TEXT:
-                out.append(json.loads(ev.data))
+                out.append(json.loads(bytes(ev.data)))
             elif ev.opcode == Opcode.PONG:
                 out.append(("pong", bytes(ev.data)))
     return out
@@ -223,7 +224,8 @@ def test_a_peer_leaving_while_a_frame_read_ahead_arrives_commits_the_frames_befo
     cut = len(data) - 20_000  # the third frame: its header and part of its payload
     sock.sendall(data[:cut])
     wait_until(lambda: unread_bytes(stream) == cut, what="the frames in the socket")
-    loop.call_soon_threadsafe(lambda: (stream.c.unpause(), stream.resume()))
+    loop.call_soon_threadsafe(stream.c.unpause)
+    loop.call_soon_threadsafe(stream.resume)
     wait_until(
         lambda: stream.frames == 3 and stream.pending[-1].head == 8,
         what="the third frame to arrive into the space read ahead",
