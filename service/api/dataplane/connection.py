@@ -230,6 +230,8 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.start += n
         if self.start == self.end:
             self.start = self.end = self._scan_from = 0
+            if len(self.stage) > 4 * STAGE_BYTES:  # grown by unread()
+                self._restage(STAGE_BYTES)
 
     def receive(self, buf: memoryview, need: int, done: Callable[[], None], room: int = 0) -> None:
         """The next ``need`` bytes into ``buf`` (what is staged first); ``done``
@@ -249,17 +251,16 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         self.sink = sink
 
     def unread(self, data: memoryview) -> None:
-        """Put ``data`` back in front of what is staged (bytes read ahead that
-        are not the next frames of the run: the general path takes them)."""
-        rest = bytes(self.view[self.start : self.end])
-        n = len(data) + len(rest)
-        if n > len(self.stage):
-            self.view.release()
-            self.stage = bytearray(n)
-            self.view = memoryview(self.stage)
-        self.stage[: len(data)] = data
-        self.stage[len(data) : n] = rest
-        self.start, self.end, self._scan_from = 0, n, 0
+        """Put ``data`` (read ahead, not taken) back in front of what is staged."""
+        joined = bytes(data) + bytes(self.view[self.start : self.end])
+        self._restage(max(STAGE_BYTES, len(joined)))
+        self.stage[: len(joined)] = joined
+        self.start, self.end, self._scan_from = 0, len(joined), 0
+
+    def _restage(self, size: int) -> None:
+        self.view.release()
+        self.stage = bytearray(size)
+        self.view = memoryview(self.stage)
 
     def skip(self, need: int, done: Callable[[], None]) -> None:
         """Read and drop the next ``need`` bytes, then ``done``."""

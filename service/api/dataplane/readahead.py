@@ -35,7 +35,7 @@ credit, the window and every refusal are those of the general path.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ...core.ring import HDR_SIZE
 from ...errors import OverloadedError, RingbridgeError
@@ -52,7 +52,9 @@ __all__ = ["claim", "take_following"]
 
 #: Room claimed past what already waits: one more frame of the common size
 #: may finish arriving there.
-SLACK = 64 * 1024
+SLACK: Final = 64 * 1024
+#: The largest payload of a frame taken read ahead (its 16-bit length).
+MAX_SCANNED: Final = 65535 // 8 * 8
 
 
 def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> Region | None:
@@ -78,20 +80,13 @@ def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> 
 def _wanted(s: Stream, n: int) -> int:
     """Bytes to claim past a frame of ``n`` payload bytes (0: none)."""
     cap = s.readahead
-    if (
-        not cap
-        or s.frag is not None
-        or s.closing
-        or s.stopping
-        or len(s.pending) >= s.window
-        or s.line.waiting
-    ):
+    frames = s.window - len(s.pending)  # the window's room for frames read ahead
+    if not cap or frames <= 0 or s.frag is not None or s.closing or s.stopping or s.line.waiting:
         return 0
-    c = s.c
-    beyond = queued_bytes(s.fd) + c.staged - n
+    beyond = queued_bytes(s.fd) + s.c.staged - n
     if beyond < 2 * HDR_SIZE:
         return 0
-    return min(cap, (beyond + 7) // 8 * 8 + SLACK)
+    return min(cap, (beyond + 7) // 8 * 8 + SLACK, frames * (HDR_SIZE + MAX_SCANNED))
 
 
 def take_following(
