@@ -55,7 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from ..errors import RingbridgeError, RingTimeoutError
+from ..errors import RingbridgeError, RingFullError, RingTimeoutError
 from ..ring import UserRingBuffer
 from ..wire import Ack
 from .admission import Credit
@@ -244,6 +244,25 @@ class Publisher:
         region.payload_bytes = payload_bytes
         if publish:
             self.publish()
+
+    def extend(self, region: Region, nbytes: int) -> bool:
+        """Claim ``nbytes`` more right after ``region`` (still receiving) and make
+        them its own: False, nothing claimed, unless it is the last claim and
+        the ring has the room (RingFullError is not raised: the caller goes on
+        without)."""
+        if (
+            region.state != RECEIVING
+            or self._regions[-1] is not region
+            or self._ring.claimed_pos != region.end
+        ):
+            return False
+        try:
+            self._ring.claim(nbytes)
+        except RingFullError:
+            return False
+        region.nbytes += nbytes
+        region.end += nbytes
+        return True
 
     def give_back(self, region: Region) -> None:
         """Space claimed and not needed after all (read ahead; nothing came):

@@ -138,6 +138,19 @@ class InPlaceWrites:
         the rest."""
         return self._pub.split(region, nbytes, owner, credit, started)
 
+    def extend(self, region: Region, credit: Credit) -> bool:
+        """``credit``'s bytes more ring space for ``region``, still receiving,
+        right after it (a frame read ahead that did not fit): False when it is
+        not the last claim, batches wait in line, or the ring lacks the room;
+        else ``region``'s credit absorbs ``credit``."""
+        self._check_running()
+        if self._line or self._waiting_for_space or region.credit is None:
+            return False
+        if not self._pub.extend(region, credit.nbytes):
+            return False
+        region.credit.absorb(credit)
+        return True
+
     def give_back(self, region: Region) -> None:
         """``region``, still receiving, is not needed after all (see ``split``):
         given back now if no claim follows it, else DISCARD in its turn."""

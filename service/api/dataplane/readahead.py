@@ -79,14 +79,40 @@ def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> 
 
 def _wanted(s: Stream, n: int) -> int:
     """Bytes to claim past a frame of ``n`` payload bytes (0: none)."""
+    return _ahead(s, queued_bytes(s.fd) + s.c.staged - n, 0)
+
+
+def _ahead(s: Stream, beyond: int, taking: int) -> int:
+    """Bytes to claim for what waits ``beyond`` the frames claimed so far, the
+    stream about to take ``taking`` more (0: none)."""
     cap = s.readahead
-    frames = s.window - len(s.pending)  # the window's room for frames read ahead
+    frames = s.window - len(s.pending) - taking  # the window's room for frames read ahead
     if not cap or frames <= 0 or s.frag is not None or s.closing or s.stopping or s.line.waiting:
         return 0
-    beyond = queued_bytes(s.fd) + s.c.staged - n
     if beyond < 2 * HDR_SIZE:
         return 0
     return min(cap, (beyond + 7) // 8 * 8 + SLACK, frames * (HDR_SIZE + MAX_SCANNED))
+
+
+def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
+    """Room in ``region`` for the frame of ``whole`` bytes arriving there (``got``
+    of them in) that does not fit, and for those waiting behind it: the claim
+    grows when nothing was claimed after it (else the frame goes the general
+    way)."""
+    if not s.readahead or s.line.waiting or region.credit is None:
+        return
+    grow = whole - region.nbytes + _ahead(s, queued_bytes(s.fd) - (whole - got), 1)
+    p = s.rt.producer
+    try:
+        credit = p.admission.take(grow, region.credit.deadline)
+    except RingbridgeError:  # no free credit; stopping
+        return
+    try:
+        if p.extend(region, credit):
+            return
+    except RingbridgeError:  # stopping
+        pass
+    credit.release()
 
 
 def take_following(
@@ -135,9 +161,12 @@ def take_following(
     if region is None:
         return
     left = got - stop
-    if HDR_SIZE < nxt <= region.nbytes and left < nxt and len(s.pending) < s.window:
-        _arriving(s, region, nxt, left)
-        return
+    if nxt > HDR_SIZE and left < nxt and len(s.pending) < s.window:
+        if nxt > region.nbytes:
+            _extend(s, region, nxt, left)
+        if nxt <= region.nbytes:
+            _arriving(s, region, nxt, left)
+            return
     if left:
         c.unread(p.view(region)[:left])
     p.give_back(region)
