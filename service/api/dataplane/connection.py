@@ -238,7 +238,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         runs once they are there -- at once when they all were staged. With
         ``room``, up to that many may come (read ahead): :attr:`got` says how
         many did when ``done`` runs."""
-        have = min(self.staged, max(need, room))
+        have = min(self.end - self.start, room if room > need else need)
         if have:
             buf[:have] = self.view[self.start : self.start + have]
             self.take(have)

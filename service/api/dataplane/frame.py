@@ -14,10 +14,8 @@ error ack the stream writes in its turn.
 from __future__ import annotations
 
 import asyncio
-import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
-from ...core import ring as core
 from ...errors import RingbridgeError
 from ...producer.admission import Credit
 from ...producer.observe import Arrival
@@ -32,11 +30,7 @@ from . import readahead
 if TYPE_CHECKING:
     from .stream import Stream
 
-__all__ = ["EMPTY_DISCARD", "Frame"]
-
-#: A frame header read ahead into ring space, once its payload is valid: an
-#: empty DISCARD record (length 0), 8 bytes the kernel skips.
-EMPTY_DISCARD: Final = struct.pack("<II", core.DISCARD_BIT, 0)
+__all__ = ["Frame"]
 
 
 class Frame:
@@ -97,7 +91,11 @@ class Frame:
             if n >= 8 and not n % 8 and self.credit is not None:
                 p = s.rt.producer
                 at = self.arrival.at if self.arrival is not None else None
-                region = self.region = readahead.claim(s, self, n, self.credit, at)
+                region = self.region = (
+                    readahead.claim(s, self, n, self.credit, at)
+                    if readahead.MIN_SCANNED <= n <= readahead.MAX_SCANNED
+                    else p.claim(n, self.credit, self, at)
+                )
                 if region is not None:
                     self.receiving = True
                     c.receive(p.view(region), n, self.in_ring, region.nbytes)
@@ -115,8 +113,7 @@ class Frame:
         c.receive(memoryview(body), n, self._received)
 
     def in_ring(self) -> None:
-        """The whole payload is in ring space: unmask and validate it there
-        (then take the frames read ahead behind it, :mod:`.readahead`)."""
+        """The whole payload is in ring space: unmask and validate it there."""
         self.receiving = False
         s, region = self.s, self.region
         if region is None:  # evicted meanwhile: the payload is in self.body
@@ -124,31 +121,20 @@ class Frame:
             return
         p = s.rt.producer
         ip = s.c.p.in_place
-        head, whole = self.head, self.head + self.nbytes
+        head = self.head
         counts = ip.unmask_validate(p.address(region) + head, self.nbytes, self.key)
-        rest = None
-        if region.nbytes > whole:
-            rest, credit = region, region.credit
-            assert credit is not None
-            self.credit = credit.carve(whole)
-            region = self.region = p.split(rest, whole, self, self.credit, region.started)
-        refused: list[tuple[Frame, RingbridgeError]] = []
+        if region.nbytes > head + self.nbytes:  # with frames read ahead behind it
+            readahead.received(s, self, region, counts)
+            return
         if counts is not None:
             if head:  # its header: an empty DISCARD record the kernel skips
-                p.view(region)[:head] = EMPTY_DISCARD
-            p.ready(region, *counts, publish=rest is None)  # acked when published
-        else:
-            refused.append((self, ip.refusal(bytes(p.view(region)[head:]))))
-            self.region = None
-            p.discard(region, publish=rest is None)
-        if rest is not None:
-            readahead.take_following(s, rest, s.c.got - whole, refused)
-        # Answered once every frame read ahead is taken (an answer may resume
-        # reading, which must not pass them).
-        for frame, exc in refused:
-            s.refused(frame, exc)
-        if rest is not None:
-            p.publish()
+                p.view(region)[:head] = readahead.EMPTY_DISCARD
+            p.ready(region, *counts)  # acked when published
+            return
+        exc = ip.refusal(bytes(p.view(region)[head:]))
+        self.region = None
+        p.discard(region)
+        s.refused(self, exc)
 
     def _received(self) -> None:
         self.receiving = False

@@ -24,7 +24,7 @@ class Sink:
     ) -> None:
         self.buf = buf
         self.need = need
-        self.room = max(room, need)
+        self.room = room if room > need else need
         self.got = 0
         self.done = done
         self.skip = skip  # bytes are dropped (buf is a scratch buffer, reused)

@@ -5,10 +5,11 @@ being read. Read one at a time, each costs a read, a claim, a publish and a
 kick of its own; read ahead, the frames that wait come in with the first
 one's payload, in one read, straight into ring space:
 
-- a binary frame received in place claims, besides its own payload, up to
-  ``ws_readahead_bytes`` more -- as much as waits in the socket past it, and
-  room for one more frame -- paid by admission credit taken with its own
-  (none when frames wait in line for credit: they go first);
+- a binary frame of that shape (below) received in place claims, besides
+  its own payload, as much as waits in the socket past it, up to
+  ``ws_readahead_bytes`` and the window's room for frames, paid by
+  admission credit taken with its own (none when frames wait in line for
+  credit: they go first);
 - once its payload is in, what came after it is scanned in place
   (``rb_ws_scan``, :meth:`ringbridge.schema.binary.InPlace.scan`): each
   whole frame of the one shape whose payload lands 8-aligned (FIN, binary,
@@ -18,8 +19,11 @@ one's payload, in one read, straight into ring space:
   off the claim (:meth:`ringbridge.producer.writes.Writes.split`) with its
   own credit carved from the claim's, answered like any frame; an invalid
   one becomes DISCARD records and its error ack;
-- a frame of that shape still arriving that fits the space left is taken
-  (numbered, owed an ack) and goes on arriving there, like the first;
+- a frame of that shape still arriving is taken (numbered, owed an ack)
+  and goes on arriving there, like the first -- the claim grows for it
+  when it does not fit, if nothing was claimed after it
+  (:meth:`ringbridge.producer.writes.Writes.extend`): a client that keeps
+  streaming stays in one read-ahead;
 - anything else -- a control frame, text, a fragment, another header
   size, a frame that does not fit, more frames than the window takes, a
   stream closing -- ends the read-ahead: its bytes are handed back to the
@@ -34,10 +38,11 @@ credit, the window and every refusal are those of the general path.
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import TYPE_CHECKING, Final
 
-from ...core.ring import HDR_SIZE
+from ...core.ring import DISCARD_BIT, HDR_SIZE
 from ...errors import OverloadedError, RingbridgeError
 from ...producer.admission import Credit
 from ...producer.regions import Region
@@ -48,19 +53,50 @@ if TYPE_CHECKING:
     from .frame import Frame
     from .stream import Stream
 
-__all__ = ["claim", "take_following"]
+__all__ = ["EMPTY_DISCARD", "MAX_SCANNED", "MIN_SCANNED", "claim", "received", "take_following"]
 
-#: Room claimed past what already waits: one more frame of the common size
-#: may finish arriving there.
-SLACK: Final = 64 * 1024
-#: The largest payload of a frame taken read ahead (its 16-bit length).
+#: The payloads of the frames taken read ahead: a 16-bit length (an 8-byte
+#: header), a multiple of 8.
+MIN_SCANNED: Final = 128
 MAX_SCANNED: Final = 65535 // 8 * 8
+
+#: A frame header read ahead into ring space, once its payload is valid: an
+#: empty DISCARD record (length 0), 8 bytes the kernel skips.
+EMPTY_DISCARD: Final = struct.pack("<II", DISCARD_BIT, 0)
+
+
+def received(s: Stream, frame: Frame, region: Region, counts: tuple[int, int] | None) -> None:
+    """``frame``, validated in place (``counts``; None: refused), is whole at the
+    start of ``region``, which holds more read ahead: split it off, take the
+    frames behind it, answer, publish."""
+    p = s.rt.producer
+    head, whole = frame.head, frame.head + frame.nbytes
+    assert region.credit is not None
+    frame.credit = region.credit.carve(whole)
+    mine = frame.region = p.split(region, whole, frame, frame.credit, region.started)
+    refused: list[tuple[Frame, RingbridgeError]] = []
+    if counts is not None:
+        if head:
+            p.view(mine)[:head] = EMPTY_DISCARD
+        p.ready(mine, *counts, publish=False)  # acked when published
+    else:
+        refused.append((frame, s.c.p.in_place.refusal(bytes(p.view(mine)[head:]))))
+        frame.region = None
+        p.discard(mine, publish=False)
+    take_following(s, region, s.c.got - whole, refused)
+    # Answered once every frame read ahead is taken (an answer may resume
+    # reading, which must not pass them).
+    for fr, exc in refused:
+        s.refused(fr, exc)
+    p.publish()
 
 
 def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> Region | None:
-    """Ring space for ``frame``'s ``n`` payload bytes, with room for the frames
-    waiting behind it when there are some (see the module docstring); None
-    when the ring has no room for the payload itself."""
+    """Ring space for ``frame``'s ``n`` payload bytes (the shape taken read ahead:
+    a client's frames tend to be alike, and frames of another shape would
+    only be read ahead to be handed back), with room for the frames waiting
+    behind it when there are some (see the module docstring); None when the
+    ring has no room for the payload itself."""
     p = s.rt.producer
     extra = _wanted(s, n)
     if extra:
@@ -91,7 +127,7 @@ def _ahead(s: Stream, beyond: int, taking: int) -> int:
         return 0
     if beyond < 2 * HDR_SIZE:
         return 0
-    return min(cap, (beyond + 7) // 8 * 8 + SLACK, frames * (HDR_SIZE + MAX_SCANNED))
+    return min(cap, (beyond + 7) // 8 * 8, frames * (HDR_SIZE + MAX_SCANNED))
 
 
 def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
