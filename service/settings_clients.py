@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from .settings_types import Seconds, Size
+from .settings_types import Seconds, SizeOrOff
 
 __all__ = ["ClientSettings"]
 
@@ -19,7 +19,7 @@ class ClientSettings(BaseModel):
     """Idle WebSockets, connections per peer, idempotency keys remembered (#19)."""
 
     ws_window: int = Field(default=32, gt=0, description="max un-acked batches per WebSocket")
-    ws_readahead_bytes: Size = Field(
+    ws_readahead_bytes: SizeOrOff = Field(
         default=256 * 1024,
         ge=0,
         description="ring space a WebSocket may claim past a binary frame for the frames "

@@ -20,6 +20,14 @@ from .units import parse_size
 #: A byte count: an int, or a string with a K/M/G suffix.
 Size = Annotated[int, BeforeValidator(parse_size)]
 
+
+def _size_or_off(value: Any) -> int:
+    return 0 if value in (0, "0") else parse_size(value)
+
+
+#: A byte count, or 0 for "off".
+SizeOrOff = Annotated[int, BeforeValidator(_size_or_off)]
+
 #: The longest duration a setting takes: a day. Far beyond any sensible
 #: timeout, and every timer and ``math.ceil`` the service feeds it works.
 MAX_SECONDS = 86_400.0

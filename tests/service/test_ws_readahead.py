@@ -184,6 +184,18 @@ def test_what_cannot_be_read_ahead_goes_the_general_way_in_its_turn(
     _drained(srv, sum(accepted))
 
 
+def test_with_no_read_ahead_each_frame_is_read_alone(make_server: ServerFactory) -> None:
+    srv = make_server(ring_size=1 << 22, drain="external", ws_readahead_bytes="0")
+    frames = [_bin(binary_batch([(1, i)] * 200)) for i in range(6)]
+    sock, client, stream = _open(srv)
+    with sock:
+        _queued(sock, client, stream, frames)
+        acks = _answers(sock, client, len(frames))
+    assert [(a["id"], a["first_seq"]) for a in acks] == [(i, 200 * i) for i in range(6)]
+    assert stream.read_ahead == 0 and srv.producer_pos() == 24 * 1200  # no header in the ring
+    _drained(srv, 1200)
+
+
 class _Pending(deque[Any]):
     """A stream's ``pending`` that remembers how many frames it held at most."""
 
@@ -214,20 +226,24 @@ def test_a_peer_leaving_while_a_frame_read_ahead_arrives_commits_the_frames_befo
     srv = make_server(ring_size=1 << 22, drain="external")
     p = srv.runtime.producer
     batch = binary_batch([(1, j) for j in range(2000)])  # 48,000 bytes
+    half = binary_batch([(2, j) for j in range(1000)])  # 24,000 bytes
     sock, client, stream = _open(srv)
     loop = stream.c.loop
     loop.call_soon_threadsafe(stream.c.pause)
     wait_until(lambda: stream.c.paused, what="the stream to stop reading")
-    for _ in range(3):
-        client.send_binary(batch)
+    for body in (batch, half, batch):
+        client.send_binary(body)
     data = b"".join(client.data_to_send())
-    cut = len(data) - 20_000  # the third frame: its header and part of its payload
+    # The third frame: its header and 28,000 bytes of its payload. Claimed
+    # past the first: one frame its size (the second, and the third's start);
+    # the third does not fit, and the claim grows for it.
+    cut = len(data) - 20_000
     sock.sendall(data[:cut])
     wait_until(lambda: unread_bytes(stream) == cut, what="the frames in the socket")
     loop.call_soon_threadsafe(stream.c.unpause)
     loop.call_soon_threadsafe(stream.resume)
     wait_until(
-        lambda: stream.frames == 3 and stream.pending[-1].head == 8,
+        lambda: stream.frames == 3 and bool(stream.pending) and stream.pending[-1].head == 8,
         what="the third frame to arrive into the space read ahead",
     )
     third = stream.pending[-1]
@@ -237,8 +253,8 @@ def test_a_peer_leaving_while_a_frame_read_ahead_arrives_commits_the_frames_befo
     wait_until(lambda: p.admission.in_use == 0, what="every credit back")
     stats = p.statistics()
     assert stats.batches_committed == 2 and stats.regions_pending == 0
-    assert srv.producer_pos() == 2 * len(batch) + 8  # the second one's header
-    _drained(srv, 4000)
+    assert srv.producer_pos() == len(batch) + len(half) + 8  # the second one's header
+    _drained(srv, 3000)
 
 
 @st.composite

@@ -231,36 +231,37 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         if self.start == self.end:
             self.start = self.end = self._scan_from = 0
             if len(self.stage) > 4 * STAGE_BYTES:  # grown by unread()
-                self._restage(STAGE_BYTES)
+                self._restage()
 
-    def receive(self, buf: memoryview, need: int, done: Callable[[], None], room: int = 0) -> None:
-        """The next ``need`` bytes into ``buf`` (what is staged first); ``done``
-        runs once they are there -- at once when they all were staged. With
-        ``room``, up to that many may come (read ahead): :attr:`got` says how
-        many did when ``done`` runs."""
-        have = min(self.end - self.start, room if room > need else need)
-        if have:
-            buf[:have] = self.view[self.start : self.start + have]
+    def receive(
+        self, buf: memoryview, need: int, done: Callable[[], None], room: int = 0, got: int = 0
+    ) -> None:
+        """The next ``need`` bytes into ``buf`` (``got`` there already; staged ones
+        first; up to ``room`` may come: read ahead); ``done`` runs once they
+        are, at once if staged, :attr:`got` saying how many came."""
+        have = min(self.end - self.start, (room if room > need else need) - got)
+        if have > 0:
+            buf[got : got + have] = self.view[self.start : self.start + have]
             self.take(have)
-        if have >= need:
-            self.got = have
+            got += have
+        if got >= need:
+            self.got = got
             done()
             return
         sink = Sink(buf, need, done, room=room)
-        sink.got = have
+        sink.got = got
         self.sink = sink
 
     def unread(self, data: memoryview) -> None:
         """Put ``data`` (read ahead, not taken) back in front of what is staged."""
-        joined = bytes(data) + bytes(self.view[self.start : self.end])
-        self._restage(max(STAGE_BYTES, len(joined)))
-        self.stage[: len(joined)] = joined
-        self.start, self.end, self._scan_from = 0, len(joined), 0
+        self._restage(bytes(data) + bytes(self.view[self.start : self.end]))
 
-    def _restage(self, size: int) -> None:
+    def _restage(self, data: bytes = b"") -> None:
+        """A new staging buffer (of the usual size, or more), holding ``data``."""
         self.view.release()
-        self.stage = bytearray(size)
+        self.stage = bytearray(data) + bytes(max(0, STAGE_BYTES - len(data)))
         self.view = memoryview(self.stage)
+        self.start, self.end, self._scan_from = 0, len(data), 0
 
     def skip(self, need: int, done: Callable[[], None]) -> None:
         """Read and drop the next ``need`` bytes, then ``done``."""

@@ -47,7 +47,6 @@ from ...errors import OverloadedError, RingbridgeError
 from ...producer.admission import Credit
 from ...producer.regions import Region
 from ..keepalive import queued_bytes
-from .handler import Sink
 
 if TYPE_CHECKING:
     from .frame import Frame
@@ -115,19 +114,21 @@ def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> 
 
 def _wanted(s: Stream, n: int) -> int:
     """Bytes to claim past a frame of ``n`` payload bytes (0: none)."""
-    return _ahead(s, queued_bytes(s.fd) + s.c.staged - n, 0)
+    return _ahead(s, queued_bytes(s.fd) + s.c.staged - n, HDR_SIZE + n, 0)
 
 
-def _ahead(s: Stream, beyond: int, taking: int) -> int:
-    """Bytes to claim for what waits ``beyond`` the frames claimed so far, the
-    stream about to take ``taking`` more (0: none)."""
-    cap = s.readahead
-    frames = s.window - len(s.pending) - taking  # the window's room for frames read ahead
-    if not cap or frames <= 0 or s.frag is not None or s.closing or s.stopping or s.line.waiting:
+def _ahead(s: Stream, beyond: int, unit: int, taking: int) -> int:
+    """Bytes to claim for what waits ``beyond`` the frames claimed so far: as
+    many whole frames of ``unit`` bytes as that holds (a client's frames
+    tend to be alike: no space is claimed for a frame only partly there,
+    which would be handed back), within ``ws_readahead_bytes`` and the
+    window's room once the stream takes ``taking`` more (0: none)."""
+    frames = s.window - len(s.pending) - taking
+    if beyond < unit or frames <= 0 or s.closing or s.stopping or s.line.waiting:
         return 0
-    if beyond < 2 * HDR_SIZE:
+    if s.frag is not None:  # a fragmented message goes first
         return 0
-    return min(cap, (beyond + 7) // 8 * 8, frames * (HDR_SIZE + MAX_SCANNED))
+    return min(beyond // unit, frames, s.readahead // unit) * unit
 
 
 def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
@@ -137,7 +138,7 @@ def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
     way)."""
     if not s.readahead or s.line.waiting or region.credit is None:
         return
-    grow = whole - region.nbytes + _ahead(s, queued_bytes(s.fd) - (whole - got), 1)
+    grow = whole - region.nbytes + _ahead(s, queued_bytes(s.fd) - (whole - got), whole, 1)
     p = s.rt.producer
     try:
         credit = p.admission.take(grow, region.credit.deadline)
@@ -225,6 +226,5 @@ def _arriving(s: Stream, region: Region, whole: int, got: int) -> None:
     fr.region = region
     region.owner = fr
     fr.receiving = True
-    sink = Sink(view, whole, fr.in_ring, room=region.nbytes)
-    sink.got = got
-    c.sink = sink
+    # What is still staged comes first (the claim grew past what one read took).
+    c.receive(view, whole, fr.in_ring, region.nbytes, got)
