@@ -114,21 +114,27 @@ def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> 
 
 def _wanted(s: Stream, n: int) -> int:
     """Bytes to claim past a frame of ``n`` payload bytes (0: none)."""
-    return _ahead(s, queued_bytes(s.fd) + s.c.staged - n, HDR_SIZE + n, 0)
+    frames = _room(s, 0)
+    if not frames:
+        return 0
+    return _whole(s, queued_bytes(s.fd) + s.c.staged - n, HDR_SIZE + n, frames)
 
 
-def _ahead(s: Stream, beyond: int, unit: int, taking: int) -> int:
+def _room(s: Stream, taking: int) -> int:
+    """How many frames may be read ahead once the stream takes ``taking`` more
+    (the window's room; none while frames wait for credit or a fragmented
+    message is being received, or when the stream closes)."""
+    if not s.readahead or s.frag is not None or s.closing or s.stopping or s.line.waiting:
+        return 0
+    return max(0, s.window - len(s.pending) - taking)
+
+
+def _whole(s: Stream, beyond: int, unit: int, frames: int) -> int:
     """Bytes to claim for what waits ``beyond`` the frames claimed so far: as
     many whole frames of ``unit`` bytes as that holds (a client's frames
     tend to be alike: no space is claimed for a frame only partly there,
-    which would be handed back), within ``ws_readahead_bytes`` and the
-    window's room once the stream takes ``taking`` more (0: none)."""
-    frames = s.window - len(s.pending) - taking
-    if beyond < unit or frames <= 0 or s.closing or s.stopping or s.line.waiting:
-        return 0
-    if s.frag is not None:  # a fragmented message goes first
-        return 0
-    return min(beyond // unit, frames, s.readahead // unit) * unit
+    which would be handed back), at most ``frames`` and ``ws_readahead_bytes``."""
+    return max(0, min(beyond // unit, frames, s.readahead // unit)) * unit
 
 
 def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
@@ -138,7 +144,9 @@ def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
     way)."""
     if not s.readahead or s.line.waiting or region.credit is None:
         return
-    grow = whole - region.nbytes + _ahead(s, queued_bytes(s.fd) - (whole - got), whole, 1)
+    frames = _room(s, 1)
+    more = _whole(s, queued_bytes(s.fd) - (whole - got), whole, frames) if frames else 0
+    grow = whole - region.nbytes + more
     p = s.rt.producer
     try:
         credit = p.admission.take(grow, region.credit.deadline)
