@@ -134,4 +134,6 @@ async def test_overloaded_ws_batches_get_error_acks_with_their_ids(
     assert [a["id"] for a in acks[16:]] == ["a", {"n": "b"}, "c"]
     codes = [a["error"]["code"] for a in acks[16:]]
     assert codes == ["overloaded", "overloaded", "ring_full_timeout"], acks[16:]
-    assert srv.producer_pos() == pos == 16 * 4080
+    # The fill and nothing more (each fill frame read ahead behind another left
+    # its 8-byte header as an empty DISCARD record, api/dataplane/readahead.py).
+    assert srv.producer_pos() == pos and 16 * 4080 <= pos <= 16 * 4080 + 15 * 8
