@@ -151,6 +151,11 @@ class InPlaceWrites:
         region.credit.absorb(credit)
         return True
 
+    @property
+    def regions_in_flight(self) -> int:
+        """Regions claimed and not yet published."""
+        return len(self._pub)
+
     def give_back(self, region: Region) -> None:
         """``region``, still receiving, is not needed after all (see ``split``):
         given back now if no claim follows it, else DISCARD in its turn."""

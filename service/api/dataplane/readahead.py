@@ -113,11 +113,18 @@ def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> 
 
 
 def _wanted(s: Stream, n: int) -> int:
-    """Bytes to claim past a frame of ``n`` payload bytes (0: none)."""
+    """Bytes to claim past a frame of ``n`` payload bytes (0: none): what waits,
+    when no other claim is in flight (a frame only partly there then grows
+    the claim as it arrives, ``_extend``); else whole frames only."""
     frames = _room(s, 0)
     if not frames:
         return 0
-    return _whole(s, queued_bytes(s.fd) + s.c.staged - n, HDR_SIZE + n, frames)
+    beyond = queued_bytes(s.fd) + s.c.staged - n
+    if beyond < 2 * HDR_SIZE:
+        return 0
+    if s.rt.producer.regions_in_flight:
+        return _whole(s, beyond, HDR_SIZE + n, frames)
+    return min(beyond // 8 * 8, s.readahead, frames * (HDR_SIZE + MAX_SCANNED))
 
 
 def _room(s: Stream, taking: int) -> int:
@@ -145,8 +152,11 @@ def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
     if not s.readahead or s.line.waiting or region.credit is None:
         return
     frames = _room(s, 1)
-    more = _whole(s, queued_bytes(s.fd) - (whole - got), whole, frames) if frames else 0
-    grow = whole - region.nbytes + more
+    beyond = queued_bytes(s.fd) - (whole - got) if frames else 0
+    # All that waits, not whole frames only: the claim grows again for the
+    # next frame (it is the last claim, or it would not grow at all).
+    more = min(beyond // 8 * 8, s.readahead, frames * (HDR_SIZE + MAX_SCANNED))
+    grow = whole - region.nbytes + max(0, more)
     p = s.rt.producer
     try:
         credit = p.admission.take(grow, region.credit.deadline)
