@@ -124,7 +124,7 @@ def _wanted(s: Stream, n: int) -> int:
         return 0
     if s.rt.producer.regions_in_flight:
         return _whole(s, beyond, HDR_SIZE + n, frames)
-    return min(beyond // 8 * 8, s.readahead, frames * (HDR_SIZE + MAX_SCANNED))
+    return _all(s, beyond, frames)
 
 
 def _room(s: Stream, taking: int) -> int:
@@ -134,6 +134,12 @@ def _room(s: Stream, taking: int) -> int:
     if not s.readahead or s.frag is not None or s.closing or s.stopping or s.line.waiting:
         return 0
     return max(0, s.window - len(s.pending) - taking)
+
+
+def _all(s: Stream, beyond: int, frames: int) -> int:
+    """Bytes to claim for all that waits ``beyond`` the frames claimed so far
+    (frames partly there too), at most ``frames`` frames and ``ws_readahead_bytes``."""
+    return max(0, min(beyond // 8 * 8, s.readahead, frames * (HDR_SIZE + MAX_SCANNED)))
 
 
 def _whole(s: Stream, beyond: int, unit: int, frames: int) -> int:
@@ -152,11 +158,10 @@ def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
     if not s.readahead or s.line.waiting or region.credit is None:
         return
     frames = _room(s, 1)
-    beyond = queued_bytes(s.fd) - (whole - got) if frames else 0
     # All that waits, not whole frames only: the claim grows again for the
     # next frame (it is the last claim, or it would not grow at all).
-    more = min(beyond // 8 * 8, s.readahead, frames * (HDR_SIZE + MAX_SCANNED))
-    grow = whole - region.nbytes + max(0, more)
+    more = _all(s, queued_bytes(s.fd) - (whole - got), frames) if frames else 0
+    grow = whole - region.nbytes + more
     p = s.rt.producer
     try:
         credit = p.admission.take(grow, region.credit.deadline)
