@@ -72,22 +72,38 @@ def received(s: Stream, frame: Frame, region: Region, counts: tuple[int, int] | 
     head, whole = frame.head, frame.head + frame.nbytes
     assert region.credit is not None
     frame.credit = region.credit.carve(whole)
-    mine = frame.region = p.split(region, whole, frame, frame.credit, region.started)
+    mine = p.split(region, whole, frame, frame.credit, region.started)
+    if counts is not None and head:
+        p.view(mine)[:head] = EMPTY_DISCARD
     refused: list[tuple[Frame, RingbridgeError]] = []
-    if counts is not None:
-        if head:
-            p.view(mine)[:head] = EMPTY_DISCARD
-        p.ready(mine, *counts, publish=False)  # acked when published
-    else:
-        refused.append((frame, s.c.p.in_place.refusal(bytes(p.view(mine)[head:]))))
-        frame.region = None
-        p.discard(mine, publish=False)
+    _settle(s, frame, mine, counts, head, refused)
     take_following(s, region, s.c.got - whole, refused)
     # Answered once every frame read ahead is taken (an answer may resume
     # reading, which must not pass them).
     for fr, exc in refused:
         s.refused(fr, exc)
     p.publish()
+
+
+def _settle(
+    s: Stream,
+    frame: Frame,
+    region: Region,
+    counts: tuple[int, int] | None,
+    head: int,
+    refused: list[tuple[Frame, RingbridgeError]],
+) -> None:
+    """``frame``'s own ``region`` (its payload ``head`` bytes in) is ready with
+    ``counts``, or, None, DISCARD and the frame put in ``refused``: both
+    published at the caller's ``publish``."""
+    p = s.rt.producer
+    frame.region = region
+    if counts is not None:
+        p.ready(region, *counts, publish=False)  # acked when published
+        return
+    refused.append((frame, s.c.p.in_place.refusal(bytes(p.view(region)[head:]))))
+    frame.region = None
+    p.discard(region, publish=False)
 
 
 def claim(s: Stream, frame: Frame, n: int, credit: Credit, at: float | None) -> Region | None:
@@ -211,13 +227,8 @@ def take_following(
         s.frames += 1
         s.read_ahead += 1
         s.pending.append(fr)
-        fr.region = mine
-        if f.verdict == 0:
-            p.ready(mine, f.result.count, f.result.payload_bytes, publish=False)
-        else:
-            refused.append((fr, ip.refusal(bytes(p.view(mine)[HDR_SIZE:]))))
-            fr.region = None
-            p.discard(mine, publish=False)
+        counts = (f.result.count, f.result.payload_bytes) if f.verdict == 0 else None
+        _settle(s, fr, mine, counts, HDR_SIZE, refused)
     if region is None:
         return
     left = got - stop
