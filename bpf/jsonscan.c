@@ -125,6 +125,31 @@ static int key(struct cur *c, const char **k, uint32_t *len)
 	return 0;
 }
 
+/*
+ * The value of the leading decimal digits in the 8 bytes at p, and how many
+ * there are (0..8), without a branch per digit: short numbers of varying
+ * length made the per-digit loop mispredict its exit at every value.
+ * A byte is a digit iff its high nibble is 3 and adding 6 keeps it so
+ * ('0'..'9' = 0x30..0x39); a carry out of a byte (>= 0xfa) lands only in
+ * bytes past the first non-digit, which do not count. The digits, moved to
+ * the top of the word, are combined pairwise (x10, x100, x10000 per lane).
+ */
+static inline uint64_t eight_digits(const char *p, unsigned *len)
+{
+	uint64_t w, t;
+
+	memcpy(&w, p, 8);
+	t = ((w & 0xF0F0F0F0F0F0F0F0ULL) | (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) ^
+	    0x3333333333333333ULL;
+	*len = t ? (unsigned)__builtin_ctzll(t) >> 3 : 8;
+	if (*len == 0)
+		return 0;
+	w = (w & 0x0F0F0F0F0F0F0F0FULL) << (8 * (8 - *len)); /* first digit lowest: little endian */
+	w = (w * 2561) >> 8;
+	w = ((w & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
+	return ((w & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+}
+
 /* An integer literal: its sign and magnitude (which fits a u64). */
 static inline __attribute__((always_inline)) int integer(struct cur *c, int *neg, uint64_t *mag)
 {
@@ -150,6 +175,12 @@ static inline __attribute__((always_inline)) int integer(struct cur *c, int *neg
 		 */
 		const char *most = e - p > 19 ? p + 19 : e;
 
+		if (e - p >= 8) {
+			unsigned len;
+
+			v = eight_digits(p, &len);
+			p += len;
+		}
 		while (p < most && is_digit(*p))
 			v = v * 10 + (uint64_t)(*p++ - '0');
 		if (p < e && is_digit(*p)) {
@@ -192,7 +223,8 @@ static inline void store_le(uint8_t *dst, uint64_t v, unsigned size)
 #endif
 }
 
-static int value(struct cur *c, const struct rb_scan_field *f, uint8_t *dst)
+static inline __attribute__((always_inline)) int value(struct cur *c, const struct rb_scan_field *f,
+						   uint8_t *dst)
 {
 	int neg;
 	uint64_t mag, lim;
@@ -304,47 +336,136 @@ static const struct rb_scan_field *member(struct cur *c, const struct scan *S, u
 	return NULL;
 }
 
-/* One sample object into a zeroed record. */
-static int sample(struct cur *c, const struct scan *S, uint8_t *rec)
+/*
+ * A sample's shape: its members in order and the exact bytes around its values
+ * (the gaps: '{', keys, ':', ',', whitespace and '}'). An encoder writes every
+ * sample of a batch alike, so a sample is first matched against the shape of
+ * the one before it: each gap compared as two masked words, each value parsed
+ * where it lies. Bytes equal to a sample's gaps are the same tokens, so the
+ * match accepts only what the general parse (sample()) accepts and writes the
+ * same record: the same members in the same order, none repeated, each value
+ * through value(). Any other sample (another order, other whitespace, a member
+ * more or less) fails a gap and is parsed the general way, and its shape is
+ * the next one tried.
+ */
+struct gap {
+	const char *p; /* in the body: a sample parsed the general way */
+	uint32_t len;
+	uint64_t w[2], m[2]; /* its first 16 bytes and their mask (len <= 16) */
+};
+
+struct shape {
+	uint32_t n; /* 0: none yet, or an empty sample ({}) */
+	int valid;
+	const struct rb_scan_field *f[64];
+	struct gap g[65]; /* g[i] before value i; g[n] after the last, '}' included */
+};
+
+static void gap_set(struct gap *g, const char *from, const char *to)
+{
+	uint8_t w[16] = { 0 }, m[16] = { 0 };
+
+	g->p = from;
+	g->len = (uint32_t)(to - from);
+	if (g->len <= 16) {
+		memcpy(w, from, g->len);
+		memset(m, 0xff, g->len);
+	}
+	memcpy(g->w, w, 16);
+	memcpy(g->m, m, 16);
+}
+
+static inline int gap_eat(struct cur *c, const struct gap *g)
+{
+	if (g->len <= 16 && c->e - c->p >= 16) {
+		uint64_t a, b;
+
+		memcpy(&a, c->p, 8);
+		memcpy(&b, c->p + 8, 8);
+		if (((a ^ g->w[0]) & g->m[0]) | ((b ^ g->w[1]) & g->m[1]))
+			return 0;
+	} else if ((size_t)(c->e - c->p) < g->len || memcmp(c->p, g->p, g->len)) {
+		return 0;
+	}
+	c->p += g->len;
+	return 1;
+}
+
+/* A record of zeros but its header's length word (records lie 8-aligned). */
+static inline void record_init(uint8_t *rec, const struct rb_scan_layout *L)
+{
+	const uint64_t zero = 0;
+
+	for (uint32_t k = 0; k < L->record_size; k += 8)
+		memcpy(rec + k, &zero, 8);
+	store_le(rec, L->sample_size, 4);
+}
+
+/* One sample object (c->p at its '{') matched against shape sh into rec. */
+static int replay(struct cur *c, const struct shape *sh, uint8_t *rec)
+{
+	for (uint32_t i = 0; i < sh->n; i++) {
+		const struct rb_scan_field *f = sh->f[i];
+
+		if (!gap_eat(c, &sh->g[i]) || value(c, f, rec + 8 + f->offset))
+			return -1;
+	}
+	return gap_eat(c, &sh->g[sh->n]) ? 0 : -1;
+}
+
+/* One sample object (c->p at its '{') into rec (zeroed), the general way; its
+ * shape into sh. */
+static int sample(struct cur *c, const struct scan *S, uint8_t *rec, struct shape *sh)
 {
 	const struct rb_scan_layout *L = S->L;
+	const char *from = c->p;
 	uint64_t seen = 0;
-	uint32_t hint = 0;
+	uint32_t hint = 0, n = 0;
 
-	memset(rec, 0, L->record_size);
-	store_le(rec, L->sample_size, 4);
+	sh->valid = 0;
 	if (!eat(c, '{'))
 		return -1;
-	if (eat(c, '}'))
-		return 0;
-	for (;;) {
-		const struct rb_scan_field *f;
-		uint32_t i;
+	if (!eat(c, '}')) {
+		for (;;) {
+			const struct rb_scan_field *f;
+			uint32_t i;
 
-		if (!eat(c, '"'))
+			if (!eat(c, '"'))
+				return -1;
+			f = member(c, S, hint);
+			if (!f)
+				return -1;
+			i = (uint32_t)(f - L->fields);
+			if (seen >> i & 1)
+				return -1;
+			seen |= 1ULL << i;
+			hint = i + 1 < L->nfields ? i + 1 : 0;
+			if (!eat(c, ':'))
+				return -1;
+			skip_ws(c);
+			gap_set(&sh->g[n], from, c->p);
+			sh->f[n++] = f;
+			if (value(c, f, rec + 8 + f->offset))
+				return -1;
+			from = c->p;
+			if (eat(c, ','))
+				continue;
+			if (eat(c, '}'))
+				break;
 			return -1;
-		f = member(c, S, hint);
-		if (!f)
-			return -1;
-		i = (uint32_t)(f - L->fields);
-		if (seen >> i & 1)
-			return -1;
-		seen |= 1ULL << i;
-		hint = i + 1 < L->nfields ? i + 1 : 0;
-		if (!eat(c, ':') || value(c, f, rec + 8 + f->offset))
-			return -1;
-		if (eat(c, ','))
-			continue;
-		if (eat(c, '}'))
-			return 0;
-		return -1;
+		}
 	}
+	gap_set(&sh->g[n], from, c->p);
+	sh->n = n;
+	sh->valid = 1;
+	return 0;
 }
 
 static int samples(struct cur *c, const struct rb_scan_layout *L, uint64_t max_samples,
 		   uint8_t *out, size_t cap, uint64_t *count)
 {
 	struct scan S;
+	struct shape sh;
 	uint64_t n = 0;
 
 	if (!eat(c, '['))
@@ -352,13 +473,27 @@ static int samples(struct cur *c, const struct rb_scan_layout *L, uint64_t max_s
 	if (eat(c, ']'))
 		return RB_SCAN_GIVE_UP; /* empty: the exact path's error */
 	scan_init(&S, L);
+	sh.valid = 0;
 	for (;;) {
+		uint8_t *rec = out + n * L->record_size;
+		const char *at;
+
 		if (n >= max_samples)
 			return RB_SCAN_GIVE_UP;
 		if ((n + 1) * L->record_size > cap)
 			return RB_SCAN_NO_ROOM;
-		if (sample(c, &S, out + n * L->record_size))
-			return RB_SCAN_GIVE_UP;
+		skip_ws(c);
+		at = c->p;
+		record_init(rec, L);
+		if (!sh.valid || replay(c, &sh, rec)) {
+			c->p = at;
+			/* Values a failed match stored are those the general parse stores
+			 * again (same bytes up to the mismatch); zeroed all the same, so the
+			 * record owes nothing to that argument. */
+			record_init(rec, L);
+			if (sample(c, &S, rec, &sh))
+				return RB_SCAN_GIVE_UP;
+		}
 		n++;
 		if (eat(c, ','))
 			continue;

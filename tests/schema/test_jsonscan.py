@@ -78,6 +78,10 @@ def number_token(draw: st.DrawFn, f: TableField) -> str:
     return str(draw(st.integers(-(2**70), 2**70)))
 
 
+def _near_misses(names: list[str]) -> list[str]:
+    return [n[:-1] for n in names] + [n + "x" for n in names] + [n[:-1] + "#" for n in names]
+
+
 @st.composite
 def sample_text(draw: st.DrawFn, table: tuple[TableField, ...]) -> str:
     names = [f.name for f in table]
@@ -89,8 +93,8 @@ def sample_text(draw: st.DrawFn, table: tuple[TableField, ...]) -> str:
                 st.sampled_from(names),
                 st.sampled_from(names),
                 st.sampled_from(["data", "Kind", "unknown", "k\\u0069nd", "", 'x\\"y']),
-                # Near misses of a member's key: a prefix, a longer key.
-                st.sampled_from([n[:-1] for n in names] + [n + "x" for n in names]),
+                # Near misses of a member's key: a prefix, a longer key, its last byte changed.
+                st.sampled_from(_near_misses(names)),
             ),
             max_size=len(names) + 1,
         )
@@ -107,6 +111,67 @@ def sample_text(draw: st.DrawFn, table: tuple[TableField, ...]) -> str:
         )
         parts.append(f'{draw(WS)}"{k}"{draw(WS)}:{draw(WS)}{value}{draw(WS)}')
     return "{" + ",".join(parts) + draw(WS) + "}"
+
+
+@st.composite
+def samples_of_a_shape(draw: st.DrawFn, table: tuple[TableField, ...]) -> list[str]:
+    """Samples written alike (the scanner matches each against the one before
+    it), each with its own values, some with one thing changed: a gap's
+    whitespace, a key (another member, repeated, a near miss), a member
+    dropped or added, or a sample of another shape."""
+    names = [f.name for f in table]
+    by_name = {f.name: f for f in table}
+    keys = draw(st.lists(st.sampled_from(names), min_size=0, max_size=len(names), unique=True))
+    gaps = [draw(st.tuples(WS, WS, WS, WS)) for _ in keys]
+    close = draw(WS)
+    out = []
+    for _ in range(draw(st.integers(2, 8))):
+        ks, gs, end = list(keys), list(gaps), close
+        change = draw(st.integers(0, 9))
+        if change == 0 and ks:
+            i = draw(st.integers(0, len(ks) - 1))
+            gs[i] = draw(st.tuples(WS, WS, WS, WS))
+        elif change == 1 and ks:
+            i = draw(st.integers(0, len(ks) - 1))
+            ks[i] = draw(st.sampled_from(names + _near_misses(names)))
+        elif change == 2 and ks:
+            i = draw(st.integers(0, len(ks) - 1))
+            del ks[i], gs[i]
+        elif change == 3:
+            ks.append(draw(st.sampled_from(names)))
+            gs.append(("", "", "", ""))
+        elif change == 4:
+            end = draw(WS)
+        elif change == 5:
+            out.append(draw(sample_text(table)))
+            continue
+        parts = []
+        for k, (a, b, c, d) in zip(ks, gs, strict=True):
+            f = by_name.get(k)
+            value = draw(number_token(f)) if f is not None else "1"
+            parts.append(f'{a}"{k}"{b}:{c}{value}{d}')
+        out.append("{" + ",".join(parts) + end + "}")
+    return out
+
+
+@SETTINGS
+@given(data=st.data(), frame=st.booleans())
+def test_samples_written_alike_are_taken_as_the_exact_path_takes_them(
+    codecs: tuple[SampleCodec, SampleCodec], data: st.DataObject, frame: bool
+) -> None:
+    """The scanner's match against the shape of the sample before: what it
+    accepts, the exact path accepts with the same bytes."""
+    fast, exact = codecs
+    assert fast.scanner is not None
+    samples = data.draw(samples_of_a_shape(fast.scanner.table))
+    sep = data.draw(st.sampled_from([",", ", ", ",\n  "]))
+    raw = ('{"samples": [' + sep.join(samples) + "]}").encode()
+    scanned = fast.scanner.scan(raw, frame=frame, max_samples=64, limit=64 * 64)
+    reference = _decode(exact, raw, frame)
+    if scanned is not None:
+        assert not isinstance(reference, str), f"scanner took what the exact path refuses: {raw!r}"
+        assert (scanned.records, scanned.count) == reference[1:], raw
+    assert _decode(fast, raw, frame) == reference
 
 
 @st.composite
