@@ -24,6 +24,8 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,41 @@ def _python_loop_rate(n: int = 2_000_000, repeat: int = 3) -> float:
     return n / best
 
 
+#: The host's TCP congestion control (what every loopback connection of the
+#: bench uses, load generators' and iperf3's alike, unless ``--tcp-congestion``).
+TCP_CC = Path("/proc/sys/net/ipv4/tcp_congestion_control")
+#: The loopback anchor run again with this algorithm when the host's differs:
+#: the kernel's default (``CONFIG_DEFAULT_TCP_CONG``), which does not pace.
+#: With BBR (a pacing algorithm), one loopback stream carried a third of what
+#: it carries with cubic on the host of 2026-12-03 (2.8 against 8.0 GB/s).
+REFERENCE_CC = "cubic"
+
+
+def tcp_congestion() -> str:
+    try:
+        return TCP_CC.read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+@contextmanager
+def tcp_congestion_set(name: str | None) -> Iterator[None]:
+    """The host's TCP congestion control set to ``name`` for the block (root;
+    new connections only), and set back after it; None: left as it is."""
+    if not name:
+        yield
+        return
+    before = tcp_congestion()
+    try:
+        TCP_CC.write_text(name)
+    except OSError as exc:
+        raise SystemExit(f"bench: cannot set TCP congestion control {name!r}: {exc}") from exc
+    try:
+        yield
+    finally:
+        TCP_CC.write_text(before)
+
+
 def host() -> dict[str, Any]:
     """CPU model, count and per-core speed of this machine, for the results' header."""
     info = _cpuinfo()
@@ -91,6 +128,7 @@ def host() -> dict[str, Any]:
         "virtualized": "hypervisor" in flags,
         "nominal_mhz": float(info["cpu MHz"]) if "cpu MHz" in info else None,
         "python_loop_m_per_s": _python_loop_rate() / 1e6,
+        "tcp_congestion_control": tcp_congestion(),
     }
     if CPU_LOOP.exists():
         done = subprocess.run(
@@ -111,6 +149,8 @@ def host_line(h: dict[str, Any]) -> str:
     parts.append(f"Python loop {h['python_loop_m_per_s']:.1f} M iterations/s")
     if h.get("nominal_mhz"):
         parts.append(f"nominal {h['nominal_mhz']:.0f} MHz")
+    if h.get("tcp_congestion_control"):
+        parts.append(f"TCP congestion control {h['tcp_congestion_control']}")
     return "; ".join(parts)
 
 
@@ -185,8 +225,9 @@ def _free_port() -> int:
         return port
 
 
-def run_iperf3(case: Case, seconds: float) -> Run:
-    """One TCP stream over loopback for ``seconds``: the bytes the receiver got."""
+def run_iperf3(case: Case, seconds: float, congestion: str | None = None) -> Run:
+    """One TCP stream over loopback for ``seconds``: the bytes the receiver got
+    (``congestion``: the sender's algorithm, else the host's)."""
     exe = iperf3_binary()
     port = _free_port()
     # -1: the server ends after its one client.
@@ -199,7 +240,8 @@ def run_iperf3(case: Case, seconds: float) -> Run:
         deadline = time.monotonic() + 10
         while True:
             out = subprocess.run(
-                [exe, "-c", "127.0.0.1", "-p", str(port), "-t", f"{max(1, round(seconds))}", "-J"],
+                [exe, "-c", "127.0.0.1", "-p", str(port), "-t", f"{max(1, round(seconds))}", "-J"]
+                + (["-C", congestion] if congestion else []),
                 capture_output=True,
                 text=True,
                 check=False,

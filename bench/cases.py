@@ -7,7 +7,9 @@ ringbridge, so a ratio survives a change of host where a raw rate does not:
 - ``c-64B`` -- the C libbpf producer, in process (samples/s): binary 64 B rows,
   and the ring library's rows (``c-4096B`` for its 4096 B ones);
 - ``iperf3`` -- loopback TCP, one stream (bytes/s): the 4096 B rows, which
-  move bytes rather than samples;
+  move bytes rather than samples; ``iperf3-cubic``, the same with the sender
+  on cubic, is reported beside it (the host's algorithm may pace: BBR's
+  pacing cut one loopback stream to a third);
 - ``msgspec-decode`` -- msgspec's typed decode of the JSON target body, in
   process (samples/s): the typed JSON rows;
 - ``bare-1-c16`` / ``bare-1-c1`` -- a bare FastAPI endpoint under the same
@@ -33,6 +35,7 @@ LOCAL_PATHS = (
     "Python direct",
     *LIBRARY_PATHS,
     "loopback TCP",
+    "loopback TCP, cubic",
     "msgspec decode",
     "msgspec + pack_into",
 )
@@ -59,6 +62,8 @@ class Case:
     def label(self) -> str:
         if self.path == "loopback TCP":
             return "loopback TCP, 1 stream (iperf3)"
+        if self.path == "loopback TCP, cubic":
+            return "loopback TCP, 1 stream, sender on cubic (iperf3 -C cubic)"
         if self.path.startswith("msgspec"):
             return f"{self.path}, {self.batch} x {self.size} B JSON body (in process)"
         if self.path in LOCAL_PATHS:
@@ -104,6 +109,7 @@ class Run:
 
 
 C64, IPERF, MSGSPEC, MSGSPEC_PACK = report.A_C64, report.A_IPERF, report.A_MSGSPEC, report.A_PACK
+IPERF_CUBIC = report.A_IPERF_CUBIC
 C4096 = "c-4096B"
 JSON_BATCH = 1000  # samples of the JSON target body (and of the msgspec anchor's)
 
@@ -132,6 +138,7 @@ def target_cases() -> list[Case]:
     return [
         Case(C64, "C libbpf", "local", 64, 0),
         Case(IPERF, "loopback TCP", "local", 0, 0),
+        Case(IPERF_CUBIC, "loopback TCP, cubic", "local", 0, 0),
         Case(MSGSPEC, "msgspec decode", "local", 16, JSON_BATCH),
         Case(MSGSPEC_PACK, "msgspec + pack_into", "local", 16, JSON_BATCH, anchor=MSGSPEC),
         _bin(report.T_WS, "WS binary", 64, b64k),

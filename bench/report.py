@@ -24,6 +24,8 @@ T_BARE = "bare-1-c16"
 T_LAT = "lat-http-bin-100-committed-timer"
 A_C64 = "c-64B"
 A_IPERF = "iperf3"
+#: Loopback TCP with the sender on cubic (not pacing), beside the host's algorithm.
+A_IPERF_CUBIC = "iperf3-cubic"
 A_MSGSPEC = "msgspec-decode"
 A_PACK = "msgspec-pack"
 #: The latency rows' floor: the same load on a minimal C responder (bench/http_floor.c).
@@ -34,6 +36,7 @@ ANCHOR_NAMES = {
     A_C64: "C",
     "c-4096B": "C",
     A_IPERF: "loopback TCP",
+    A_IPERF_CUBIC: "loopback TCP with cubic",
     A_MSGSPEC: "msgspec decode",
     T_BARE: "bare FastAPI",
     "bare-1-c1": "bare FastAPI",
@@ -147,7 +150,11 @@ def summarize(doc: dict[str, Any]) -> dict[str, Row]:
 Target = tuple[str, str, str, bool | None]
 
 
-def _ratio_target(rows: dict[str, Row], key: str, what: str, goal: float) -> list[Target]:
+def _ratio_target(
+    rows: dict[str, Row], key: str, what: str, goal: float, beside: str = ""
+) -> list[Target]:
+    """The row's ratio to its anchor against ``goal``; ``beside``: the measured
+    cell also names the ratio to another anchor (not judged)."""
     row = rows.get(key)
     if row is None or row.vs_anchor is None:
         return []
@@ -158,6 +165,8 @@ def _ratio_target(rows: dict[str, Row], key: str, what: str, goal: float) -> lis
     else:
         raw = row.rate.fmt(1e6, unit=" M samples/s")
     name = row.anchor_name
+    if beside:
+        raw += f"; {beside}"
     return [
         (
             what,
@@ -179,15 +188,35 @@ def _floor(rows: dict[str, Row]) -> str:
     )
 
 
+def _beside_cubic(doc: dict[str, Any], rows: dict[str, Row], key: str) -> str:
+    """A bytes row's ratio to loopback TCP with the sender on cubic, when the
+    host's algorithm is another (the target is judged on the host's, as set)."""
+    cc = doc.get("meta", {}).get("host", {}).get("tcp_congestion_control")
+    if cc == "cubic" or A_IPERF_CUBIC not in rows or key not in rows:
+        return ""
+    r = ratio(doc, key, A_IPERF_CUBIC, "bytes")
+    return f"{r.times(ANCHOR_NAMES[A_IPERF_CUBIC])} (host: {cc})" if r else ""
+
+
 def targets(doc: dict[str, Any], rows: dict[str, Row]) -> list[Target]:
     """(what, measured, target, met) rows of the targets table (issue #15's targets)."""
     out: list[Target] = []
     out += _ratio_target(rows, T_WS, "WS binary, 64 B samples, 64 KiB frames, 1 conn", 0.8)
     out += _ratio_target(rows, T_HTTP, "HTTP binary, 64 B samples, 256 KiB bodies, 4 conns", 0.8)
     out += _ratio_target(
-        rows, T_HTTP_4K, "HTTP binary, 4096 B samples, 256 KiB bodies, 4 conns", 0.6
+        rows,
+        T_HTTP_4K,
+        "HTTP binary, 4096 B samples, 256 KiB bodies, 4 conns",
+        0.6,
+        _beside_cubic(doc, rows, T_HTTP_4K),
     )
-    out += _ratio_target(rows, T_WS_4K, "WS binary, 4096 B samples, 64 KiB frames, 1 conn", 0.6)
+    out += _ratio_target(
+        rows,
+        T_WS_4K,
+        "WS binary, 4096 B samples, 64 KiB frames, 1 conn",
+        0.6,
+        _beside_cubic(doc, rows, T_WS_4K),
+    )
     out += _ratio_target(rows, T_JSON, "typed JSON, 1000 x 16 B samples a POST, 4 conns", 1.0)
     out += _ratio_target(rows, T_ONE, "one-sample JSON POST, 16 conns", 1.5)
     if (lat := rows.get(T_LAT)) is not None and lat.p99_us and lat.p50_us:

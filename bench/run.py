@@ -355,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="another source tree (e.g. git archive main) whose service runs the same rows",
     )
+    ap.add_argument(
+        "--tcp-congestion",
+        default=None,
+        metavar="NAME",
+        help="the host's TCP congestion control during the run (e.g. cubic; set back after)",
+    )
     args = ap.parse_args(argv)
     # --quick picks the target rows; explicit --rounds/--seconds still apply to
     # them (a before/after check of the targets wants the full rounds).
@@ -382,11 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="ringbridge-bench-"))
     t_start = time.perf_counter()
-    # Before any server starts: the per-core speed of a quiet process.
-    host = anchors.host()
     ok = False
     try:
         with ExitStack() as stack:
+            stack.enter_context(anchors.tcp_congestion_set(args.tcp_congestion))
+            # Before any server starts: the per-core speed of a quiet process.
+            host = anchors.host()
             local_pins = stack.enter_context(servers.pinned_dir("local"))
             local = stack.enter_context(
                 load_default(default_object_path(), local_pins, servers.RING_SIZE)
@@ -410,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     return library.run_case(local, c, args.quick)
                 if c.path == "loopback TCP":
                     return anchors.run_iperf3(c, seconds)
+                if c.path == "loopback TCP, cubic":
+                    return anchors.run_iperf3(c, seconds, anchors.REFERENCE_CC)
                 if c.path.startswith("msgspec"):
                     return anchors.run_msgspec(c, anchor_s)
                 return run_network(srv[c.server], c, inputs, seconds)

@@ -30,7 +30,15 @@ TARGETS = {
     report.T_BARE,
     report.T_LAT,
 }
-ANCHORS = {report.A_C64, report.A_IPERF, report.A_MSGSPEC, report.A_PACK, report.A_FLOOR}
+ANCHORS = {
+    report.A_C64,
+    report.A_IPERF,
+    report.A_IPERF_CUBIC,
+    report.A_MSGSPEC,
+    report.A_PACK,
+    report.A_FLOOR,
+}
+LOOPBACK = {report.A_IPERF, report.A_IPERF_CUBIC}
 #: The ring library's rows (bench.library), in process against the C producer.
 LIBRARY = {"lib-reserve-64B", "lib-batch-64B"}
 
@@ -47,7 +55,7 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
         assert cases_of(doc)[key]["anchor"] == report.A_C64, key
     assert {r["key"] for r in doc["runs"]} == keys
     for r in doc["runs"]:
-        assert r["seconds"] > 0 and (r["samples"] > 0 or r["key"] == report.A_IPERF), r
+        assert r["seconds"] > 0 and (r["samples"] > 0 or r["key"] in LOOPBACK), r
         assert r["nbytes"] > 0 or r["key"] == report.T_BARE, r
     cases_by_key = {c["key"]: c for c in doc["cases"]}
     for r in doc["runs"]:
@@ -67,6 +75,9 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     for what in ("one-sample JSON POST", "loopback TCP", "msgspec decode", "ack latency"):
         assert what in md, what
     assert doc["meta"]["host_line"] in md
+    # The loopback's congestion control is the host's, named in the header.
+    cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    assert host["tcp_congestion_control"] == cc and f"TCP congestion control {cc}" in md
     # A quick run never touches tracked files.
     assert (REPO / "README.md").read_text() == readme
 
@@ -167,6 +178,33 @@ def test_bytes_rows_divide_bytes_by_the_loopback_anchor() -> None:
     assert row.vs_anchor.median == pytest.approx(600 / 4e9)
     line = _line(report.targets_table(rows, doc), "4096 B")
     assert "loopback TCP" in line and ">= 0.6x" in line and line.endswith("| **no** |")
+
+
+def test_bytes_rows_name_loopback_with_cubic_beside_the_hosts_algorithm() -> None:
+    cases = [
+        _case(report.A_IPERF, "loopback TCP", "local", size=0, batch=0),
+        _case(report.A_IPERF_CUBIC, "loopback TCP, cubic", "local", size=0, batch=0),
+        _case(
+            report.T_WS_4K,
+            "WS binary",
+            "kick",
+            size=4096,
+            batch=15,
+            anchor=report.A_IPERF,
+            measure="bytes",
+        ),
+    ]
+    doc = _doc({report.A_IPERF: [0.0], report.A_IPERF_CUBIC: [0.0], report.T_WS_4K: [20.0]}, cases)
+    for r in doc["runs"]:
+        r["nbytes"] = {report.A_IPERF: 2_000, report.A_IPERF_CUBIC: 8_000}.get(r["key"], 2_000)
+    doc["meta"] = {"host": {"tcp_congestion_control": "bbr"}}
+    rows = report.summarize(doc)
+    line = _line(report.targets_table(rows, doc), "WS binary, 4096 B")
+    # Judged on the host's algorithm (1.00x), the cubic ratio (0.25x) named beside it.
+    assert "1.00x loopback TCP;" in line and "0.25x loopback TCP with cubic (host: bbr)" in line
+    assert line.endswith("| yes |")
+    doc["meta"]["host"]["tcp_congestion_control"] = "cubic"
+    assert "with cubic" not in _line(report.targets_table(rows, doc), "WS binary, 4096 B")
 
 
 def test_latency_and_memory_targets() -> None:
