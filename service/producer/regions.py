@@ -53,7 +53,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
 from ..errors import RingbridgeError, RingFullError, RingTimeoutError
 from ..ring import UserRingBuffer
@@ -61,6 +61,7 @@ from ..wire import Ack
 from .admission import Credit
 from .contract import BeforeCommit, SeqStore
 from .kick import DrainTrigger
+from .owner import Part, RegionOwner
 
 log = logging.getLogger("ringbridge.producer")
 
@@ -74,32 +75,6 @@ READY: Final = 1
 DISCARD: Final = 2
 
 
-class RegionOwner(Protocol):
-    """Who fills a region and hears how it ended (all calls on the loop's thread)."""
-
-    @property
-    def wanted(self) -> bool:
-        """Whether the region may still publish as data (False: client gone, gave up)."""
-        ...
-
-    def region_published(self, region: Region, ack: Ack) -> None:
-        """The region's records are in the ring (``producer_pos`` passed them)."""
-
-    def region_failed(self, region: Region, exc: RingbridgeError) -> None:
-        """The region ends as DISCARD for ``exc`` (deadline, hook, shutdown); an owner
-        still receiving into it must not touch its memory any more."""
-
-    @property
-    def arriving(self) -> bool:
-        """Whether more of the region's bytes wait, unread, in its socket now."""
-        ...
-
-    def region_evict(self, region: Region) -> None:
-        """Copy what arrived out of the region now and receive the rest elsewhere:
-        the region becomes DISCARD on return (its memory is no longer the owner's)
-        and its credit is the owner's again, to pay for the copy."""
-
-
 class Region:
     """Claimed ring space ``[pos, end)`` and what became of it."""
 
@@ -111,6 +86,7 @@ class Region:
         "end",
         "nbytes",
         "owner",
+        "parts",
         "payload_bytes",
         "pos",
         "started",
@@ -141,6 +117,9 @@ class Region:
         self.state = RECEIVING
         self.count = 0
         self.payload_bytes = 0
+        # Batches that follow one another in the region, each its owner's:
+        # (owner, ring bytes, records, payload bytes); None: one batch, owner's.
+        self.parts: list[Part] | None = None
 
 
 @dataclass
@@ -236,12 +215,21 @@ class Publisher:
         regions.insert(i, front)
         return front
 
-    def ready(self, region: Region, count: int, payload_bytes: int, publish: bool = True) -> None:
-        """The region holds ``count`` validated records: publish what can be
-        (now, or at the next :meth:`publish` of the caller's)."""
+    def ready(
+        self,
+        region: Region,
+        count: int,
+        payload_bytes: int,
+        publish: bool = True,
+        parts: list[Part] | None = None,
+    ) -> None:
+        """The region holds ``count`` validated records (``parts``: as several
+        batches, in order): publish what can be (now, or at the next
+        :meth:`publish` of the caller's)."""
         region.state = READY
         region.count = count
         region.payload_bytes = payload_bytes
+        region.parts = parts
         if publish:
             self.publish()
 
@@ -343,27 +331,37 @@ class Publisher:
         self._watch_head()
 
     def _settle(self, r: Region, first: int, error: RingbridgeError | None) -> None:
-        c = self._counts
         if r.credit is not None:
             r.credit.release()
+        if r.parts is None:
+            self._settled(r, r.owner, r.pos, r.end, r.count, r.payload_bytes, first, error)
+            return
+        pos = r.pos
+        for owner, nbytes, count, payload in r.parts:  # each batch its own ack, in order
+            self._settled(r, owner, pos, pos + nbytes, count, payload, first, error)
+            pos += nbytes
+            first += count if first >= 0 else 0
+
+    def _settled(  # one batch: its ack, or its failure
+        self, r: Region, owner: RegionOwner, pos: int, end: int, count: int, payload: int,
+        first: int, error: RingbridgeError | None,
+    ) -> None:  # fmt: skip
+        c = self._counts
         if first < 0:
-            c.discarded_bytes += r.nbytes
+            c.discarded_bytes += end - pos
             if error is not None:
                 c.failed[error.code] += 1
-                r.owner.region_failed(r, error)
+                owner.region_failed(r, error)
             return
         ack = Ack(
-            accepted=r.count,
-            first_seq=first,
-            last_seq=first + r.count - 1,
-            ring_start_pos=r.pos,
-            ring_end_pos=r.end,
-        )
+            accepted=count, first_seq=first, last_seq=first + count - 1,
+            ring_start_pos=pos, ring_end_pos=end,
+        )  # fmt: skip
         c.batches += 1
-        c.samples += r.count
-        c.bytes += r.payload_bytes
-        c.ring_bytes += r.nbytes
-        r.owner.region_published(r, ack)
+        c.samples += count
+        c.bytes += payload
+        c.ring_bytes += end - pos
+        owner.region_published(r, ack)
         if self._on_commit is not None:
             try:
                 self._on_commit(time.perf_counter() - r.started, ack)

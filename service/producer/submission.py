@@ -11,7 +11,7 @@ from ..errors import RingbridgeError
 from ..wire import Ack
 from .admission import Credit
 from .contract import Batch, BeforeCommit
-from .regions import RegionOwner
+from .owner import RegionOwner
 
 if TYPE_CHECKING:
     from .regions import Region

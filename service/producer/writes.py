@@ -41,7 +41,8 @@ from ..ring import UserRingBuffer
 from .admission import BatchLine, Credit
 from .contract import Batch, BeforeCommit
 from .kick import DrainTrigger
-from .regions import CommitCounts, Publisher, Region, RegionOwner
+from .owner import Part, RegionOwner
+from .regions import CommitCounts, Publisher, Region
 from .submission import ClaimOwner, ClaimRequest, InLine, Submission
 
 __all__ = ["InPlaceWrites"]
@@ -118,13 +119,16 @@ class InPlaceWrites:
         payload_bytes: int,
         before_commit: BeforeCommit | None = None,
         publish: bool = True,
+        parts: list[Part] | None = None,
     ) -> None:
         """``region`` holds ``count`` validated records: it publishes in its turn
         (``before_commit`` runs right before, see :data:`BeforeCommit`).
-        ``publish=False``: not before the caller's :meth:`publish`."""
+        ``publish=False``: not before the caller's :meth:`publish`. ``parts``:
+        the records are several batches, in order, each acked to its owner
+        (frames read ahead together); the region's owner decides ``wanted``."""
         if before_commit is not None:
             region.before_commit = before_commit
-        self._publishing(self._pub.ready, region, count, payload_bytes, publish)
+        self._publishing(self._pub.ready, region, count, payload_bytes, publish, parts)
 
     def discard(self, region: Region, publish: bool = True) -> None:
         """``region`` must never be read: it publishes as DISCARD in its turn."""

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Final
 from ...core.ring import DISCARD_BIT, HDR_SIZE
 from ...errors import OverloadedError, RingbridgeError
 from ...producer.admission import Credit
+from ...producer.owner import Part
 from ...producer.regions import Region
 from ..keepalive import queued_bytes
 
@@ -66,18 +67,23 @@ EMPTY_DISCARD: Final = struct.pack("<II", DISCARD_BIT, 0)
 
 def received(s: Stream, frame: Frame, region: Region, counts: tuple[int, int] | None) -> None:
     """``frame``, validated in place (``counts``; None: refused), is whole at the
-    start of ``region``, which holds more read ahead: split it off, take the
-    frames behind it, answer, publish."""
+    start of ``region``, which holds more read ahead: take the frames behind
+    it, answer, publish."""
     p = s.rt.producer
     head, whole = frame.head, frame.head + frame.nbytes
     assert region.credit is not None
-    frame.credit = region.credit.carve(whole)
-    mine = p.split(region, whole, frame, frame.credit, region.started)
-    if counts is not None and head:
-        p.view(mine)[:head] = EMPTY_DISCARD
     refused: list[tuple[Frame, RingbridgeError]] = []
-    _settle(s, frame, mine, counts, head, refused)
-    take_following(s, region, s.c.got - whole, refused)
+    run = _Run()
+    if counts is not None:
+        if head:
+            p.view(region)[:head] = EMPTY_DISCARD
+        frame.credit = None  # the run's, carved when it is split off
+        run.add(frame, whole, *counts, region.started)
+    else:
+        frame.credit = region.credit.carve(whole)
+        mine = p.split(region, whole, frame, frame.credit, region.started)
+        _refuse(s, frame, mine, head, refused)
+    take_following(s, region, s.c.got - whole, refused, run)
     # Answered once every frame read ahead is taken (an answer may resume
     # reading, which must not pass them).
     for fr, exc in refused:
@@ -85,22 +91,65 @@ def received(s: Stream, frame: Frame, region: Region, counts: tuple[int, int] | 
     p.publish()
 
 
-def _settle(
+class _Run:
+    """Valid frames that follow one another at the start of a claim: ready as
+    one region of several batches (one split, one credit, one publish step;
+    each frame acked on its own, see ``Writes.ready(parts=...)``)."""
+
+    __slots__ = ("count", "frames", "nbytes", "parts", "payload", "started")
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.parts: list[Part] = []
+        self.nbytes = self.count = self.payload = 0
+        self.started = 0.0
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def add(self, fr: Frame, whole: int, count: int, payload: int, started: float) -> None:
+        if not self.parts:
+            self.started = started
+        self.frames.append(fr)
+        self.parts.append((fr, whole, count, payload))
+        self.nbytes += whole
+        self.count += count
+        self.payload += payload
+
+
+def _flush(s: Stream, region: Region, run: _Run) -> Region | None:
+    """``run``'s frames, at the start of ``region``, ready as a region of their
+    own (published at the caller's ``publish``); what is left of ``region``
+    (None: the run took it all)."""
+    if not run.parts:
+        return region
+    p = s.rt.producer
+    first = run.frames[0]
+    assert region.credit is not None
+    if run.nbytes < region.nbytes:
+        mine = p.split(region, run.nbytes, first, region.credit.carve(run.nbytes), run.started)
+        rest: Region | None = region
+    else:  # the claim ends with it
+        mine, rest = region, None
+        mine.owner = first
+    for fr in run.frames:
+        fr.region = mine
+    parts = run.parts if len(run.parts) > 1 else None
+    p.ready(mine, run.count, run.payload, publish=False, parts=parts)  # acked when published
+    run.clear()
+    return rest
+
+
+def _refuse(
     s: Stream,
     frame: Frame,
     region: Region,
-    counts: tuple[int, int] | None,
     head: int,
     refused: list[tuple[Frame, RingbridgeError]],
 ) -> None:
-    """``frame``'s own ``region`` (its payload ``head`` bytes in) is ready with
-    ``counts``, or, None, DISCARD and the frame put in ``refused``: both
-    published at the caller's ``publish``."""
+    """``frame``'s own ``region`` (its payload ``head`` bytes in) is refused:
+    DISCARD and the frame put in ``refused``, both at the caller's ``publish``."""
     p = s.rt.producer
-    frame.region = region
-    if counts is not None:
-        p.ready(region, *counts, publish=False)  # acked when published
-        return
     refused.append((frame, s.c.p.in_place.refusal(bytes(p.view(region)[head:]))))
     frame.region = None
     p.discard(region, publish=False)
@@ -192,10 +241,15 @@ def _extend(s: Stream, region: Region, whole: int, got: int) -> None:
 
 
 def take_following(
-    s: Stream, rest: Region, got: int, refused: list[tuple[Frame, RingbridgeError]]
+    s: Stream,
+    region: Region,
+    got: int,
+    refused: list[tuple[Frame, RingbridgeError]],
+    run: _Run | None = None,
 ) -> None:
-    """``rest``: the claim's space past a frame just received whole, ``got`` of
-    its bytes arrived: take the frames there; the next one goes on arriving
+    """``region``: the claim's space from a frame just received whole (``run``:
+    the valid frames at its start, not split off yet), ``got`` of its bytes
+    arrived past them: take the frames there; the next one goes on arriving
     there, or the read-ahead ends. The caller answers the frames put in
     ``refused`` and publishes, in that order."""
     from .frame import Frame  # frame.py imports this module
@@ -203,44 +257,49 @@ def take_following(
     c = s.c
     p = s.rt.producer
     ip = c.p.in_place
+    run = run if run is not None else _Run()
     cap = 0 if s.closing or s.stopping or s.frag is not None else s.window - len(s.pending)
     k, stop, nxt = (0, 0, 0)
     if cap > 0 and got:
-        k, stop, nxt = ip.scan(p.address(rest), got, s.scan_max, cap)
+        k, stop, nxt = ip.scan(p.address(region) + run.nbytes, got, s.scan_max, cap)
     frames = ip.frames
-    region: Region | None = rest
+    rest: Region | None = region
     for i in range(k):
         f = frames[i]
         whole = HDR_SIZE + f.length
-        assert region is not None
-        if whole < region.nbytes:
-            credit = region.credit.carve(whole) if region.credit is not None else None
-            assert credit is not None
-            fr = Frame(s, s.frames, False, f.length, f.key, credit)
-            started = fr.arrival.at if fr.arrival is not None else time.perf_counter()
-            mine = p.split(region, whole, fr, credit, started)
-        else:  # the claim ends with it
-            assert region.credit is not None
-            fr = Frame(s, s.frames, False, f.length, f.key, region.credit)
-            mine, region = region, None
-            mine.owner = fr
+        fr = Frame(s, s.frames, False, f.length, f.key, None)
         s.frames += 1
         s.read_ahead += 1
         s.pending.append(fr)
-        counts = (f.result.count, f.result.payload_bytes) if f.verdict == 0 else None
-        _settle(s, fr, mine, counts, HDR_SIZE, refused)
-    if region is None:
+        started = fr.arrival.at if fr.arrival is not None else time.perf_counter()
+        if f.verdict == 0:
+            run.add(fr, whole, f.result.count, f.result.payload_bytes, started)
+            continue
+        # An invalid frame: the run before it goes first, then it alone.
+        assert rest is not None
+        rest = _flush(s, rest, run)
+        assert rest is not None and rest.credit is not None
+        if whole < rest.nbytes:
+            fr.credit = rest.credit.carve(whole)
+            mine = p.split(rest, whole, fr, fr.credit, started)
+        else:  # the claim ends with it
+            mine, rest = rest, None
+            mine.owner = fr
+        _refuse(s, fr, mine, HDR_SIZE, refused)
+    if rest is not None:
+        rest = _flush(s, rest, run)
+    if rest is None:
         return
     left = got - stop
     if nxt > HDR_SIZE and left < nxt and len(s.pending) < s.window:
-        if nxt > region.nbytes:
-            _extend(s, region, nxt, left)
-        if nxt <= region.nbytes:
-            _arriving(s, region, nxt, left)
+        if nxt > rest.nbytes:
+            _extend(s, rest, nxt, left)
+        if nxt <= rest.nbytes:
+            _arriving(s, rest, nxt, left)
             return
     if left:
-        c.unread(p.view(region)[:left])
-    p.give_back(region)
+        c.unread(p.view(rest)[:left])
+    p.give_back(rest)
 
 
 def _arriving(s: Stream, region: Region, whole: int, got: int) -> None:
