@@ -135,7 +135,7 @@ def test_frames_waiting_behind_one_are_read_ahead_and_each_committed_once_in_ord
         assert (ack["id"], ack["accepted"], ack["first_seq"]) == (i, m, seq), ack
         seq += m
     # Each frame read ahead left its 8-byte header as an empty DISCARD record:
-    # the first of a read never does; 15 frames of 64 KiB at most, 256 KiB a read.
+    # the first of a read never does; 15 frames of 64 KiB at most, 1 MiB a read.
     ahead = (srv.producer_pos() - 24 * sum(sizes)) // 8
     assert srv.producer_pos() == 24 * sum(sizes) + 8 * ahead
     assert 4 <= ahead < len(sizes), f"{ahead} frames read ahead"
