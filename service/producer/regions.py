@@ -51,7 +51,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -119,7 +119,7 @@ class Region:
         self.payload_bytes = 0
         # Batches that follow one another in the region, each its owner's:
         # (owner, ring bytes, records, payload bytes); None: one batch, owner's.
-        self.parts: list[Part] | None = None
+        self.parts: Sequence[Part] | None = None
 
 
 @dataclass
@@ -221,7 +221,7 @@ class Publisher:
         count: int,
         payload_bytes: int,
         publish: bool = True,
-        parts: list[Part] | None = None,
+        parts: Sequence[Part] | None = None,
     ) -> None:
         """The region holds ``count`` validated records (``parts``: as several
         batches, in order): publish what can be (now, or at the next

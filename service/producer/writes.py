@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import (
@@ -119,7 +119,7 @@ class InPlaceWrites:
         payload_bytes: int,
         before_commit: BeforeCommit | None = None,
         publish: bool = True,
-        parts: list[Part] | None = None,
+        parts: Sequence[Part] | None = None,
     ) -> None:
         """``region`` holds ``count`` validated records: it publishes in its turn
         (``before_commit`` runs right before, see :data:`BeforeCommit`).

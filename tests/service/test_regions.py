@@ -128,6 +128,52 @@ async def test_a_region_whose_owner_left_or_whose_deadline_passed_takes_no_seq(
     assert st.discarded_bytes == 2 * b.nbytes and st.batches_failed == {"ring_full_timeout": 1}
 
 
+async def test_a_region_of_several_batches_acks_each_in_order(
+    producer: Producer, loaded: LoadedRingbridge
+) -> None:
+    """``ready(parts=...)`` (frames read ahead together): each batch its own
+    ack -- seqs, ring positions -- counted as a batch; one deadline for all."""
+    p = producer
+    a, b, c = batch(3, 6), batch(1, 7), batch(2, 8)
+    oa, ob, oc = Owner(), Owner(), Owner()
+    n = a.nbytes + b.nbytes + c.nbytes
+    first = p.claim(a.nbytes, p.admit(a.nbytes, 5), Owner())
+    assert first is not None
+    fill(p, first, a)
+    r = p.claim(n, p.admit(n, 5), oa)
+    assert r is not None
+    p.view(r)[:] = a.records + b.records + c.records
+    parts = [(o, x.nbytes, x.count, x.payload_bytes) for o, x in ((oa, a), (ob, b), (oc, c))]
+    p.ready(r, 6, a.payload_bytes + b.payload_bytes + c.payload_bytes, parts=parts)
+    acks = [o.acks[0] for o in (oa, ob, oc)]
+    assert [(k.accepted, k.first_seq, k.last_seq) for k in acks] == [
+        (3, 3, 5),
+        (1, 6, 6),
+        (2, 7, 8),
+    ]
+    start = a.nbytes
+    assert [(k.ring_start_pos, k.ring_end_pos) for k in acks] == [
+        (start, start + a.nbytes),
+        (start + a.nbytes, start + a.nbytes + b.nbytes),
+        (start + a.nbytes + b.nbytes, start + n),
+    ]
+    st = p.statistics()
+    assert (st.batches_committed, st.samples_committed) == (4, 9)
+    assert p.admission.in_use == 0
+    assert loaded.drain() == 9
+    kc = loaded.read_counters()
+    assert [kc.kind_count[k] for k in (6, 7, 8)] == [6, 1, 2]
+    # Past its deadline, every batch of it fails; none takes a seq.
+    late = [Owner(), Owner()]
+    r = p.claim(2 * b.nbytes, p.admit(2 * b.nbytes, 0.01), late[0])
+    assert r is not None
+    await asyncio.sleep(0.05)
+    p.view(r)[:] = b.records + b.records
+    p.ready(r, 2, 2 * b.payload_bytes, parts=[(o, b.nbytes, 1, b.payload_bytes) for o in late])
+    assert all(isinstance(o.errors[0], RingTimeoutError) and not o.acks for o in late)
+    assert p.statistics().batches_failed == {"ring_full_timeout": 2}
+
+
 async def test_a_refused_region_at_the_end_is_given_back(producer: Producer) -> None:
     p = producer
     b = batch(1, 5)
