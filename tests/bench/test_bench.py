@@ -153,19 +153,15 @@ def test_a_missed_target_is_marked() -> None:
     assert "0.50x C" in line and line.endswith("| **no** |")
 
 
+def _bytes_case(key: str, path: str, **kw: Any) -> dict[str, Any]:
+    """A 4096 B row: bytes/s against the loopback anchor."""
+    return _case(key, path, "kick", size=4096, anchor=report.A_IPERF, measure="bytes", **kw)
+
+
 def test_bytes_rows_divide_bytes_by_the_loopback_anchor() -> None:
     cases = [
         _case(report.A_IPERF, "loopback TCP", "local", size=0, batch=0),
-        _case(
-            report.T_HTTP_4K,
-            "HTTP binary",
-            "kick",
-            size=4096,
-            batch=63,
-            clients=4,
-            anchor=report.A_IPERF,
-            measure="bytes",
-        ),
+        _bytes_case(report.T_HTTP_4K, "HTTP binary", batch=63, clients=4),
     ]
     doc = _doc({report.A_IPERF: [0.0, 0.0], report.T_HTTP_4K: [5.0, 7.0]}, cases)
     # iperf3 moves bytes, not samples: 4e9 bytes/s against 0.5e9 / 0.7e9.
@@ -184,15 +180,7 @@ def test_bytes_rows_name_loopback_with_cubic_beside_the_hosts_algorithm() -> Non
     cases = [
         _case(report.A_IPERF, "loopback TCP", "local", size=0, batch=0),
         _case(report.A_IPERF_CUBIC, "loopback TCP, cubic", "local", size=0, batch=0),
-        _case(
-            report.T_WS_4K,
-            "WS binary",
-            "kick",
-            size=4096,
-            batch=15,
-            anchor=report.A_IPERF,
-            measure="bytes",
-        ),
+        _bytes_case(report.T_WS_4K, "WS binary", batch=15),
     ]
     doc = _doc({report.A_IPERF: [0.0], report.A_IPERF_CUBIC: [0.0], report.T_WS_4K: [20.0]}, cases)
     for r in doc["runs"]:
