@@ -111,6 +111,24 @@ def tcp_congestion_set(name: str | None) -> Iterator[None]:
         TCP_CC.write_text(before)
 
 
+#: How an idle CPU waits (a VM's guest halt polling sets what a wake-up across
+#: CPUs costs: with it off, ~50 us on the host of 2026-12-03, the ack latency's floor).
+CPUIDLE = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+HALT_POLL_NS = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def cpuidle() -> str:
+    """``haltpoll (guest poll 0 ns)``, ``intel_idle``, ... or "" when unknown."""
+    try:
+        driver = CPUIDLE.read_text().strip()
+    except OSError:
+        return ""
+    try:
+        return f"{driver} (guest poll {int(HALT_POLL_NS.read_text())} ns)"
+    except (OSError, ValueError):
+        return driver
+
+
 def host() -> dict[str, Any]:
     """CPU model, count and per-core speed of this machine, for the results' header."""
     info = _cpuinfo()
@@ -129,6 +147,7 @@ def host() -> dict[str, Any]:
         "nominal_mhz": float(info["cpu MHz"]) if "cpu MHz" in info else None,
         "python_loop_m_per_s": _python_loop_rate() / 1e6,
         "tcp_congestion_control": tcp_congestion(),
+        "cpuidle": cpuidle(),
     }
     if CPU_LOOP.exists():
         done = subprocess.run(
@@ -151,6 +170,8 @@ def host_line(h: dict[str, Any]) -> str:
         parts.append(f"nominal {h['nominal_mhz']:.0f} MHz")
     if h.get("tcp_congestion_control"):
         parts.append(f"TCP congestion control {h['tcp_congestion_control']}")
+    if h.get("cpuidle"):
+        parts.append(f"cpuidle {h['cpuidle']}")
     return "; ".join(parts)
 
 

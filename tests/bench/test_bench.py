@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import report, tables
+from bench import anchors, report, tables
 from bench.cases import cases, granian_cases, target_cases
 from bench.run import select
 
@@ -78,6 +78,9 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     # The loopback's congestion control is the host's, named in the header.
     cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     assert host["tcp_congestion_control"] == cc and f"TCP congestion control {cc}" in md
+    # How an idle CPU waits (what a wake-up across CPUs costs), when the host says.
+    assert host["cpuidle"] == anchors.cpuidle()
+    assert not host["cpuidle"] or f"cpuidle {host['cpuidle']}" in md
     # A quick run never touches tracked files.
     assert (REPO / "README.md").read_text() == readme
 
