@@ -99,13 +99,13 @@ class _Run:
     __slots__ = ("count", "frames", "nbytes", "parts", "payload", "started")
 
     def __init__(self) -> None:
+        self.started = 0.0
+        self.clear()
+
+    def clear(self) -> None:
         self.frames: list[Frame] = []
         self.parts: list[Part] = []
         self.nbytes = self.count = self.payload = 0
-        self.started = 0.0
-
-    def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
 
     def add(self, fr: Frame, whole: int, count: int, payload: int, started: float) -> None:
         if not self.parts:
@@ -286,8 +286,10 @@ def take_following(
             mine, rest = rest, None
             mine.owner = fr
         _refuse(s, fr, mine, HDR_SIZE, refused)
-    if rest is not None:
-        rest = _flush(s, rest, run)
+    if rest is None:  # an invalid frame ended the claim: nothing was scanned past it
+        assert not run.parts
+        return
+    rest = _flush(s, rest, run)
     if rest is None:
         return
     left = got - stop
