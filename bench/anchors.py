@@ -79,11 +79,6 @@ def _python_loop_rate(n: int = 2_000_000, repeat: int = 3) -> float:
 #: The host's TCP congestion control (what every loopback connection of the
 #: bench uses, load generators' and iperf3's alike, unless ``--tcp-congestion``).
 TCP_CC = Path("/proc/sys/net/ipv4/tcp_congestion_control")
-#: The loopback anchor run again with this algorithm when the host's differs:
-#: the kernel's default (``CONFIG_DEFAULT_TCP_CONG``), which does not pace.
-#: With BBR (a pacing algorithm), one loopback stream carried a third of what
-#: it carries with cubic on the host of 2026-12-03 (2.8 against 8.0 GB/s).
-REFERENCE_CC = "cubic"
 
 
 def tcp_congestion() -> str:

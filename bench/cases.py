@@ -30,12 +30,14 @@ Measure = Literal["samples", "bytes"]
 
 #: ringbridge.ring in process (bench.library): per sample, and in validated batches.
 LIBRARY_PATHS = ("library reserve/submit", "library commit_batch")
+#: The loopback anchor with the sender on report.REFERENCE_CC (``iperf3 -C``).
+LOOPBACK_REF = f"loopback TCP, {report.REFERENCE_CC}"
 LOCAL_PATHS = (
     "C libbpf",
     "Python direct",
     *LIBRARY_PATHS,
     "loopback TCP",
-    "loopback TCP, cubic",
+    LOOPBACK_REF,
     "msgspec decode",
     "msgspec + pack_into",
 )
@@ -62,8 +64,9 @@ class Case:
     def label(self) -> str:
         if self.path == "loopback TCP":
             return "loopback TCP, 1 stream (iperf3)"
-        if self.path == "loopback TCP, cubic":
-            return "loopback TCP, 1 stream, sender on cubic (iperf3 -C cubic)"
+        if self.path == LOOPBACK_REF:
+            cc = report.REFERENCE_CC
+            return f"loopback TCP, 1 stream, sender on {cc} (iperf3 -C {cc})"
         if self.path.startswith("msgspec"):
             return f"{self.path}, {self.batch} x {self.size} B JSON body (in process)"
         if self.path in LOCAL_PATHS:
@@ -138,7 +141,7 @@ def target_cases() -> list[Case]:
     return [
         Case(C64, "C libbpf", "local", 64, 0),
         Case(IPERF, "loopback TCP", "local", 0, 0),
-        Case(IPERF_CUBIC, "loopback TCP, cubic", "local", 0, 0),
+        Case(IPERF_CUBIC, LOOPBACK_REF, "local", 0, 0),
         Case(MSGSPEC, "msgspec decode", "local", 16, JSON_BATCH),
         Case(MSGSPEC_PACK, "msgspec + pack_into", "local", 16, JSON_BATCH, anchor=MSGSPEC),
         _bin(report.T_WS, "WS binary", 64, b64k),

@@ -71,7 +71,7 @@ from contextlib import ExitStack  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench import anchors, library, loadgen, payloads, procs, report, servers, tables  # noqa: E402
-from bench.cases import LIBRARY_PATHS, Case, Run, baseline_cases, cases  # noqa: E402
+from bench.cases import LIBRARY_PATHS, LOOPBACK_REF, Case, Run, baseline_cases, cases  # noqa: E402
 from ringbridge.core import ring as core  # noqa: E402
 from ringbridge.kernel.bpfobj import default_object_path, load_default  # noqa: E402
 
@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     return library.run_case(local, c, args.quick)
                 if c.path == "loopback TCP":
                     return anchors.run_iperf3(c, seconds)
-                if c.path == "loopback TCP, cubic":
-                    return anchors.run_iperf3(c, seconds, anchors.REFERENCE_CC)
+                if c.path == LOOPBACK_REF:
+                    return anchors.run_iperf3(c, seconds, report.REFERENCE_CC)
                 if c.path.startswith("msgspec"):
                     return anchors.run_msgspec(c, anchor_s)
                 return run_network(srv[c.server], c, inputs, seconds)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench import anchors, report, tables
-from bench.cases import cases, granian_cases, target_cases
+from bench.cases import LOOPBACK_REF, cases, granian_cases, target_cases
 from bench.run import select
 
 from .quick import REPO, run_quick
@@ -182,7 +182,7 @@ def test_bytes_rows_divide_bytes_by_the_loopback_anchor() -> None:
 def test_bytes_rows_name_loopback_with_cubic_beside_the_hosts_algorithm() -> None:
     cases = [
         _case(report.A_IPERF, "loopback TCP", "local", size=0, batch=0),
-        _case(report.A_IPERF_CUBIC, "loopback TCP, cubic", "local", size=0, batch=0),
+        _case(report.A_IPERF_CUBIC, LOOPBACK_REF, "local", size=0, batch=0),
         _bytes_case(report.T_WS_4K, "WS binary", batch=15),
     ]
     doc = _doc({report.A_IPERF: [0.0], report.A_IPERF_CUBIC: [0.0], report.T_WS_4K: [20.0]}, cases)
