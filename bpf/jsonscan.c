@@ -223,6 +223,8 @@ static inline void store_le(uint8_t *dst, uint64_t v, unsigned size)
 #endif
 }
 
+/* Inlined into the shape match and the general parse: a call there cost 6% of
+ * the scan (19.5 against 20.8 us for the 1000 x 16 B body). */
 static inline __attribute__((always_inline)) int value(struct cur *c, const struct rb_scan_field *f,
 						   uint8_t *dst)
 {
