@@ -57,6 +57,7 @@ class Case:
     window: int = 16  # WS batches in flight per connection
     wait: str = "committed"
     group: str = "throughput"  # or "latency"
+    client_cc: str | None = None  # the WS client's TCP congestion control (None: the host's)
     anchor: str | None = None  # key of the row this one is divided by
     measure: Measure = "samples"  # what the ratio to the anchor divides
 
@@ -75,6 +76,8 @@ class Case:
         who = f"{self.clients} conn" + ("s" if self.clients > 1 else "")
         if self.path.startswith("WS"):
             who += f", window {self.window}"
+        if self.client_cc:
+            who += f", client's sender on {self.client_cc}"
         extra = f", wait={self.wait}" if self.group == "latency" else ""
         server = {
             "timer": " [timer drain]",
@@ -145,6 +148,9 @@ def target_cases() -> list[Case]:
         Case(MSGSPEC, "msgspec decode", "local", 16, JSON_BATCH),
         Case(MSGSPEC_PACK, "msgspec + pack_into", "local", 16, JSON_BATCH, anchor=MSGSPEC),
         _bin(report.T_WS, "WS binary", 64, b64k),
+        replace(
+            _bin(report.T_WS_CLIENT_REF, "WS binary", 64, b64k), client_cc=report.REFERENCE_CC
+        ),
         _bin(report.T_HTTP, "HTTP binary", 64, b256k, 4),
         _bin(report.T_HTTP_4K, "HTTP binary", 4096, k4_256k, 4),
         _bin(report.T_WS_4K, "WS binary", 4096, k4_64k),

@@ -22,7 +22,7 @@ import os
 import shutil
 import struct
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -39,6 +39,17 @@ class Load:
     latency_p50_us: float
     latency_p99_us: float
     client_cpu_s: float
+    client: dict[str, float] = field(default_factory=dict)  # ws_client: WS_CLIENT_TIMES
+
+
+#: Where ws_client's time went while it sent (its JSON line; bench/ws_client.c).
+WS_CLIENT_TIMES = (
+    "send_seconds",
+    "window_full_seconds",
+    "tcp_busy_us",
+    "tcp_rwnd_limited_us",
+    "tcp_sndbuf_limited_us",
+)
 
 
 def wrk_binary() -> str:
@@ -111,7 +122,11 @@ def run_ws(
     connections: int,
     window: int,
     seconds: float,
+    congestion: str | None = None,
 ) -> Load:
+    """``ws_client``; ``congestion``: its sockets' TCP congestion control
+    (the host's default when None). Where the client's time went while it
+    sent (see bench/ws_client.c) is in :attr:`Load.client`."""
     host, port = addr.rsplit(":", 1)
     out = subprocess.run(
         [
@@ -122,6 +137,7 @@ def run_ws(
             f"--conns={connections}",
             f"--window={window}",
             f"--seconds={seconds}",
+            *([f"--congestion={congestion}"] if congestion else []),
         ],
         capture_output=True,
         text=True,
@@ -137,4 +153,5 @@ def run_ws(
         latency_p50_us=float(r["latency_p50_us"]),
         latency_p99_us=float(r["latency_p99_us"]),
         client_cpu_s=float(r["cpu_seconds"]),
+        client={k: float(r[k]) for k in WS_CLIENT_TIMES},
     )

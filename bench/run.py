@@ -70,7 +70,7 @@ from contextlib import ExitStack  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
-from bench import anchors, library, loadgen, payloads, procs, report, servers, tables  # noqa: E402
+from bench import ackhist, anchors, library, loadgen, payloads, procs, report, servers, tables  # noqa: E402
 from bench.cases import LIBRARY_PATHS, LOOPBACK_REF, Case, Run, baseline_cases, cases  # noqa: E402
 from ringbridge.core import ring as core  # noqa: E402
 from ringbridge.kernel.bpfobj import default_object_path, load_default  # noqa: E402
@@ -162,6 +162,9 @@ def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> 
     counted = case.server not in ("bare", "granian-bare", "floor")
     before = _settled(srv.addr) if counted else 0
     procs.reset_peak_rss(srv.pid)
+    own = case.group == "latency" and counted  # the service's own ack latency, too
+    transport = "ws" if case.path.startswith("WS") else "http"
+    hist0 = ackhist.read(srv.addr, transport, case.wait) if own else {}
     cpu0 = procs.cpu_seconds(srv.pid)
     t0 = time.perf_counter()
     if case.path.startswith("WS"):
@@ -172,6 +175,7 @@ def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> 
             connections=case.clients,
             window=case.window,
             seconds=seconds,
+            congestion=case.client_cc,
         )
     else:
         url = f"http://{srv.addr}/v1/samples?wait={case.wait}&timeout=30"
@@ -200,6 +204,12 @@ def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> 
                 f"requests of {case.batch} make {low} (at most {high} with those in flight)"
             )
     seconds_measured = load.seconds + tail
+    extra = dict(load.client)
+    if own:
+        hist1 = ackhist.read(srv.addr, transport, case.wait)
+        for q, name in ((0.5, "server_ack_p50_le_us"), (0.99, "server_ack_p99_le_us")):
+            if (bound := ackhist.quantile_bound(hist0, hist1, q)) is not None:
+                extra[name] = bound * 1e6
     return Run(
         case.key,
         0,
@@ -214,6 +224,7 @@ def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> 
         latency_p50_us=load.latency_p50_us,
         latency_p99_us=load.latency_p99_us,
         peak_rss_mib=procs.peak_rss_bytes(srv.pid) / (1 << 20),
+        extra=extra,
     )
 
 

@@ -17,17 +17,27 @@
  * u8 pad[3]; payload }.
  *
  * Prints one JSON line: frames, accepted, errors, seconds, latency
- * percentiles (us), and the client's own CPU time over the timed part.
+ * percentiles (us), and the client's own CPU time over the timed part; and
+ * where the client's time went while it was sending, summed over
+ * connections, to tell a slow server from a slow client: seconds waiting for
+ * acks with its window full (the server's pace), seconds blocked in send()
+ * (its own TCP's), and its sockets' TCP_INFO times (us) busy sending,
+ * limited by the server's receive window, and limited by the send buffer
+ * (data queued that its TCP did not yet send: pacing or congestion window).
+ *
+ * --congestion NAME sets the client's sockets' TCP congestion control
+ * (TCP_CONGESTION) instead of the host's default: the benchmark runs its WS
+ * target once more with the sender on a non-pacing algorithm (bench/cases.py).
  *
  * Usage: ws_client --port P --batches FILE [--host H] [--conns C]
- *                  [--window W] [--seconds S]
+ *                  [--window W] [--seconds S] [--congestion NAME]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h> /* struct tcp_info with the *_limited times */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,6 +57,8 @@ struct conn {
 	int fd, idx;
 	pthread_t thread;
 	uint64_t sent, acked, accepted, errors;
+	double send_s, wait_s; /* in send(), and waiting for acks with the window full */
+	struct tcp_info ti;    /* read before close */
 	double *lat;      /* one per ack, in seconds */
 	size_t lat_cap;
 	char *in;         /* unparsed bytes from the server */
@@ -59,6 +71,7 @@ static size_t nframes;
 static const char *host = "127.0.0.1";
 static int port, window = 16;
 static double seconds = 2.0, deadline;
+static const char *congestion; /* NULL: the host's default */
 
 static double now_s(void)
 {
@@ -263,19 +276,32 @@ static void *run_conn(void *arg)
 			const struct frame *f = &frames[next];
 
 			next = (next + 1) % nframes;
-			sent_at[c->sent % (uint64_t)window] = now_s();
+			double t = now_s();
+
+			sent_at[c->sent % (uint64_t)window] = t;
 			if (send_all(c->fd, f->buf, f->len)) {
 				snprintf(c->err, sizeof(c->err), "send: %s", strerror(errno));
 				goto out;
 			}
+			c->send_s += now_s() - t;
 			c->sent++;
 		}
 		if (c->acked == c->sent)
 			break;
+		double t = now_s();
+
 		if (fill(c) || parse_acks(c, sent_at) < 0)
 			goto out;
+		if (sending) /* the loop above stopped on a full window */
+			c->wait_s += now_s() - t;
 	}
 out:
+	{
+		socklen_t n = sizeof(c->ti);
+
+		if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &c->ti, &n))
+			memset(&c->ti, 0, sizeof(c->ti));
+	}
 	free(sent_at);
 	return NULL;
 }
@@ -305,6 +331,7 @@ int main(int argc, char **argv)
 		{ "conns", required_argument, NULL, 'c' },
 		{ "window", required_argument, NULL, 'w' },
 		{ "seconds", required_argument, NULL, 's' },
+		{ "congestion", required_argument, NULL, 'C' },
 		{ 0 },
 	};
 	const char *path = NULL;
@@ -312,6 +339,8 @@ int main(int argc, char **argv)
 	struct conn *conns;
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	uint64_t frames_acked = 0, accepted = 0, errors = 0, nlat = 0;
+	uint64_t busy_us = 0, rwnd_us = 0, sndbuf_us = 0;
+	double send_s = 0, wait_s = 0;
 	double t0, t1, cpu0, cpu1, *lat;
 
 	while ((opt = getopt_long(argc, argv, "h:p:b:c:w:s:", longopts, NULL)) != -1) {
@@ -321,10 +350,11 @@ int main(int argc, char **argv)
 		case 'b': path = optarg; break;
 		case 'c': nconns = atoi(optarg); break;
 		case 'w': window = atoi(optarg); break;
+		case 'C': congestion = optarg; break;
 		case 's': seconds = atof(optarg); break;
 		default:
 			fprintf(stderr, "usage: %s --port P --batches FILE [--host H] [--conns C] "
-				"[--window W] [--seconds S]\n", argv[0]);
+				"[--window W] [--seconds S] [--congestion NAME]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -348,7 +378,12 @@ int main(int argc, char **argv)
 
 		c->idx = i;
 		c->fd = socket(AF_INET, SOCK_STREAM, 0);
-		if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)))
+		if (c->fd < 0)
+			die("socket");
+		if (congestion && setsockopt(c->fd, IPPROTO_TCP, TCP_CONGESTION, congestion,
+					     (socklen_t)strlen(congestion)))
+			die("setsockopt TCP_CONGESTION");
+		if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)))
 			die("connect");
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		/* Enough room for every ack of the run at ~1 M acks/s. */
@@ -381,6 +416,11 @@ int main(int argc, char **argv)
 		frames_acked += conns[i].acked;
 		accepted += conns[i].accepted;
 		errors += conns[i].errors;
+		send_s += conns[i].send_s;
+		wait_s += conns[i].wait_s;
+		busy_us += conns[i].ti.tcpi_busy_time;
+		rwnd_us += conns[i].ti.tcpi_rwnd_limited;
+		sndbuf_us += conns[i].ti.tcpi_sndbuf_limited;
 	}
 	lat = malloc((frames_acked + 1) * sizeof(double));
 	if (!lat)
@@ -394,10 +434,14 @@ int main(int argc, char **argv)
 	}
 	qsort(lat, nlat, sizeof(double), cmp_double);
 	printf("{\"frames\": %llu, \"accepted\": %llu, \"errors\": %llu, \"seconds\": %.6f, "
-	       "\"latency_p50_us\": %.1f, \"latency_p99_us\": %.1f, \"cpu_seconds\": %.4f}\n",
+	       "\"latency_p50_us\": %.1f, \"latency_p99_us\": %.1f, \"cpu_seconds\": %.4f, "
+	       "\"send_seconds\": %.6f, \"window_full_seconds\": %.6f, \"tcp_busy_us\": %llu, "
+	       "\"tcp_rwnd_limited_us\": %llu, \"tcp_sndbuf_limited_us\": %llu}\n",
 	       (unsigned long long)frames_acked, (unsigned long long)accepted,
 	       (unsigned long long)errors, t1 - t0,
 	       nlat ? lat[nlat / 2] * 1e6 : 0.0,
-	       nlat ? lat[(size_t)((double)nlat * 0.99)] * 1e6 : 0.0, cpu1 - cpu0);
+	       nlat ? lat[(size_t)((double)nlat * 0.99)] * 1e6 : 0.0, cpu1 - cpu0,
+	       send_s, wait_s, (unsigned long long)busy_us, (unsigned long long)rwnd_us,
+	       (unsigned long long)sndbuf_us);
 	return errors ? 3 : 0;
 }

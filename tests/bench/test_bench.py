@@ -9,12 +9,13 @@ whose kernel counters disagree with what the clients were acked).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import anchors, report, tables
+from bench import ackhist, anchors, loadgen, report, tables
 from bench.cases import LOOPBACK_REF, cases, granian_cases, target_cases
 from bench.run import select
 
@@ -22,6 +23,7 @@ from .quick import REPO, run_quick
 
 TARGETS = {
     report.T_WS,
+    report.T_WS_CLIENT_REF,
     report.T_HTTP,
     report.T_HTTP_4K,
     report.T_WS_4K,
@@ -63,6 +65,18 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
             assert r["latency_p99_us"] >= r["latency_p50_us"] > 0, r
             assert r["peak_rss_mib"] > 0, r
     assert set(doc["extra"]) == {"idle", "blocked", "peak_rss_mib"}
+    runs = {r["key"]: r for r in doc["runs"]}
+    # ws_client says where its time went; the WS target ran again with the
+    # client's sockets on the reference algorithm (set, or ws_client fails).
+    for key in (report.T_WS, report.T_WS_CLIENT_REF):
+        client = runs[key]["extra"]
+        assert set(client) == set(loadgen.WS_CLIENT_TIMES), key
+        assert client["tcp_busy_us"] > 0 and 0 < client["send_seconds"] < runs[key]["seconds"]
+    assert cases_by_key[report.T_WS_CLIENT_REF]["client_cc"] == report.REFERENCE_CC
+    # The latency rows read the service's own ack latency from its histogram.
+    own = runs[report.T_LAT]["extra"]
+    assert 0 < own["server_ack_p50_le_us"] <= own["server_ack_p99_le_us"] < math.inf
+    assert "server_ack_p99_le_us" not in runs[report.A_FLOOR]["extra"]  # not the service
     assert doc["extra"]["idle"]["timer_drains_per_s"] >= 0
     host = doc["meta"]["host"]
     assert host["cpu_model"] and host["adds_per_ns"] > 0 and host["python_loop_m_per_s"] > 0
@@ -196,6 +210,46 @@ def test_bytes_rows_name_loopback_with_cubic_beside_the_hosts_algorithm() -> Non
     assert line.endswith("| yes |")
     doc["meta"]["host"]["tcp_congestion_control"] = "cubic"
     assert "with cubic" not in _line(report.targets_table(rows, doc), "WS binary, 4096 B")
+
+
+def test_the_ws_target_names_the_client_on_cubic_beside_the_hosts_algorithm() -> None:
+    cases = [
+        _case(report.A_C64, "C libbpf", "local", batch=0),
+        _case(report.T_WS, "WS binary", "kick", anchor=report.A_C64),
+        _case(report.T_WS_CLIENT_REF, "WS binary", "kick", anchor=report.A_C64),
+    ]
+    doc = _doc(
+        {report.A_C64: [10.0, 10.0], report.T_WS: [6.0, 7.0], report.T_WS_CLIENT_REF: [9.0, 11.0]},
+        cases,
+    )
+    doc["meta"] = {"host": {"tcp_congestion_control": "bbr"}}
+    rows = report.summarize(doc)
+    line = _line(report.targets_table(rows, doc), "WS binary, 64 B")
+    # Judged on the host's algorithm (0.65x, missed); the client on cubic beside it, not judged.
+    assert "0.65x C (0.60-0.70);" in line and line.endswith("| **no** |")
+    assert "1.00x C (0.90-1.10) with the client's sender on cubic (host: bbr)" in line
+    doc["meta"]["host"]["tcp_congestion_control"] = "cubic"
+    assert "client's sender" not in _line(report.targets_table(rows, doc), "WS binary, 64 B")
+
+
+def test_the_services_own_ack_latency_is_a_bucket_bound_of_the_run() -> None:
+    inf = math.inf
+    before = {5e-05: 10.0, 0.0001: 20.0, 0.00025: 20.0, inf: 20.0}
+    # 100 acks in the run: 90 under 50 us, 9 more under 100 us, 1 under 250 us.
+    after = {5e-05: 100.0, 0.0001: 119.0, 0.00025: 120.0, inf: 120.0}
+    assert ackhist.quantile_bound(before, after, 0.5) == 5e-05
+    assert ackhist.quantile_bound(before, after, 0.99) == 0.0001
+    assert ackhist.quantile_bound(before, after, 1.0) == 0.00025
+    assert ackhist.quantile_bound(after, after, 0.99) is None  # nothing counted
+    assert ackhist.quantile_bound({}, {5e-05: 0.0, inf: 4.0}, 0.5) == inf
+    cases = [_case(report.T_LAT, "HTTP binary", "timer", batch=100, group="latency")]
+    doc = _doc({report.T_LAT: [1.0, 1.0, 1.0]}, cases)
+    for r in doc["runs"]:
+        r["extra"] = {"server_ack_p99_le_us": 50.0 if r["round"] else 100.0}
+    rows = report.summarize(doc)
+    line = _line(report.targets_table(rows, doc), "ack latency")
+    assert "the service's own arrival-to-ack p99 <= 0.05 ms (0.05-0.10)" in line, line
+    assert "| 0.05 (0.05-0.10) |" in _line(tables.latency_table(rows), report.T_LAT)
 
 
 def test_latency_and_memory_targets() -> None:
