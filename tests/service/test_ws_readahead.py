@@ -206,6 +206,34 @@ class _Pending(deque[Any]):
         self.most = max(self.most, len(self))
 
 
+def test_a_run_read_ahead_is_acked_a_quarter_window_at_a_time(make_server: ServerFactory) -> None:
+    # A client whose window the run filled may send again before the run is
+    # settled: its acks go out a quarter window (here 8) at a time, mid-pass,
+    # not in one write when the pass ends.
+    srv = make_server(ring_size=1 << 22, drain="external", ws_window=32)
+    sizes = [100 + i for i in range(24)]
+    sock, client, stream = _open(srv)
+    assert stream.flush_batch == 8
+    written: list[int] = []  # acks in each write, in order
+    conn = stream.c
+    real_write = conn.write
+
+    def write(data: bytes) -> None:
+        written.append(data.count(b'"accepted":'))
+        real_write(data)
+
+    conn.write = write  # type: ignore[method-assign]
+    frames = [_bin(binary_batch([(1, j)] * m)) for j, m in enumerate(sizes)]
+    with sock:
+        _queued(sock, client, stream, frames)
+        acks = _answers(sock, client, len(sizes))
+    assert [a["id"] for a in acks] == list(range(len(sizes)))
+    # Most of them were read ahead, settled in one pass with the frame before them.
+    assert stream.read_ahead > 8, stream.read_ahead
+    assert sum(written) == len(sizes) and max(written) <= 8, written
+    _drained(srv, sum(sizes))
+
+
 def test_the_window_holds_for_frames_read_ahead(make_server: ServerFactory) -> None:
     srv = make_server(ring_size=1 << 22, drain="external", ws_window=3)
     frames = [_bin(binary_batch([(1, i)] * 200)) for i in range(10)]
