@@ -254,6 +254,9 @@ class Stream(StreamCredit, Handler):
             wrote = True
         if not wrote:
             return
+        if len(self.out) >= self.flush_batch:  # mid-pass: see _flush_when_quiet
+            out, self.out = self.out, []
+            self.c.write(b"".join(out))
         if not pending and self.frag is None and not self.waiting_credit:
             self.idle.idle()  # no frame received, no ack owed: idle from now
         if self.closing or self.stopping:
@@ -291,12 +294,8 @@ class Stream(StreamCredit, Handler):
         self.settle()
 
     def _send(self, data: bytes) -> None:
-        out = self.out
-        out.append(data)
-        if len(out) >= self.flush_batch:  # mid-pass: see _flush_when_quiet
-            self.out = []
-            self.c.write(b"".join(out))
-        elif not self.flush_due:
+        self.out.append(data)
+        if not self.flush_due:
             self.flush_due = True
             self._seen = self.frames
             self.c.loop.call_soon(self._flush_when_quiet)
@@ -312,8 +311,8 @@ class Stream(StreamCredit, Handler):
         pass takes none -- the client waits for acks, the window is full
         and reading paused, or the stream is idle -- so an ack is never held
         while nothing else comes, and a client with one frame in flight gets
-        it in the next pass. A quarter window gathered is written at once,
-        mid-pass (:meth:`_send`): a read-ahead run settles a window's frames
+        it in the next pass. A quarter window of acks is written at once,
+        mid-pass (:meth:`settle`): a read-ahead run settles a window's frames
         in one pass, and a client whose window they filled sends again while
         the rest are settled (4096 B frames: +37% frames/s at window 16).
         """
