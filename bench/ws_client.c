@@ -20,10 +20,11 @@
  * percentiles (us), and the client's own CPU time over the timed part; and
  * where the client's time went while it was sending, summed over
  * connections, to tell a slow server from a slow client: seconds waiting for
- * acks with its window full (the server's pace), seconds blocked in send()
- * (its own TCP's), and its sockets' TCP_INFO times (us) busy sending,
- * limited by the server's receive window, and limited by the send buffer
- * (data queued that its TCP did not yet send: pacing or congestion window).
+ * acks with its window full (the server's pace), seconds in send() (the copy
+ * into its socket, and whatever its own TCP does there: a pacing sender
+ * arms its timer), and its sockets' TCP_INFO times (us) with data unsent or
+ * unacked, limited by the server's receive window, and limited by its own
+ * send buffer.
  *
  * --congestion NAME sets the client's sockets' TCP congestion control
  * (TCP_CONGESTION) instead of the host's default: the benchmark runs its WS
