@@ -255,8 +255,7 @@ class Stream(StreamCredit, Handler):
         if not wrote:
             return
         if len(self.out) >= self.flush_batch:  # mid-pass: see _flush_when_quiet
-            out, self.out = self.out, []
-            self.c.write(b"".join(out))
+            self._flush()
         if not pending and self.frag is None and not self.waiting_credit:
             self.idle.idle()  # no frame received, no ack owed: idle from now
         if self.closing or self.stopping:
@@ -326,10 +325,10 @@ class Stream(StreamCredit, Handler):
             self._seen = self.frames
             self.c.loop.call_soon(self._flush_when_quiet)
             return
+        self.flush_due = False  # while True, this callback is pending
         self._flush()
 
     def _flush(self) -> None:
-        self.flush_due = False
         out = self.out
         if out:
             self.out = []
