@@ -213,10 +213,16 @@ def _own(row: Row) -> str:
     return f"; the service's own arrival-to-ack p99 <= {row.own_p99_us.fmt(1e3, unit=' ms')}"
 
 
+def _host_cc(doc: dict[str, Any]) -> str | None:
+    """The host's TCP congestion control: when it is not REFERENCE_CC, the
+    reference figures are named beside the targets (judged on the host's, as set)."""
+    cc: str | None = doc.get("meta", {}).get("host", {}).get("tcp_congestion_control")
+    return cc
+
+
 def _beside_cubic(doc: dict[str, Any], rows: dict[str, Row], key: str) -> str:
-    """A bytes row's ratio to loopback TCP with the sender on cubic, when the
-    host's algorithm is another (the target is judged on the host's, as set)."""
-    cc = doc.get("meta", {}).get("host", {}).get("tcp_congestion_control")
+    """A bytes row's ratio to loopback TCP with the sender on cubic."""
+    cc = _host_cc(doc)
     if cc == REFERENCE_CC or A_IPERF_CUBIC not in rows or key not in rows:
         return ""
     r = ratio(doc, key, A_IPERF_CUBIC, "bytes")
@@ -224,9 +230,8 @@ def _beside_cubic(doc: dict[str, Any], rows: dict[str, Row], key: str) -> str:
 
 
 def _beside_client_cc(doc: dict[str, Any], rows: dict[str, Row]) -> str:
-    """The WS target's ratio with its client's sender on cubic, when the host's
-    algorithm is another."""
-    cc = doc.get("meta", {}).get("host", {}).get("tcp_congestion_control")
+    """The WS target's ratio with its client's sender on cubic."""
+    cc = _host_cc(doc)
     row = rows.get(T_WS_CLIENT_REF)
     if cc == REFERENCE_CC or row is None or row.vs_anchor is None:
         return ""
