@@ -40,6 +40,7 @@ from ...errors import RingbridgeError
 from ..connguard import ConnectionGuard, guard_of
 from ..keepalive import bytes_waiting
 from ..lazytimer import LazyTimer
+from .busyack import OFF, BusyAck
 from .handler import Handler, Sink
 from .head import POST_SAMPLES, STREAM, parse_head, route_of
 from .plane import STAGE_BYTES, Plane
@@ -74,6 +75,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         return type("BoundDataPlaneProtocol", (cls,), {"_app": app, "fallback": fallback})
 
     _app: Any = None
+    busy_ack: BusyAck = OFF  # a stream's own from its upgrade (api/dataplane/busyack.py)
 
     def __init__(
         self,
@@ -192,6 +194,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         return self.view[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.busy_ack.read(nbytes)
         sink = self.sink
         if sink is not None:
             sink.got += nbytes
@@ -294,7 +297,7 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
 
     def _head(self) -> bool:
         """One request head from the staged bytes; False when it has not all arrived."""
-        self._disarm_idle()
+        self._idle.clear()  # a request begins: not idle
         if not self._began:
             self._began = True
             if self.guard is not None:
@@ -382,9 +385,6 @@ class DataPlaneProtocol(asyncio.BufferedProtocol):
         """Idle from now: closed after keep_alive unless a request begins."""
         if not self.gone:
             self._idle.set(self.loop.time() + self.keep_alive, self._idle_timeout)
-
-    def _disarm_idle(self) -> None:
-        self._idle.clear()
 
     def _cancel_idle(self) -> None:
         self._idle.close()

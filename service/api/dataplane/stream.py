@@ -52,6 +52,7 @@ from ...wire import Ack, WaitFor
 from .. import ingest
 from ..auth import check_authorization
 from . import wsframes as wf
+from .busyack import BusyAck
 from .frame import Frame
 from .handler import Handler
 from .head import Head
@@ -101,6 +102,7 @@ def open_stream(conn: DataPlaneProtocol, head: Head, raw: bytes) -> Stream | Non
         conn.close()
         return None
     stream = Stream(conn, rt, wait, ingest.request_timeout(rt, timeout))
+    conn.busy_ack = BusyAck(conn.transport, conn.loop)
     rt.streams.add(stream, peer)
     return stream
 

@@ -1,0 +1,228 @@
+"""TCP ACKs while a connection works through a large read (api/dataplane/busyack.py, #15).
+
+Against the kernel's TCP over loopback, on uvloop as the service runs: a
+connection warmed up by 8 MiB (so that quick ACKs are spent and its window
+is as large as its buffer allows) takes 64 KiB in one read, and while that
+read's pass has not ended -- the connection is busy -- the client sends a
+quarter of the server's receive buffer more. With :class:`BusyAck`, the
+kernel acknowledges it as it arrives; without, those ACKs wait for the next
+read (the control: it shows the rule the module exists for). Either way,
+what arrived during the pass is read after it: the mark is back to 1 and
+EPOLLIN was signalled again.
+
+The server's receive buffer is fixed (``SO_RCVBUF``), as an autotuned one
+grows to whatever slack the window has, which decides whether the kernel
+ACKs anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fcntl
+import os
+import socket
+import struct
+import termios
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvloop
+
+from ringbridge.api.dataplane.busyack import BUSY_READ_BYTES, OFF, BusyAck
+
+from .conftest import Server, raw_ws_client, streams_of, wait_until
+
+WARM = 8 << 20
+FIRST = 64 << 10
+MSS = 1000  # many segments for few bytes: an ACK every two of them when at once
+SERVER_RCVBUF = 1 << 20  # the kernel doubles it
+_TCPI_UNACKED = 24  # struct tcp_info: 8 bytes of u8s; rto, ato, snd_mss, rcv_mss, unacked
+
+
+def _unacked(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, _TCPI_UNACKED)[0])
+
+
+def _lowat(sock: Any) -> int:
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+
+
+def _unread(sock: socket.socket) -> int:
+    return int(struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0])
+
+
+@dataclass
+class Outcome:
+    rcvbuf: int = 0
+    sent_while_busy: int = 0
+    lowat_while_busy: int = 0
+    unacked_after: int = -1  # the client's segments not ACKed 2 ms after it sent them
+    lowat_after_pass: int = 0
+    received: int = 0
+    reads: list[int] = field(default_factory=list)
+
+
+def _busy_pass(busy_ack: bool) -> Outcome:
+    out = Outcome()
+    lst = socket.create_server(("127.0.0.1", 0))
+    cli = socket.socket()
+    cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MSS)
+    # Room for what it sends during the busy pass: its send returns at once, before any ACK.
+    cli.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SERVER_RCVBUF)
+    cli.connect(lst.getsockname())
+    srv, _ = lst.accept()
+    lst.close()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SERVER_RCVBUF)
+    loop = uvloop.new_event_loop()
+    state = {"phase": "warm"}
+
+    class Reader(asyncio.BufferedProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+            self.busy = BusyAck(transport, loop)
+            self.buf = bytearray(4 << 20)
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return memoryview(self.buf)
+
+        def buffer_updated(self, nbytes: int) -> None:
+            out.received += nbytes
+            if busy_ack:
+                self.busy.read(nbytes)
+            if state["phase"] == "warm" and out.received >= WARM:
+                self.transport.pause_reading()
+                state["phase"] = "paused"
+            elif state["phase"] == "first":
+                state["phase"] = "busy"
+                out.reads.append(nbytes)
+                sock = self.transport.get_extra_info("socket")
+                out.lowat_while_busy = _lowat(sock)
+                # The pass is busy from here: the client sends, nothing reads.
+                cli.sendall(b"b" * out.sent_while_busy)
+                t0 = time.monotonic()
+                while _unacked(cli) and time.monotonic() - t0 < 0.002:
+                    time.sleep(0.0002)
+                out.unacked_after = _unacked(cli)
+                loop.call_soon(lambda: setattr(out, "lowat_after_pass", _lowat(sock)))
+
+    async def scenario() -> None:
+        transport: Any = (await loop.connect_accepted_socket(Reader, srv))[0]
+        await loop.run_in_executor(None, cli.sendall, b"a" * WARM)
+        while state["phase"] != "paused":
+            await asyncio.sleep(0.001)
+        cli.sendall(b"c" * FIRST)
+        while _unread(srv) < FIRST:  # then one read takes it all
+            await asyncio.sleep(0.001)
+        out.rcvbuf = srv.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        out.sent_while_busy = out.rcvbuf // 8
+        state["phase"] = "first"
+        transport.resume_reading()
+        total = WARM + FIRST + out.sent_while_busy
+        deadline = time.monotonic() + 5
+        while out.received < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        transport.close()
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+        cli.close()
+    return out
+
+
+def test_while_a_large_read_is_worked_through_the_kernel_acks_what_arrives() -> None:
+    out = _busy_pass(busy_ack=True)
+    assert out.reads[0] >= BUSY_READ_BYTES, out
+    assert out.lowat_while_busy == out.rcvbuf // 2, out
+    # An odd last segment may wait for its pair (the kernel ACKs every second one).
+    assert out.unacked_after <= 1, f"segments sent during the busy pass not acknowledged: {out}"
+    assert out.lowat_after_pass == 1, out
+    assert out.received == WARM + FIRST + out.sent_while_busy, f"not all read: {out}"
+
+
+def test_without_it_the_kernel_holds_those_acks_until_the_next_read() -> None:
+    # Now and then something else makes the kernel ACK at once (a segment
+    # reordered on loopback when the sender moves between CPUs puts the
+    # receiver in quick-ACK mode): the rule must show in one of three tries.
+    outs = []
+    for _ in range(3):
+        out = _busy_pass(busy_ack=False)
+        assert out.lowat_while_busy == 1, out
+        assert out.received == WARM + FIRST + out.sent_while_busy, out
+        outs.append(out)
+        if out.unacked_after > 1:
+            break
+    assert outs[-1].unacked_after > 1, f"the kernel acknowledged at once anyway: {outs}"
+
+
+def test_small_reads_leave_the_mark_alone() -> None:
+    loop = uvloop.new_event_loop()
+    lst = socket.create_server(("127.0.0.1", 0))
+    cli = socket.create_connection(lst.getsockname())
+    srv, _ = lst.accept()
+    lst.close()
+    seen: list[int] = []
+    got = [0]
+
+    class Reader(asyncio.BufferedProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.busy = BusyAck(transport, loop)
+            self.sock = transport.get_extra_info("socket")
+            self.buf = bytearray(1 << 16)
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return memoryview(self.buf)
+
+        def buffer_updated(self, nbytes: int) -> None:
+            got[0] += nbytes
+            self.busy.read(nbytes)
+            seen.append(_lowat(self.sock))
+
+    async def scenario() -> None:
+        transport: Any = (await loop.connect_accepted_socket(Reader, srv))[0]
+        for n in range(1, 4):
+            cli.sendall(b"x" * (BUSY_READ_BYTES - 1))
+            while got[0] < n * (BUSY_READ_BYTES - 1):  # read whole before the next comes
+                await asyncio.sleep(0.001)
+        transport.close()
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+        cli.close()
+    assert seen and set(seen) == {1}, seen
+
+
+@pytest.mark.kernel
+def test_a_websocket_stream_raises_it_on_its_own_socket_an_http_connection_does_not(
+    server: Server,
+) -> None:
+    http = socket.create_connection(("127.0.0.1", server.port))  # no request yet
+    sock, _client = raw_ws_client(server)
+    wait_until(lambda: len(streams_of(server)) == 1, what="the stream")
+    (stream,) = streams_of(server)
+    wait_until(lambda: len(server.server.server_state.connections) == 2, what="both")
+    conns: list[Any] = list(server.server.server_state.connections)
+    others = [c for c in conns if c is not stream.c]
+    assert len(others) == 1 and others[0].busy_ack is OFF, others
+    assert stream.c.busy_ack is not OFF
+    seen: concurrent.futures.Future[tuple[int, bool]] = concurrent.futures.Future()
+    with socket.socket(fileno=os.dup(stream.fd)) as own:
+
+        def large_read() -> None:  # on the server's loop, as a read would
+            stream.c.busy_ack.read(BUSY_READ_BYTES)
+            seen.set_result((_lowat(own), stream.c.busy_ack.raised))
+
+        stream.c.loop.call_soon_threadsafe(large_read)
+        lowat, raised = seen.result(timeout=10)
+        assert raised and lowat == own.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+        wait_until(lambda: _lowat(own) == 1, what="the mark put back after the pass")
+        assert not stream.c.busy_ack.raised
+    sock.close()
+    http.close()
