@@ -6,10 +6,11 @@ cannot grow it, so its ACK waits for the reader's next read
 (``tcp_cleanup_rbuf``), a write it can ride on, or the delayed-ACK timer.
 A connection that takes a client's window in one large read and then works
 through it in Python turns that work into round-trip time on the client's
-side. A client on BBR paces its sends to what it measures (delivered bytes
-over that inflated round trip): on this project's bench, WebSocket 64 B
-frames from a client on BBR came in at half the rate of the same client on
-cubic, its sender waiting on pacing timers (README, "The benchmark").
+side. A client on BBR sizes its congestion window and its pacing from what
+it measures: with a round-trip floor of a microsecond on loopback, its
+window is a few segments, so it sends as fast as ACKs come back. On this
+project's bench, WebSocket 64 B frames from a client on BBR came in at half
+the rate of the same client on cubic (README, "Benchmark").
 
 The one per-socket rule that acknowledges such a segment at once is
 ``SO_RCVLOWAT``'s: while fewer than ``sk_rcvlowat`` bytes are unread, the
@@ -41,7 +42,7 @@ their clients keep a window of frames in flight while the server works.
 An HTTP/1.1 client sends one body and waits for its answer, and there the
 three system calls a pass cost more than they gave (bench, 3 rounds against
 the tree before: HTTP 4096 B bodies 0.90x requests/s, typed JSON 0.93x;
-WebSocket 64 B from a client on BBR 1.48x, on cubic 0.98x).
+WebSocket 64 B from a client on BBR 1.25-1.48x, on cubic 0.98-1.01x).
 """
 
 from __future__ import annotations
