@@ -58,20 +58,34 @@ def _unread(sock: socket.socket) -> int:
 @dataclass
 class Outcome:
     rcvbuf: int = 0
-    sent_while_busy: int = 0
+    sent: int = 0  # by the client while the server did not read
     lowat_while_busy: int = 0
+    clamp: int = 0  # TCP_WINDOW_CLAMP after the large read
     unacked_after: int = -1  # the client's segments not ACKed 2 ms after it sent them
     lowat_after_pass: int = 0
     received: int = 0
     reads: list[int] = field(default_factory=list)
 
 
-def _busy_pass(busy_ack: bool) -> Outcome:
+def _send_unread(cli: socket.socket, out: Outcome) -> None:
+    """The client sends while nothing reads; how many of its segments are ACKed."""
+    cli.sendall(b"b" * out.sent)
+    t0 = time.monotonic()
+    while _unacked(cli) and time.monotonic() - t0 < 0.002:
+        time.sleep(0.0002)
+    out.unacked_after = _unacked(cli)
+
+
+def _large_read(busy_ack: bool, idle: bool = False, mss: int | None = MSS) -> Outcome:
+    """Warm up, then one read of FIRST bytes; the client sends a receive
+    buffer's eighth while that read's pass is busy -- or, ``idle``, after it
+    ended, with the server not reading (as while it waits to be woken)."""
     out = Outcome()
     lst = socket.create_server(("127.0.0.1", 0))
     cli = socket.socket()
-    cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MSS)
-    # Room for what it sends during the busy pass: its send returns at once, before any ACK.
+    if mss is not None:
+        cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+    # Room for what it sends unread: its send returns at once, before any ACK.
     cli.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SERVER_RCVBUF)
     cli.connect(lst.getsockname())
     srv, _ = lst.accept()
@@ -97,17 +111,17 @@ def _busy_pass(busy_ack: bool) -> Outcome:
                 self.transport.pause_reading()
                 state["phase"] = "paused"
             elif state["phase"] == "first":
-                state["phase"] = "busy"
                 out.reads.append(nbytes)
                 sock = self.transport.get_extra_info("socket")
                 out.lowat_while_busy = _lowat(sock)
-                # The pass is busy from here: the client sends, nothing reads.
-                cli.sendall(b"b" * out.sent_while_busy)
-                t0 = time.monotonic()
-                while _unacked(cli) and time.monotonic() - t0 < 0.002:
-                    time.sleep(0.0002)
-                out.unacked_after = _unacked(cli)
+                out.clamp = int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP))
                 loop.call_soon(lambda: setattr(out, "lowat_after_pass", _lowat(sock)))
+                if idle:
+                    self.transport.pause_reading()
+                    state["phase"] = "idle"
+                    return
+                state["phase"] = "busy"
+                _send_unread(cli, out)  # the pass is busy: nothing reads
 
     async def scenario() -> None:
         transport: Any = (await loop.connect_accepted_socket(Reader, srv))[0]
@@ -118,10 +132,15 @@ def _busy_pass(busy_ack: bool) -> Outcome:
         while _unread(srv) < FIRST:  # then one read takes it all
             await asyncio.sleep(0.001)
         out.rcvbuf = srv.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        out.sent_while_busy = out.rcvbuf // 8
+        out.sent = out.rcvbuf // 8
         state["phase"] = "first"
         transport.resume_reading()
-        total = WARM + FIRST + out.sent_while_busy
+        if idle:
+            while state["phase"] != "idle" or not out.lowat_after_pass:
+                await asyncio.sleep(0.001)  # the pass ended
+            _send_unread(cli, out)
+            transport.resume_reading()
+        total = WARM + FIRST + out.sent
         deadline = time.monotonic() + 5
         while out.received < total and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
@@ -135,28 +154,47 @@ def _busy_pass(busy_ack: bool) -> Outcome:
     return out
 
 
-def test_while_a_large_read_is_worked_through_the_kernel_acks_what_arrives() -> None:
-    out = _busy_pass(busy_ack=True)
-    assert out.reads[0] >= BUSY_READ_BYTES, out
-    assert out.lowat_while_busy == out.rcvbuf // 2, out
-    # An odd last segment may wait for its pair (the kernel ACKs every second one).
-    assert out.unacked_after <= 1, f"segments sent during the busy pass not acknowledged: {out}"
-    assert out.lowat_after_pass == 1, out
-    assert out.received == WARM + FIRST + out.sent_while_busy, f"not all read: {out}"
-
-
-def test_without_it_the_kernel_holds_those_acks_until_the_next_read() -> None:
-    # Now and then something else makes the kernel ACK at once (a segment
-    # reordered on loopback when the sender moves between CPUs puts the
-    # receiver in quick-ACK mode): the rule must show in one of three tries.
-    outs = []
+def _control(**kw: Any) -> list[Outcome]:
+    """Without it, until the kernel is seen holding the ACKs (one of three tries):
+    now and then something else makes it ACK at once (a segment reordered on
+    loopback when the sender moves between CPUs puts the receiver in quick-ACK
+    mode)."""
+    outs: list[Outcome] = []
     for _ in range(3):
-        out = _busy_pass(busy_ack=False)
+        out = _large_read(busy_ack=False, **kw)
         assert out.lowat_while_busy == 1, out
-        assert out.received == WARM + FIRST + out.sent_while_busy, out
+        assert out.received == WARM + FIRST + out.sent, out
         outs.append(out)
         if out.unacked_after > 1:
             break
+    return outs
+
+
+def test_while_a_large_read_is_worked_through_the_kernel_acks_what_arrives() -> None:
+    out = _large_read(busy_ack=True)
+    assert out.reads[0] >= BUSY_READ_BYTES, out
+    assert out.lowat_while_busy == out.rcvbuf // 2, out
+    assert out.clamp == out.rcvbuf - out.rcvbuf // 4, out
+    # An odd last segment may wait for its pair (the kernel ACKs every second one).
+    assert out.unacked_after <= 1, f"segments sent during the busy pass not acknowledged: {out}"
+    assert out.lowat_after_pass == 1, out
+    assert out.received == WARM + FIRST + out.sent, f"not all read: {out}"
+
+
+def test_without_it_the_kernel_holds_those_acks_until_the_next_read() -> None:
+    outs = _control()
+    assert outs[-1].unacked_after > 1, f"the kernel acknowledged at once anyway: {outs}"
+
+
+def test_after_the_pass_while_nothing_reads_the_clamp_keeps_acks_at_once() -> None:
+    # Full-size loopback segments: the buffer holds nearly its size in
+    # payload, so the clamp leaves room below it (small segments do not).
+    out = _large_read(busy_ack=True, idle=True, mss=None)
+    assert out.clamp == out.rcvbuf - out.rcvbuf // 4, out
+    assert out.lowat_after_pass == 1, out
+    assert out.unacked_after <= 1, f"segments sent while nothing read not acknowledged: {out}"
+    assert out.received == WARM + FIRST + out.sent, f"not all read: {out}"
+    outs = _control(idle=True, mss=None)
     assert outs[-1].unacked_after > 1, f"the kernel acknowledged at once anyway: {outs}"
 
 
