@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,6 +343,25 @@ def _want_granian(flag: bool | None, quick: bool) -> bool:
     return flag
 
 
+@contextmanager
+def _unwound_on_sigterm() -> Iterator[None]:
+    """A SIGTERM (a CI timeout, ``kill``) ends the run as Ctrl-C does: the
+    servers stopped, the pins removed, the host's congestion control set
+    back -- which Python's default (die at once) would leave behind."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals go to the main thread only: a caller there decides
+        return
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the target rows, one short round")
@@ -402,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         with ExitStack() as stack:
+            stack.enter_context(_unwound_on_sigterm())
             stack.enter_context(anchors.tcp_congestion_set(args.tcp_congestion))
             # Before any server starts: the per-core speed of a quiet process.
             host = anchors.host()

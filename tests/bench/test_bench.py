@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +331,52 @@ def test_granian_rows_pair_with_their_uvicorn_twins() -> None:
     table = tables.granian_table(doc, report.summarize(doc))
     # granian / uvicorn per round: 0.5 and 1.0, median 0.75.
     assert "0.75 (0.50-1.00)" in _line(table, report.T_WS)
+
+
+def _bench_pins() -> set[Path]:
+    return set(Path("/sys/fs/bpf").glob("ringbridge-bench-*"))
+
+
+def _descendants(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    kids = {int(x) for x in out.stdout.split()}
+    return kids.union(*(_descendants(k) for k in kids)) if kids else kids
+
+
+@pytest.mark.kernel
+def test_a_sigterm_stops_the_servers_and_removes_the_pins(tmp_path: Path) -> None:
+    """As Ctrl-C would: nothing the run started is left behind (a CI timeout or
+    ``kill`` must not leave servers running and pins in bpffs)."""
+    before = _bench_pins()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--only",
+            "lat-floor",
+            f"--out-dir={tmp_path}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # Its servers are up once each has its pins and a process of its own.
+        while len(_bench_pins() - before) < 2 or len(_descendants(proc.pid)) < 2:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the run's servers did not start"
+            time.sleep(0.1)
+        started = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert _bench_pins() - before == set()
+    alive = {p for p in started if Path(f"/proc/{p}").exists()}
+    assert not alive, f"left running: {alive}"

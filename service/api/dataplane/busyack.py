@@ -24,10 +24,11 @@ Two per-socket settings keep those ACKs from waiting:
   allows, all of it on loopback. Three quarters, not the old half (the
   same rate on the bench): autotuning sizes the buffer for twice what the
   connection delivered in its last round trip, and a window clamped to half
-  would leave little room to grow where the ratio is near 1. The kernel resets the clamp to the whole window when
-  autotuning grows the buffer and when the measured payload ratio changes
-  (which it does from one full-size segment to the next on loopback), so it
-  is set again after every large read;
+  would leave little room to grow where the ratio is near 1. The kernel
+  resets the clamp to the whole window when autotuning grows the buffer and
+  when the measured payload ratio changes (which it does from one full-size
+  segment to the next on loopback), so it is set again after every large
+  read;
 - from a large read to the end of the event loop's pass, ``SO_RCVLOWAT``
   is raised to half the buffer: while fewer than ``sk_rcvlowat`` bytes are
   unread, the kernel ACKs at once, since the reader said it waits for more
