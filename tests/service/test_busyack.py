@@ -25,6 +25,7 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,28 @@ class Outcome:
     reads: list[int] = field(default_factory=list)
 
 
+def _connected(*client_opts: tuple[int, int, int]) -> tuple[socket.socket, socket.socket]:
+    """A loopback TCP connection (client, server side); client options set before it."""
+    lst = socket.create_server(("127.0.0.1", 0))
+    cli = socket.socket()
+    for level, name, value in client_opts:
+        cli.setsockopt(level, name, value)
+    cli.connect(lst.getsockname())
+    srv, _ = lst.accept()
+    lst.close()
+    return cli, srv
+
+
+def _run(
+    loop: asyncio.AbstractEventLoop, scenario: Coroutine[Any, Any, None], cli: socket.socket
+) -> None:
+    try:
+        loop.run_until_complete(scenario)
+    finally:
+        loop.close()
+        cli.close()
+
+
 def _send_unread(cli: socket.socket, out: Outcome) -> None:
     """The client sends while nothing reads; how many of its segments are ACKed."""
     cli.sendall(b"b" * out.sent)
@@ -81,15 +104,11 @@ def _large_read(busy_ack: bool, idle: bool = False, mss: int | None = MSS) -> Ou
     buffer's eighth while that read's pass is busy -- or, ``idle``, after it
     ended, with the server not reading (as while it waits to be woken)."""
     out = Outcome()
-    lst = socket.create_server(("127.0.0.1", 0))
-    cli = socket.socket()
-    if mss is not None:
-        cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
     # Room for what it sends unread: its send returns at once, before any ACK.
-    cli.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SERVER_RCVBUF)
-    cli.connect(lst.getsockname())
-    srv, _ = lst.accept()
-    lst.close()
+    opts = [(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SERVER_RCVBUF)]
+    if mss is not None:
+        opts.append((socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss))
+    cli, srv = _connected(*opts)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SERVER_RCVBUF)
     loop = uvloop.new_event_loop()
     state = {"phase": "warm"}
@@ -146,11 +165,7 @@ def _large_read(busy_ack: bool, idle: bool = False, mss: int | None = MSS) -> Ou
             await asyncio.sleep(0.001)
         transport.close()
 
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
-        cli.close()
+    _run(loop, scenario(), cli)
     return out
 
 
@@ -203,10 +218,7 @@ def test_after_the_pass_while_nothing_reads_the_clamp_keeps_acks_at_once() -> No
 
 def test_small_reads_leave_the_mark_alone() -> None:
     loop = uvloop.new_event_loop()
-    lst = socket.create_server(("127.0.0.1", 0))
-    cli = socket.create_connection(lst.getsockname())
-    srv, _ = lst.accept()
-    lst.close()
+    cli, srv = _connected()
     seen: list[int] = []
     got = [0]
 
@@ -232,11 +244,7 @@ def test_small_reads_leave_the_mark_alone() -> None:
                 await asyncio.sleep(0.001)
         transport.close()
 
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
-        cli.close()
+    _run(loop, scenario(), cli)
     assert seen and set(seen) == {1}, seen
 
 
