@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fcntl
 import os
 import socket
 import struct
-import termios
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ import pytest
 import uvloop
 
 from ringbridge.api.dataplane.busyack import BUSY_READ_BYTES, OFF, BusyAck
+from ringbridge.api.keepalive import queued_bytes
 
 from .conftest import Server, raw_ws_client, streams_of, wait_until
 
@@ -50,10 +49,6 @@ def _unacked(sock: socket.socket) -> int:
 
 def _lowat(sock: Any) -> int:
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
-
-
-def _unread(sock: socket.socket) -> int:
-    return int(struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
 @dataclass
@@ -148,7 +143,7 @@ def _large_read(busy_ack: bool, idle: bool = False, mss: int | None = MSS) -> Ou
         while state["phase"] != "paused":
             await asyncio.sleep(0.001)
         cli.sendall(b"c" * FIRST)
-        while _unread(srv) < FIRST:  # then one read takes it all
+        while queued_bytes(srv.fileno()) < FIRST:  # then one read takes it all
             await asyncio.sleep(0.001)
         out.rcvbuf = srv.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         out.sent = out.rcvbuf // 8
