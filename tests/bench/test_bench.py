@@ -370,13 +370,13 @@ def test_a_sigterm_stops_the_servers_and_removes_the_pins(tmp_path: Path) -> Non
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "the run's servers did not start"
             time.sleep(0.1)
-        started = _descendants(proc.pid)
+        started, pins = _descendants(proc.pid), _bench_pins() - before
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert _bench_pins() - before == set()
+    assert not pins & _bench_pins(), f"left pinned: {pins & _bench_pins()}"
     alive = {p for p in started if Path(f"/proc/{p}").exists()}
     assert not alive, f"left running: {alive}"
