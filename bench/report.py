@@ -235,8 +235,8 @@ def _beside_client_cc(doc: dict[str, Any], rows: dict[str, Row]) -> str:
     row = rows.get(T_WS_CLIENT_REF)
     if cc == REFERENCE_CC or row is None or row.vs_anchor is None:
         return ""
-    ratio = row.vs_anchor.times(row.anchor_name)
-    return f"{ratio} with the client's sender on {REFERENCE_CC} (host: {cc})"
+    times = row.vs_anchor.times(row.anchor_name)
+    return f"{times} with the client's sender on {REFERENCE_CC} (host: {cc})"
 
 
 def targets(doc: dict[str, Any], rows: dict[str, Row]) -> list[Target]:
