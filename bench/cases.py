@@ -58,6 +58,7 @@ class Case:
     wait: str = "committed"
     group: str = "throughput"  # or "latency"
     client_cc: str | None = None  # the WS client's TCP congestion control (None: the host's)
+    client: str | None = None  # "wrk": an HTTP latency row under wrk, not build/lat_client
     anchor: str | None = None  # key of the row this one is divided by
     measure: Measure = "samples"  # what the ratio to the anchor divides
 
@@ -78,9 +79,12 @@ class Case:
             who += f", window {self.window}"
         if self.client_cc:
             who += f", client's sender on {self.client_cc}"
+        if self.client:
+            who += f", client {self.client}"
         extra = f", wait={self.wait}" if self.group == "latency" else ""
         server = {
             "timer": " [timer drain]",
+            "timer-1ms": " [timer drain, period 1 ms]",
             "granian": " [granian]",
             "baseline": " [baseline]",
             "floor": " [floor: a minimal C responder, not the service]",
@@ -211,6 +215,12 @@ def cases(quick: bool, granian: bool = False) -> list[Case]:
         return out + library_cases(((64, C64),)) + (granian_cases(out) if granian else [])
     b64k = payloads.samples_for_bytes(64, 64 << 10)
     out += [
+        # The latency target and its floor again with wrk as the client (the
+        # load generator of the throughput rows): beside the target, not judged.
+        Case(report.T_LAT_WRK, "HTTP binary", "timer", 64, 100, 1, group="latency", client="wrk"),
+        Case(report.A_FLOOR_WRK, "HTTP binary", "floor", 64, 100, 1, group="latency", client="wrk"),
+        # ... and on a server whose drain timer fires a tenth as often: beside it too.
+        Case(f"{report.T_LAT}-1ms", "HTTP binary", "timer-1ms", 64, 100, 1, group="latency"),
         Case("c-16B", "C libbpf", "local", 16, 0),
         Case(C4096, "C libbpf", "local", 4096, 0),
         Case("py-64B", "Python direct", "local", 64, 0, anchor=C64),

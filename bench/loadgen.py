@@ -1,4 +1,5 @@
-"""The load generators: ``wrk`` for HTTP, ``build/ws_client`` for WebSockets.
+"""The load generators: ``wrk`` for HTTP, ``build/ws_client`` for WebSockets,
+``build/lat_client`` for the HTTP latency rows.
 
 Both are native and light (a few % of a core at the rates measured here), so
 the benchmark measures the server, not its client; their CPU time is reported
@@ -10,6 +11,11 @@ clock starts.
   abandons the requests in flight when it ends; the server may still commit
   them, so the sample count of a run is what the kernel consumed (checked to
   lie within what wrk saw answered and that plus one batch per connection).
+- HTTP latency: ``lat_client`` (bench/lat_client.c): one connection, one
+  request in flight, blocking, each round trip timed from its write to the
+  last byte of its answer; every answer read and its status checked. wrk's
+  own event loop shows in its tail (the file's comment), so the latency rows
+  use this client, and the floor the same one.
 - WebSocket: ``ws_client`` (bench/ws_client.c): pre-masked frames, a window
   of batches in flight per connection, every ack read and checked; it waits
   for all acks, so accepted samples equal what the kernel consumed.
@@ -102,6 +108,42 @@ def run_wrk(url: str, body: Path, content_type: str, *, connections: int, second
         latency_p99_us=float(r["latency_p99_us"]),
         # wrk's own CPU from wait4: setup included, a few ms.
         client_cpu_s=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def run_lat(
+    lat_client: Path, addr: str, path: str, body: Path, content_type: str, *, seconds: float
+) -> Load:
+    """``lat_client`` POSTing ``body`` to ``path``, one request in flight."""
+    host, port = addr.rsplit(":", 1)
+    out = subprocess.run(
+        [
+            str(lat_client),
+            f"--host={host}",
+            f"--port={port}",
+            f"--path={path}",
+            f"--body={body}",
+            f"--content-type={content_type}",
+            f"--seconds={seconds}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        err = out.stderr.strip()
+        raise RuntimeError(f"lat_client {addr}{path} failed ({out.returncode}): {err}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if r["requests"] == 0:
+        raise RuntimeError(f"lat_client {addr}{path}: no request answered")
+    return Load(
+        requests=int(r["requests"]),
+        accepted=None,
+        seconds=r["duration_us"] / 1e6,
+        latency_p50_us=float(r["latency_p50_us"]),
+        latency_p99_us=float(r["latency_p99_us"]),
+        client_cpu_s=float(r["cpu_seconds"]),
+        client={"latency_p999_us": float(r["latency_p999_us"])},
     )
 
 

@@ -16,7 +16,8 @@ timed test; the anchors are in :mod:`bench.cases`):
   stream (``iperf3``); msgspec's typed decode of the JSON target body, alone
   and followed by a ``pack_into`` loop, in process;
 - ``ringbridge serve --drain kick`` (the drain program run after each
-  commit) under ``wrk`` (HTTP, ``bench/post.lua``) and ``build/ws_client``
+  commit) under ``wrk`` (HTTP, ``bench/post.lua``), ``build/lat_client``
+  (the HTTP latency rows: one request in flight, blocking) and ``build/ws_client``
   (WebSocket, pre-masked frames): binary record batches, typed JSON, batch
   sizes 1 / 100 / 1000 samples and the 256 KiB / 64 KiB bodies and frames of
   the targets, 1, 16, 64 and 256 clients, 64 B and 4096 B samples;
@@ -80,6 +81,7 @@ from ringbridge.kernel.bpfobj import default_object_path, load_default  # noqa: 
 
 BUILD = REPO / "build"
 WS_CLIENT = BUILD / "ws_client"
+LAT_CLIENT = BUILD / "lat_client"
 OCTET = "application/octet-stream"
 JSON = "application/json"
 _QUIET = {"RINGBRIDGE_ACCESS_LOG": "false"}
@@ -179,6 +181,15 @@ def run_network(srv: procs.Server, case: Case, inputs: Inputs, seconds: int) -> 
             window=case.window,
             seconds=seconds,
             congestion=case.client_cc,
+        )
+    elif case.group == "latency" and case.client != "wrk":
+        load = loadgen.run_lat(
+            LAT_CLIENT,
+            srv.addr,
+            f"/v1/samples?wait={case.wait}&timeout=30",
+            body,
+            OCTET if case.path == "HTTP binary" else JSON,
+            seconds=seconds,
         )
     else:
         url = f"http://{srv.addr}/v1/samples?wait={case.wait}&timeout=30"
@@ -326,6 +337,8 @@ def select(all_cases: list[Case], only: str) -> list[Case]:
     needed = {c.anchor for c in chosen if c.anchor}
     if any(c.group == "latency" for c in chosen):
         needed.add(report.A_FLOOR)  # what the host adds: the latency rows' yardstick
+    if any(c.client == "wrk" for c in chosen):
+        needed.add(report.A_FLOOR_WRK)  # the same under the same client
     needed |= {c.key.removeprefix("granian-") for c in chosen if c.server.startswith("granian")}
     while True:
         more = {c.anchor for c in all_cases if c.key in needed and c.anchor} - needed
@@ -405,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.update_readme:
         tables.check_readme(REPO / "README.md")
-    if not all(p.exists() for p in (anchors.C_PRODUCER, WS_CLIENT, anchors.CPU_LOOP)):
+    if not all(p.exists() for p in (anchors.C_PRODUCER, WS_CLIENT, LAT_CLIENT, anchors.CPU_LOOP)):
         subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "OUT=../build"], check=True)
     loadgen.wrk_binary()
     anchors.iperf3_binary()

@@ -81,6 +81,9 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     own = runs[report.T_LAT]["extra"]
     assert 0 < own["server_ack_p50_le_us"] <= own["server_ack_p99_le_us"] < math.inf
     assert "server_ack_p99_le_us" not in runs[report.A_FLOOR]["extra"]  # not the service
+    # The HTTP latency rows and their floor ran under lat_client (wrk reports no p99.9).
+    for key in (report.T_LAT, report.A_FLOOR):
+        assert runs[key]["extra"]["latency_p999_us"] >= runs[key]["latency_p99_us"], key
     assert doc["extra"]["idle"]["timer_drains_per_s"] >= 0
     host = doc["meta"]["host"]
     assert host["cpu_model"] and host["adds_per_ns"] > 0 and host["python_loop_m_per_s"] > 0
@@ -293,9 +296,118 @@ def test_the_latency_target_names_the_floor_of_the_same_run() -> None:
     # latency table under its own label.
     assert "floor" in report.NOT_SHIPPED
     assert _line(tables.latency_table(rows), report.A_FLOOR).startswith(f"| {report.A_FLOOR} |")
-    # Selecting a latency row brings the floor along.
+    # Selecting a latency row brings the floor along; a row under wrk, the floor under wrk.
     chosen = {c.key for c in select(cases(quick=True), "lat-http-bin-100-committed")}
     assert report.A_FLOOR in chosen
+    chosen = {c.key for c in select(cases(quick=False), report.T_LAT_WRK)}
+    assert chosen == {report.T_LAT_WRK, report.A_FLOOR_WRK, report.A_FLOOR}
+
+
+def test_the_latency_target_names_its_figures_under_wrk_beside() -> None:
+    rows_in = [
+        _case(key, "HTTP binary", server, batch=100, group="latency")
+        for key, server in (
+            (report.T_LAT, "timer"),
+            (report.T_LAT_WRK, "timer"),
+            (report.A_FLOOR_WRK, "floor"),
+        )
+    ]
+    doc = _doc({c["key"]: [1.0, 1.0, 1.0] for c in rows_in}, rows_in)
+    for r in doc["runs"]:
+        r["latency_p99_us"] = {report.T_LAT_WRK: 410.0, report.A_FLOOR_WRK: 270.0}.get(
+            r["key"], 200.0
+        )
+    line = _line(report.targets_table(report.summarize(doc), doc), "ack latency")
+    # Judged on the target row alone (0.20 ms); wrk's figures beside it.
+    assert line.endswith("| yes |"), line
+    assert "with wrk as the client: p99 0.41 ms, floor p99 0.27 ms" in line, line
+    # Without them, nothing is said.
+    doc["runs"] = [r for r in doc["runs"] if r["key"] == report.T_LAT]
+    assert "wrk" not in _line(report.targets_table(report.summarize(doc), doc), "ack latency")
+
+
+@pytest.mark.kernel
+def test_lat_client_times_every_answer_and_stops_at_an_error(tmp_path: Path) -> None:
+    """bench/lat_client.c against the floor (every answer 200) and against a
+    responder that answers 503 to the third request."""
+    from bench.run import LAT_CLIENT
+    from bench.servers import HTTP_FLOOR
+
+    body = tmp_path / "body"
+    body.write_bytes(bytes(range(256)) * 25)
+    port = _free_port()
+    floor = subprocess.Popen([str(HTTP_FLOOR), str(port)])
+    try:
+        _wait_listening(port)
+        out = subprocess.run(
+            [LAT_CLIENT, f"--port={port}", f"--body={body}", "--path=/v1/samples", "--seconds=0.5"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    finally:
+        floor.terminate()
+        floor.wait(timeout=10)
+    r = json.loads(out.stdout)
+    assert r["requests"] > 100 and 0.5e6 <= r["duration_us"] < 0.6e6
+    assert 0 < r["latency_p50_us"] <= r["latency_p99_us"] <= r["latency_p999_us"]
+    assert r["latency_p999_us"] <= r["latency_max_us"] < r["duration_us"]
+    answered: list[int] = []
+    addr = _answer_with(["200 OK", "200 OK", "503 Service Unavailable"], answered)
+    with pytest.raises(RuntimeError, match="status 503") as failed:
+        loadgen.run_lat(LAT_CLIENT, addr, "/x", body, "application/octet-stream", seconds=5)
+    assert "stopping" in str(failed.value)  # the answer's body, for whoever reads the failure
+    assert answered == [len(body.read_bytes())] * 3  # every request whole, none after the 503
+
+
+def _answer_with(statuses: list[str], answered: list[int]) -> str:
+    """A one-connection HTTP responder in a thread: ``statuses`` in turn, each
+    with a small body; the body length of each request it read goes to ``answered``."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn, srv:
+            f = conn.makefile("rb")
+            for status in statuses:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    head += f.readline()
+                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                answered.append(len(f.read(n)))
+                text = b'{"detail": "stopping"}'
+                conn.sendall(
+                    f"HTTP/1.1 {status}\r\nContent-Length: {len(text)}\r\n\r\n".encode() + text
+                )
+            assert f.read() == b""  # the client closed without another request
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"127.0.0.1:{srv.getsockname()[1]}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.05)
 
 
 def test_selecting_rows_brings_their_anchors() -> None:
