@@ -6,7 +6,8 @@
  * Drain triggers (chosen by the service at load, all programs always loaded):
  *   - timer:    ringbridge_arm_timer (SEC("syscall"), run through
  *               BPF_PROG_TEST_RUN) arms a bpf_timer that drains every
- *               ctl.period_ns while there are samples, backing off to
+ *               ctl.period_ns while samples are left behind (every two
+ *               while each drain empties the ring), backing off to
  *               ctl.idle_period_ns while the ring stays empty; the kernel
  *               consumes on its own. The producer runs the arm program
  *               again when it commits to a backed-off timer.
@@ -247,16 +248,23 @@ static __u64 idle_period_of(const struct ringbridge_ctl *ctl, __u64 period)
 }
 
 /*
- * Periodic drain with back-off: the base period while drains find samples;
- * after each empty drain (or a failing one: a poisoned ring must not spin)
- * the period doubles, up to idle_period_ns.
+ * Periodic drain with back-off. A drain that stopped at its budget left
+ * samples behind: the next one comes after the base period. One that
+ * emptied the ring leaves nothing pending: the next comes after two (one
+ * step of back-off, idle_drains 1), so a batch committed meanwhile waits
+ * at most that. Samples that trickle in -- a batch per period or two --
+ * then cost the CPUs one timer interrupt every two periods instead of one
+ * a period, half of them on an empty ring; on a virtual machine each is a
+ * VM exit or more (README, "Benchmark": the ack latency row). After each
+ * empty drain (or a failing one: a poisoned ring must not spin) the period
+ * doubles again, up to idle_period_ns.
  */
 static int on_timer(void *map, int *key, struct timer_elem *elem)
 {
 	__u32 k = 0;
 	struct ringbridge_ctl *ctl = bpf_map_lookup_elem(&ringbridge_ctl, &k);
 	__u64 period, next, idle_max;
-	__u32 idle;
+	__u32 idle, to;
 	long n;
 
 	n = drain_once();
@@ -266,15 +274,15 @@ static int on_timer(void *map, int *key, struct timer_elem *elem)
 		return 0;
 	}
 	idle = __sync_fetch_and_add(&ctl->idle_drains, 0);
-	if (n > 0) {
-		if (idle)
-			__sync_val_compare_and_swap(&ctl->idle_drains, idle, 0);
-		bpf_timer_start(&elem->timer, period, 0);
-		return 0;
-	}
 	next = period;
 	idle_max = idle_period_of(ctl, period);
-	if (idle < 63) {
+	if (n > 0) {
+		to = n < budget_of(ctl) ? 1 : 0;
+		/* Fails when ringbridge_arm_timer reset it meanwhile: stay at the base period. */
+		if ((idle == to || __sync_val_compare_and_swap(&ctl->idle_drains, idle, to) == idle) &&
+		    to)
+			next = idle_max >> 1 < period ? idle_max : period << 1;
+	} else if (idle < 63) {
 		/* Fails when ringbridge_arm_timer reset it meanwhile: stay at the base period. */
 		if (__sync_val_compare_and_swap(&ctl->idle_drains, idle, idle + 1) == idle)
 			next = idle_max >> idle < period ? idle_max : period << idle;

@@ -112,7 +112,8 @@ class Settings(BaseSettings, NatsSettings, EventSettings, ClientSettings, Access
         default=100,
         ge=MIN_DRAIN_PERIOD_US,
         le=MAX_DRAIN_PERIOD_US,
-        description="timer drain period while samples arrive, µs",
+        description="timer drain period while drains leave samples behind, µs (twice it while "
+        "each drain empties the ring)",
     )
     drain_idle_period_us: int = Field(
         default=100_000,

@@ -11,13 +11,15 @@ is nothing to do.
   fold into one more run after it, and a drain that consumed something while
   bytes are still pending (the program's per-run bound was hit) is followed
   by another, so a producer waiting for space is never left without one.
-- :class:`TimerWaker` (``timer`` mode): the in-kernel timer doubles its
-  period while the ring stays empty (an idle service costs a few wake-ups a
-  second, not one per base period); a commit that finds it backed off
-  re-arms it at its base period, so the first batch after a quiet spell is
-  consumed within one base period rather than one idle period. Under load
-  the timer never backs off and ``request`` is one read of the mapped ctl
-  value.
+- :class:`TimerWaker` (``timer`` mode): the in-kernel timer drains every
+  base period while drains leave samples behind, every two while each one
+  empties the ring (one step of back-off: half the timer interrupts while
+  batches trickle in), and doubles its period while the ring stays empty
+  (an idle service costs a few wake-ups a second, not one per base
+  period); a commit that finds it backed off further re-arms it at its base
+  period, so the first batch after a quiet spell is consumed within one
+  base period rather than one idle period. Under load the timer never
+  backs off that far and ``request`` is one read of the mapped ctl value.
 
 Failures are counted and logged, never retried in a loop (a poisoned ring
 would fail again at once).
@@ -37,8 +39,10 @@ from ..kernel.drainer import NativeDrainer
 
 log = logging.getLogger("ringbridge.producer")
 
-#: Re-arm the timer once it has found the ring empty this many times in a
-#: row, i.e. once its period has reached 2**(n-1) times the base period.
+#: Re-arm the timer when a commit finds it backed off this many steps (the
+#: ctl's idle_drains: one for a drain that emptied the ring, one more per
+#: empty drain after it; bpf/ringbridge.bpf.c, on_timer): its next drain may
+#: then be two base periods away or more.
 WAKE_AFTER_IDLE_DRAINS = 2
 
 

@@ -281,6 +281,41 @@ def test_idle_timer_backs_off_and_a_wake_restores_the_period(rb: LoadedRingbridg
         rb.disarm_timer()
 
 
+def test_a_drain_that_empties_the_ring_waits_two_periods(rb: LoadedRingbridge) -> None:
+    """Samples left behind (a drain stopped at its budget): the next drain after
+    one period (idle_drains 0). The ring emptied: after two (idle_drains 1:
+    one step of back-off), then doubling while it stays empty (2, ...)."""
+    period = 50_000_000
+    rb.arm_timer(period_ns=period, budget=4, idle_period_ns=2_000_000_000)
+    try:
+        _until(lambda: rb.timer_idle_drains() >= 2, "timer backed off on an empty ring")
+        ring = _UserRing(rb.ring_fd)
+        try:
+            for i in range(10):
+                ring.put(_sample(kind=9, value=i))
+        finally:
+            ring.close()
+        rb.wake_timer()  # drains of 4, 4 and 2, a period apart at most
+        seen: dict[int, tuple[int, int]] = {}  # samples consumed -> (idle_drains, drain calls)
+        deadline = time.monotonic() + 5
+        while 11 not in seen and time.monotonic() < deadline:
+            idle = rb.timer_idle_drains()
+            c = rb.read_counters()
+            if rb.timer_idle_drains() != idle:
+                continue  # a drain between the reads: not one state
+            if c.kind_count[9] == 10 and idle == 2:
+                seen[11] = (idle, c.drain_calls)  # the empty drain after the emptying one
+            elif c.kind_count[9] not in seen:
+                seen[c.kind_count[9]] = (idle, c.drain_calls)
+            time.sleep(0.001)
+        assert [k for k in seen if k] == [4, 8, 10, 11], seen
+        assert seen[4][0] == seen[8][0] == 0, seen  # samples left: the base period next
+        assert seen[10][0] == 1, seen  # emptied: two periods next
+        assert seen[11][1] == seen[10][1] + 1, seen  # then one empty drain, and more back-off
+    finally:
+        rb.disarm_timer()
+
+
 def test_ctl_writes_keep_producer_waiting(rb: LoadedRingbridge) -> None:
     lb.map_update(
         rb.ctl_fd, b"\0" * 4, struct.pack("=IIQ", 1, 0, 0).ljust(bpfobj.CTL_VALUE_SIZE, b"\0")
