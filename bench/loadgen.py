@@ -30,6 +30,7 @@ import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 POST_LUA = BENCH / "post.lua"
@@ -111,29 +112,24 @@ def run_wrk(url: str, body: Path, content_type: str, *, connections: int, second
     )
 
 
+def _run_client(binary: Path, args: list[str]) -> dict[str, Any]:
+    """One of our C clients (lat_client, ws_client): its last line on stdout,
+    a JSON object; its stderr in the error when it exits non-zero."""
+    out = subprocess.run([str(binary), *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{binary.name} failed ({out.returncode}): {out.stderr.strip()}")
+    r: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return r
+
+
 def run_lat(
     lat_client: Path, addr: str, path: str, body: Path, content_type: str, *, seconds: float
 ) -> Load:
     """``lat_client`` POSTing ``body`` to ``path``, one request in flight."""
     host, port = addr.rsplit(":", 1)
-    out = subprocess.run(
-        [
-            str(lat_client),
-            f"--host={host}",
-            f"--port={port}",
-            f"--path={path}",
-            f"--body={body}",
-            f"--content-type={content_type}",
-            f"--seconds={seconds}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        err = out.stderr.strip()
-        raise RuntimeError(f"lat_client {addr}{path} failed ({out.returncode}): {err}")
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    args = [f"--host={host}", f"--port={port}", f"--path={path}", f"--body={body}"]
+    args += [f"--content-type={content_type}", f"--seconds={seconds}"]
+    r = _run_client(lat_client, args)
     if r["requests"] == 0:
         raise RuntimeError(f"lat_client {addr}{path}: no request answered")
     return Load(
@@ -170,24 +166,9 @@ def run_ws(
     (the host's default when None). Where the client's time went while it
     sent (see bench/ws_client.c) is in :attr:`Load.client`."""
     host, port = addr.rsplit(":", 1)
-    out = subprocess.run(
-        [
-            str(ws_client),
-            f"--host={host}",
-            f"--port={port}",
-            f"--batches={batches}",
-            f"--conns={connections}",
-            f"--window={window}",
-            f"--seconds={seconds}",
-            *([f"--congestion={congestion}"] if congestion else []),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"ws_client failed ({out.returncode}): {out.stderr.strip()}")
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    args = [f"--host={host}", f"--port={port}", f"--batches={batches}"]
+    args += [f"--conns={connections}", f"--window={window}", f"--seconds={seconds}"]
+    r = _run_client(ws_client, [*args, *([f"--congestion={congestion}"] if congestion else [])])
     return Load(
         requests=int(r["frames"]),
         accepted=int(r["accepted"]),

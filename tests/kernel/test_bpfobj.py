@@ -79,6 +79,16 @@ def _sample(kind: int, value: int, flags: int = 0, extra: bytes = b"") -> bytes:
     return struct.pack("=IIQ", kind, flags, value) + extra
 
 
+def _put(ring_fd: int, *payloads: bytes) -> None:
+    """``payloads`` into the ring through libbpf, in order."""
+    ring = _UserRing(ring_fd)
+    try:
+        for payload in payloads:
+            ring.put(payload)
+    finally:
+        ring.close()
+
+
 # -- loading and pins ---------------------------------------------------------
 
 
@@ -269,11 +279,7 @@ def test_idle_timer_backs_off_and_a_wake_restores_the_period(rb: LoadedRingbridg
         idle_calls = rb.read_counters().drain_calls - before
         # ~10 at 20 ms; the base period would have made ~2000.
         assert 1 <= idle_calls <= 40, idle_calls
-        ring = _UserRing(rb.ring_fd)
-        try:
-            ring.put(_sample(kind=6, value=1))
-        finally:
-            ring.close()
+        _put(rb.ring_fd, _sample(kind=6, value=1))
         rb.wake_timer()  # what the producer does when it commits to a backed-off timer
         _until(lambda: rb.read_counters().kind_count[6] == 1, "sample consumed after the wake")
         assert rb.read_ctl()[1:] == (64, 100_000)  # period and budget unchanged
@@ -289,12 +295,7 @@ def test_a_drain_that_empties_the_ring_waits_two_periods(rb: LoadedRingbridge) -
     rb.arm_timer(period_ns=period, budget=4, idle_period_ns=2_000_000_000)
     try:
         _until(lambda: rb.timer_idle_drains() >= 2, "timer backed off on an empty ring")
-        ring = _UserRing(rb.ring_fd)
-        try:
-            for i in range(10):
-                ring.put(_sample(kind=9, value=i))
-        finally:
-            ring.close()
+        _put(rb.ring_fd, *(_sample(kind=9, value=i) for i in range(10)))
         rb.wake_timer()  # drains of 4, 4 and 2, a period apart at most
         seen: dict[int, tuple[int, int]] = {}  # samples consumed -> (idle_drains, drain calls)
         deadline = time.monotonic() + 5
@@ -400,15 +401,13 @@ def test_per_kind_sums_carry_past_2_64_on_every_cpu(rb: LoadedRingbridge) -> Non
 
 
 def test_drain_counts_content_per_kind(rb: LoadedRingbridge) -> None:
-    ring = _UserRing(rb.ring_fd)
-    try:
-        for i in range(10):
-            ring.put(_sample(kind=3, value=1000 + i))
-        ring.put(_sample(kind=255, value=2**64 - 1, extra=b"payload!"))
-        ring.put(_sample(kind=300, value=1))  # beyond RINGBRIDGE_MAX_KINDS
-        ring.put(b"short!!!")  # 8 bytes < sizeof(struct ringbridge_sample)
-    finally:
-        ring.close()
+    _put(
+        rb.ring_fd,
+        *(_sample(kind=3, value=1000 + i) for i in range(10)),
+        _sample(kind=255, value=2**64 - 1, extra=b"payload!"),
+        _sample(kind=300, value=1),  # beyond RINGBRIDGE_MAX_KINDS
+        b"short!!!",  # 8 bytes < sizeof(struct ringbridge_sample)
+    )
     assert rb.drain() == 13
     c = rb.read_counters()
     assert c.samples == 13
@@ -425,12 +424,7 @@ def test_drain_counts_content_per_kind(rb: LoadedRingbridge) -> None:
 
 def test_drain_respects_budget(rb: LoadedRingbridge) -> None:
     rb.set_budget(4)
-    ring = _UserRing(rb.ring_fd)
-    try:
-        for i in range(10):
-            ring.put(_sample(kind=1, value=i))
-    finally:
-        ring.close()
+    _put(rb.ring_fd, *(_sample(kind=1, value=i) for i in range(10)))
     before = rb.read_counters().drain_calls
     # The kick program loops bounded calls until one comes back short.
     assert rb.drain() == 10
