@@ -99,16 +99,25 @@ def run_wrk(url: str, body: Path, content_type: str, *, connections: int, second
     errors = {k: v for k, v in r.items() if k.startswith("errors_") and v}
     if errors:
         raise RuntimeError(f"wrk {url}: failed requests {errors}:\n{out.decode()}")
+    # wrk's own CPU from wait4: setup included, a few ms.
+    return _answered(r, f"wrk {url}", usage.ru_utime + usage.ru_stime)
+
+
+def _answered(
+    r: dict[str, Any], what: str, client_cpu_s: float, client: dict[str, float] | None = None
+) -> Load:
+    """The :class:`Load` of an HTTP run from the JSON line that wrk's
+    ``post.lua`` and ``lat_client`` both print."""
     if r["requests"] == 0:
-        raise RuntimeError(f"wrk {url}: no request answered:\n{out.decode()}")
+        raise RuntimeError(f"{what}: no request answered: {r}")
     return Load(
         requests=int(r["requests"]),
         accepted=None,
         seconds=r["duration_us"] / 1e6,
         latency_p50_us=float(r["latency_p50_us"]),
         latency_p99_us=float(r["latency_p99_us"]),
-        # wrk's own CPU from wait4: setup included, a few ms.
-        client_cpu_s=usage.ru_utime + usage.ru_stime,
+        client_cpu_s=client_cpu_s,
+        client=client or {},
     )
 
 
@@ -130,17 +139,8 @@ def run_lat(
     args = [f"--host={host}", f"--port={port}", f"--path={path}", f"--body={body}"]
     args += [f"--content-type={content_type}", f"--seconds={seconds}"]
     r = _run_client(lat_client, args)
-    if r["requests"] == 0:
-        raise RuntimeError(f"lat_client {addr}{path}: no request answered")
-    return Load(
-        requests=int(r["requests"]),
-        accepted=None,
-        seconds=r["duration_us"] / 1e6,
-        latency_p50_us=float(r["latency_p50_us"]),
-        latency_p99_us=float(r["latency_p99_us"]),
-        client_cpu_s=float(r["cpu_seconds"]),
-        client={"latency_p999_us": float(r["latency_p999_us"])},
-    )
+    p999 = {"latency_p999_us": float(r["latency_p999_us"])}
+    return _answered(r, f"lat_client {addr}{path}", float(r["cpu_seconds"]), p999)
 
 
 def write_ws_batches(path: Path, batches: list[bytes], text: bool) -> None:
