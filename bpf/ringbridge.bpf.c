@@ -253,9 +253,10 @@ static __u64 idle_period_of(const struct ringbridge_ctl *ctl, __u64 period)
  * emptied the ring leaves nothing pending: the next comes after two (one
  * step of back-off, idle_drains 1), so a batch committed meanwhile waits
  * at most that. Samples that trickle in -- a batch per period or two --
- * then cost the CPUs one timer interrupt every two periods instead of one
- * a period, half of them on an empty ring; on a virtual machine each is a
- * VM exit or more (README, "Benchmark": the ack latency row). After each
+ * then cost the CPUs one timer interrupt every two periods, each finding a
+ * batch, instead of one a period, half of them finding the ring empty; on
+ * a virtual machine each is a VM exit or more (README, "Benchmark": the
+ * ack latency row). After each
  * empty drain (or a failing one: a poisoned ring must not spin) the period
  * doubles again, up to idle_period_ns.
  */
@@ -277,10 +278,11 @@ static int on_timer(void *map, int *key, struct timer_elem *elem)
 	next = period;
 	idle_max = idle_period_of(ctl, period);
 	if (n > 0) {
-		to = n < budget_of(ctl) ? 1 : 0;
+		to = n < budget_of(ctl) ? 1 : 0; /* 0: stopped at its budget */
 		/* Fails when ringbridge_arm_timer reset it meanwhile: stay at the base period. */
-		if ((idle == to || __sync_val_compare_and_swap(&ctl->idle_drains, idle, to) == idle) &&
-		    to)
+		if (idle != to && __sync_val_compare_and_swap(&ctl->idle_drains, idle, to) != idle)
+			to = 0;
+		if (to)
 			next = idle_max >> 1 < period ? idle_max : period << 1;
 	} else if (idle < 63) {
 		/* Fails when ringbridge_arm_timer reset it meanwhile: stay at the base period. */
