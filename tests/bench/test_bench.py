@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import math
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import ackhist, anchors, loadgen, report, tables
+from bench import ackhist, anchors, loadgen, report, servers, tables
 from bench.cases import LOOPBACK_REF, cases, granian_cases, target_cases
-from bench.run import select
+from bench.run import LAT_CLIENT, select
 
 from .quick import REPO, run_quick
 
@@ -330,84 +333,56 @@ def test_the_latency_target_names_its_figures_under_wrk_beside() -> None:
 def test_lat_client_times_every_answer_and_stops_at_an_error(tmp_path: Path) -> None:
     """bench/lat_client.c against the floor (every answer 200) and against a
     responder that answers 503 to the third request."""
-    from bench.run import LAT_CLIENT
-    from bench.servers import HTTP_FLOOR
-
     body = tmp_path / "body"
     body.write_bytes(bytes(range(256)) * 25)
-    port = _free_port()
-    floor = subprocess.Popen([str(HTTP_FLOOR), str(port)])
-    try:
-        _wait_listening(port)
+    with ExitStack() as stack:
+        floor = servers.start("floor", stack, tmp_path)  # as the bench starts it, once it answers
         out = subprocess.run(
-            [LAT_CLIENT, f"--port={port}", f"--body={body}", "--path=/v1/samples", "--seconds=0.5"],
+            [LAT_CLIENT, f"--port={floor.port}", f"--body={body}", "--path=/x", "--seconds=0.5"],
             capture_output=True,
             text=True,
             timeout=30,
             check=True,
         )
-    finally:
-        floor.terminate()
-        floor.wait(timeout=10)
     r = json.loads(out.stdout)
     assert r["requests"] > 100 and 0.5e6 <= r["duration_us"] < 0.6e6
     assert 0 < r["latency_p50_us"] <= r["latency_p99_us"] <= r["latency_p999_us"]
     assert r["latency_p999_us"] <= r["latency_max_us"] < r["duration_us"]
     answered: list[int] = []
-    addr = _answer_with(["200 OK", "200 OK", "503 Service Unavailable"], answered)
+    srv = socket.create_server(("127.0.0.1", 0))
+    responder = threading.Thread(
+        target=_answer_with,
+        args=(srv, ["200 OK", "200 OK", "503 Service Unavailable"], answered),
+        daemon=True,
+    )
+    responder.start()
+    addr = f"127.0.0.1:{srv.getsockname()[1]}"
     with pytest.raises(RuntimeError, match="status 503") as failed:
         loadgen.run_lat(LAT_CLIENT, addr, "/x", body, "application/octet-stream", seconds=5)
     assert "stopping" in str(failed.value)  # the answer's body, for whoever reads the failure
-    assert answered == [len(body.read_bytes())] * 3  # every request whole, none after the 503
+    responder.join(timeout=10)
+    # Every request read whole; after the 503, nothing more (the last entry:
+    # the bytes the client sent before it closed the connection).
+    assert answered == [len(body.read_bytes())] * 3 + [0]
 
 
-def _answer_with(statuses: list[str], answered: list[int]) -> str:
-    """A one-connection HTTP responder in a thread: ``statuses`` in turn, each
-    with a small body; the body length of each request it read goes to ``answered``."""
-    import socket
-    import threading
-
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn, srv:
-            f = conn.makefile("rb")
-            for status in statuses:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    head += f.readline()
-                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                answered.append(len(f.read(n)))
-                text = b'{"detail": "stopping"}'
-                conn.sendall(
-                    f"HTTP/1.1 {status}\r\nContent-Length: {len(text)}\r\n\r\n".encode() + text
-                )
-            assert f.read() == b""  # the client closed without another request
-
-    threading.Thread(target=serve, daemon=True).start()
-    return f"127.0.0.1:{srv.getsockname()[1]}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}"
-            time.sleep(0.05)
+def _answer_with(srv: socket.socket, statuses: list[str], answered: list[int]) -> None:
+    """One connection of ``srv``: ``statuses`` in turn, each with a small body;
+    the body length of each request read goes to ``answered``, then the bytes
+    that came after the last answer until the client closed."""
+    conn, _ = srv.accept()
+    with conn, srv:
+        f = conn.makefile("rb")
+        for status in statuses:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += f.readline()
+            n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            answered.append(len(f.read(n)))
+            text = b'{"detail": "stopping"}'
+            head = f"HTTP/1.1 {status}\r\nContent-Length: {len(text)}\r\n\r\n".encode()
+            conn.sendall(head + text)
+        answered.append(len(f.read()))
 
 
 def test_selecting_rows_brings_their_anchors() -> None:
