@@ -31,7 +31,7 @@ from .producer.observe import BatchObserver
 from .producer.task import Producer
 from .ring import UserRingBuffer
 from .schema import SampleCodec
-from .schema.payload import Limits
+from .schema.payload import Limits, NativeScan
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -220,6 +220,11 @@ class Runtime:
     def limits(self) -> Limits:
         """The decode limits of :attr:`settings` (fixed for a runtime; every batch asks)."""
         return Limits.of(self.settings)
+
+    @cached_property
+    def native_scan(self) -> NativeScan:
+        """The native JSON scan under :attr:`limits` (``scan(kind, data)``), worked out once."""
+        return NativeScan(self.codec, self.limits)
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """What a server does as its shutdown begins: the producer's stop (returned)

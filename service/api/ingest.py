@@ -58,7 +58,6 @@ from ..schema.payload import (
     decode_payload,
     media_type,
     offload,
-    scan_payload,
 )
 from ..wire import Ack, ErrorInfo, WaitFor
 from .decodecost import decode_cost
@@ -170,12 +169,6 @@ def decode_now(
     return decode_payload(rt.codec, rt.limits, kind, data, native)
 
 
-def _scanned(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, schema.EncodedBatch] | None:
-    """JSON the native scanner takes, decoded with no charge (it holds no
-    object per sample: :func:`ringbridge.schema.payload.scan_payload`)."""
-    return scan_payload(rt.codec, rt.limits, kind, data)
-
-
 def _decode_cost(rt: Runtime, data: bytes | str) -> int:
     """What a JSON decode of ``data`` is charged (:mod:`.decodecost`); 413 when
     even the whole budget could not hold it."""
@@ -195,7 +188,8 @@ def decode_charged(rt: Runtime, kind: str, data: bytes | str) -> tuple[Any, sche
     """:func:`decode_now` on the event loop (a small payload), charged as :func:`decode`."""
     if kind == BINARY:
         return decode_now(rt, kind, data)
-    scanned = _scanned(rt, kind, data)
+    # JSON the native scanner takes: decoded with no charge (see NativeScan).
+    scanned = rt.native_scan(kind, data)
     if scanned is not None:
         return scanned
     charge = rt.producer.admit(_decode_cost(rt, data), 0.0)
@@ -220,7 +214,7 @@ async def decode(
     if kind == BINARY:
         return await offload(len(data), decode_now, rt, kind, data)
     threaded = len(data) > THREAD_DECODE_BYTES
-    if not threaded and (scanned := _scanned(rt, kind, data)) is not None:
+    if not threaded and (scanned := rt.native_scan(kind, data)) is not None:
         return scanned
     cost = _decode_cost(rt, data)
     if threaded:

@@ -33,7 +33,7 @@ from .batch import EncodedBatch
 from .kinds.composite import CompositeNode
 from .kinds.integer import BoolNode, IntNode
 
-__all__ = ["JsonScanner", "ScanResult", "emit_table"]
+__all__ = ["BoundScan", "JsonScanner", "ScanResult", "emit_table"]
 
 # rb_json_scan() verdicts.
 _OK, _GIVE_UP, _NO_ROOM = 0, 1, 2
@@ -205,6 +205,20 @@ class JsonScanner:
         """(frame id, batch) of ``body`` under the exact path's limits (a sample
         larger than ``limit``, more than ``max_samples`` samples, more records
         than ``ring_size`` holds: the exact path names those), or None."""
+        bound = self.bound(ring_size=ring_size, limit=limit, max_samples=max_samples)
+        return None if bound is None else bound(body, frame)
+
+    def bound(
+        self,
+        *,
+        ring_size: int,
+        limit: int,
+        max_samples: int | None,
+        max_batch_bytes: int | None = None,
+    ) -> BoundScan | None:
+        """:meth:`batch` with its limits worked out once, as one call (what a
+        service whose limits are fixed keeps); None when no batch can pass them.
+        ``max_batch_bytes``: the records' bytes are bounded by it too."""
         if self.sample_size > min(limit, core.max_payload(ring_size)):
             return None
         most = ring_size // self.record_size
@@ -212,12 +226,10 @@ class JsonScanner:
             most = min(most, max_samples)
         if most <= 0:
             return None
-        raw = body.encode() if isinstance(body, str) else body
-        got = self.scan(raw, frame=frame, max_samples=most, limit=most * self.record_size)
-        if got is None:
-            return None
-        n = got.count
-        return got.id, EncodedBatch(got.records, n, n * self.record_size, n * self.sample_size)
+        room = most * self.record_size
+        if max_batch_bytes is not None:
+            room = min(room, max_batch_bytes)
+        return BoundScan(self, most, room)
 
     def scan(self, body: bytes, *, frame: bool, max_samples: int, limit: int) -> ScanResult | None:
         """The records of ``body``, or None: the exact path must decide.
@@ -232,16 +244,10 @@ class JsonScanner:
             buf = local.buf = bytearray(min(limit, 64 * 1024))
             local.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         res = _Result()
+        scan, layout, n = _SCAN.get(), self._layout_ref, len(body)
         while True:
-            verdict = self.scan_into(
-                body,
-                len(body),
-                frame=frame,
-                max_samples=max_samples,
-                out=local.addr,
-                cap=min(len(buf), limit),
-                result=res,
-            )
+            cap = min(len(buf), limit)
+            verdict = scan(layout, body, n, frame, max_samples, local.addr, cap, ctypes.byref(res))
             if verdict != _NO_ROOM or len(buf) >= limit:
                 break
             buf = local.buf = bytearray(min(limit, 2 * len(buf)))
@@ -253,3 +259,26 @@ class JsonScanner:
         with memoryview(buf) as view:
             records = view[: count * self.record_size].tobytes()
         return ScanResult(records, count, fid)
+
+
+class BoundScan:
+    """The scanner under fixed limits: ``(body, frame) -> (frame id, batch)`` or
+    None (the exact path decides). Built by :meth:`JsonScanner.bound`; it is
+    the typed JSON hot path, so it goes from the body to the C call with no
+    layer in between."""
+
+    __slots__ = ("most", "room", "scanner")
+
+    def __init__(self, scanner: JsonScanner, most: int, room: int) -> None:
+        self.scanner = scanner
+        self.most = most  # samples
+        self.room = room  # bytes of records
+
+    def __call__(self, body: bytes | str, frame: bool) -> tuple[Any, EncodedBatch] | None:
+        raw = body.encode() if isinstance(body, str) else body
+        got = self.scanner.scan(raw, frame=frame, max_samples=self.most, limit=self.room)
+        if got is None:
+            return None
+        n = got.count
+        sc = self.scanner
+        return got.id, EncodedBatch(got.records, n, n * sc.record_size, n * sc.sample_size)

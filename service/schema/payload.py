@@ -41,6 +41,7 @@ __all__ = [
     "TEXT_FRAME",
     "THREAD_DECODE_BYTES",
     "Limits",
+    "NativeScan",
     "decode_payload",
     "media_type",
     "offload",
@@ -96,24 +97,49 @@ def _json_sizes(codec: SampleCodec, limits: Limits) -> dict[str, int]:
     }
 
 
-def scan_payload(
-    codec: SampleCodec, limits: Limits, kind: str, data: bytes | str
-) -> tuple[Any, EncodedBatch] | None:
-    """:func:`decode_payload`'s result for JSON ``data`` that the native scanner
-    (:mod:`ringbridge.schema.jsonscan`) accepts, else None: then
-    ``decode_payload(..., native=False)`` decides, and names any error.
+class NativeScan:
+    """:func:`scan_payload` of one codec under fixed limits, worked out once:
+    ``scan(kind, data)``. A service keeps one (``Runtime.native_scan``): this
+    is the typed JSON hot path, one call from the payload to the scanner.
 
     The scanner holds nothing but the records it writes (no object per
     sample), so a caller charging a JSON decode for its working set
     (``ringbridge.api.decodecost``) need not charge this one -- nor scan
     the body to price it, which cost more than the scan itself.
     """
-    if kind == BINARY or len(data) > limits.max_batch_bytes:
-        return None
-    got = codec.scan(data, frame=kind == TEXT_FRAME, **_json_sizes(codec, limits))
-    if got is None or got[1].nbytes > limits.max_batch_bytes:
-        return None
-    return got
+
+    __slots__ = ("_bound", "_max_batch_bytes")
+
+    def __init__(self, codec: SampleCodec, limits: Limits) -> None:
+        self._max_batch_bytes = limits.max_batch_bytes
+        sizes = _json_sizes(codec, limits)
+        self._bound = (
+            None
+            if codec.scanner is None
+            else codec.scanner.bound(
+                ring_size=sizes["ring_size"],
+                limit=sizes["max_sample_bytes"],
+                max_samples=sizes["max_samples"],
+                # A batch taking more ring bytes than this is the exact path's
+                # to refuse (rule 4), so the scanner gives up on it.
+                max_batch_bytes=limits.max_batch_bytes,
+            )
+        )
+
+    def __call__(self, kind: str, data: bytes | str) -> tuple[Any, EncodedBatch] | None:
+        if self._bound is None or kind == BINARY or len(data) > self._max_batch_bytes:
+            return None
+        return self._bound(data, kind == TEXT_FRAME)
+
+
+def scan_payload(
+    codec: SampleCodec, limits: Limits, kind: str, data: bytes | str
+) -> tuple[Any, EncodedBatch] | None:
+    """:func:`decode_payload`'s result for JSON ``data`` that the native scanner
+    (:mod:`ringbridge.schema.jsonscan`) accepts, else None: then
+    ``decode_payload(..., native=False)`` decides, and names any error.
+    (:class:`NativeScan` is this, its limits worked out once.)"""
+    return NativeScan(codec, limits)(kind, data)
 
 
 def decode_payload(
