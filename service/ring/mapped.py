@@ -237,18 +237,22 @@ class MappedRing(Closing):
         """
         self._writable()
         pos = self.consumer_pos()
+        prod, data, mask, unpack = self._prod, self._data, self._mask, _U32.unpack_from
+        # core.Header's fields by hand: a Header object a record made this walk
+        # (up to 4096 records every second, on the event loop) 3.3 ms, not 0.9.
+        flags, lmask, most = core.BUSY_BIT | core.DISCARD_BIT, core.LEN_MASK, core.MAX_SAMPLE_LEN
         for _ in range(VERIFY_RECORDS):
-            if pos >= self._prod:
+            if pos >= prod:
                 return
-            (word,) = _U32.unpack_from(self._data, pos & self._mask)
-            h = core.Header.decode(word)
-            step = core.record_size(h.length)
-            if h.length > core.MAX_SAMPLE_LEN or step > self._prod - pos:
+            (word,) = unpack(data, pos & mask)
+            length = word & lmask
+            step = core.record_size(length)
+            if length > most or step > prod - pos:
                 self._fence(
-                    f"the record at position {pos} claims {h.length} bytes, past the "
-                    f"producer_pos {self._prod} this producer published: another writer wrote it"
+                    f"the record at position {pos} claims {length} bytes, past the "
+                    f"producer_pos {prod} this producer published: another writer wrote it"
                 )
-            if h.busy and not h.discard and pos not in self._outstanding:
+            if word & flags == core.BUSY_BIT and pos not in self._outstanding:
                 self._fence(
                     f"the record at position {pos} is BUSY, but this producer holds no "
                     "reservation there: another writer wrote it"
