@@ -33,7 +33,6 @@ publishes as DISCARD (``wanted`` is False), a batch in line is withdrawn.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 from ...errors import RequestTimeoutError, RingbridgeError, StoppingError
@@ -326,13 +325,10 @@ class PostRequest(Handler):
 
     def _answer_ack(self, ack: Ack, replayed: bool = False) -> None:
         rt = self.rt
-        close = self.close or rt is None or rt.streams.stopping
-        # The histograms take the ack as of now, after its bytes are written:
-        # the client waits for those, not for them.
-        now = time.perf_counter()
-        self.answer(self.c.p.answers.ack(ack, self.wait, close, replayed), 200)
         if rt is not None and self.arrival is not None and not replayed:
-            rt.batches.acked("http", self.arrival, ack, self.wait, now)
+            rt.batches.acked("http", self.arrival, ack, self.wait)
+        close = self.close or rt is None or rt.streams.stopping
+        self.answer(self.c.p.answers.ack(ack, self.wait, close, replayed), 200)
 
     def answer(self, data: bytes, status: int, unread: int = 0) -> None:
         """Write the answer; ``unread`` body bytes are dropped (within ``body_timeout``)
