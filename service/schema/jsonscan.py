@@ -162,30 +162,6 @@ class JsonScanner:
             return None
         return cls(table, node.size)
 
-    def scan_into(
-        self,
-        body: bytes | int,
-        length: int,
-        *,
-        frame: bool,
-        max_samples: int,
-        out: int,
-        cap: int,
-        result: _Result,
-    ) -> int:
-        """The raw call: ``body`` (bytes or an address) of ``length`` bytes scanned
-        into ``cap`` bytes at address ``out``; its verdict (0: accepted, 1: give up,
-        2: the records need more than ``cap``); ``result`` filled."""
-        verdict: int = _SCAN.get()(
-            self._layout_ref, body, length, frame, max_samples, out, cap, ctypes.byref(result)
-        )
-        return verdict
-
-    @staticmethod
-    def result() -> _Result:
-        """A result struct for :meth:`scan_into` (reuse one per caller)."""
-        return _Result()
-
     @staticmethod
     def frame_id(body: bytes | memoryview, result: _Result) -> Any:
         """The id of an accepted frame (None when it has none)."""
@@ -264,8 +240,7 @@ class JsonScanner:
 class BoundScan:
     """The scanner under fixed limits: ``(body, frame) -> (frame id, batch)`` or
     None (the exact path decides). Built by :meth:`JsonScanner.bound`; it is
-    the typed JSON hot path, so it goes from the body to the C call with no
-    layer in between."""
+    the typed JSON hot path, so nothing is worked out again per body."""
 
     __slots__ = ("most", "room", "scanner")
 
