@@ -166,12 +166,7 @@ def test_samples_written_alike_are_taken_as_the_exact_path_takes_them(
     samples = data.draw(samples_of_a_shape(fast.scanner.table))
     sep = data.draw(st.sampled_from([",", ", ", ",\n  "]))
     raw = ('{"samples": [' + sep.join(samples) + "]}").encode()
-    scanned = fast.scanner.scan(raw, frame=frame, max_samples=64, limit=64 * 64)
-    reference = _decode(exact, raw, frame)
-    if scanned is not None:
-        assert not isinstance(reference, str), f"scanner took what the exact path refuses: {raw!r}"
-        assert (scanned.records, scanned.count) == reference[1:], raw
-    assert _decode(fast, raw, frame) == reference
+    _as_the_exact_path(fast, exact, raw, frame)
 
 
 def _of_width(data: st.DataObject, f: TableField, k: int) -> str:
@@ -226,12 +221,7 @@ def test_values_that_keep_their_width_are_taken_as_the_exact_path_takes_them(
         for row in rows
     ]
     raw = ('{"samples":[' + ",".join(samples) + "]}").encode()
-    scanned = fast.scanner.scan(raw, frame=False, max_samples=64, limit=64 * 64)
-    reference = _decode(exact, raw, False)
-    if scanned is not None:
-        assert not isinstance(reference, str), f"scanner took what the exact path refuses: {raw!r}"
-        assert (scanned.records, scanned.count) == reference[1:], raw
-    assert _decode(fast, raw, False) == reference
+    _as_the_exact_path(fast, exact, raw, False)
 
 
 @st.composite
@@ -279,6 +269,18 @@ def _decode(codec: SampleCodec, raw: bytes, frame: bool) -> tuple[Any, bytes, in
     except RingbridgeError as exc:
         return f"{exc.code}: {exc.message}"
     return fid, bytes(batch.records), batch.count
+
+
+def _as_the_exact_path(fast: SampleCodec, exact: SampleCodec, raw: bytes, frame: bool) -> None:
+    """What the scanner takes, the exact path takes with the same records; and
+    through the codec (scanner first) the answer is the exact path's."""
+    assert fast.scanner is not None
+    scanned = fast.scanner.scan(raw, frame=frame, max_samples=64, limit=64 * 64)
+    reference = _decode(exact, raw, frame)
+    if scanned is not None:
+        assert not isinstance(reference, str), f"scanner took what the exact path refuses: {raw!r}"
+        assert (scanned.records, scanned.count) == reference[1:], raw
+    assert _decode(fast, raw, frame) == reference
 
 
 @SETTINGS
