@@ -126,28 +126,40 @@ static int key(struct cur *c, const char **k, uint32_t *len)
 }
 
 /*
- * The value of the leading decimal digits in the 8 bytes at p, and how many
- * there are (0..8), without a branch per digit: short numbers of varying
- * length made the per-digit loop mispredict its exit at every value.
- * A byte is a digit iff its high nibble is 3 and adding 6 keeps it so
- * ('0'..'9' = 0x30..0x39); a carry out of a byte (>= 0xfa) lands only in
- * bytes past the first non-digit, which do not count. The digits, moved to
- * the top of the word, are combined pairwise (x10, x100, x10000 per lane).
+ * Byte i of the result is zero iff byte i of w is a decimal digit, without a
+ * branch per digit: short numbers of varying length made a per-digit loop
+ * mispredict its exit at every value. A byte is a digit iff its high nibble
+ * is 3 and adding 6 keeps it so ('0'..'9' = 0x30..0x39); a carry out of a
+ * byte (>= 0xfa) lands only in bytes past the first non-digit, so the
+ * result is exact up to and including that one.
  */
+static inline uint64_t nondigits(uint64_t w)
+{
+	return ((w & 0xF0F0F0F0F0F0F0F0ULL) | (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) ^
+	       0x3333333333333333ULL;
+}
+
+/* The value of the n (1..8) digits in the low bytes of w (first digit lowest:
+ * little endian): moved to the top of the word, combined pairwise (x10,
+ * x100, x10000 per lane). */
+static inline uint64_t digits_value(uint64_t w, unsigned n)
+{
+	w = (w & 0x0F0F0F0F0F0F0F0FULL) << (8 * (8 - n));
+	w = (w * 2561) >> 8;
+	w = ((w & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
+	return ((w & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+}
+
+/* The value of the leading decimal digits in the 8 bytes at p, and how many
+ * there are (0..8). */
 static inline uint64_t eight_digits(const char *p, unsigned *len)
 {
 	uint64_t w, t;
 
 	memcpy(&w, p, 8);
-	t = ((w & 0xF0F0F0F0F0F0F0F0ULL) | (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) ^
-	    0x3333333333333333ULL;
+	t = nondigits(w);
 	*len = t ? (unsigned)__builtin_ctzll(t) >> 3 : 8;
-	if (*len == 0)
-		return 0;
-	w = (w & 0x0F0F0F0F0F0F0F0FULL) << (8 * (8 - *len)); /* first digit lowest: little endian */
-	w = (w * 2561) >> 8;
-	w = ((w & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
-	return ((w & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+	return *len ? digits_value(w, *len) : 0;
 }
 
 /* An integer literal: its sign and magnitude (which fits a u64). */
@@ -443,18 +455,13 @@ static inline int value_w(const char *p, const char *e, unsigned w, const struct
 	if (e - p < 8)
 		return -1;
 	memcpy(&x, p, 8);
-	/* As in eight_digits(): a byte of t is zero iff that byte is a digit. */
-	t = ((x & 0xF0F0F0F0F0F0F0F0ULL) | (((x + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) ^
-	    0x3333333333333333ULL;
+	t = nondigits(x);
 	stop = (unsigned)(x >> (8 * w)) & 0xff;
 	if ((t & ((1ULL << (8 * w)) - 1)) || !((t >> (8 * w)) & 0xff))
 		return -1; /* not w digits then a non-digit */
 	if ((w > 1 && (x & 0xff) == '0') || stop == '.' || stop == 'e' || stop == 'E')
 		return -1; /* a leading zero, a fraction or an exponent: value() refuses */
-	v = (x & 0x0F0F0F0F0F0F0F0FULL) << (8 * (8 - w));
-	v = (v * 2561) >> 8;
-	v = ((v & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
-	v = ((v & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+	v = digits_value(x, w);
 	if (v > lim)
 		return -1;
 	store_le(dst, v, f->size);
