@@ -119,19 +119,37 @@ class TimerWaker:
     """``timer`` mode: re-arm the drain timer when a commit finds it backed off.
 
     ``idle_drains`` reads the timer's count of empty drains in a row (no
-    syscall); ``wake`` re-arms it at its base period (one syscall).
+    syscall); ``wake`` re-arms it at its base period (one syscall). The
+    re-arm runs once the event-loop pass's current callback returns, as the
+    kick does: after the acks of the commit that asked for it are written,
+    not before them. It is a ``BPF_PROG_TEST_RUN``, and on a CPU that has
+    just woken from idle (a server between requests) one costs 15-100 us
+    against 3 us back to back (AMD EPYC VM, 2026-12-03): a batch's ack need
+    not wait for it, since the timer's next drain is a period away anyway.
     """
 
     def __init__(self, idle_drains: Callable[[], int], wake: Callable[[], None]) -> None:
         self._idle_drains = idle_drains
         self._wake = wake
         self._closed = False
+        self._due = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.wakes = 0
         self.errors = 0
 
     def request(self) -> None:
-        if self._closed or self._idle_drains() < WAKE_AFTER_IDLE_DRAINS:
+        if self._closed or self._due or self._idle_drains() < WAKE_AFTER_IDLE_DRAINS:
             return
+        self._due = True
+        loop = self._loop
+        if loop is None:  # looked up once: get_running_loop() costs a getpid(2)
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        if not self._due:
+            return
+        self._due = False
         try:
             self._wake()
         except RingbridgeError as exc:
@@ -142,7 +160,12 @@ class TimerWaker:
         self.wakes += 1
 
     async def aclose(self) -> None:
+        """Stop taking requests; a re-arm still due runs first (the shutdown
+        waits for the ring to be consumed, at the base period, not idle's)."""
+        if self._closed:
+            return
         self._closed = True
+        self._run()
 
     def statistics(self) -> KickStatistics:
         return KickStatistics(self.wakes, 0, self.errors)

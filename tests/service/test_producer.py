@@ -14,7 +14,7 @@ from ringbridge.errors import OverloadedError, StoppingError
 from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
 from ringbridge.kernel.drainer import NativeDrainer
 from ringbridge.producer.admission import Admission, BatchLine
-from ringbridge.producer.kick import Kicker
+from ringbridge.producer.kick import WAKE_AFTER_IDLE_DRAINS, Kicker, TimerWaker
 from ringbridge.producer.task import Producer
 from ringbridge.ring import EncodedBatch, UserRingBuffer
 from ringbridge.wire import Ack
@@ -223,3 +223,35 @@ async def test_kick_mode_drains_after_commits(
     kick = p.statistics().kick
     assert kick is not None and kick.kicks > 0 and kick.samples == 27_000
     assert drainer.closed  # the producer's stop joined the worker
+
+
+@kernel
+async def test_timer_rearm_runs_after_the_callback_that_asked_once_per_pass(
+    loaded: LoadedRingbridge,
+) -> None:
+    # A 50 ms base period: once re-armed, the next drain (which would count
+    # again) is 50 ms away, far beyond the asserts below.
+    loaded.arm_timer(period_ns=50_000_000, budget=64, idle_period_ns=10_000_000_000)
+    try:
+        await eventually(lambda: loaded.timer_idle_drains() >= WAKE_AFTER_IDLE_DRAINS)
+        waker = TimerWaker(loaded.timer_idle_drains, loaded.wake_timer)
+        for _ in range(3):  # three commits in one callback
+            waker.request()
+        # Not yet: the acks of those commits are written before the syscall.
+        assert loaded.timer_idle_drains() >= WAKE_AFTER_IDLE_DRAINS
+        assert waker.statistics().kicks == 0
+        await asyncio.sleep(0)
+        assert loaded.timer_idle_drains() == 0  # re-armed at the base period
+        assert waker.statistics().kicks == 1  # one re-arm for the three
+        waker.request()  # the timer is not backed off now: nothing to do
+        await asyncio.sleep(0)
+        assert waker.statistics().kicks == 1
+        await eventually(lambda: loaded.timer_idle_drains() >= WAKE_AFTER_IDLE_DRAINS)
+        waker.request()
+        await waker.aclose()  # a re-arm still due runs at close, then none
+        assert loaded.timer_idle_drains() == 0 and waker.statistics().kicks == 2
+        waker.request()
+        await asyncio.sleep(0)
+        assert waker.statistics().kicks == 2 and waker.statistics().errors == 0
+    finally:
+        loaded.disarm_timer()
