@@ -59,6 +59,32 @@ class DrainTrigger(Protocol):
     def statistics(self) -> KickStatistics: ...
 
 
+class _OncePerPass:
+    """``fn`` run once the event-loop pass's current callback returns; the
+    requests made before it runs fold into that one call."""
+
+    __slots__ = ("_fn", "_loop", "due")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.due = False
+
+    def request(self) -> None:
+        if self.due:
+            return
+        self.due = True
+        loop = self._loop
+        if loop is None:  # looked up once: get_running_loop() costs a getpid(2)
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(self.run_due)
+
+    def run_due(self) -> None:
+        if self.due:
+            self.due = False
+            self._fn()
+
+
 class Kicker:
     """``kick`` mode: a drain on the native worker after each request."""
 
@@ -66,25 +92,16 @@ class Kicker:
         self._drainer = drainer
         self._closed = False
         self._errors_logged = 0
-        self._due = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pass = _OncePerPass(self._kick)
 
     def request(self) -> None:
         """Kick once this event-loop pass ends: the batches the producer
         commits in the same pass share one kick (one eventfd write, one
         wake-up of the worker) instead of one each."""
-        if self._closed or self._due:
-            return
-        self._due = True
-        loop = self._loop
-        if loop is None:  # looked up once: get_running_loop() costs a getpid(2)
-            loop = self._loop = asyncio.get_running_loop()
-        loop.call_soon(self._kick)
+        if not self._closed:
+            self._pass.request()
 
     def _kick(self) -> None:
-        if not self._due:
-            return
-        self._due = False
         self._drainer.kick()
         self._log_new_errors()
 
@@ -106,7 +123,7 @@ class Kicker:
         if self._closed:
             return
         self._closed = True
-        self._kick()  # a kick still due runs before the worker stops
+        self._pass.run_due()  # a kick still due runs before the worker stops
         await asyncio.to_thread(self._drainer.close)
         self._log_new_errors()
 
@@ -132,24 +149,16 @@ class TimerWaker:
         self._idle_drains = idle_drains
         self._wake = wake
         self._closed = False
-        self._due = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pass = _OncePerPass(self._run)
         self.wakes = 0
         self.errors = 0
 
     def request(self) -> None:
-        if self._closed or self._due or self._idle_drains() < WAKE_AFTER_IDLE_DRAINS:
+        if self._closed or self._pass.due or self._idle_drains() < WAKE_AFTER_IDLE_DRAINS:
             return
-        self._due = True
-        loop = self._loop
-        if loop is None:  # looked up once: get_running_loop() costs a getpid(2)
-            loop = self._loop = asyncio.get_running_loop()
-        loop.call_soon(self._run)
+        self._pass.request()
 
     def _run(self) -> None:
-        if not self._due:
-            return
-        self._due = False
         try:
             self._wake()
         except RingbridgeError as exc:
@@ -165,7 +174,7 @@ class TimerWaker:
         if self._closed:
             return
         self._closed = True
-        self._run()
+        self._pass.run_due()
 
     def statistics(self) -> KickStatistics:
         return KickStatistics(self.wakes, 0, self.errors)
