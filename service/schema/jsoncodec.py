@@ -174,7 +174,7 @@ class SampleCodec:
         or a body holding more than ``max_samples`` samples (refused before
         decoding them); index -1 means the body as a whole (not JSON, no
         ``samples``, empty list). ``native=False``: the native scanner is
-        not tried (the caller did, see :func:`ringbridge.schema.payload.scan_payload`).
+        not tried (the caller did, see :class:`ringbridge.schema.payload.NativeScan`).
         """
         return self._decode(
             body,

@@ -45,7 +45,6 @@ __all__ = [
     "decode_payload",
     "media_type",
     "offload",
-    "scan_payload",
 ]
 
 log = logging.getLogger("ringbridge.ingest")
@@ -98,9 +97,12 @@ def _json_sizes(codec: SampleCodec, limits: Limits) -> dict[str, int]:
 
 
 class NativeScan:
-    """:func:`scan_payload` of one codec under fixed limits, worked out once:
-    ``scan(kind, data)``. A service keeps one (``Runtime.native_scan``): this
-    is the typed JSON hot path, one call from the payload to the scanner.
+    """:func:`decode_payload`'s result for JSON that the native scanner
+    (:mod:`ringbridge.schema.jsonscan`) accepts, else None (then
+    ``decode_payload(..., native=False)`` decides, and names any error), for
+    one codec under fixed limits worked out once: ``scan(kind, data)``. A
+    service keeps one (``Runtime.native_scan``): this is the typed JSON hot
+    path, one call from the payload to the scanner.
 
     The scanner holds nothing but the records it writes (no object per
     sample), so a caller charging a JSON decode for its working set
@@ -132,23 +134,13 @@ class NativeScan:
         return self._bound(data, kind == TEXT_FRAME)
 
 
-def scan_payload(
-    codec: SampleCodec, limits: Limits, kind: str, data: bytes | str
-) -> tuple[Any, EncodedBatch] | None:
-    """:func:`decode_payload`'s result for JSON ``data`` that the native scanner
-    (:mod:`ringbridge.schema.jsonscan`) accepts, else None: then
-    ``decode_payload(..., native=False)`` decides, and names any error.
-    (:class:`NativeScan` is this, its limits worked out once.)"""
-    return NativeScan(codec, limits)(kind, data)
-
-
 def decode_payload(
     codec: SampleCodec, limits: Limits, kind: str, data: bytes | str, native: bool = True
 ) -> tuple[Any, EncodedBatch]:
     """(the text frame's id, or None; the validated batch) of ``data``, a ``kind`` payload.
 
     Any failure is a :class:`~ringbridge.errors.RingbridgeError` (see the module doc).
-    ``native=False``: JSON skips the native scanner (:func:`scan_payload` tried it).
+    ``native=False``: JSON skips the native scanner (:class:`NativeScan` tried it).
     """
     if len(data) > limits.max_batch_bytes:
         unit = "characters" if isinstance(data, str) else "bytes"
