@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ..errors import OverloadedError, StoppingError
+from .loopref import LoopRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class Admission:
         self._refused = 0
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
+        self._loop = LoopRef()  # the deadlines' clock
 
     @property
     def in_use(self) -> int:
@@ -151,7 +153,7 @@ class Admission:
         Raises :class:`StoppingError` once closed and :class:`OverloadedError`
         when the budget lacks ``nbytes``.
         """
-        return self.take(nbytes, asyncio.get_running_loop().time() + timeout)
+        return self.take(nbytes, self._loop.get().time() + timeout)
 
     def take(self, nbytes: int, deadline: float) -> Credit:
         if self._closed:

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from ..errors import RingbridgeError
 from ..kernel.drainer import NativeDrainer
+from .loopref import LoopRef
 
 log = logging.getLogger("ringbridge.producer")
 
@@ -67,17 +68,14 @@ class _OncePerPass:
 
     def __init__(self, fn: Callable[[], None]) -> None:
         self._fn = fn
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = LoopRef()
         self.due = False
 
     def request(self) -> None:
         if self.due:
             return
         self.due = True
-        loop = self._loop
-        if loop is None:  # looked up once: get_running_loop() costs a getpid(2)
-            loop = self._loop = asyncio.get_running_loop()
-        loop.call_soon(self.run_due)
+        self._loop.get().call_soon(self.run_due)
 
     def run_due(self) -> None:
         if self.due:

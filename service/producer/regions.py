@@ -61,6 +61,7 @@ from ..wire import Ack
 from .admission import Credit
 from .contract import BeforeCommit, SeqStore
 from .kick import DrainTrigger
+from .loopref import LoopRef
 from .owner import Part, RegionOwner
 
 log = logging.getLogger("ringbridge.producer")
@@ -154,7 +155,7 @@ class Publisher:
         self._on_commit = on_commit
         self._regions: deque[Region] = deque()
         self._evict_timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = LoopRef()
         self.next_seq = seq_store.load_seq() if seq_store is not None else 0
         #: The first seq of the region whose ``before_commit`` runs (read it there
         #: only): what an idempotency key records (``producer.keys``).
@@ -164,12 +165,8 @@ class Publisher:
         return len(self._regions)
 
     def _time(self) -> float:
-        """The event loop's clock (the credits' deadlines are in it); the loop
-        is looked up once: ``asyncio.get_running_loop()`` costs a getpid(2)."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        return loop.time()
+        """The event loop's clock (the credits' deadlines are in it)."""
+        return self._loop.get().time()
 
     # -- claiming ----------------------------------------------------------------
 
@@ -375,7 +372,7 @@ class Publisher:
         regions = self._regions
         if self._evict_timer is not None or len(regions) < 2 or regions[0].state != RECEIVING:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop.get()
         self._evict_timer = loop.call_at(loop.time() + EVICT_AFTER, self._evict_stragglers)
 
     def _evict_stragglers(self) -> None:
