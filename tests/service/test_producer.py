@@ -67,6 +67,28 @@ async def test_admission_deadline_is_taken_at_admission() -> None:
     assert c.remaining(c.deadline + 1) == 0.0
 
 
+async def test_admission_looks_the_running_loop_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In CPython 3.11 each asyncio.get_running_loop() is a getpid(2): one
+    # system call per request if the gate asked every time.
+    calls = 0
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        nonlocal calls
+        calls += 1
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    gate = Admission(100)
+    deadlines = []
+    for _ in range(10):
+        c = gate.admit(1, 5)
+        deadlines.append(c.deadline)
+        c.release()
+    assert calls == 1
+    assert deadlines == sorted(deadlines) and deadlines[-1] <= real().time() + 5
+
+
 async def test_closed_admission_refuses_with_stopping_and_held_credit_stays_valid() -> None:
     gate = Admission(10)
     held = gate.admit(5, 1)
