@@ -119,7 +119,7 @@ class Credit:
 class Admission:
     """The byte budget; grants or refuses credits at once, never queues."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, loop: LoopRef | None = None) -> None:
         if budget <= 0:
             raise ValueError(f"admission budget must be positive, got {budget}")
         self.budget = budget
@@ -129,7 +129,7 @@ class Admission:
         self._refused = 0
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
-        self._loop = LoopRef()  # the deadlines' clock
+        self._loop = loop or LoopRef()  # the deadlines' clock
 
     @property
     def in_use(self) -> int:
@@ -215,8 +215,9 @@ class BatchLine(Generic[T]):
     Unbounded by itself on purpose: everything in it holds admission credit.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, loop: LoopRef | None = None) -> None:
         self._items: deque[T] = deque()
+        self._loop = loop or LoopRef()
         self._getter: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -238,7 +239,7 @@ class BatchLine(Generic[T]):
                 return self._items.popleft()
             if self._closed:
                 raise StoppingError("the batch line is closed")
-            self._getter = asyncio.get_running_loop().create_future()
+            self._getter = self._loop.get().create_future()
             try:
                 await self._getter
             finally:

@@ -147,6 +147,7 @@ class Publisher:
         seq_store: SeqStore | None = None,
         kick: DrainTrigger | None = None,
         on_commit: Callable[[float, Ack], None] | None = None,
+        loop: LoopRef | None = None,
     ) -> None:
         self._ring = ring
         self._counts = counts
@@ -155,7 +156,7 @@ class Publisher:
         self._on_commit = on_commit
         self._regions: deque[Region] = deque()
         self._evict_timer: asyncio.TimerHandle | None = None
-        self._loop = LoopRef()
+        self._loop = loop or LoopRef()
         self.next_seq = seq_store.load_seq() if seq_store is not None else 0
         #: The first seq of the region whose ``before_commit`` runs (read it there
         #: only): what an idempotency key records (``producer.keys``).

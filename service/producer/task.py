@@ -60,6 +60,7 @@ from .consumed import wait_consumed
 from .contract import Batch, BeforeCommit, ProducerStatistics, SeqStore
 from .keys import KeyTable
 from .kick import DrainTrigger
+from .loopref import LoopRef
 from .regions import CommitCounts, Publisher
 from .submission import InLine, Submission
 from .writes import InPlaceWrites
@@ -85,8 +86,9 @@ class Producer(InPlaceWrites):
         keys: KeyTable | None = None,
     ) -> None:
         self._ring = ring
-        self._admission = Admission(admission_bytes)
-        self._line: BatchLine[InLine] = BatchLine()
+        self._loop = LoopRef()  # shared by the gate, the line and the publisher (loopref.py)
+        self._admission = Admission(admission_bytes, self._loop)
+        self._line: BatchLine[InLine] = BatchLine(self._loop)
         self._kicker = kick
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -95,7 +97,7 @@ class Producer(InPlaceWrites):
         self._counts = CommitCounts()
         # Every batch lands through a region it publishes, in claim order.
         self._pub = Publisher(
-            ring, self._counts, seq_store=seq_store, kick=kick, on_commit=on_commit
+            ring, self._counts, seq_store=seq_store, kick=kick, on_commit=on_commit, loop=self._loop
         )
         #: Idempotency keys of the batches committed and in flight (keys.py): a
         #: keyed batch's ``before_commit`` records it with the seq it publishes at.
@@ -199,7 +201,7 @@ class Producer(InPlaceWrites):
         try:
             self._check_running()
             self._check_batch(batch)
-            loop = asyncio.get_running_loop()
+            loop = self._loop.get()
             sub = Submission(
                 batch, credit, time.perf_counter(), loop.create_future(), before_commit
             )
@@ -237,7 +239,7 @@ class Producer(InPlaceWrites):
         batch is published (see :data:`BeforeCommit`); if it raises a
         RingbridgeError the batch fails with it, uncommitted.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop.get()
         sub = self._enqueue(batch, credit, before_commit)
         fut = sub.future
         sub_timeout = credit.remaining(loop.time())
@@ -335,7 +337,7 @@ class Producer(InPlaceWrites):
         if not isinstance(sub, Submission):
             await self._grant(sub)  # a batch still unread: its region, to receive into
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop.get()
         b = sub.batch
         if b is None or sub.future.done():
             return  # given up while in line: counted where it was given up
@@ -363,7 +365,7 @@ class Producer(InPlaceWrites):
     async def _wait_for_space(self, sub: InLine, nbytes: int) -> bool:
         """Until ``nbytes`` are free (True) or ``sub`` was given up (False);
         RingTimeoutError / RingClosedError as the ring's wait raises them."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop.get()
         self._full_waits += 1
         if self._kicker is not None:
             self._kicker.request()

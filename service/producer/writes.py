@@ -24,7 +24,6 @@ await separates a claim from the cursor it moved.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from ..ring import UserRingBuffer
 from .admission import BatchLine, Credit
 from .contract import Batch, BeforeCommit
 from .kick import DrainTrigger
+from .loopref import LoopRef
 from .owner import Part, RegionOwner
 from .regions import CommitCounts, Publisher, Region
 from .submission import ClaimOwner, ClaimRequest, InLine, Submission
@@ -57,6 +57,7 @@ class InPlaceWrites:
     _pub: Publisher
     _line: BatchLine[InLine]
     _kicker: DrainTrigger | None
+    _loop: LoopRef
     _counts: CommitCounts
     _waiting_for_space: bool
 
@@ -199,7 +200,7 @@ class InPlaceWrites:
         credit's deadline if it is not committed by then."""
         sub = self._enqueue(batch, credit, before_commit)
         if math.isfinite(credit.deadline):
-            timer = asyncio.get_running_loop().call_at(credit.deadline, self._expire, sub)
+            timer = self._loop.get().call_at(credit.deadline, self._expire, sub)
             sub.future.add_done_callback(lambda _: timer.cancel())
         return sub
 
@@ -217,7 +218,7 @@ class InPlaceWrites:
                 raise RecordTooLargeError(
                     f"batch of {nbytes} bytes can never fit a ring of {self._ring.size} bytes"
                 )
-            loop = asyncio.get_running_loop()
+            loop = self._loop.get()
             req = ClaimRequest(nbytes, credit, owner, started, loop.create_future())
             self._line.append(req)
         except RingbridgeError as exc:
@@ -233,7 +234,7 @@ class InPlaceWrites:
         """The task's turn for ``req``: claim its region (waiting for space) and hand it over."""
         if req.future.done():
             return  # given up while in line: counted where it was given up
-        if asyncio.get_running_loop().time() >= req.credit.deadline:
+        if self._loop.get().time() >= req.credit.deadline:
             self._fail(
                 req, RingTimeoutError("batch not committed within its timeout: it waited in line")
             )

@@ -228,6 +228,32 @@ async def test_a_batch_whose_submitter_gave_up_is_not_committed(
 
 
 @kernel
+async def test_batches_in_line_do_not_look_the_loop_up_each(
+    ring: UserRingBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        nonlocal calls
+        calls += 1
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    p = Producer(ring, admission_bytes=4 * SMALL_RING)
+    p.start()
+    await submit(p, batch(10), 5)  # the first looks it up
+    before = calls
+    acks = [await submit(p, batch(10), 5) for _ in range(5)]  # through the line
+    for _ in range(2):  # as the data plane puts a batch in line
+        b = batch(10)
+        acks.append(await p.line_up(b, p.admit(b.nbytes, 5)).future)
+    assert calls == before
+    assert [a.first_seq for a in acks] == [10, 20, 30, 40, 50, 60, 70]
+    await p.stop(1)
+
+
+@kernel
 async def test_kick_mode_drains_after_commits(
     ring: UserRingBuffer, loaded: LoadedRingbridge
 ) -> None:
