@@ -201,10 +201,8 @@ class Producer(InPlaceWrites):
         try:
             self._check_running()
             self._check_batch(batch)
-            loop = self._loop.get()
-            sub = Submission(
-                batch, credit, time.perf_counter(), loop.create_future(), before_commit
-            )
+            future = self._loop.get().create_future()
+            sub = Submission(batch, credit, time.perf_counter(), future, before_commit)
             self._line.append(sub)
         except RingbridgeError as exc:
             credit.release()
