@@ -67,26 +67,31 @@ async def test_admission_deadline_is_taken_at_admission() -> None:
     assert c.remaining(c.deadline + 1) == 0.0
 
 
-async def test_admission_looks_the_running_loop_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    # In CPython 3.11 each asyncio.get_running_loop() is a getpid(2): one
-    # system call per request if the gate asked every time.
-    calls = 0
+@pytest.fixture
+def loop_lookups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """``[n]``: the calls of ``asyncio.get_running_loop()`` from here on. In
+    CPython 3.11 each is a getpid(2): one system call per batch if asked each time."""
+    calls = [0]
     real = asyncio.get_running_loop
 
     def counting() -> asyncio.AbstractEventLoop:
-        nonlocal calls
-        calls += 1
+        calls[0] += 1
         return real()
 
     monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    return calls
+
+
+async def test_admission_looks_the_running_loop_up_once(loop_lookups: list[int]) -> None:
     gate = Admission(100)
     deadlines = []
     for _ in range(10):
         c = gate.admit(1, 5)
         deadlines.append(c.deadline)
         c.release()
-    assert calls == 1
-    assert deadlines == sorted(deadlines) and deadlines[-1] <= real().time() + 5
+    assert loop_lookups == [1]
+    now = asyncio.get_running_loop().time()
+    assert deadlines == sorted(deadlines) and deadlines[-1] <= now + 5
 
 
 async def test_closed_admission_refuses_with_stopping_and_held_credit_stays_valid() -> None:
@@ -229,26 +234,17 @@ async def test_a_batch_whose_submitter_gave_up_is_not_committed(
 
 @kernel
 async def test_batches_in_line_do_not_look_the_loop_up_each(
-    ring: UserRingBuffer, monkeypatch: pytest.MonkeyPatch
+    ring: UserRingBuffer, loop_lookups: list[int]
 ) -> None:
-    calls = 0
-    real = asyncio.get_running_loop
-
-    def counting() -> asyncio.AbstractEventLoop:
-        nonlocal calls
-        calls += 1
-        return real()
-
-    monkeypatch.setattr(asyncio, "get_running_loop", counting)
     p = Producer(ring, admission_bytes=4 * SMALL_RING)
     p.start()
     await submit(p, batch(10), 5)  # the first looks it up
-    before = calls
+    before = loop_lookups[0]
     acks = [await submit(p, batch(10), 5) for _ in range(5)]  # through the line
     for _ in range(2):  # as the data plane puts a batch in line
         b = batch(10)
         acks.append(await p.line_up(b, p.admit(b.nbytes, 5)).future)
-    assert calls == before
+    assert loop_lookups[0] == before
     assert [a.first_seq for a in acks] == [10, 20, 30, 40, 50, 60, 70]
     await p.stop(1)
 
