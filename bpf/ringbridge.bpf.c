@@ -10,7 +10,9 @@
  *               while each drain empties the ring), backing off to
  *               ctl.idle_period_ns while the ring stays empty; the kernel
  *               consumes on its own. The producer runs the arm program
- *               again when it commits to a backed-off timer.
+ *               again after each event-loop pass that committed: the next
+ *               drain comes a period after the last one, at once if that
+ *               is past, not two periods or a backed-off period later.
  *   - kick:     ringbridge_drain (SEC("syscall")) drains on demand.
  *   - external: nothing here runs; the user's own program drains.
  */
@@ -61,6 +63,8 @@ struct {
 
 struct timer_elem {
 	struct bpf_timer timer;
+	/* When on_timer last drained (bpf_ktime_get_ns): a re-arm waits for a period after it. */
+	__u64 last_drain_ns;
 };
 
 struct {
@@ -261,14 +265,11 @@ static __u64 idle_period_of(const struct ringbridge_ctl *ctl, __u64 period)
  * Periodic drain with back-off. A drain that stopped at its budget left
  * samples behind: the next one comes after the base period. One that
  * emptied the ring leaves nothing pending: the next comes after two (one
- * step of back-off, idle_drains 1), so a batch committed meanwhile waits
- * at most that. Samples that trickle in -- a batch per period or two --
- * then cost the CPUs one timer interrupt every two periods, each finding a
- * batch, instead of one a period, half of them finding the ring empty; on
- * a virtual machine each is a VM exit or more (README, "Benchmark": the
- * ack latency row). After each
- * empty drain (or a failing one: a poisoned ring must not spin) the period
- * doubles again, up to idle_period_ns.
+ * step of back-off, idle_drains 1), unless a commit re-arms it first (one
+ * period after this drain; ringbridge_arm_timer): a timer that finds the
+ * ring empty costs an interrupt for nothing, on a virtual machine a VM exit
+ * or more. After each empty drain (or a failing one: a poisoned ring must
+ * not spin) the period doubles again, up to idle_period_ns.
  */
 static int on_timer(void *map, int *key, struct timer_elem *elem)
 {
@@ -278,6 +279,7 @@ static int on_timer(void *map, int *key, struct timer_elem *elem)
 	__u32 idle, to;
 	long n;
 
+	elem->last_drain_ns = bpf_ktime_get_ns();
 	n = drain_once();
 	period = period_of(ctl);
 	if (!ctl) {
@@ -311,17 +313,28 @@ static int on_timer(void *map, int *key, struct timer_elem *elem)
 	return 0;
 }
 
-/* Arms (or re-arms with a new period) the periodic drain timer. */
+/*
+ * Arms (or re-arms with a new period) the periodic drain timer, and resets
+ * its back-off. It fires a base period after its last drain -- at once if
+ * that is past -- then every period (see on_timer). The producer runs this
+ * after each event-loop pass that committed: with batches a period apart or
+ * more (one request in flight), the drain follows the pass's acks on that
+ * CPU, between requests, where a free-running timer would land on the next
+ * request and its softirq delay that request's ack (README, "Benchmark");
+ * and the period still bounds how often the timer drains.
+ */
 SEC("syscall")
 int ringbridge_arm_timer(void *ctx)
 {
 	__u32 key = 0;
 	struct timer_elem *elem = bpf_map_lookup_elem(&ringbridge_timer, &key);
 	struct ringbridge_ctl *ctl = bpf_map_lookup_elem(&ringbridge_ctl, &key);
+	__u64 now = bpf_ktime_get_ns(), due;
 	long err;
 
 	if (!elem)
 		return -EINVAL;
+	due = elem->last_drain_ns + period_of(ctl);
 	err = bpf_timer_init(&elem->timer, &ringbridge_timer, CLOCK_MONOTONIC);
 	/* -EBUSY: already initialised by an earlier run; re-arm it. */
 	if (err && err != -EBUSY)
@@ -331,8 +344,7 @@ int ringbridge_arm_timer(void *ctx)
 		return err;
 	if (ctl)
 		__sync_lock_test_and_set(&ctl->idle_drains, 0);
-	/* Back to the base period (the producer's wake-up after idle goes through here). */
-	return bpf_timer_start(&elem->timer, period_of(ctl), 0);
+	return bpf_timer_start(&elem->timer, due > now ? due - now : 0, 0);
 }
 
 /* Stops the periodic drain (the timer stays initialised). */

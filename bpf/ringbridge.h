@@ -90,7 +90,8 @@ struct ringbridge_ctl {
 	 * the timer, reset to 0 by ringbridge_arm_timer. While the ring stays
 	 * empty the period doubles with each such drain, up to idle_period_ns,
 	 * so an idle service costs a few wake-ups a second; the producer re-arms
-	 * the timer when it commits to a backed-off timer.
+	 * the timer (its next drain a period after its last) after each
+	 * event-loop pass that committed.
 	 */
 	__u32 idle_drains;
 	__u32 _reserved;

@@ -2,8 +2,9 @@
 
 Loaded and pinned by :mod:`ringbridge.kernel.bpfobj`. Its drain modes:
 
-- ``timer``: the in-kernel timer is armed at start; the producer re-arms it
-  when a commit finds it backed off (:class:`~ringbridge.producer.kick.TimerWaker`);
+- ``timer``: the in-kernel timer is armed at start; after each event-loop
+  pass that committed, the producer re-arms it if it backed off (its next
+  drain a period after its last) (:class:`~ringbridge.producer.kick.TimerWaker`);
   at shutdown the kernel gets the grace period to consume what was committed,
   then the timer is disarmed (a pinned timer would otherwise tick on forever);
 - ``kick``: the per-call budget is set and the on-demand drain program runs

@@ -143,7 +143,8 @@ class LoadedRingbridge(Closing):
         return int(_CTL_IDLE_DRAINS.unpack_from(self._ctl_mapping(), _CTL_IDLE_DRAINS_OFF)[0])
 
     def wake_timer(self) -> None:
-        """Re-arms the timer at its base period (after it backed off while idle)."""
+        """Re-arms the timer at its base period, counted from its last drain
+        (at once if that is past); its back-off restarts."""
         _run_checked(self._arm, ARM_PROG)
 
     def disarm_timer(self) -> bool:

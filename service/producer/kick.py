@@ -13,13 +13,19 @@ is nothing to do.
   by another, so a producer waiting for space is never left without one.
 - :class:`TimerWaker` (``timer`` mode): the in-kernel timer drains every
   base period while drains leave samples behind, every two while each one
-  empties the ring (one step of back-off: half the timer interrupts while
-  batches trickle in), and doubles its period while the ring stays empty
-  (an idle service costs a few wake-ups a second, not one per base
-  period); a commit that finds it backed off further re-arms it at its base
-  period, so the first batch after a quiet spell is consumed within one
-  base period rather than one idle period. Under load the timer never
-  backs off that far and ``request`` is one read of the mapped ctl value.
+  empties the ring, and doubles its period while the ring stays empty (an
+  idle service costs a few wake-ups a second, not one per base period).
+  Once per event-loop pass with commits, after their acks are written, a
+  timer found backed off (even one step) is re-armed: its next drain comes
+  a base period after its last one, at once if that is past. With one
+  request in flight (batches a period apart or more) the drain then follows
+  the pass that committed, on the event loop's CPU, between requests -- not
+  two periods after the last drain, in the middle of the next request,
+  where its softirq delayed that request's ack (README, "Benchmark": the
+  ack latency); the first batch after a quiet spell is consumed at once;
+  and the period still bounds how often the timer drains. A timer at its
+  base period is due then anyway: ``request`` is one read of the mapped
+  ctl value.
 
 Failures are counted and logged, never retried in a loop (a poisoned ring
 would fail again at once).
@@ -39,13 +45,6 @@ from ..kernel.drainer import NativeDrainer
 from .loopref import LoopRef
 
 log = logging.getLogger("ringbridge.producer")
-
-#: Re-arm the timer when a commit finds it backed off this many steps (the
-#: ctl's idle_drains: one for a drain that emptied the ring, one more per
-#: empty drain after it; bpf/ringbridge.bpf.c, on_timer): its next drain may
-#: then be two base periods away or more.
-WAKE_AFTER_IDLE_DRAINS = 2
-
 
 @dataclass(frozen=True, slots=True)
 class KickStatistics:
@@ -131,16 +130,13 @@ class Kicker:
 
 
 class TimerWaker:
-    """``timer`` mode: re-arm the drain timer when a commit finds it backed off.
+    """``timer`` mode: re-arm a backed-off drain timer after each pass that committed.
 
-    ``idle_drains`` reads the timer's count of empty drains in a row (no
-    syscall); ``wake`` re-arms it at its base period (one syscall). The
-    re-arm runs once the event-loop pass's current callback returns, as the
-    kick does: after the acks of the commit that asked for it are written,
-    not before them. It is a ``BPF_PROG_TEST_RUN``, and on a CPU that has
-    just woken from idle (a server between requests) one costs 15-100 us
-    against 3 us back to back (AMD EPYC VM, 2026-12-03): a batch's ack need
-    not wait for it, since the timer's next drain is a period away anyway.
+    ``idle_drains`` reads the timer's back-off steps (no syscall; 0: at its
+    base period); ``wake`` runs the arm program (one ``BPF_PROG_TEST_RUN``).
+    That runs once the event-loop pass's current callback returns, as the
+    kick does: after the acks of the commits that asked for it are written,
+    not before them, and once for all the commits of that callback.
     """
 
     def __init__(self, idle_drains: Callable[[], int], wake: Callable[[], None]) -> None:
@@ -152,7 +148,7 @@ class TimerWaker:
         self.errors = 0
 
     def request(self) -> None:
-        if self._closed or self._pass.due or self._idle_drains() < WAKE_AFTER_IDLE_DRAINS:
+        if self._closed or self._pass.due or not self._idle_drains():
             return
         self._pass.request()
 

@@ -280,9 +280,46 @@ def test_idle_timer_backs_off_and_a_wake_restores_the_period(rb: LoadedRingbridg
         # ~10 at 20 ms; the base period would have made ~2000.
         assert 1 <= idle_calls <= 40, idle_calls
         _put(rb.ring_fd, _sample(kind=6, value=1))
-        rb.wake_timer()  # what the producer does when it commits to a backed-off timer
+        rb.wake_timer()  # what the producer does after a pass that committed
         _until(lambda: rb.read_counters().kind_count[6] == 1, "sample consumed after the wake")
         assert rb.read_ctl()[1:] == (64, 100_000)  # period and budget unchanged
+    finally:
+        rb.disarm_timer()
+
+
+def _next_drain_after(rb: LoadedRingbridge, calls: int, timeout: float = 5.0) -> float:
+    """When (time.monotonic, to ~1 ms) the timer's drain calls passed ``calls``."""
+    deadline = time.monotonic() + timeout
+    while rb.read_counters().drain_calls <= calls:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no drain within {timeout} s")
+        time.sleep(0.001)
+    return time.monotonic()
+
+
+def test_a_wake_drains_a_period_after_the_last_drain_at_once_if_that_is_past(
+    rb: LoadedRingbridge,
+) -> None:
+    period = 0.3
+    rb.arm_timer(period_ns=int(period * 1e9), budget=64, idle_period_ns=20_000_000_000)
+    try:
+        _until(lambda: rb.timer_idle_drains() >= 1, "a first empty drain")
+        # Just after a drain (the next one two periods away, backed off):
+        # a wake brings it to one period after that drain, not sooner.
+        last = _next_drain_after(rb, rb.read_counters().drain_calls)
+        calls = rb.read_counters().drain_calls
+        rb.wake_timer()
+        assert rb.timer_idle_drains() == 0
+        drained = _next_drain_after(rb, calls)
+        assert period - 0.05 < drained - last < 1.5 * period, drained - last
+        # Backed off further (its next drain 1.2 s or more after its last):
+        # woken more than a period after its last drain, it drains at once.
+        _until(lambda: rb.timer_idle_drains() >= 3, "backed off three steps")
+        time.sleep(period + 0.05)
+        calls = rb.read_counters().drain_calls
+        woke = time.monotonic()
+        rb.wake_timer()
+        assert _next_drain_after(rb, calls) - woke < period / 2
     finally:
         rb.disarm_timer()
 

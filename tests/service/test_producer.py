@@ -14,7 +14,7 @@ from ringbridge.errors import OverloadedError, StoppingError
 from ringbridge.kernel.bpfobj import LoadedRingbridge, load_default
 from ringbridge.kernel.drainer import NativeDrainer
 from ringbridge.producer.admission import Admission, BatchLine
-from ringbridge.producer.kick import WAKE_AFTER_IDLE_DRAINS, Kicker, TimerWaker
+from ringbridge.producer.kick import Kicker, TimerWaker
 from ringbridge.producer.task import Producer
 from ringbridge.ring import EncodedBatch, UserRingBuffer
 from ringbridge.wire import Ack
@@ -270,32 +270,44 @@ async def test_kick_mode_drains_after_commits(
 
 
 @kernel
-async def test_timer_rearm_runs_after_the_callback_that_asked_once_per_pass(
+async def test_a_backed_off_timer_is_rearmed_after_the_callback_that_asked_once_per_pass(
     loaded: LoadedRingbridge,
 ) -> None:
-    # A 50 ms base period: once re-armed, the next drain (which would count
-    # again) is 50 ms away, far beyond the asserts below.
-    loaded.arm_timer(period_ns=50_000_000, budget=64, idle_period_ns=10_000_000_000)
+    # A 200 ms base period backed off three times: its next drain is 0.8 s
+    # after its last; re-armed, one base period after it.
+    period = 0.2
+    loaded.arm_timer(period_ns=int(period * 1e9), budget=64, idle_period_ns=10_000_000_000)
+    loop = asyncio.get_running_loop()
     try:
-        await eventually(lambda: loaded.timer_idle_drains() >= WAKE_AFTER_IDLE_DRAINS)
+        await eventually(lambda: loaded.timer_idle_drains() >= 3)
+        seen = loop.time()  # the last drain was before this
         waker = TimerWaker(loaded.timer_idle_drains, loaded.wake_timer)
+        before = loaded.read_counters().drain_calls
         for _ in range(3):  # three commits in one callback
             waker.request()
         # Not yet: the acks of those commits are written before the syscall.
-        assert loaded.timer_idle_drains() >= WAKE_AFTER_IDLE_DRAINS
         assert waker.statistics().kicks == 0
+        assert loaded.timer_idle_drains() >= 3
         await asyncio.sleep(0)
-        assert loaded.timer_idle_drains() == 0  # re-armed at the base period
         assert waker.statistics().kicks == 1  # one re-arm for the three
-        waker.request()  # the timer is not backed off now: nothing to do
+        assert loaded.timer_idle_drains() == 0  # its back-off restarted
+        waker.request()  # at its base period: due anyway, nothing to do
         await asyncio.sleep(0)
         assert waker.statistics().kicks == 1
-        await eventually(lambda: loaded.timer_idle_drains() >= WAKE_AFTER_IDLE_DRAINS)
-        waker.request()
-        await waker.aclose()  # a re-arm still due runs at close, then none
-        assert loaded.timer_idle_drains() == 0 and waker.statistics().kicks == 2
+        await eventually(lambda: loaded.read_counters().drain_calls > before, timeout=5)
+        assert loop.time() - seen < 3 * period, "the re-armed timer kept its backed-off period"
+        # That drain found the ring empty: one step of back-off, so a commit re-arms.
+        await eventually(lambda: loaded.timer_idle_drains() >= 1)
         waker.request()
         await asyncio.sleep(0)
-        assert waker.statistics().kicks == 2 and waker.statistics().errors == 0
+        assert waker.statistics().kicks == 2
+        await eventually(lambda: loaded.timer_idle_drains() >= 1)
+        waker.request()
+        await waker.aclose()  # a re-arm still due runs at close, then none
+        assert waker.statistics().kicks == 3
+        await eventually(lambda: loaded.timer_idle_drains() >= 1)
+        waker.request()
+        await asyncio.sleep(0)
+        assert waker.statistics().kicks == 3 and waker.statistics().errors == 0
     finally:
         loaded.disarm_timer()
