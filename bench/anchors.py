@@ -124,6 +124,22 @@ def cpuidle() -> str:
         return driver
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, all) CPU time of every CPU so far, in clock ticks (``/proc/stat``):
+    steal is the time the hypervisor ran something else while a vCPU wanted to run."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return (0, 0)
+    return (fields[7] if len(fields) > 7 else 0, sum(fields))
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the CPUs' time stolen between two :func:`cpu_ticks` (None: unknown)."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else None
+
+
 def host() -> dict[str, Any]:
     """CPU model, count and per-core speed of this machine, for the results' header."""
     info = _cpuinfo()

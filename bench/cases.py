@@ -84,7 +84,6 @@ class Case:
         extra = f", wait={self.wait}" if self.group == "latency" else ""
         server = {
             "timer": " [timer drain]",
-            "timer-1ms": " [timer drain, period 1 ms]",
             "granian": " [granian]",
             "baseline": " [baseline]",
             "floor": " [floor: a minimal C responder, not the service]",
@@ -107,6 +106,7 @@ class Run:
     latency_p50_us: float | None = None
     latency_p99_us: float | None = None
     peak_rss_mib: float | None = None  # the server's VmHWM over this run alone
+    steal_pct: float | None = None  # the host's steal time over this run (/proc/stat)
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -219,8 +219,6 @@ def cases(quick: bool, granian: bool = False) -> list[Case]:
         # load generator of the throughput rows): beside the target, not judged.
         Case(report.T_LAT_WRK, "HTTP binary", "timer", 64, 100, 1, group="latency", client="wrk"),
         Case(report.A_FLOOR_WRK, "HTTP binary", "floor", 64, 100, 1, group="latency", client="wrk"),
-        # ... and on a server whose drain timer fires a tenth as often: beside it too.
-        Case(f"{report.T_LAT}-1ms", "HTTP binary", "timer-1ms", 64, 100, 1, group="latency"),
         Case("c-16B", "C libbpf", "local", 16, 0),
         Case(C4096, "C libbpf", "local", 4096, 0),
         Case("py-64B", "Python direct", "local", 64, 0, anchor=C64),

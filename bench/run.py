@@ -474,8 +474,10 @@ def main(argv: list[str] | None = None) -> int:
                 for r in range(rounds):
                     for c in all_cases:
                         bar.set_description(f"round {r + 1}/{rounds}: {c.key}")
+                        ticks = anchors.cpu_ticks()
                         run = step(c)
                         run.round = r
+                        run.steal_pct = anchors.steal_pct(ticks, anchors.cpu_ticks())
                         runs.append(run)
                         bar.update()
             extra["blocked"] = measure_blocked(tmp, 1.0 if args.quick else 3.0)

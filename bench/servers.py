@@ -42,17 +42,12 @@ NAMES = (
     "kick",
     "many",
     "timer",
-    "timer-1ms",
     "bare",
     "floor",
     "granian",
     "granian-bare",
     "baseline",
 )
-#: ``timer-1ms``: the default (timer drain) server with a 1 ms drain period
-#: instead of 100 µs: beside the latency target, what the timer's own
-#: interrupts (one a batch at that load) cost a round trip on the host.
-SLOW_TIMER_PERIOD_US = 1000
 #: The latency floor (bench/http_floor.c, built by ``make setup``).
 HTTP_FLOOR = REPO / "build" / "http_floor"
 #: ``--baseline DIR``: another checkout (with its own .venv) served as "baseline".
@@ -74,10 +69,7 @@ def pinned_dir(tag: str) -> Iterator[Path]:
         unpin(path)
 
 
-def ringbridge_cmd(
-    pins: Path, drain: str, ring_size: int = RING_SIZE, drain_period_us: int | None = None
-) -> list[str]:
-    period = [] if drain_period_us is None else [f"--drain-period-us={drain_period_us}"]
+def ringbridge_cmd(pins: Path, drain: str, ring_size: int = RING_SIZE) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -88,7 +80,6 @@ def ringbridge_cmd(
         f"--ring-size={ring_size}",
         f"--drain={drain}",
         f"--max-batch-bytes={MAX_BATCH_BYTES}",
-        *period,
     ]
 
 
@@ -164,16 +155,14 @@ def start(name: str, stack: ExitStack, tmp: Path) -> procs.Server:
         return stack.enter_context(
             procs.spawned_at(name, cmd, f"127.0.0.1:{port}", "/", log, cwd=REPO, any_status=True)
         )
-    if name in ("kick", "many", "timer", "timer-1ms"):
+    if name in ("kick", "many", "timer"):
         pins = stack.enter_context(pinned_dir(name))
         many = name == "many"
         # The default admission budget (64 MiB) for the many-clients rows too:
         # a stream holds credit only for its frames in flight, and a frame
         # that finds none waits unread (api/wslimits.py); 256 connections x
         # 4 frames of 64 KiB fit it (measured: the same rate as with 512 MiB).
-        drain = "kick" if many else name.removesuffix("-1ms")
-        period = SLOW_TIMER_PERIOD_US if name == "timer-1ms" else None
-        cmd = ringbridge_cmd(pins, drain, drain_period_us=period)
+        cmd = ringbridge_cmd(pins, "kick" if many else name)
         return stack.enter_context(procs.spawned(name, cmd, log, cwd=REPO, env=_QUIET))
     if name not in ("granian", "granian-bare"):
         raise ValueError(f"unknown server {name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.report import Row, Stat, ratio, targets_table, twins
+from bench.report import T_LAT, Row, Stat, ratio, targets_table, twins
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
@@ -133,6 +133,23 @@ def baseline_table(doc: dict[str, Any], rows: dict[str, Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def steal_line(doc: dict[str, Any]) -> str:
+    """The host's steal time over the timed rows (what other guests took from
+    this VM's CPUs): it moves every row, the latency ones most. "" when not recorded."""
+    runs = [r for r in doc["runs"] if r.get("steal_pct") is not None]
+    if not runs:
+        return ""
+    pcts = sorted(r["steal_pct"] for r in runs)
+    top = max(runs, key=lambda r: r["steal_pct"])
+    lat = [f"{r['steal_pct']:.1f}" for r in runs if r["key"] == T_LAT]
+    rounds = f"; the latency target's rounds {', '.join(lat)} %" if lat else ""
+    return (
+        f"Steal time (the hypervisor's, `/proc/stat`) over the timed rows: median "
+        f"{pcts[len(pcts) // 2]:.1f} %, highest {top['steal_pct']:.1f} % ({top['key']}, round "
+        f"{top['round'] + 1}){rounds}."
+    )
+
+
 def _intro(doc: dict[str, Any]) -> str:
     m = doc["meta"]
     host = m.get("host_line") or f"{m['cpus']} CPUs"
@@ -143,8 +160,8 @@ def _intro(doc: dict[str, Any]) -> str:
         "rounds with the spread (min-max) in brackets; a ratio is taken per round against the "
         "anchor row of the same round. Load generators: `wrk` (HTTP) and `build/ws_client` "
         "(WebSocket, pre-masked frames); client and server share the machine's CPUs. CPU % is "
-        "of one CPU; peak RSS is the server's VmHWM over that row alone."
-    )
+        "of one CPU; peak RSS is the server's VmHWM over that row alone. " + steal_line(doc)
+    ).rstrip()
 
 
 def _extras(doc: dict[str, Any]) -> str:
@@ -201,6 +218,8 @@ def check_readme(path: Path) -> None:
 def readme_block(doc: dict[str, Any], rows: dict[str, Row]) -> str:
     m = doc["meta"]
     head = f"Host: {m.get('host_line') or m['cpus']}; {m['rounds']} interleaved round(s).\n\n"
+    if steal := steal_line(doc):
+        head += steal + "\n\n"
     granian = granian_table(doc, rows)
     return (
         head

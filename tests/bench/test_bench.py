@@ -105,6 +105,9 @@ def test_quick_bench_runs_every_path(tmp_path: Path) -> None:
     # How an idle CPU waits (what a wake-up across CPUs costs), when the host says.
     assert host["cpuidle"] == anchors.cpuidle()
     assert not host["cpuidle"] or f"cpuidle {host['cpuidle']}" in md
+    # The host's steal time is taken over every timed row and named in the header.
+    assert all(0 <= r["steal_pct"] <= 100 for r in doc["runs"])
+    assert "Steal time (the hypervisor's" in md
     # A quick run never touches tracked files.
     assert (REPO / "README.md").read_text() == readme
 
@@ -159,6 +162,19 @@ def _doc(
 
 def _line(table: str, what: str) -> str:
     return next(x for x in table.splitlines() if what in x)
+
+
+def test_the_steal_line_names_the_median_the_highest_and_the_latency_targets_rounds() -> None:
+    doc = _doc({report.T_WS: [1.0, 1.0, 1.0], report.T_LAT: [1.0, 1.0, 1.0]})
+    for r, pct in zip(doc["runs"], (0.5, 0.0, 7.25, 2.0, 0.25, 30.0), strict=True):
+        r["steal_pct"] = pct
+    line = tables.steal_line(doc)
+    assert "median 2.0 %" in line, line
+    assert f"highest 30.0 % ({report.T_LAT}, round 3)" in line, line
+    assert "the latency target's rounds 2.0, 0.2, 30.0 %" in line, line
+    for r in doc["runs"]:
+        del r["steal_pct"]  # results of runs before it was recorded
+    assert tables.steal_line(doc) == ""
 
 
 def test_ratios_are_per_round_then_median() -> None:
