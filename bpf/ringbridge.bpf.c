@@ -10,7 +10,8 @@
  *               while each drain empties the ring), backing off to
  *               ctl.idle_period_ns while the ring stays empty; the kernel
  *               consumes on its own. The producer runs the arm program
- *               again after each event-loop pass that committed: the next
+ *               again after each event-loop pass that committed while the
+ *               timer backed off (idle_drains > 0): the next
  *               drain comes a period after the last one, at once if that
  *               is past, not two periods or a backed-off period later.
  *   - kick:     ringbridge_drain (SEC("syscall")) drains on demand.
