@@ -287,13 +287,9 @@ def test_idle_timer_backs_off_and_a_wake_restores_the_period(rb: LoadedRingbridg
         rb.disarm_timer()
 
 
-def _next_drain_after(rb: LoadedRingbridge, calls: int, timeout: float = 5.0) -> float:
-    """When (time.monotonic, to ~1 ms) the timer's drain calls passed ``calls``."""
-    deadline = time.monotonic() + timeout
-    while rb.read_counters().drain_calls <= calls:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no drain within {timeout} s")
-        time.sleep(0.001)
+def _next_drain_after(rb: LoadedRingbridge, calls: int) -> float:
+    """When (time.monotonic, to a few ms) the timer's drain calls passed ``calls``."""
+    _until(lambda: rb.read_counters().drain_calls > calls, f"a drain after {calls}")
     return time.monotonic()
 
 
